@@ -1,0 +1,17 @@
+//! omni-gateway: connects Facebook Pages (Messenger) to Rocket.Chat Omnichannel.
+//!
+//! The crate is laid out as adapters at the edges (`rocketchat`, `messenger`, `http`), a small
+//! domain core in the middle (`commands`, `admin`, `relay`), and the store behind one module
+//! (`store`). See ARCHITECTURE.md for the code map and the invariants.
+
+pub mod admin;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod ids;
+pub mod messenger;
+pub mod rocketchat;
+pub mod sim;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,5 @@
+//! The Rocket.Chat adapter: the realtime API (DDP over WebSocket) for login and streams, and the
+//! REST API for every action. Only this module knows Rocket.Chat's wire formats.
+
+pub mod ddp;
+pub mod rest;
