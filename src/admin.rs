@@ -1,1 +1,451 @@
-//! (being written)
+//! The admin side of the bot: `/facebook …` commands in direct messages, and notices to admins.
+//!
+//! Messages arrive from the `__my_messages__` stream already typed by `rocketchat::realtime`;
+//! this module filters them, parses them with the pure `commands` grammar, checks that the sender
+//! may run the command, runs it, and answers in the same room through REST.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::commands::{self, Command, PageEdit, Parsed};
+use crate::health::{Health, Link, now_ms};
+use crate::ids::{MessageId, PageId, RoomId, UserId};
+use crate::notices::Notifier;
+use crate::pages::{self, Pages};
+use crate::rocketchat::realtime::{ChatMessage, RoomContext};
+use crate::rocketchat::rest::{self, RestClient};
+use crate::store::{self, Department, Page, PageStatus, Store};
+
+/// How long a user's roles are trusted before `users.info` is asked again.
+const ROLE_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How many message ids are remembered to drop the stream's re-emissions (edits, reactions).
+const SEEN_CAPACITY: usize = 4096;
+
+/// Who may run admin commands.
+#[derive(Clone, Debug)]
+pub struct AdminPolicy {
+    /// Usernames always allowed (bot.toml `admins`).
+    pub admins: Vec<String>,
+    /// Roles that make a user an admin (bot.toml `admin_roles`).
+    pub admin_roles: Vec<String>,
+}
+
+/// A command handler's failure, told to the admin in chat and logged.
+#[derive(thiserror::Error, Debug)]
+pub enum CommandError {
+    /// The command cannot be done as asked; the text tells the admin why and what to do.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    RocketChat(#[from] rest::Error),
+    #[error("the gateway's store failed: {0}")]
+    Store(#[from] store::Error),
+    #[error("{0}")]
+    Pages(#[from] pages::Error),
+}
+
+pub struct Admin {
+    rest: RestClient,
+    chat: Notifier,
+    pages: Arc<Pages>,
+    store: Store,
+    health: Health,
+    policy: AdminPolicy,
+    seen: Mutex<SeenIds>,
+    roles: Mutex<HashMap<UserId, (Instant, Option<Vec<String>>)>>,
+    roles_hidden_reported: std::sync::atomic::AtomicBool,
+}
+
+impl Admin {
+    pub fn new(rest: RestClient, chat: Notifier, pages: Arc<Pages>, store: Store, health: Health, policy: AdminPolicy) -> Admin {
+        Admin {
+            rest,
+            chat,
+            pages,
+            store,
+            health,
+            policy,
+            seen: Mutex::new(SeenIds::default()),
+            roles: Mutex::new(HashMap::new()),
+            roles_hidden_reported: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Handles one `__my_messages__` event. Everything that is not a command for us is ignored
+    /// quietly: our own messages, system messages, re-emitted ids, rooms we are not in, and
+    /// anything outside direct messages.
+    pub async fn handle(&self, message: ChatMessage, room: RoomContext) {
+        let Some(bot) = self.rest.user_id() else {
+            return;
+        };
+        if message.author_id == bot || message.kind.is_some() || !room.participant {
+            return;
+        }
+        if room.room_type.as_deref() != Some("d") {
+            return;
+        }
+        if !self.first_sighting(&message.id) {
+            return;
+        }
+        let bare_allowed = is_one_to_one_with(&message.rid, &bot, &message.author_id);
+        let command = match commands::parse(&message.text, bare_allowed) {
+            Parsed::NotACommand => return,
+            Parsed::Invalid(usage) => {
+                info!(user = %message.author_username, error = %usage, "command refused: usage");
+                self.chat.reply(&message.rid, &usage.to_string()).await;
+                return;
+            }
+            Parsed::Command(command) => command,
+        };
+        if command.needs_admin() && !self.is_admin(&message.author_id, &message.author_username).await {
+            info!(target: "audit", user = %message.author_username, command = command.name(), "command refused: not an admin");
+            let text = format!(
+                "Sorry @{}, only Rocket.Chat admins can run `{}`. Ask an administrator, or try `/facebook help`.",
+                message.author_username,
+                command.name()
+            );
+            self.chat.reply(&message.rid, &text).await;
+            return;
+        }
+        info!(target: "audit", user = %message.author_username, command = command.name(), page = page_of(&command).map(PageId::as_str).unwrap_or("-"), "command accepted");
+        let answer = match self.run(&command, &message).await {
+            Ok(text) => text,
+            Err(CommandError::Refused(text)) => text,
+            Err(err) => {
+                warn!(user = %message.author_username, command = command.name(), error = %err, "command failed");
+                format!("`{}` failed: {err}. Try again in a moment; if it keeps failing, see the gateway's log.", command.name())
+            }
+        };
+        self.chat.reply(&message.rid, &answer).await;
+    }
+
+    async fn run(&self, command: &Command, message: &ChatMessage) -> Result<String, CommandError> {
+        match command {
+            Command::Help => Ok(commands::help_text()),
+            Command::Pages => self.pages(),
+            Command::Status => self.status(),
+            Command::Edit { page, change: None } => self.show_page(page),
+            Command::Edit {
+                page,
+                change: Some(change),
+            } => self.edit_page(page, change).await,
+            Command::Subscribe { page } => self.set_subscription(page, &message.author_username, true),
+            Command::Unsubscribe { page } => self.set_subscription(page, &message.author_username, false),
+            Command::Authorize => {
+                let link = self
+                    .pages
+                    .start_authorization(&message.author_username, &message.author_id, &message.rid)
+                    .await?;
+                Ok(format!(
+                    "Open this link to connect your Facebook pages (it works once and expires in {} minutes):\n{link}",
+                    pages::STATE_LIFETIME.as_secs() / 60
+                ))
+            }
+            Command::Unauthorize { page } => Ok(self.pages.unauthorize(&message.author_username, page.as_ref()).await?),
+        }
+    }
+
+    fn pages(&self) -> Result<String, CommandError> {
+        let pages = self.store.pages()?;
+        if pages.is_empty() {
+            return Ok("No Facebook page is connected yet. Run `/facebook authorize` to connect one.".into());
+        }
+        let held = self.held_by_page()?;
+        let mut text = format!("Connected pages ({}):", pages.len());
+        for page in &pages {
+            text.push_str(&format!(
+                "\n• {} *{}* — department: {} · {} · held: {}",
+                page.id,
+                page.name,
+                department_label(page.department.as_ref()),
+                status_label(&page.status),
+                held.get(&page.id).copied().unwrap_or(0)
+            ));
+        }
+        Ok(text)
+    }
+
+    fn held_by_page(&self) -> Result<HashMap<PageId, usize>, CommandError> {
+        let mut held = HashMap::new();
+        for conversation in self.store.conversations()? {
+            if conversation.held_since_ms.is_some() {
+                *held.entry(conversation.key.page.clone()).or_insert(0) += 1;
+            }
+        }
+        Ok(held)
+    }
+
+    fn status(&self) -> Result<String, CommandError> {
+        let link = match self.health.link() {
+            Link::Up { since_ms } => format!("connected (since {})", format_age(since_ms)),
+            Link::Down { reason } => format!("down: {reason}"),
+        };
+        let pages = self.store.pages()?;
+        let held: usize = self.held_by_page()?.values().sum();
+        let last_webhook = pages.iter().filter_map(|p| p.last_webhook_ms).max();
+        let mut text = format!(
+            "*omni-gateway status*\n• Rocket.Chat: {link}\n• pages: {}\n• held conversations: {held}\n• inbox: {} · outbox: {}\n• last webhook: {}",
+            pages.len(),
+            self.store.inbox_len(),
+            self.store.outbox_len(),
+            last_webhook.map(format_age).unwrap_or_else(|| "never".into()),
+        );
+        for page in &pages {
+            text.push_str(&format!("\n  – {} *{}*: {}", page.id, page.name, status_label(&page.status)));
+        }
+        if self.roles_hidden_reported.load(std::sync::atomic::Ordering::Relaxed) {
+            text.push_str(&format!("\n• warning: {ROLES_HIDDEN}"));
+        }
+        Ok(text)
+    }
+
+    fn show_page(&self, id: &PageId) -> Result<String, CommandError> {
+        let page = self.connected_page(id)?;
+        let text_of = |value: &Option<String>| match value {
+            Some(text) => format!("\"{text}\""),
+            None => "off".into(),
+        };
+        Ok(format!(
+            "Page {id} *{name}* ({status})\n\
+             • department: {department} — change with `/facebook edit {id} department <name or id | none>`\n\
+             • welcome: {welcome} — `/facebook edit {id} welcome <text | off>`\n\
+             • finished: {finished} — `/facebook edit {id} finished <text | off>`\n\
+             • offline: {offline} — `/facebook edit {id} offline <text | off>`\n\
+             • notices go to: {subscribers}",
+            name = page.name,
+            status = status_label(&page.status),
+            department = department_label(page.department.as_ref()),
+            welcome = text_of(&page.welcome),
+            finished = text_of(&page.finished),
+            offline = text_of(&page.offline),
+            subscribers = if page.subscribers.is_empty() {
+                "nobody".to_string()
+            } else {
+                page.subscribers.iter().map(|u| format!("@{u}")).collect::<Vec<_>>().join(", ")
+            },
+        ))
+    }
+
+    async fn edit_page(&self, id: &PageId, change: &PageEdit) -> Result<String, CommandError> {
+        self.connected_page(id)?;
+        let department = match change {
+            PageEdit::Department(Some(wanted)) => match self.find_department(wanted).await? {
+                Ok(department) => Some(department),
+                Err(refusal) => return Ok(refusal),
+            },
+            _ => None,
+        };
+        let updated = self.store.update_page(id, |page| match change {
+            PageEdit::Department(_) => page.department = department.clone(),
+            PageEdit::Welcome(text) => page.welcome = text.clone(),
+            PageEdit::Finished(text) => page.finished = text.clone(),
+            PageEdit::Offline(text) => page.offline = text.clone(),
+        })?;
+        self.store.sync().await?;
+        let Some(page) = updated else {
+            return Ok(not_connected(id));
+        };
+        let what = match change {
+            PageEdit::Department(_) => format!("department is now {}", department_label(page.department.as_ref())),
+            PageEdit::Welcome(None) => "welcome message is off".into(),
+            PageEdit::Welcome(Some(_)) => "welcome message updated".into(),
+            PageEdit::Finished(None) => "conversation finished message is off".into(),
+            PageEdit::Finished(Some(_)) => "conversation finished message updated".into(),
+            PageEdit::Offline(None) => "offline message is off".into(),
+            PageEdit::Offline(Some(_)) => "offline message updated".into(),
+        };
+        Ok(format!("Page {id} *{}*: {what}. It applies to the next conversation.", page.name))
+    }
+
+    /// Looks a department up by id or name (case-insensitive). `Ok(Err(text))` is a refusal to
+    /// show the admin, listing the valid names.
+    async fn find_department(&self, wanted: &str) -> Result<Result<Department, String>, CommandError> {
+        let departments = match self.rest.departments().await {
+            Ok(departments) => departments,
+            Err(rest::Error::Api { status: 403, .. }) => {
+                return Ok(Err("I may not list Omnichannel departments. Give the bot user the `view-livechat-departments` permission (Administration → Permissions) and try again.".into()));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let found = departments
+            .iter()
+            .find(|d| d.id == wanted)
+            .or_else(|| departments.iter().find(|d| d.name.eq_ignore_ascii_case(wanted)));
+        Ok(match found {
+            Some(d) => Ok(Department {
+                id: d.id.clone(),
+                name: d.name.clone(),
+            }),
+            None if departments.is_empty() => Err(format!(
+                "There is no department '{wanted}': Omnichannel has no departments yet. Create one under Omnichannel → Departments, or use `none`."
+            )),
+            None => Err(format!(
+                "There is no department '{wanted}'. Valid departments: {}.",
+                departments.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        })
+    }
+
+    fn set_subscription(&self, id: &PageId, username: &str, on: bool) -> Result<String, CommandError> {
+        self.connected_page(id)?;
+        let updated = self.store.update_page(id, |page| {
+            page.subscribers.retain(|u| u != username);
+            if on {
+                page.subscribers.push(username.to_owned());
+            }
+        })?;
+        Ok(match updated {
+            None => not_connected(id),
+            Some(page) if on => format!("You will get the notices of page {id} *{}*.", page.name),
+            Some(page) => format!("You will no longer get the notices of page {id} *{}*.", page.name),
+        })
+    }
+
+    /// The page, or a refusal naming the connected pages when it is unknown.
+    fn connected_page(&self, id: &PageId) -> Result<Page, CommandError> {
+        self.store
+            .page(id)?
+            .ok_or_else(|| CommandError::Refused(not_connected(id)))
+    }
+
+    /// Whether the user may run admin commands: listed in `admins`, or holding an `admin_roles`
+    /// role according to `users.info` (cached briefly).
+    async fn is_admin(&self, user: &UserId, username: &str) -> bool {
+        if self.policy.admins.iter().any(|a| a == username) {
+            return true;
+        }
+        if self.policy.admin_roles.is_empty() {
+            return false;
+        }
+        let cached = self.lock_roles().get(user).and_then(|(at, roles)| (at.elapsed() < ROLE_CACHE_TTL).then(|| roles.clone()));
+        let roles = match cached {
+            Some(roles) => roles,
+            None => match self.rest.user_roles(user).await {
+                Ok(roles) => {
+                    self.lock_roles().insert(user.clone(), (Instant::now(), roles.clone()));
+                    roles
+                }
+                Err(err) => {
+                    warn!(user = %username, error = %err, "cannot read the user's roles; refusing the command");
+                    return false;
+                }
+            },
+        };
+        match roles {
+            Some(roles) => roles.iter().any(|r| self.policy.admin_roles.contains(r)),
+            None => {
+                if !self.roles_hidden_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    warn!("{ROLES_HIDDEN}");
+                }
+                false
+            }
+        }
+    }
+
+    fn lock_roles(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, (Instant, Option<Vec<String>>)>> {
+        self.roles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn first_sighting(&self, id: &MessageId) -> bool {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone())
+    }
+}
+
+const ROLES_HIDDEN: &str = "the bot may not read users' roles, so only the usernames in bot.toml `admins` can run commands; give the bot role the `view-full-other-user-info` permission to allow `admin_roles`";
+
+/// Remembers recent message ids in insertion order, forgetting the oldest.
+#[derive(Default)]
+struct SeenIds {
+    set: HashSet<MessageId>,
+    order: VecDeque<MessageId>,
+}
+
+impl SeenIds {
+    /// `true` the first time an id is inserted.
+    fn insert(&mut self, id: MessageId) -> bool {
+        if !self.set.insert(id.clone()) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Whether a direct room is the 1:1 DM between the bot and the author: Rocket.Chat names those
+/// rooms by the two user ids concatenated (a group DM has a random id).
+fn is_one_to_one_with(rid: &RoomId, bot: &UserId, author: &UserId) -> bool {
+    let (a, b) = (bot.as_str(), author.as_str());
+    let rid = rid.as_str();
+    rid == format!("{a}{b}") || rid == format!("{b}{a}")
+}
+
+fn page_of(command: &Command) -> Option<&PageId> {
+    match command {
+        Command::Unauthorize { page } => page.as_ref(),
+        Command::Edit { page, .. } | Command::Subscribe { page } | Command::Unsubscribe { page } => Some(page),
+        Command::Help | Command::Authorize | Command::Pages | Command::Status => None,
+    }
+}
+
+fn not_connected(id: &PageId) -> String {
+    format!("Page {id} is not connected. `/facebook pages` lists the connected pages; `/facebook authorize` connects more.")
+}
+
+fn department_label(department: Option<&Department>) -> String {
+    department.map(|d| d.name.clone()).unwrap_or_else(|| "none (any agent)".into())
+}
+
+fn status_label(status: &PageStatus) -> String {
+    match status {
+        PageStatus::Connected => "connected".into(),
+        PageStatus::NeedsAuthorization { reason, .. } => {
+            format!("needs authorization ({reason}) — run `/facebook authorize`")
+        }
+        PageStatus::Disconnected => "disconnected — run `/facebook authorize` to reconnect".into(),
+    }
+}
+
+/// "3m ago"-style age of an epoch-ms instant.
+fn format_age(epoch_ms: u64) -> String {
+    let secs = now_ms().saturating_sub(epoch_ms) / 1000;
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_to_one_rooms_are_the_two_ids_concatenated() {
+        let bot = UserId::new("BOT");
+        let alice = UserId::new("ALICE");
+        assert!(is_one_to_one_with(&RoomId::new("ALICEBOT"), &bot, &alice));
+        assert!(is_one_to_one_with(&RoomId::new("BOTALICE"), &bot, &alice));
+        assert!(!is_one_to_one_with(&RoomId::new("RANDOMGROUPDM"), &bot, &alice));
+    }
+
+    #[test]
+    fn seen_ids_forget_the_oldest() {
+        let mut seen = SeenIds::default();
+        assert!(seen.insert(MessageId::new("a")));
+        assert!(!seen.insert(MessageId::new("a")));
+        for i in 0..SEEN_CAPACITY {
+            seen.insert(MessageId::new(format!("x{i}")));
+        }
+        assert!(seen.insert(MessageId::new("a")), "the oldest id was forgotten");
+    }
+}

@@ -1,1 +1,220 @@
-//! (being written)
+//! The daemon: opens the store, connects to Rocket.Chat, serves HTTP, and runs the loops until it
+//! is told to stop. `Gateway::start` is what `omni-gateway run`, `sandbox` and the tests use, so
+//! every one of them exercises the same wiring.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::admin::{Admin, AdminPolicy};
+use crate::config::Config;
+use crate::health::Health;
+use crate::messenger::graph::{GraphClient, GraphSettings};
+use crate::notices::Notifier;
+use crate::pages::Pages;
+use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
+use crate::rocketchat::realtime::{self, MY_MESSAGES, ROOM_MESSAGES_STREAM};
+use crate::rocketchat::rest::{Auth, RestClient};
+use crate::store::{Store, TokenKey};
+use crate::{http, systemd};
+
+/// How long a REST call to Rocket.Chat may take.
+const REST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a Graph API call may take.
+const GRAPH_TIMEOUT: Duration = Duration::from_secs(20);
+/// Admin messages waiting to be handled; the stream waits when it is full.
+const ADMIN_QUEUE: usize = 256;
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where the HTTP server listens (useful when bot.toml asked for port 0).
+    pub http_addr: SocketAddr,
+    pub health: Health,
+    pub store: Store,
+    /// The realtime connection; the outbound relay adds room streams to it.
+    pub ddp: DdpClient,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Gateway {
+    /// Opens the store, binds the HTTP port and starts every loop. Fails fast, with the reason,
+    /// on anything a person must fix (store locked or unreadable, port taken).
+    pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        let key = TokenKey::load_or_create(&config.store.key_file)
+            .with_context(|| format!("cannot load the token key {}", config.store.key_file.display()))?;
+        let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
+            .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+        let listener = http::bind(config.http.listen).await?;
+        let http_addr = listener.local_addr()?;
+
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let health = Health::new();
+
+        let rest = RestClient::new(&config.rocketchat.url, REST_TIMEOUT)?;
+        if let Some(token) = &config.rocketchat.personal_token {
+            rest.set_auth(Some(Auth {
+                user_id: token.user_id.clone(),
+                token: token.auth_token.clone(),
+            }));
+        }
+        let chat = Notifier::new(rest.clone());
+        let graph = GraphClient::new(GraphSettings {
+            graph_url: config.facebook.graph_url.clone(),
+            dialog_url: config.facebook.dialog_url.clone(),
+            api_version: config.facebook.api_version.clone(),
+            app_id: config.facebook.app_id.clone(),
+            app_secret: config.facebook.app_secret.clone(),
+            timeout: GRAPH_TIMEOUT,
+        })?;
+        let pages = Arc::new(Pages::new(graph, store.clone(), chat.clone(), &config.http.public_url));
+        let admin = Arc::new(Admin::new(
+            rest.clone(),
+            chat,
+            pages.clone(),
+            store.clone(),
+            health.clone(),
+            AdminPolicy {
+                admins: config.rocketchat.admins.clone(),
+                admin_roles: config.rocketchat.admin_roles.clone(),
+            },
+        ));
+
+        let settings = DdpSettings {
+            url: config.rocketchat.websocket_url(),
+            keepalive: config.rocketchat.keepalive,
+            dead_link: config.rocketchat.dead_link,
+            ..DdpSettings::default()
+        };
+        let credentials = Credentials {
+            username: config.rocketchat.username.clone(),
+            password: config.rocketchat.password.clone(),
+            personal_token: config.rocketchat.personal_token.as_ref().map(|t| t.auth_token.clone()),
+        };
+        let (ddp, events) = DdpClient::start(settings, credentials, cancel.child_token());
+        ddp.subscribe(ROOM_MESSAGES_STREAM, serde_json::json!([MY_MESSAGES, false]))
+            .await;
+
+        let (admin_tx, admin_rx) = mpsc::channel(ADMIN_QUEUE);
+        let progress = Arc::new(AtomicU64::new(0));
+        tasks.spawn(admin_loop(admin.clone(), admin_rx));
+        tasks.spawn(rocketchat_loop(
+            events,
+            rest.clone(),
+            health.clone(),
+            admin_tx,
+            progress.clone(),
+            cancel.clone(),
+        ));
+        tasks.spawn(systemd::watchdog(progress, cancel.clone()));
+
+        let router = http::with_limits(
+            http::probes(http::ProbeState {
+                health: health.clone(),
+                store: store.clone(),
+            })
+            .merge(http::oauth(pages)),
+        );
+        tasks.spawn(http::serve(listener, router, cancel.clone()));
+        tasks.close();
+
+        info!(http = %http_addr, rocketchat = %config.rocketchat.url, "gateway started");
+        Ok(Gateway {
+            http_addr,
+            health,
+            store,
+            ddp,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// Stops accepting work, lets in-flight work finish, flushes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.health.stopping();
+        self.cancel.cancel();
+        self.tasks.wait().await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush_blocking())
+            .await
+            .context("the final store flush did not run")?
+            .context("the final store flush failed")?;
+        info!("gateway stopped; store flushed");
+        Ok(())
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, telling systemd when it is ready and stopping.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let gateway = Gateway::start(config).await?;
+    let ready = tokio::spawn(systemd::notify_ready_when_up(gateway.health.clone()));
+    systemd::shutdown_signal().await;
+    ready.abort();
+    info!("stopping");
+    systemd::notify_stopping();
+    gateway.shutdown().await
+}
+
+async fn admin_loop(admin: Arc<Admin>, mut messages: mpsc::Receiver<(realtime::ChatMessage, realtime::RoomContext)>) {
+    while let Some((message, room)) = messages.recv().await {
+        admin.handle(message, room).await;
+    }
+}
+
+/// Turns the DDP client's events into state changes and work for the core.
+async fn rocketchat_loop(
+    mut events: mpsc::Receiver<Event>,
+    rest: RestClient,
+    health: Health,
+    admin: mpsc::Sender<(realtime::ChatMessage, realtime::RoomContext)>,
+    progress: Arc<AtomicU64>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        progress.fetch_add(1, Ordering::Relaxed);
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => continue,
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+        };
+        match event {
+            Event::Ready(session) => {
+                info!(user = %session.user_id, "logged in to rocket.chat; streams subscribed");
+                rest.set_auth(Some(Auth {
+                    user_id: session.user_id,
+                    token: session.token,
+                }));
+                health.link_up();
+            }
+            Event::Disconnected { reason, .. } => health.link_down(reason),
+            Event::LoginFailed { message } => {
+                error!(problem = %message, "rocket.chat login refused");
+                health.login_failed(message);
+            }
+            Event::Stream(event) => {
+                if event.collection == ROOM_MESSAGES_STREAM && event.event_name == MY_MESSAGES {
+                    if let Some(message) = realtime::my_message(&event.args) {
+                        if admin.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Event::SubscriptionFailed { id, error } => {
+                warn!(subscription = ?id, error = %error, "rocket.chat refused a subscription");
+            }
+        }
+    }
+}

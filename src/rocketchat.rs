@@ -2,4 +2,6 @@
 //! REST API for every action. Only this module knows Rocket.Chat's wire formats.
 
 pub mod ddp;
+pub mod livechat;
+pub mod realtime;
 pub mod rest;

@@ -1,0 +1,275 @@
+//! Connecting and disconnecting Facebook Pages, and keeping their tokens healthy.
+//!
+//! `authorize` hands an admin a Facebook Login link bound to a single-use state; the OAuth
+//! callback completes it here: code → short-lived → long-lived user token, every page of
+//! `/me/accounts`, a webhook subscription per page read back to verify it, and a report in the
+//! admin's room. `unauthorize` undoes it in the only safe order: unsubscribe each page with its
+//! own token, then revoke the grant (revoking first would kill the page tokens and leave the pages
+//! subscribed), then forget the tokens. Page configuration survives so a later `authorize`
+//! restores it.
+
+use std::time::Duration;
+
+use base64::Engine;
+use rand::RngCore;
+use secrecy::SecretString;
+use tracing::{info, warn};
+use url::Url;
+
+use crate::health::now_ms;
+use crate::ids::{PageId, RoomId, UserId};
+use crate::messenger::graph::{self, GraphClient};
+use crate::notices::Notifier;
+use crate::store::{self, Grant, OAuthState, Page, PageStatus, Store};
+
+/// How long an authorization link stays valid.
+pub const STATE_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// The callback path; `redirect_uri` is `public_url` + this.
+pub const CALLBACK_PATH: &str = "/oauth/facebook/callback";
+
+/// What the OAuth dialog sent back to the callback.
+pub enum DialogOutcome {
+    /// The person approved: exchange this code.
+    Approved { code: String },
+    /// The person declined or the dialog failed (`error`, `error_reason`, `error_description`).
+    Refused { error: String, description: Option<String> },
+}
+
+/// What the browser is shown after the callback.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallbackPage {
+    /// Pages were connected (names); failures are listed too.
+    Connected { pages: Vec<String>, failures: Vec<String> },
+    /// The person declined in the dialog.
+    Declined,
+    /// The link is unknown, used, or expired: a 4xx, nothing changed.
+    BadState { reason: &'static str },
+    /// Facebook refused a step; nothing or only part was connected.
+    Failed { reason: String },
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("{}", .0.describe())]
+    Graph(#[from] graph::Error),
+}
+
+/// Connects pages; shared by the admin commands and the HTTP callback.
+pub struct Pages {
+    graph: GraphClient,
+    store: Store,
+    chat: Notifier,
+    redirect_uri: String,
+}
+
+impl Pages {
+    pub fn new(graph: GraphClient, store: Store, chat: Notifier, public_url: &Url) -> Pages {
+        let redirect_uri = format!("{}{CALLBACK_PATH}", public_url.as_str().trim_end_matches('/'));
+        Pages {
+            graph,
+            store,
+            chat,
+            redirect_uri,
+        }
+    }
+
+    /// Creates a single-use state bound to the admin and room, and returns the Login link.
+    pub async fn start_authorization(&self, admin_username: &str, admin_id: &UserId, room: &RoomId) -> Result<Url, Error> {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        self.store.put_oauth_state(
+            &state,
+            &OAuthState {
+                admin_username: admin_username.to_owned(),
+                admin_user_id: admin_id.clone(),
+                room: room.clone(),
+                expires_ms: now_ms() + STATE_LIFETIME.as_millis() as u64,
+            },
+        )?;
+        self.store.prune_oauth_states(now_ms())?;
+        self.store.sync().await?;
+        Ok(self.graph.login_dialog_url(&self.redirect_uri, &state))
+    }
+
+    /// Completes an authorization from the callback. A bad state changes nothing.
+    pub async fn complete_authorization(&self, state: &str, outcome: DialogOutcome) -> CallbackPage {
+        let record = match self.store.take_oauth_state(state) {
+            Ok(Some(record)) => record,
+            Ok(None) => return CallbackPage::BadState { reason: "this link was already used or was not issued by this gateway" },
+            Err(err) => {
+                warn!(error = %err, "cannot read the oauth state");
+                return CallbackPage::Failed { reason: format!("the gateway's store failed: {err}") };
+            }
+        };
+        if let Err(err) = self.store.sync().await {
+            warn!(error = %err, "cannot persist the used oauth state");
+        }
+        if record.expires_ms < now_ms() {
+            self.chat
+                .reply(&record.room, "That Facebook Login link expired (links last 15 minutes). Run `/facebook authorize` for a new one.")
+                .await;
+            return CallbackPage::BadState { reason: "this link expired" };
+        }
+        let code = match outcome {
+            DialogOutcome::Approved { code } => code,
+            DialogOutcome::Refused { error, description } => {
+                info!(target: "audit", user = %record.admin_username, error = %error, "facebook login declined");
+                let detail = description.map(|d| format!(" ({d})")).unwrap_or_default();
+                self.chat
+                    .reply(&record.room, &format!("Facebook Login was cancelled{detail}: no page was connected. Run `/facebook authorize` to try again, and accept every permission asked for."))
+                    .await;
+                return CallbackPage::Declined;
+            }
+        };
+        match self.connect(&record, &code).await {
+            Ok((pages, failures)) => {
+                self.chat.reply(&record.room, &connected_message(&pages, &failures)).await;
+                CallbackPage::Connected { pages, failures }
+            }
+            Err(err) => {
+                warn!(user = %record.admin_username, error = %err, "facebook authorization failed");
+                self.chat
+                    .reply(&record.room, &format!("Connecting your pages failed: {err}. Run `/facebook authorize` to try again."))
+                    .await;
+                CallbackPage::Failed { reason: err.to_string() }
+            }
+        }
+    }
+
+    /// Exchanges the code, stores every page with its token, subscribes each and verifies it.
+    async fn connect(&self, record: &OAuthState, code: &str) -> Result<(Vec<String>, Vec<String>), Error> {
+        let short = self.graph.exchange_code(code, &self.redirect_uri).await?;
+        let long = self.graph.exchange_long_lived(&short.access_token).await?;
+        let user = self.graph.me(&long.access_token).await?;
+        let accounts = self.graph.accounts(&long.access_token).await?;
+        self.store.put_grant(&Grant {
+            fb_user_id: user.id.clone(),
+            user_token: long.access_token.clone(),
+            admin_username: record.admin_username.clone(),
+            created_ms: now_ms(),
+        })?;
+        let mut connected = Vec::new();
+        let mut failures = Vec::new();
+        for account in accounts {
+            let label = format!("{} ({})", account.name, account.id);
+            match self.connect_page(record, &user.id, &account.id, &account.name, &account.access_token).await {
+                Ok(()) => {
+                    info!(target: "audit", user = %record.admin_username, page = %account.id, "page connected");
+                    connected.push(label);
+                }
+                Err(err) => {
+                    warn!(page = %account.id, error = %err, "page could not be connected");
+                    failures.push(format!("{label}: {err}"));
+                }
+            }
+        }
+        self.store.sync().await?;
+        Ok((connected, failures))
+    }
+
+    async fn connect_page(&self, record: &OAuthState, grant: &str, id: &PageId, name: &str, token: &SecretString) -> Result<(), Error> {
+        let previous = self.store.page(id)?;
+        let mut page = previous.unwrap_or_else(|| Page::new(id.clone(), name.to_owned()));
+        page.name = name.to_owned();
+        page.token = Some(token.clone());
+        page.grant = Some(grant.to_owned());
+        page.status = PageStatus::Connected;
+        page.connected_by = Some(record.admin_username.clone());
+        page.connected_at_ms = Some(now_ms());
+        if !page.subscribers.contains(&record.admin_username) {
+            page.subscribers.push(record.admin_username.clone());
+        }
+        // Stored before subscribing: a webhook may arrive as soon as the subscription exists.
+        self.store.put_page(&page)?;
+        self.graph.subscribe_app(id, token).await?;
+        match self.graph.subscribed_fields(id, token).await? {
+            Some(fields) if graph::SUBSCRIBED_FIELDS.iter().all(|f| fields.iter().any(|g| g == f)) => Ok(()),
+            Some(fields) => Err(Error::Graph(graph::Error::verification(format!(
+                "the subscription lacks fields (got {})",
+                fields.join(",")
+            )))),
+            None => Err(Error::Graph(graph::Error::verification(
+                "the page does not list the app after subscribing".into(),
+            ))),
+        }
+    }
+
+    /// Disconnects one page or all: unsubscribe each with its page token, then revoke the grant
+    /// when no page of it is left, then forget the tokens. Returns the report for chat.
+    pub async fn unauthorize(&self, username: &str, only: Option<&PageId>) -> Result<String, Error> {
+        let pages: Vec<Page> = self
+            .store
+            .pages()?
+            .into_iter()
+            .filter(|p| p.token.is_some() && only.is_none_or(|id| &p.id == id))
+            .collect();
+        if pages.is_empty() {
+            return Ok(match only {
+                Some(id) => format!("Page {id} is not connected, so there is nothing to disconnect."),
+                None => "No page is connected, so there is nothing to disconnect.".into(),
+            });
+        }
+        let mut lines = Vec::new();
+        let mut grants = Vec::new();
+        for page in &pages {
+            let Some(token) = &page.token else { continue };
+            match self.graph.unsubscribe_app(&page.id, token).await {
+                Ok(()) => lines.push(format!("✓ {} ({}) unsubscribed", page.name, page.id)),
+                // An invalid token means Facebook already dropped the page's access; forget it anyway.
+                Err(err) if err.is_token_invalid() => lines.push(format!("✓ {} ({}) was no longer authorized", page.name, page.id)),
+                Err(err) => {
+                    lines.push(format!("✗ {} ({}) could not be unsubscribed: {}", page.name, page.id, err.describe()));
+                    continue;
+                }
+            }
+            self.store.update_page(&page.id, |p| {
+                p.token = None;
+                p.status = PageStatus::Disconnected;
+            })?;
+            info!(target: "audit", user = %username, page = %page.id, "page disconnected");
+            if let Some(grant) = &page.grant {
+                if !grants.contains(grant) {
+                    grants.push(grant.clone());
+                }
+            }
+        }
+        for grant_id in grants {
+            let still_used = self.store.pages()?.iter().any(|p| p.token.is_some() && p.grant.as_ref() == Some(&grant_id));
+            if still_used {
+                continue;
+            }
+            let Some(grant) = self.store.grant(&grant_id)? else { continue };
+            match self.graph.revoke_permissions(&grant.user_token).await {
+                Ok(()) => lines.push("✓ the app's Facebook permissions were revoked".into()),
+                Err(err) if err.is_token_invalid() => lines.push("✓ the Facebook grant had already ended".into()),
+                Err(err) => lines.push(format!("✗ revoking the Facebook permissions failed: {}; remove the app under Facebook Settings → Business Integrations", err.describe())),
+            }
+            self.store.remove_grant(&grant_id)?;
+        }
+        self.store.sync().await?;
+        lines.push("Page settings are kept: `/facebook authorize` restores them.".into());
+        Ok(lines.join("\n"))
+    }
+}
+
+fn connected_message(pages: &[String], failures: &[String]) -> String {
+    let mut text = if pages.is_empty() {
+        "Facebook Login worked, but no page could be connected.".to_string()
+    } else {
+        format!(
+            "Connected {}: {}. Try it out by sending a message to your page.",
+            if pages.len() == 1 { "page" } else { "pages" },
+            pages.join(", ")
+        )
+    };
+    for failure in failures {
+        text.push_str(&format!("\n✗ {failure}"));
+    }
+    if pages.is_empty() && failures.is_empty() {
+        text.push_str(" Your account manages no page, or you did not select any in the dialog: run `/facebook authorize` again and select the pages.");
+    }
+    text
+}

@@ -1,0 +1,154 @@
+//! Typed views of the stream events the gateway subscribes to. The DDP layer hands over raw
+//! `eventName` + `args`; this module turns them into messages the core understands.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::ids::{MessageId, RoomId, UserId};
+
+/// The stream of every message the bot can see (reference/rocketchat.md §A4).
+pub const MY_MESSAGES: &str = "__my_messages__";
+pub const ROOM_MESSAGES_STREAM: &str = "stream-room-messages";
+
+/// A chat message as the stream delivers it (the fields the gateway reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub id: MessageId,
+    pub rid: RoomId,
+    pub text: String,
+    /// System message type (`uj`, `livechat-close`, …); `None` for what a person typed.
+    pub kind: Option<String>,
+    pub author_id: UserId,
+    pub author_username: String,
+    /// Present when a Livechat visitor wrote the message.
+    pub visitor_token: Option<String>,
+    /// Set when this event is an edit of an earlier message.
+    pub edited: bool,
+}
+
+/// What the server tells a `__my_messages__` subscriber about the message's room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomContext {
+    /// Whether the bot is a member of the room (not merely able to see it).
+    pub participant: bool,
+    /// `d` direct, `c` channel, `p` private group, `l` livechat, `v` VoIP.
+    pub room_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    #[serde(rename = "_id")]
+    id: String,
+    rid: String,
+    #[serde(default)]
+    msg: String,
+    t: Option<String>,
+    u: RawUser,
+    token: Option<String>,
+    #[serde(rename = "editedAt")]
+    edited_at: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawUser {
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(default)]
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct RawContext {
+    #[serde(rename = "roomParticipant", default)]
+    room_participant: bool,
+    #[serde(rename = "roomType")]
+    room_type: Option<String>,
+}
+
+impl ChatMessage {
+    /// Reads one message object; `None` when it lacks what every message has.
+    pub fn from_value(value: &Value) -> Option<ChatMessage> {
+        let raw: RawMessage = serde_json::from_value(value.clone()).ok()?;
+        Some(ChatMessage {
+            id: MessageId::new(raw.id),
+            rid: RoomId::new(raw.rid),
+            text: raw.msg,
+            // `t: "e2e"` marks an encrypted user message, not a system message.
+            kind: raw.t.filter(|t| t != "e2e"),
+            author_id: UserId::new(raw.u.id),
+            author_username: raw.u.username,
+            visitor_token: raw.token,
+            edited: raw.edited_at.is_some_and(|v| !v.is_null()),
+        })
+    }
+}
+
+/// Reads a `__my_messages__` event: `args = [message, context]` on 6.x+, `[[message], context]`
+/// on some 4.x builds. Anything else is `None` (and ignored by the caller).
+pub fn my_message(args: &[Value]) -> Option<(ChatMessage, RoomContext)> {
+    let first = args.first()?;
+    let message = match first {
+        Value::Array(inner) => inner.first()?,
+        other => other,
+    };
+    let message = ChatMessage::from_value(message)?;
+    let context = args
+        .get(1)
+        .and_then(|c| serde_json::from_value::<RawContext>(c.clone()).ok())
+        .map(|c| RoomContext {
+            participant: c.room_participant,
+            room_type: c.room_type,
+        })
+        .unwrap_or(RoomContext {
+            participant: false,
+            room_type: None,
+        });
+    Some((message, context))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn message() -> Value {
+        json!({"_id":"m1","rid":"r1","msg":"/facebook help","ts":{"$date":1},
+               "u":{"_id":"u1","username":"alice","name":"Alice"}})
+    }
+
+    #[test]
+    fn reads_both_arg_layouts() {
+        let context = json!({"roomParticipant":true,"roomType":"d","roomName":null});
+        for args in [vec![message(), context.clone()], vec![json!([message()]), context]] {
+            let (msg, ctx) = my_message(&args).expect("parsed");
+            assert_eq!(msg.text, "/facebook help");
+            assert_eq!(msg.author_username, "alice");
+            assert!(ctx.participant);
+            assert_eq!(ctx.room_type.as_deref(), Some("d"));
+        }
+    }
+
+    #[test]
+    fn missing_context_means_not_a_participant() {
+        let (_, ctx) = my_message(&[message()]).expect("parsed");
+        assert!(!ctx.participant);
+    }
+
+    #[test]
+    fn malformed_events_are_none() {
+        for args in [vec![], vec![json!(1)], vec![json!({"_id":"x"})], vec![json!([])]] {
+            assert!(my_message(&args).is_none(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn e2e_is_not_a_system_type_and_edits_are_flagged() {
+        let mut m = message();
+        m["t"] = json!("e2e");
+        m["editedAt"] = json!({"$date": 2});
+        let msg = ChatMessage::from_value(&m).expect("parsed");
+        assert_eq!(msg.kind, None);
+        assert!(msg.edited);
+    }
+}
