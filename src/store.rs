@@ -831,3 +831,48 @@ fn add(counter: &AtomicIsize, n: impl TryInto<isize>) {
 fn len(counter: &AtomicIsize) -> usize {
     usize::try_from(counter.load(Ordering::Relaxed)).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_and_read_only_are_told_apart_from_other_failures() {
+        let sled_io = |err: io::Error| Error::Sled {
+            op: "flush",
+            source: sled::Error::Io(err),
+        };
+        let cases = [
+            (sled_io(io::Error::from_raw_os_error(28)), true),
+            (sled_io(io::Error::from_raw_os_error(30)), true),
+            (sled_io(io::Error::from_raw_os_error(122)), true),
+            (sled_io(io::Error::from_raw_os_error(5)), false),
+            (sled_io(io::Error::from(io::ErrorKind::StorageFull)), true),
+            (
+                Error::Open {
+                    path: "data".into(),
+                    source: sled::Error::Io(io::Error::from_raw_os_error(28)),
+                },
+                true,
+            ),
+            (
+                Error::TokenKeyIo {
+                    path: "key".into(),
+                    source: io::Error::from_raw_os_error(30),
+                },
+                true,
+            ),
+            (
+                Error::Sled {
+                    op: "flush",
+                    source: sled::Error::Unsupported("x".into()),
+                },
+                false,
+            ),
+            (Error::Sync("the flusher stopped".into()), false),
+        ];
+        for (err, full) in cases {
+            assert_eq!(err.is_disk_full(), full, "{err}");
+        }
+    }
+}
