@@ -58,10 +58,10 @@ const FLUSH_QUEUE: usize = 1024;
 /// Errors of the store. Messages are lowercase and say what to do where a person must act.
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
-    #[error(
-        "cannot open the store at {path} (only one omni-gateway may use it at a time): {source}"
-    )]
+    #[error("cannot open the store at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
+    #[error("the store at {path} is in use by another process; stop the other omni-gateway first")]
+    Locked { path: PathBuf },
     #[error("store {op} failed: {source}")]
     Sled {
         op: &'static str,
@@ -227,9 +227,19 @@ impl Store {
     /// `cache_capacity_bytes`. Checks the schema version: a newer one is refused, an older one
     /// migrated.
     pub fn open(path: &Path, key: TokenKey, cache_capacity_bytes: u64) -> Result<Store> {
-        let open_err = |source| Error::Open {
-            path: path.to_owned(),
-            source,
+        let open_err = |source: sled::Error| {
+            // sled reports a held lock only as text in an `io::ErrorKind::Other` error.
+            if matches!(&source, sled::Error::Io(err) if err.to_string().contains("could not acquire lock"))
+            {
+                Error::Locked {
+                    path: path.to_owned(),
+                }
+            } else {
+                Error::Open {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         };
         std::fs::create_dir_all(path).map_err(|err| open_err(sled::Error::Io(err)))?;
         let db = sled::Config::new()

@@ -417,5 +417,9 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _store = open(dir.path());
     let err = Store::open(dir.path(), key(), CACHE).err().unwrap();
-    assert!(matches!(err, Error::Open { .. }), "{err}");
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
 }
