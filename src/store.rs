@@ -1,1 +1,888 @@
-//! (being written)
+//! The durable state of the gateway, kept in sled (DESIGN.md §7).
+//!
+//! Architecture invariant: only this module touches sled. The rest of the crate sees typed
+//! records and opaque queue ids, so the engine could be replaced without touching it.
+//!
+//! # Durability
+//! Writes land in sled's in-memory log and reach the disk when sled flushes: on its own every
+//! 500 ms, or when [`Store::sync`] asks. Anything that must survive `kill -9` before it is
+//! acknowledged (a webhook's events, an agent reply) is written first and then `sync()`ed.
+//! `sync()` is a group commit: one flusher task takes every request waiting at that moment
+//! and answers them all with one `flush()`, run in `spawn_blocking` because it fsyncs. A
+//! request that arrives while a flush is running waits for the next one, because its writes
+//! may postdate the running flush. sled's own `flush_async()` is never used: it deadlocks with
+//! several concurrent waiters (sled#1308).
+//!
+//! # Tokens
+//! Page and user tokens are sealed with a [`TokenKey`] kept outside the store directory
+//! before they are serialized; no token byte is written in clear.
+//!
+//! # Format
+//! Every value is JSON with a version field `"v"`, and the `meta` tree holds the schema
+//! version of the whole store. [`Store::open`] refuses a store from a newer build and migrates
+//! an older one. A value that does not decode is an error naming its tree and key, never
+//! skipped.
+
+mod crypto;
+mod keys;
+mod records;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::{mpsc, oneshot};
+
+pub use crypto::TokenKey;
+pub use keys::{InboxId, OutboxId};
+pub use records::{
+    Conversation, Department, EnqueueOutcome, Grant, InboundEvent, OAuthState, OutboundItem, Page,
+    PageStatus,
+};
+
+use crate::ids::{ConversationKey, PageId, RoomId};
+use keys::Tree;
+use records::At;
+
+/// The schema version this build writes. Bump it with a new arm in [`Store::migrate`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// How many `sync()` requests may queue for the flusher before callers wait to enqueue.
+const FLUSH_QUEUE: usize = 1024;
+
+/// Errors of the store. Messages are lowercase and say what to do where a person must act.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("the store at {path} is in use by another process; stop the other omni-gateway first")]
+    Locked { path: PathBuf },
+    #[error("store {op} failed: {source}")]
+    Sled {
+        op: &'static str,
+        source: sled::Error,
+    },
+    #[error("cannot encode a value for tree {tree}: {reason}")]
+    Encode { tree: &'static str, reason: String },
+    #[error("cannot decode {tree}/{key}: {reason}")]
+    Decode {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "cannot decrypt the token in {tree}/{key}: the token key is not the one the store was \
+         written with; restore the original key file"
+    )]
+    Decrypt { tree: &'static str, key: String },
+    #[error(
+        "the store at {path} has schema version {found} but this build supports up to \
+         {supported}; run a newer omni-gateway or restore a backup"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    #[error("token key file {path}: {reason}")]
+    TokenKey { path: PathBuf, reason: String },
+    #[error("token key file {path}: {source}")]
+    TokenKeyIo { path: PathBuf, source: io::Error },
+    #[error("store sync failed: {0}")]
+    Sync(String),
+}
+
+impl Error {
+    /// The disk is full or read-only: the webhook answers 503 so Meta retries later, rather
+    /// than 500.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            Error::Open {
+                source: sled::Error::Io(err),
+                ..
+            }
+            | Error::Sled {
+                source: sled::Error::Io(err),
+                ..
+            } => err,
+            Error::TokenKeyIo { source, .. } => source,
+            _ => return false,
+        };
+        const ENOSPC: i32 = 28;
+        const EROFS: i32 = 30;
+        const EDQUOT: i32 = 122;
+        matches!(
+            io.kind(),
+            io::ErrorKind::StorageFull
+                | io::ErrorKind::ReadOnlyFilesystem
+                | io::ErrorKind::QuotaExceeded
+        ) || matches!(io.raw_os_error(), Some(ENOSPC | EROFS | EDQUOT))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn sled_err(op: &'static str) -> impl Fn(sled::Error) -> Error {
+    move |source| Error::Sled { op, source }
+}
+
+fn tx_err(op: &'static str) -> impl Fn(TransactionError<Error>) -> Error {
+    move |err| match err {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(source) => Error::Sled { op, source },
+    }
+}
+
+/// The outcome of one shared flush, handed to every request it served.
+type FlushResult = std::result::Result<(), String>;
+
+/// The handle to the store. Cheap to clone; every clone shares one database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    path: PathBuf,
+    key: TokenKey,
+    meta: sled::Tree,
+    pages: sled::Tree,
+    grants: sled::Tree,
+    oauth_states: sled::Tree,
+    conversations: sled::Tree,
+    /// Secondary index: Livechat room id → conversation, written in the same transaction as
+    /// `conversations`.
+    rooms: sled::Tree,
+    inbox: sled::Tree,
+    seen: sled::Tree,
+    outbox: sled::Tree,
+    relayed: sled::Tree,
+    /// Entry counts kept beside the trees, because sled's `len()` walks the whole tree. Signed
+    /// because a removal may be counted before the enqueue that preceded it.
+    inbox_len: AtomicIsize,
+    outbox_len: AtomicIsize,
+    flushes: AtomicU64,
+    /// The group-commit queue, created by the first `sync()` (it needs a runtime) and again if
+    /// its runtime went away.
+    flusher: Mutex<Option<mpsc::Sender<oneshot::Sender<FlushResult>>>>,
+}
+
+impl Inner {
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(sled_err("flush"))?;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        match tree {
+            Tree::Meta => &self.meta,
+            Tree::Pages => &self.pages,
+            Tree::Grants => &self.grants,
+            Tree::OAuthStates => &self.oauth_states,
+            Tree::Conversations => &self.conversations,
+            Tree::Rooms => &self.rooms,
+            Tree::Inbox => &self.inbox,
+            Tree::Seen => &self.seen,
+            Tree::Outbox => &self.outbox,
+            Tree::Relayed => &self.relayed,
+        }
+    }
+}
+
+/// Serves `sync()` requests: waits for one, takes every other one already queued, flushes once
+/// and answers them all. Holds the store only while flushing, so dropping the last `Store`
+/// closes the database promptly.
+async fn run_flusher(
+    inner: Weak<Inner>,
+    mut requests: mpsc::Receiver<oneshot::Sender<FlushResult>>,
+) {
+    let mut batch = Vec::with_capacity(FLUSH_QUEUE);
+    while requests.recv_many(&mut batch, FLUSH_QUEUE).await > 0 {
+        let result = match inner.upgrade() {
+            Some(inner) => match tokio::task::spawn_blocking(move || inner.flush()).await {
+                Ok(result) => result.map_err(|err| err.to_string()),
+                Err(err) => Err(format!("the flush task failed: {err}")),
+            },
+            None => Err("the store was closed".to_owned()),
+        };
+        if let Err(error) = &result {
+            tracing::error!(%error, waiters = batch.len(), "store flush failed");
+        }
+        for waiter in batch.drain(..) {
+            // A caller that gave up waiting is no concern of the others.
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, with sled's page cache capped at
+    /// `cache_capacity_bytes`. Checks the schema version: a newer one is refused, an older one
+    /// migrated.
+    pub fn open(path: &Path, key: TokenKey, cache_capacity_bytes: u64) -> Result<Store> {
+        let open_err = |source: sled::Error| {
+            // sled reports a held lock only as text in an `io::ErrorKind::Other` error.
+            if matches!(&source, sled::Error::Io(err) if err.to_string().contains("could not acquire lock"))
+            {
+                Error::Locked {
+                    path: path.to_owned(),
+                }
+            } else {
+                Error::Open {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        };
+        std::fs::create_dir_all(path).map_err(|err| open_err(sled::Error::Io(err)))?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .open()
+            .map_err(open_err)?;
+        let open_tree = |tree: Tree| db.open_tree(tree.name()).map_err(open_err);
+        let inner = Inner {
+            meta: open_tree(Tree::Meta)?,
+            pages: open_tree(Tree::Pages)?,
+            grants: open_tree(Tree::Grants)?,
+            oauth_states: open_tree(Tree::OAuthStates)?,
+            conversations: open_tree(Tree::Conversations)?,
+            rooms: open_tree(Tree::Rooms)?,
+            inbox: open_tree(Tree::Inbox)?,
+            seen: open_tree(Tree::Seen)?,
+            outbox: open_tree(Tree::Outbox)?,
+            relayed: open_tree(Tree::Relayed)?,
+            db,
+            path: path.to_owned(),
+            key,
+            inbox_len: AtomicIsize::new(0),
+            outbox_len: AtomicIsize::new(0),
+            flushes: AtomicU64::new(0),
+            flusher: Mutex::new(None),
+        };
+        let store = Store {
+            inner: Arc::new(inner),
+        };
+        store.check_schema()?;
+        let count = |tree: &sled::Tree| isize::try_from(tree.len()).unwrap_or(isize::MAX);
+        store
+            .inner
+            .inbox_len
+            .store(count(&store.inner.inbox), Ordering::Relaxed);
+        store
+            .inner
+            .outbox_len
+            .store(count(&store.inner.outbox), Ordering::Relaxed);
+        tracing::info!(
+            path = %path.display(),
+            inbox = store.inbox_len(),
+            outbox = store.outbox_len(),
+            "store opened"
+        );
+        Ok(store)
+    }
+
+    /// Reads the schema version (a store without one is version 0, that is empty or written
+    /// before versioning), refuses newer ones and migrates older ones.
+    fn check_schema(&self) -> Result<()> {
+        let at = At {
+            tree: Tree::Meta,
+            key: SCHEMA_KEY,
+        };
+        let found = match self
+            .inner
+            .meta
+            .get(SCHEMA_KEY)
+            .map_err(sled_err("schema read"))?
+        {
+            None => 0,
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| Error::Decode {
+                    tree: at.tree.name(),
+                    key: at.tree.describe(at.key),
+                    reason: format!(
+                        "not a version number: {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    ),
+                })?,
+        };
+        if found > SCHEMA_VERSION {
+            return Err(Error::NewerSchema {
+                path: self.inner.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            self.migrate(found)?;
+        }
+        Ok(())
+    }
+
+    /// Upgrades the store one schema version at a time, recording each step, then flushes so
+    /// a crash cannot leave a half-known version behind.
+    fn migrate(&self, from: u64) -> Result<()> {
+        let mut version = from;
+        while version < SCHEMA_VERSION {
+            let next = version + 1;
+            match next {
+                // Version 1 is the first format: a store at version 0 is new (or predates any
+                // release) and has nothing to convert. Later versions add an arm here that
+                // rewrites the affected trees.
+                1 => {}
+                _ => {
+                    return Err(Error::Decode {
+                        tree: Tree::Meta.name(),
+                        key: Tree::Meta.describe(SCHEMA_KEY),
+                        reason: format!("no migration from schema version {version}"),
+                    });
+                }
+            }
+            self.inner
+                .meta
+                .insert(SCHEMA_KEY, next.to_string().as_bytes())
+                .map_err(sled_err("schema write"))?;
+            if version > 0 {
+                tracing::info!(from = version, to = next, "store migrated");
+            }
+            version = next;
+        }
+        self.inner.flush()
+    }
+
+    /// Returns once every write made before the call is on disk. Concurrent callers share one
+    /// flush (see the module documentation). Needs a tokio runtime.
+    pub async fn sync(&self) -> Result<()> {
+        let (answer, answered) = oneshot::channel();
+        self.flusher()
+            .send(answer)
+            .await
+            .map_err(|_| Error::Sync("the flusher stopped".to_owned()))?;
+        answered
+            .await
+            .map_err(|_| Error::Sync("the flusher stopped".to_owned()))?
+            .map_err(Error::Sync)
+    }
+
+    fn flusher(&self) -> mpsc::Sender<oneshot::Sender<FlushResult>> {
+        // The slot holds no invariant a panic could break, so a poisoned lock is still usable.
+        let mut slot = self
+            .inner
+            .flusher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(requests) if !requests.is_closed() => requests.clone(),
+            _ => {
+                let (requests, queue) = mpsc::channel(FLUSH_QUEUE);
+                tokio::spawn(run_flusher(Arc::downgrade(&self.inner), queue));
+                *slot = Some(requests.clone());
+                requests
+            }
+        }
+    }
+
+    /// Flushes on the calling thread: for shutdown and other non-async callers.
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// How many flushes this handle's database has done (for tests and metrics).
+    pub fn flush_count(&self) -> u64 {
+        self.inner.flushes.load(Ordering::Relaxed)
+    }
+
+    fn at(tree: Tree, key: &[u8]) -> At<'_> {
+        At { tree, key }
+    }
+
+    // ---- pages ----
+
+    pub fn page(&self, id: &PageId) -> Result<Option<Page>> {
+        let key = id.as_str().as_bytes();
+        match self.inner.pages.get(key).map_err(sled_err("page read"))? {
+            Some(bytes) => {
+                records::decode_page(&self.inner.key, Self::at(Tree::Pages, key), &bytes).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// All pages, ordered by id.
+    pub fn pages(&self) -> Result<Vec<Page>> {
+        self.inner
+            .pages
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(sled_err("page scan"))?;
+                records::decode_page(&self.inner.key, Self::at(Tree::Pages, &key), &bytes)
+            })
+            .collect()
+    }
+
+    pub fn put_page(&self, page: &Page) -> Result<()> {
+        let bytes = records::encode_page(&self.inner.key, page)?;
+        self.inner
+            .pages
+            .insert(page.id.as_str().as_bytes(), bytes)
+            .map_err(sled_err("page write"))?;
+        Ok(())
+    }
+
+    /// Atomically reads, changes and writes a page; `None` if there is no such page. `f` may run
+    /// more than once when another writer wins the race. The id is the key: a change of
+    /// `page.id` inside `f` is undone.
+    pub fn update_page(&self, id: &PageId, mut f: impl FnMut(&mut Page)) -> Result<Option<Page>> {
+        let key = id.as_str().as_bytes();
+        loop {
+            let Some(old) = self.inner.pages.get(key).map_err(sled_err("page read"))? else {
+                return Ok(None);
+            };
+            let mut page = records::decode_page(&self.inner.key, Self::at(Tree::Pages, key), &old)?;
+            f(&mut page);
+            page.id = id.clone();
+            let new = records::encode_page(&self.inner.key, &page)?;
+            match self
+                .inner
+                .pages
+                .compare_and_swap(key, Some(old), Some(new))
+                .map_err(sled_err("page update"))?
+            {
+                Ok(()) => return Ok(Some(page)),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    // ---- grants ----
+
+    pub fn put_grant(&self, grant: &Grant) -> Result<()> {
+        let bytes = records::encode_grant(&self.inner.key, grant)?;
+        self.inner
+            .grants
+            .insert(grant.fb_user_id.as_bytes(), bytes)
+            .map_err(sled_err("grant write"))?;
+        Ok(())
+    }
+
+    pub fn grant(&self, fb_user_id: &str) -> Result<Option<Grant>> {
+        let key = fb_user_id.as_bytes();
+        match self.inner.grants.get(key).map_err(sled_err("grant read"))? {
+            Some(bytes) => {
+                records::decode_grant(&self.inner.key, Self::at(Tree::Grants, key), &bytes)
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn remove_grant(&self, fb_user_id: &str) -> Result<()> {
+        self.inner
+            .grants
+            .remove(fb_user_id.as_bytes())
+            .map_err(sled_err("grant remove"))?;
+        Ok(())
+    }
+
+    // ---- OAuth states ----
+
+    pub fn put_oauth_state(&self, state: &str, rec: &OAuthState) -> Result<()> {
+        let bytes = records::encode_oauth_state(rec)?;
+        self.inner
+            .oauth_states
+            .insert(state.as_bytes(), bytes)
+            .map_err(sled_err("oauth state write"))?;
+        Ok(())
+    }
+
+    /// Removes and returns the state, so it can be used once. The caller checks expiry.
+    pub fn take_oauth_state(&self, state: &str) -> Result<Option<OAuthState>> {
+        let key = state.as_bytes();
+        match self
+            .inner
+            .oauth_states
+            .remove(key)
+            .map_err(sled_err("oauth state take"))?
+        {
+            Some(bytes) => {
+                records::decode_oauth_state(Self::at(Tree::OAuthStates, key), &bytes).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes states that expired at or before `now_ms`; returns how many.
+    pub fn prune_oauth_states(&self, now_ms: u64) -> Result<usize> {
+        self.prune(Tree::OAuthStates, |at, bytes| {
+            Ok(records::decode_oauth_state(at, bytes)?.expires_ms <= now_ms)
+        })
+    }
+
+    /// Removes the entries of `tree` for which `expired` says so; returns how many.
+    fn prune(
+        &self,
+        tree: Tree,
+        mut expired: impl FnMut(At<'_>, &[u8]) -> Result<bool>,
+    ) -> Result<usize> {
+        let tree_handle = self.inner.tree(tree);
+        let mut removed = 0;
+        for entry in tree_handle.iter() {
+            let (key, bytes) = entry.map_err(sled_err("prune scan"))?;
+            if expired(Self::at(tree, &key), &bytes)? {
+                // Only if unchanged since read: a rewritten entry is someone's fresh state.
+                let swapped = tree_handle
+                    .compare_and_swap(&key, Some(&bytes), None as Option<&[u8]>)
+                    .map_err(sled_err("prune remove"))?;
+                if swapped.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    // ---- conversations ----
+
+    pub fn conversation(&self, key: &ConversationKey) -> Result<Option<Conversation>> {
+        let key = keys::conversation(key);
+        match self
+            .inner
+            .conversations
+            .get(&key)
+            .map_err(sled_err("conversation read"))?
+        {
+            Some(bytes) => {
+                records::decode_conversation(Self::at(Tree::Conversations, &key), &bytes).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the conversation and, in the same transaction, points its room (if any) at it
+    /// and drops the index entry of the room it had before.
+    pub fn put_conversation(&self, conv: &Conversation) -> Result<()> {
+        let key = keys::conversation(&conv.key);
+        let value = records::encode_conversation(conv)?;
+        let index = records::encode_room_index(&conv.key)?;
+        (&self.inner.conversations, &self.inner.rooms)
+            .transaction(|(conversations, rooms)| {
+                let old = conversations.insert(key.as_slice(), value.as_slice())?;
+                let old_room = match old {
+                    Some(bytes) => {
+                        records::decode_conversation(Self::at(Tree::Conversations, &key), &bytes)
+                            .map_err(ConflictableTransactionError::Abort)?
+                            .room
+                    }
+                    None => None,
+                };
+                if let Some(old_room) =
+                    old_room.filter(|old_room| Some(old_room) != conv.room.as_ref())
+                {
+                    let room_key = old_room.as_str().as_bytes();
+                    if let Some(bytes) = rooms.get(room_key)? {
+                        let owner =
+                            records::decode_room_index(Self::at(Tree::Rooms, room_key), &bytes)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                        if owner == conv.key {
+                            rooms.remove(room_key)?;
+                        }
+                    }
+                }
+                if let Some(room) = &conv.room {
+                    rooms.insert(room.as_str().as_bytes(), index.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err("conversation write"))
+    }
+
+    pub fn conversations(&self) -> Result<Vec<Conversation>> {
+        self.inner
+            .conversations
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(sled_err("conversation scan"))?;
+                records::decode_conversation(Self::at(Tree::Conversations, &key), &bytes)
+            })
+            .collect()
+    }
+
+    /// The conversation whose current room is `rid`.
+    pub fn conversation_by_room(&self, rid: &RoomId) -> Result<Option<Conversation>> {
+        let room_key = rid.as_str().as_bytes();
+        let Some(bytes) = self
+            .inner
+            .rooms
+            .get(room_key)
+            .map_err(sled_err("room index read"))?
+        else {
+            return Ok(None);
+        };
+        let key = records::decode_room_index(Self::at(Tree::Rooms, room_key), &bytes)?;
+        Ok(self
+            .conversation(&key)?
+            .filter(|conv| conv.room.as_ref() == Some(rid)))
+    }
+
+    // ---- inbox ----
+
+    /// Appends a webhook's events in one transaction over the inbox and the dedupe marks. An
+    /// event whose `(page, dedupe_key)` was seen before (in an earlier call or earlier in this
+    /// batch) is skipped. Does not flush: call [`sync`](Self::sync) before acknowledging.
+    pub fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in &events {
+            let seq = self.inner.db.generate_id().map_err(sled_err("inbox id"))?;
+            let key = keys::queue(&event.key, event.timestamp_ms, seq);
+            let seen = event
+                .dedupe_key
+                .as_deref()
+                .map(|dedupe| keys::seen(&event.key.page, dedupe));
+            let mark = records::encode_mark(Tree::Seen, event.received_ms)?;
+            prepared.push((key, seen, mark, records::encode_inbound(event)?));
+        }
+        let outcome = (&self.inner.inbox, &self.inner.seen)
+            .transaction(|(inbox, seen)| {
+                let mut outcome = EnqueueOutcome::default();
+                for (key, seen_key, mark, value) in &prepared {
+                    if let Some(seen_key) = seen_key {
+                        if seen.get(seen_key.as_slice())?.is_some() {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        seen.insert(seen_key.as_slice(), mark.as_slice())?;
+                    }
+                    inbox.insert(key.as_slice(), value.as_slice())?;
+                    outcome.stored += 1;
+                }
+                Ok(outcome)
+            })
+            .map_err(tx_err("inbox write"))?;
+        add(&self.inner.inbox_len, outcome.stored);
+        Ok(outcome)
+    }
+
+    /// The next event to deliver for `key`.
+    pub fn oldest_inbound(&self, key: &ConversationKey) -> Result<Option<(InboxId, InboundEvent)>> {
+        self.queue_scan(Tree::Inbox, key, records::decode_inbound)
+            .next()
+            .transpose()
+            .map(|found| found.map(|(key, event)| (InboxId(key), event)))
+    }
+
+    /// Every event waiting for `key`, in delivery order (timestamp, then arrival).
+    pub fn inbound_for(&self, key: &ConversationKey) -> Result<Vec<(InboxId, InboundEvent)>> {
+        self.queue_scan(Tree::Inbox, key, records::decode_inbound)
+            .map(|found| found.map(|(key, event)| (InboxId(key), event)))
+            .collect()
+    }
+
+    fn queue_scan<'a, T: 'a>(
+        &'a self,
+        tree: Tree,
+        key: &ConversationKey,
+        decode: fn(At<'_>, &[u8]) -> Result<T>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, T)>> + 'a {
+        self.inner
+            .tree(tree)
+            .scan_prefix(keys::conversation(key))
+            .map(move |entry| {
+                let (key, bytes) = entry.map_err(sled_err("queue scan"))?;
+                let value = decode(Self::at(tree, &key), &bytes)?;
+                Ok((key.to_vec(), value))
+            })
+    }
+
+    /// Removes a delivered event. Removing an id twice is harmless.
+    pub fn remove_inbound(&self, id: &InboxId) -> Result<()> {
+        if self
+            .inner
+            .inbox
+            .remove(&id.0)
+            .map_err(sled_err("inbox remove"))?
+            .is_some()
+        {
+            add(&self.inner.inbox_len, -1);
+        }
+        Ok(())
+    }
+
+    /// The conversations with events waiting, for restart recovery.
+    pub fn pending_inbound_conversations(&self) -> Result<Vec<ConversationKey>> {
+        self.pending(Tree::Inbox)
+    }
+
+    /// Distinct conversations of a queue tree, skipping from one conversation to the next
+    /// instead of reading every entry.
+    fn pending(&self, tree: Tree) -> Result<Vec<ConversationKey>> {
+        let tree_handle = self.inner.tree(tree);
+        let mut found = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let Some((key, _)) = tree_handle
+                .range(from.as_slice()..)
+                .next()
+                .transpose()
+                .map_err(sled_err("queue scan"))?
+            else {
+                return Ok(found);
+            };
+            let Some((conv, _)) = keys::split_conversation(&key) else {
+                return Err(Error::Decode {
+                    tree: tree.name(),
+                    key: tree.describe(&key),
+                    reason: "not a queue key".to_owned(),
+                });
+            };
+            let Some(next) = keys::prefix_end(&keys::conversation(&conv)) else {
+                found.push(conv);
+                return Ok(found);
+            };
+            found.push(conv);
+            from = next;
+        }
+    }
+
+    /// Events waiting in the inbox, all conversations together.
+    pub fn inbox_len(&self) -> usize {
+        len(&self.inner.inbox_len)
+    }
+
+    /// Forgets dedupe marks set before `older_than_ms`; returns how many.
+    pub fn prune_seen(&self, older_than_ms: u64) -> Result<usize> {
+        self.prune(Tree::Seen, |at, bytes| {
+            Ok(records::decode_mark(at, bytes)? < older_than_ms)
+        })
+    }
+
+    // ---- outbox ----
+
+    /// Queues an agent message, unless its Rocket.Chat message id was queued before (a
+    /// back-fill after a reconnect sees messages the live stream already delivered): then
+    /// `false`. Does not flush.
+    pub fn enqueue_outbound(&self, item: OutboundItem) -> Result<bool> {
+        let seq = self.inner.db.generate_id().map_err(sled_err("outbox id"))?;
+        let key = keys::queue(&item.key, item.created_ms, seq);
+        let value = records::encode_outbound(&item)?;
+        let mark = records::encode_mark(Tree::Relayed, item.created_ms)?;
+        let relayed_key = item.rc_message_id.as_str().as_bytes();
+        let stored = (&self.inner.outbox, &self.inner.relayed)
+            .transaction(|(outbox, relayed)| {
+                if relayed.get(relayed_key)?.is_some() {
+                    return Ok(false);
+                }
+                relayed.insert(relayed_key, mark.as_slice())?;
+                outbox.insert(key.as_slice(), value.as_slice())?;
+                Ok(true)
+            })
+            .map_err(tx_err("outbox write"))?;
+        if stored {
+            add(&self.inner.outbox_len, 1);
+        }
+        Ok(stored)
+    }
+
+    /// The next agent message to send for `key`.
+    pub fn oldest_outbound(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<(OutboxId, OutboundItem)>> {
+        self.queue_scan(Tree::Outbox, key, records::decode_outbound)
+            .next()
+            .transpose()
+            .map(|found| found.map(|(key, item)| (OutboxId(key), item)))
+    }
+
+    /// Removes a sent (or finally failed) message. Its id stays in the dedupe marks.
+    pub fn remove_outbound(&self, id: &OutboxId) -> Result<()> {
+        if self
+            .inner
+            .outbox
+            .remove(&id.0)
+            .map_err(sled_err("outbox remove"))?
+            .is_some()
+        {
+            add(&self.inner.outbox_len, -1);
+        }
+        Ok(())
+    }
+
+    pub fn pending_outbound_conversations(&self) -> Result<Vec<ConversationKey>> {
+        self.pending(Tree::Outbox)
+    }
+
+    /// Messages waiting in the outbox, all conversations together.
+    pub fn outbox_len(&self) -> usize {
+        len(&self.inner.outbox_len)
+    }
+
+    /// Forgets relayed-message marks created before `older_than_ms`; returns how many. Keep
+    /// them longer than any back-fill reaches, or an old reply could be sent twice.
+    pub fn prune_relayed(&self, older_than_ms: u64) -> Result<usize> {
+        self.prune(Tree::Relayed, |at, bytes| {
+            Ok(records::decode_mark(at, bytes)? < older_than_ms)
+        })
+    }
+}
+
+fn add(counter: &AtomicIsize, n: impl TryInto<isize>) {
+    counter.fetch_add(n.try_into().unwrap_or(isize::MAX), Ordering::Relaxed);
+}
+
+fn len(counter: &AtomicIsize) -> usize {
+    usize::try_from(counter.load(Ordering::Relaxed)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_and_read_only_are_told_apart_from_other_failures() {
+        let sled_io = |err: io::Error| Error::Sled {
+            op: "flush",
+            source: sled::Error::Io(err),
+        };
+        let cases = [
+            (sled_io(io::Error::from_raw_os_error(28)), true),
+            (sled_io(io::Error::from_raw_os_error(30)), true),
+            (sled_io(io::Error::from_raw_os_error(122)), true),
+            (sled_io(io::Error::from_raw_os_error(5)), false),
+            (sled_io(io::Error::from(io::ErrorKind::StorageFull)), true),
+            (
+                Error::Open {
+                    path: "data".into(),
+                    source: sled::Error::Io(io::Error::from_raw_os_error(28)),
+                },
+                true,
+            ),
+            (
+                Error::TokenKeyIo {
+                    path: "key".into(),
+                    source: io::Error::from_raw_os_error(30),
+                },
+                true,
+            ),
+            (
+                Error::Sled {
+                    op: "flush",
+                    source: sled::Error::Unsupported("x".into()),
+                },
+                false,
+            ),
+            (Error::Sync("the flusher stopped".into()), false),
+        ];
+        for (err, full) in cases {
+            assert_eq!(err.is_disk_full(), full, "{err}");
+        }
+    }
+}
