@@ -58,6 +58,27 @@ pub struct Page {
     pub last_webhook_ms: Option<u64>,
 }
 
+impl Page {
+    /// A page seen for the first time: no settings, no token yet, no subscribers.
+    pub fn new(id: PageId, name: String) -> Page {
+        Page {
+            id,
+            name,
+            department: None,
+            welcome: None,
+            finished: None,
+            offline: None,
+            token: None,
+            grant: None,
+            status: PageStatus::Disconnected,
+            subscribers: Vec::new(),
+            connected_by: None,
+            connected_at_ms: None,
+            last_webhook_ms: None,
+        }
+    }
+}
+
 /// Compares every field, the token included (tests and change detection need it).
 impl PartialEq for Page {
     fn eq(&self, other: &Self) -> bool {

@@ -1,0 +1,497 @@
+//! Messenger → Livechat. Events wait in the store's inbox until Rocket.Chat has accepted them;
+//! one worker per conversation delivers them oldest first, so order holds without global locks
+//! and a slow or held conversation never blocks another.
+//!
+//! Per event: the visitor (registered with the page's department whenever a new room is needed),
+//! the room (a new one sends the page's welcome to the customer), then each part with an id derived
+//! from Meta's `mid`, so a retry or a redelivery cannot post twice. `no-agent-online` holds the
+//! conversation: the customer gets the offline message and the page's admins a notice, once per
+//! hold, and delivery resumes when `livechat/config` says an agent can take it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use super::render::{self, Part};
+use super::{CustomerMessenger, OutageLog};
+use crate::health::now_ms;
+use crate::ids::{ConversationKey, RoomId, VisitorToken};
+use crate::messenger::webhook::{self, Attachment};
+use crate::notices::Notifier;
+use crate::rocketchat::livechat::{self, Visitor};
+use crate::rocketchat::rest::{self, RestClient};
+use crate::store::{self, Conversation, InboundEvent, Page, Store};
+use crate::telemetry::Telemetry;
+
+/// Largest customer file the gateway downloads (Messenger's own limit is 25 MB).
+const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
+/// First and longest wait between retries while Rocket.Chat is failing.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Longest wait between retries of an error a person must fix (deleted department, …).
+const STUCK_RETRY: Duration = Duration::from_secs(300);
+/// First and longest wait between `livechat/config` polls while no agent is online.
+const POLL_MIN: Duration = Duration::from_secs(2);
+const POLL_MAX: Duration = Duration::from_secs(30);
+
+/// Why one attempt to deliver an event did not finish.
+#[derive(thiserror::Error, Debug)]
+enum Failure {
+    #[error("no agent is online")]
+    NoAgent { department: Option<String> },
+    #[error(transparent)]
+    RocketChat(#[from] rest::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// The inbound relay. Shared (`Arc`) by the webhook handler, which wakes it, and its workers.
+pub struct Inbound {
+    store: Store,
+    rest: RestClient,
+    customer: CustomerMessenger,
+    chat: Notifier,
+    telemetry: Telemetry,
+    downloads: reqwest::Client,
+    workers: Mutex<HashMap<ConversationKey, ()>>,
+    agents: AgentWatch,
+    outage: OutageLog,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Inbound {
+    pub fn new(
+        store: Store,
+        rest: RestClient,
+        customer: CustomerMessenger,
+        chat: Notifier,
+        telemetry: Telemetry,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Arc<Inbound> {
+        crate::tls::install_crypto_provider();
+        let downloads = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Arc::new(Inbound {
+            agents: AgentWatch::new(rest.clone(), cancel.clone()),
+            store,
+            rest,
+            customer,
+            chat,
+            telemetry,
+            downloads,
+            workers: Mutex::new(HashMap::new()),
+            outage: OutageLog::new("rocket.chat"),
+            tasks,
+            cancel,
+        })
+    }
+
+    /// Makes sure a worker is delivering this conversation's inbox. Call after the events are
+    /// durably stored.
+    pub fn wake(self: &Arc<Self>, key: &ConversationKey) {
+        let mut workers = self.lock_workers();
+        if workers.contains_key(key) || self.cancel.is_cancelled() {
+            return;
+        }
+        workers.insert(key.clone(), ());
+        let relay = self.clone();
+        let key = key.clone();
+        self.tasks.spawn(async move { relay.work(key).await });
+    }
+
+    /// Restarts delivery of everything left in the inbox (after a restart or a crash).
+    pub fn resume_pending(self: &Arc<Self>) -> Result<usize, store::Error> {
+        let pending = self.store.pending_inbound_conversations()?;
+        for key in &pending {
+            self.wake(key);
+        }
+        if !pending.is_empty() {
+            info!(conversations = pending.len(), events = self.store.inbox_len(), "resuming delivery of stored webhook events");
+        }
+        Ok(pending.len())
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationKey, ()>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One conversation's worker: delivers the oldest event until the inbox is empty.
+    async fn work(self: Arc<Self>, key: ConversationKey) {
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let next = match self.store.oldest_inbound(&key) {
+                Ok(next) => next,
+                Err(err) => {
+                    error!(conversation = %key, error = %err, "cannot read the inbox; retrying");
+                    self.pause(RETRY_MAX).await;
+                    continue;
+                }
+            };
+            let Some((id, event)) = next else {
+                // Checked again under the lock, so an event stored after the first look either
+                // finds this worker still registered or starts a new one.
+                let mut workers = self.lock_workers();
+                if matches!(self.store.oldest_inbound(&key), Ok(None)) {
+                    workers.remove(&key);
+                    return;
+                }
+                continue;
+            };
+            if !self.deliver_until_accepted(&key, &event).await {
+                return;
+            }
+            if let Err(err) = self.store.remove_inbound(&id) {
+                // Redelivery after a restart is harmless: the message ids are derived from `mid`.
+                error!(conversation = %key, error = %err, "cannot remove a delivered event from the inbox");
+            }
+        }
+    }
+
+    /// Retries one event until Rocket.Chat accepts it; `false` only when the gateway stops.
+    async fn deliver_until_accepted(&self, key: &ConversationKey, event: &InboundEvent) -> bool {
+        let mut retry = RETRY_MIN;
+        let mut progress = 0usize;
+        loop {
+            if self.cancel.is_cancelled() {
+                return false;
+            }
+            match self.deliver(key, event, &mut progress).await {
+                Ok(()) => {
+                    self.outage.recovered();
+                    let latency_ms = now_ms().saturating_sub(event.received_ms);
+                    self.telemetry.inbound_delivered(latency_ms);
+                    return true;
+                }
+                Err(Failure::NoAgent { department }) => {
+                    self.telemetry.rocketchat_error("no_agent_online");
+                    if let Err(err) = self.hold(key).await {
+                        warn!(conversation = %key, error = %err, "cannot record the hold");
+                    }
+                    self.agents.wait_until_online(department, &self.cancel).await;
+                    retry = RETRY_MIN;
+                }
+                Err(Failure::RocketChat(err)) => {
+                    self.telemetry.rocketchat_error(err.kind());
+                    let wait = if err.is_retryable() {
+                        self.outage.failed(&err.to_string());
+                        let wait = err.retry_after().unwrap_or_else(|| jitter(retry));
+                        retry = (retry * 2).min(RETRY_MAX);
+                        wait
+                    } else {
+                        warn!(conversation = %key, error = %err, "rocket.chat refused a customer's message; it stays queued and is retried");
+                        STUCK_RETRY
+                    };
+                    self.pause(wait).await;
+                }
+                Err(Failure::Store(err)) => {
+                    error!(conversation = %key, error = %err, "store failure while delivering; retrying");
+                    self.pause(RETRY_MAX).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt. `progress` counts the parts already posted, so a retry continues where the
+    /// last attempt stopped (uploads, unlike messages, carry no id of ours).
+    async fn deliver(&self, key: &ConversationKey, event: &InboundEvent, progress: &mut usize) -> Result<(), Failure> {
+        let meaning = webhook::event(&event.payload);
+        let Some(parts) = render::parts(&meaning) else {
+            debug!(conversation = %key, "event is not relayed");
+            return Ok(());
+        };
+        let page = self.store.page(&key.page)?;
+        let mut conversation = self.conversation(key)?;
+        let dedupe = event
+            .dedupe_key
+            .clone()
+            .unwrap_or_else(|| format!("t:{}:{}", event.timestamp_ms, event.received_ms));
+        let mut new_rooms = 0;
+        while *progress < parts.len() {
+            let rid = self.room(page.as_ref(), &mut conversation).await?;
+            let id = render::message_id(&key.page, &dedupe, *progress);
+            let posted = match &parts[*progress] {
+                Part::Text(text) => {
+                    self.rest
+                        .send_visitor_message(&conversation.visitor_token, &rid, &id, text)
+                        .await
+                }
+                Part::File { attachment, fallback } => {
+                    self.post_file(&conversation.visitor_token, &rid, &id, attachment, fallback)
+                        .await
+                }
+            };
+            match posted {
+                Ok(()) => *progress += 1,
+                Err(err) if livechat::is_room_problem(&err) && new_rooms < 3 => {
+                    // The agent closed the room (or it vanished): the next message opens a new one.
+                    info!(conversation = %key, room = %rid, reason = err.error_type().unwrap_or("-"), "room is gone; opening a new one");
+                    new_rooms += 1;
+                    conversation.room = None;
+                    self.store.put_conversation(&conversation)?;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let was_held = conversation.held_since_ms.is_some();
+        conversation.last_inbound_ms = Some(conversation.last_inbound_ms.unwrap_or(0).max(event.timestamp_ms));
+        conversation.held_since_ms = None;
+        conversation.offline_notice_sent = false;
+        self.store.put_conversation(&conversation)?;
+        if was_held {
+            info!(conversation = %key, "held conversation delivered: an agent can take it now");
+        }
+        Ok(())
+    }
+
+    /// The conversation's record, created with a fresh visitor token on first contact.
+    fn conversation(&self, key: &ConversationKey) -> Result<Conversation, store::Error> {
+        if let Some(existing) = self.store.conversation(key)? {
+            return Ok(existing);
+        }
+        let conversation = Conversation {
+            key: key.clone(),
+            visitor_token: new_visitor_token(),
+            room: None,
+            last_inbound_ms: None,
+            held_since_ms: None,
+            offline_notice_sent: false,
+            last_agent_message_ms: None,
+        };
+        self.store.put_conversation(&conversation)?;
+        Ok(conversation)
+    }
+
+    /// The open room, registering the visitor and opening a room when there is none.
+    async fn room(&self, page: Option<&Page>, conversation: &mut Conversation) -> Result<RoomId, Failure> {
+        if let Some(rid) = &conversation.room {
+            return Ok(rid.clone());
+        }
+        let key = conversation.key.clone();
+        let department = page.and_then(|p| p.department.as_ref()).map(|d| d.id.clone());
+        let name = self.customer.display_name(page, &key.psid).await;
+        self.rest
+            .register_visitor(&Visitor {
+                token: &conversation.visitor_token,
+                name: &name,
+                department: department.as_deref(),
+            })
+            .await?;
+        let room = match self.rest.visitor_room(&conversation.visitor_token).await {
+            Ok(room) => room,
+            Err(err) if err.error_type() == Some("no-agent-online") => {
+                return Err(Failure::NoAgent { department });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        conversation.room = Some(room.rid.clone());
+        self.store.put_conversation(conversation)?;
+        if room.created {
+            info!(conversation = %key, room = %room.rid, department = department.as_deref().unwrap_or("-"), "conversation opened");
+            if let Some(welcome) = page.and_then(|p| p.welcome.as_deref()) {
+                self.customer.send_text(page, &key.psid, welcome, "welcome").await;
+            }
+        }
+        Ok(room.rid)
+    }
+
+    /// Downloads a customer's file from Meta at once (its URLs expire) and uploads it to the
+    /// room; posts the fallback text with the reason when either step fails for good.
+    async fn post_file(
+        &self,
+        token: &VisitorToken,
+        rid: &RoomId,
+        id: &crate::ids::MessageId,
+        attachment: &Attachment,
+        fallback: &str,
+    ) -> Result<(), rest::Error> {
+        let url = attachment.url.as_deref().unwrap_or_default();
+        let failure = match self.download(url).await {
+            Ok((bytes, mime)) => {
+                let name = render::file_name(url, &attachment.kind, &mime);
+                match self.rest.upload_visitor_file(token, rid, &name, &mime, bytes, None).await {
+                    Ok(()) => return Ok(()),
+                    Err(err) if err.is_retryable() || livechat::is_room_problem(&err) => return Err(err),
+                    Err(err) => format!("Rocket.Chat refused the upload: {}", err.error_type().unwrap_or("error")),
+                }
+            }
+            Err(reason) => reason,
+        };
+        warn!(room = %rid, kind = %attachment.kind, reason = %failure, "customer file posted as a link");
+        let text = format!("{fallback}\n_({failure})_");
+        self.rest.send_visitor_message(token, rid, id, &text).await
+    }
+
+    async fn download(&self, url: &str) -> Result<(Vec<u8>, String), String> {
+        let response = self
+            .downloads
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("the file could not be downloaded from Messenger: {}", e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(format!("Messenger answered HTTP {} for the file", response.status().as_u16()));
+        }
+        if response.content_length().is_some_and(|n| n as usize > MAX_FILE_BYTES) {
+            return Err("the file is larger than 25 MB".into());
+        }
+        let mime = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or("application/octet-stream")
+            .trim()
+            .to_owned();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("the download broke off: {}", e.without_url()))?;
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err("the file is larger than 25 MB".into());
+        }
+        Ok((bytes.to_vec(), mime))
+    }
+
+    /// Marks the conversation held; the first time in a hold, the customer gets the page's
+    /// offline message and the page's admins a notice.
+    async fn hold(&self, key: &ConversationKey) -> Result<(), store::Error> {
+        let mut conversation = self.conversation(key)?;
+        if conversation.held_since_ms.is_none() {
+            conversation.held_since_ms = Some(now_ms());
+            self.telemetry.inbound_held();
+            info!(conversation = %key, "no agent online: holding the conversation until one is");
+        }
+        if conversation.offline_notice_sent {
+            self.store.put_conversation(&conversation)?;
+            return Ok(());
+        }
+        conversation.offline_notice_sent = true;
+        self.store.put_conversation(&conversation)?;
+        self.store.sync().await?;
+        let page = self.store.page(&key.page)?;
+        if let Some(offline) = page.as_ref().and_then(|p| p.offline.as_deref()) {
+            self.customer.send_text(page.as_ref(), &key.psid, offline, "offline").await;
+        }
+        if let Some(page) = &page {
+            let name = self.customer.display_name(Some(page), &key.psid).await;
+            let text = format!(
+                "No agent is online for page *{}*: the conversation with {name} is held. Its messages are kept in order and delivered as soon as an agent is available.",
+                page.name
+            );
+            self.chat.notify(&page.subscribers, &text).await;
+        }
+        Ok(())
+    }
+
+    async fn pause(&self, wait: Duration) {
+        tokio::select! {
+            _ = self.cancel.cancelled() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Waits for agents to come online, with one `livechat/config` poller per department however
+/// many conversations are held (the endpoint is rate-limited per IP).
+struct AgentWatch {
+    rest: RestClient,
+    cancel: CancellationToken,
+    pollers: Arc<Mutex<HashMap<Option<String>, Arc<Notify>>>>,
+}
+
+impl AgentWatch {
+    fn new(rest: RestClient, cancel: CancellationToken) -> AgentWatch {
+        AgentWatch {
+            rest,
+            cancel,
+            pollers: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Returns once `livechat/config` says an agent of the department can take a conversation,
+    /// or when the gateway stops.
+    async fn wait_until_online(&self, department: Option<String>, cancel: &CancellationToken) {
+        let notify = {
+            let mut pollers = self.pollers.lock().unwrap_or_else(|e| e.into_inner());
+            pollers
+                .entry(department.clone())
+                .or_insert_with(|| {
+                    let notify = Arc::new(Notify::new());
+                    tokio::spawn(poll_until_online(
+                        self.rest.clone(),
+                        department.clone(),
+                        notify.clone(),
+                        self.pollers.clone(),
+                        self.cancel.clone(),
+                    ));
+                    notify
+                })
+                .clone()
+        };
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        // Registered before the lock is gone from our hands' view: a poller that fires after
+        // this line wakes us.
+        woken.as_mut().enable();
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = woken => {}
+        }
+    }
+}
+
+async fn poll_until_online(
+    rest: RestClient,
+    department: Option<String>,
+    notify: Arc<Notify>,
+    pollers: Arc<Mutex<HashMap<Option<String>, Arc<Notify>>>>,
+    cancel: CancellationToken,
+) {
+    // Any token works for the `online` flag; a throw-away one avoids creating a guest.
+    let token = new_visitor_token();
+    let mut wait = POLL_MIN;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(jitter(wait)) => {}
+        }
+        match rest.livechat_online(&token, department.as_deref()).await {
+            Ok(true) => break,
+            Ok(false) => wait = (wait * 2).min(POLL_MAX),
+            Err(err) => {
+                debug!(error = %err, "livechat/config poll failed");
+                wait = err.retry_after().unwrap_or((wait * 2).min(POLL_MAX));
+            }
+        }
+    }
+    pollers.lock().unwrap_or_else(|e| e.into_inner()).remove(&department);
+    info!(department = department.as_deref().unwrap_or("any"), "an agent is online: delivering held conversations");
+    notify.notify_waiters();
+}
+
+/// A new random visitor token. It grants access to the visitor's room and files, so it is
+/// random rather than derived from the PSID.
+fn new_visitor_token() -> VisitorToken {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill(&mut bytes);
+    VisitorToken::new(format!("fb-{}", hex::encode(bytes)))
+}
+
+/// Full jitter: a random wait between half and all of `base`, so retries of many workers spread.
+fn jitter(base: Duration) -> Duration {
+    let millis = base.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}

@@ -1,0 +1,234 @@
+//! How a Messenger event reads in a Livechat room. Pure: an event in, the parts to post out.
+
+use sha2::{Digest, Sha256};
+
+use crate::ids::{MessageId, PageId};
+use crate::messenger::webhook::{Attachment, Event};
+
+/// What to post in the room for one Messenger event, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// A text message.
+    Text(String),
+    /// A file to download from Meta and upload to the room; `fallback` is posted instead when
+    /// that fails (with the reason appended).
+    File { attachment: Attachment, fallback: String },
+}
+
+/// The parts of an event, or `None` when the event is not relayed (echoes, reads, …).
+pub fn parts(event: &Event) -> Option<Vec<Part>> {
+    match event {
+        Event::Message {
+            text,
+            attachments,
+            quick_reply: _,
+            reply_to,
+            ..
+        } => {
+            let mut parts = Vec::new();
+            let mut lines = Vec::new();
+            if reply_to.is_some() {
+                lines.push("↩️ _replying to an earlier message_".to_string());
+            }
+            if let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) {
+                lines.push(text.to_owned());
+            }
+            for attachment in attachments.iter().filter(|a| !a.is_file()) {
+                lines.push(describe(attachment));
+            }
+            if !lines.is_empty() {
+                parts.push(Part::Text(lines.join("\n")));
+            }
+            for attachment in attachments.iter().filter(|a| a.is_file()) {
+                parts.push(Part::File {
+                    attachment: attachment.clone(),
+                    fallback: format!(
+                        "[{}] {}",
+                        attachment.kind,
+                        attachment.url.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+            if parts.is_empty() {
+                parts.push(Part::Text("[an empty message]".into()));
+            }
+            Some(parts)
+        }
+        Event::Postback { title, .. } => Some(vec![Part::Text(format!("🔘 {title}"))]),
+        Event::Edit { text, .. } => Some(vec![Part::Text(format!("{text} _(edited)_"))]),
+        Event::Echo { .. } | Event::Other(_) => None,
+    }
+}
+
+/// Readable text for content that is not a file.
+fn describe(attachment: &Attachment) -> String {
+    let url = attachment.url.as_deref().unwrap_or_default();
+    let title = attachment.title.as_deref().unwrap_or_default();
+    match attachment.kind.as_str() {
+        "sticker" => format!("[sticker] {url}").trim_end().to_owned(),
+        "location" => match &attachment.coordinates {
+            Some((lat, long)) => {
+                let name = if title.is_empty() { "Location" } else { title };
+                format!("📍 {name}: https://maps.google.com/?q={lat},{long}")
+            }
+            None => format!("📍 {title} {url}").trim_end().to_owned(),
+        },
+        "fallback" if url.is_empty() && title.is_empty() => "[shared content that Messenger does not show to apps]".into(),
+        "fallback" => format!("🔗 {title} {url}").replace("  ", " ").trim().to_owned(),
+        other => format!("🔗 [{other}] {title} {url}").replace("  ", " ").trim().to_owned(),
+    }
+}
+
+/// The Rocket.Chat message id for part `index` of the event with this dedupe key: derived, so a
+/// redelivery or a retry posts the same id and Rocket.Chat keeps one copy.
+pub fn message_id(page: &PageId, dedupe_key: &str, index: usize) -> MessageId {
+    let digest = Sha256::digest(format!("{}\u{0}{dedupe_key}\u{0}{index}", page.as_str()).as_bytes());
+    MessageId::new(format!("fb{}", &hex::encode(digest)[..24]))
+}
+
+/// A file name for an upload: the last path segment of the URL when it has an extension,
+/// otherwise one made from the kind and the content type.
+pub fn file_name(url: &str, kind: &str, mime: &str) -> String {
+    let from_url = url
+        .split(['?', '#'])
+        .next()
+        .and_then(|path| path.rsplit('/').next())
+        .filter(|name| name.contains('.') && name.len() <= 120)
+        .map(str::to_owned);
+    from_url.unwrap_or_else(|| {
+        let extension = match mime {
+            "image/jpeg" => "jpg",
+            "image/png" => "png",
+            "image/gif" => "gif",
+            "image/webp" => "webp",
+            "video/mp4" => "mp4",
+            "audio/mpeg" => "mp3",
+            "audio/mp4" | "audio/aac" => "m4a",
+            "audio/ogg" => "ogg",
+            "application/pdf" => "pdf",
+            _ => "bin",
+        };
+        format!("{kind}.{extension}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment(kind: &str, url: Option<&str>, title: Option<&str>) -> Attachment {
+        Attachment {
+            kind: kind.into(),
+            url: url.map(Into::into),
+            title: title.map(Into::into),
+            coordinates: None,
+        }
+    }
+
+    fn message(text: Option<&str>, attachments: Vec<Attachment>, reply_to: Option<&str>) -> Event {
+        Event::Message {
+            mid: "m".into(),
+            text: text.map(Into::into),
+            attachments,
+            quick_reply: false,
+            reply_to: reply_to.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn every_kind_reads_as_text() {
+        let mut location = attachment("location", None, Some("Office"));
+        location.coordinates = Some(("52.5".into(), "13.4".into()));
+        let cases = vec![
+            (message(Some("hello"), vec![], None), vec!["hello"]),
+            (message(Some("yes"), vec![], Some("m0")), vec!["↩️ _replying to an earlier message_\nyes"]),
+            (
+                message(None, vec![attachment("sticker", Some("https://cdn/s.png"), None)], None),
+                vec!["[sticker] https://cdn/s.png"],
+            ),
+            (message(None, vec![location], None), vec!["📍 Office: https://maps.google.com/?q=52.5,13.4"]),
+            (
+                message(Some("look"), vec![attachment("fallback", Some("https://ex.com"), Some("Ex"))], None),
+                vec!["look\n🔗 Ex https://ex.com"],
+            ),
+            (
+                message(None, vec![attachment("fallback", None, None)], None),
+                vec!["[shared content that Messenger does not show to apps]"],
+            ),
+            (
+                message(None, vec![attachment("ig_reel", Some("https://r"), None)], None),
+                vec!["🔗 [ig_reel] https://r"],
+            ),
+            (message(Some("  "), vec![], None), vec!["[an empty message]"]),
+            (
+                Event::Postback {
+                    mid: None,
+                    title: "Talk to a person".into(),
+                },
+                vec!["🔘 Talk to a person"],
+            ),
+            (
+                Event::Edit {
+                    mid: "m".into(),
+                    text: "fixed".into(),
+                },
+                vec!["fixed _(edited)_"],
+            ),
+        ];
+        for (event, expected) in cases {
+            let texts: Vec<String> = parts(&event)
+                .expect("relayed")
+                .into_iter()
+                .map(|p| match p {
+                    Part::Text(t) => t,
+                    Part::File { .. } => "file".into(),
+                })
+                .collect();
+            assert_eq!(texts, expected, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn files_follow_the_text_in_order() {
+        let event = message(
+            Some("two photos"),
+            vec![
+                attachment("image", Some("https://cdn/a.jpg"), None),
+                attachment("image", Some("https://cdn/b.jpg"), None),
+            ],
+            None,
+        );
+        let parts = parts(&event).expect("relayed");
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], Part::Text("two photos".into()));
+        assert!(matches!(&parts[2], Part::File { fallback, .. } if fallback == "[image] https://cdn/b.jpg"));
+    }
+
+    #[test]
+    fn echoes_and_reads_are_not_relayed() {
+        assert_eq!(parts(&Event::Echo { app_id: None }), None);
+        assert_eq!(parts(&Event::Other("read")), None);
+    }
+
+    #[test]
+    fn message_ids_are_stable_and_distinct() {
+        let page = PageId::new("1");
+        let a = message_id(&page, "m:abc", 0);
+        assert_eq!(a, message_id(&page, "m:abc", 0));
+        assert_ne!(a, message_id(&page, "m:abc", 1));
+        assert_ne!(a, message_id(&PageId::new("2"), "m:abc", 0));
+        assert_eq!(a.as_str().len(), 26);
+    }
+
+    #[test]
+    fn file_names() {
+        let cases = [
+            ("https://cdn.fbsbx.com/v/t59/photo_123.jpg?stp=dst&oh=x", "image", "image/jpeg", "photo_123.jpg"),
+            ("https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1", "image", "image/png", "image.png"),
+            ("https://cdn/x", "file", "application/zip", "file.bin"),
+        ];
+        for (url, kind, mime, expected) in cases {
+            assert_eq!(file_name(url, kind, mime), expected, "{url}");
+        }
+    }
+}
