@@ -794,3 +794,32 @@ async fn session_token_is_not_printed_in_debug_output() {
         other => panic!("expected Ready, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn rate_limited_subscription_is_retried_before_ready() {
+    let mut server = Server::start().await;
+    let mut client = Client::start(settings(&server.url), password_credentials());
+    client
+        .client
+        .subscribe("stream-room-messages", json!(["__my_messages__", false]))
+        .await;
+    let mut peer = server.accept().await;
+    peer.accept_login("tok").await;
+    let (wire, _, _) = peer.expect_sub().await;
+    peer.send(json!({"msg":"nosub","id":wire,"error":{"error":"too-many-requests","reason":"Error, too many requests.","details":{"timeToReset":300}}}))
+        .await;
+    let limited_at = Instant::now();
+    let (again, name, params) = peer.expect_sub().await;
+    assert!(limited_at.elapsed() >= Duration::from_millis(250));
+    assert_eq!(
+        (again.as_str(), name.as_str()),
+        (wire.as_str(), "stream-room-messages")
+    );
+    assert_eq!(params, json!(["__my_messages__", false]));
+    assert!(
+        client.event_is_pending_free(),
+        "no Ready before the stream is live"
+    );
+    peer.send(json!({"msg":"ready","subs":[again]})).await;
+    client.expect_ready().await;
+}

@@ -890,9 +890,13 @@ impl Actor {
         }
         if let Some(wait) = error.as_ref().and_then(MethodError::is_rate_limited) {
             debug!(subscription = %id, wait_ms = wait.as_millis() as u64, "subscription rate-limited");
-            conn.subs
-                .insert(id, SubState::RetryAt(Instant::now() + wait));
-            self.check_ready(conn).await;
+            let retry_at = Instant::now() + wait;
+            conn.subs.insert(id, SubState::RetryAt(retry_at));
+            // While logging in, Ready waits for the retried subscription: the owner back-fills
+            // history at Ready, so a stream that is not live yet would leave a gap.
+            if let Some(deadline) = conn.deadline.as_mut() {
+                *deadline = (*deadline).max(retry_at + self.settings.call_timeout);
+            }
             return;
         }
         conn.subs.remove(&id);
@@ -906,13 +910,13 @@ impl Actor {
         self.check_ready(conn).await;
     }
 
-    /// Emits `Ready` once, when the login is done and no subscription awaits its answer.
+    /// Emits `Ready` once, when the login is done and every subscription is live or refused.
     async fn check_ready(&mut self, conn: &mut Connection) {
         if !matches!(conn.phase, Phase::Subscribing)
             || conn
                 .subs
                 .values()
-                .any(|state| matches!(state, SubState::Pending))
+                .any(|state| !matches!(state, SubState::Ready))
         {
             return;
         }
