@@ -1,1 +1,512 @@
-//! (being written)
+//! A typed client for the parts of Meta's Graph API the gateway uses: Facebook Login for pages
+//! (dialog link, code and long-lived exchanges, `/me/accounts`), page webhook subscriptions,
+//! token inspection, the User Profile API and the Send API. Wire facts: messenger.md §4–§7.
+//!
+//! Tokens are `SecretString`s and never reach an error or a log line: access tokens travel in
+//! the `Authorization: Bearer` header, which the Graph API accepts like the `access_token`
+//! parameter. Only the values Meta requires as parameters (`client_secret`, `code`,
+//! `fb_exchange_token`, `input_token`) go into a query string, and transport errors are
+//! stripped of their URL before they are returned.
+
+mod error;
+mod types;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Method, RequestBuilder};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::debug;
+use url::Url;
+
+use crate::ids::{PageId, Psid};
+
+pub use error::{Error, ErrorKind, GraphError};
+pub use types::{
+    AttachmentKind, Content, FbUser, Messaging, PageAccount, Profile, SendRequest, SendResponse,
+    SenderAction, TokenInfo, TokenInfoError, UserToken,
+};
+
+/// The webhook fields a page is subscribed to: the recommended live-chat set of messenger.md
+/// §3.11. They must also be enabled for the app in the App Dashboard.
+pub const SUBSCRIBED_FIELDS: &[&str] = &[
+    "messages",
+    "messaging_postbacks",
+    "message_echoes",
+    "message_deliveries",
+    "message_reads",
+    "message_reactions",
+    "message_edits",
+    "messaging_referrals",
+    "messaging_handovers",
+    "standby",
+    "messaging_optins",
+    "messaging_policy_enforcement",
+];
+
+/// The permissions the login dialog asks for (messenger.md §6.2): list the pages, message on
+/// their behalf, subscribe them to webhooks, and the engagement read Meta pairs with them.
+pub const LOGIN_SCOPES: &[&str] = &[
+    "pages_show_list",
+    "pages_messaging",
+    "pages_manage_metadata",
+    "pages_read_engagement",
+];
+
+/// Stops following `paging.next` after this many pages: a person with more pages than this
+/// times Meta's page size is not a realistic gateway admin, and a loop must end.
+const MAX_ACCOUNT_PAGES: usize = 100;
+
+/// Response bodies quoted in [`Error::Http`] are cut to this many characters.
+const BODY_EXCERPT: usize = 300;
+
+/// Where and as whom the client talks to Meta.
+pub struct GraphSettings {
+    /// `https://graph.facebook.com` (or a simulator).
+    pub graph_url: Url,
+    /// `https://www.facebook.com`, where the login dialog lives.
+    pub dialog_url: Url,
+    /// `vNN.N`.
+    pub api_version: String,
+    pub app_id: String,
+    pub app_secret: SecretString,
+    /// Per request, connect to last byte; 20 s is a sensible default.
+    pub timeout: Duration,
+}
+
+/// A cheap-to-clone Graph API client.
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    graph_url: Url,
+    dialog_url: Url,
+    api_version: String,
+    app_id: String,
+    app_secret: SecretString,
+}
+
+#[derive(Deserialize)]
+struct AccountsPage {
+    #[serde(default)]
+    data: Vec<PageAccount>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SubscribedApps {
+    #[serde(default)]
+    data: Vec<SubscribedApp>,
+}
+
+#[derive(Deserialize)]
+struct SubscribedApp {
+    id: serde_json::Value,
+    #[serde(default)]
+    subscribed_fields: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct DebugToken {
+    data: TokenInfo,
+}
+
+impl GraphClient {
+    pub fn new(settings: GraphSettings) -> Result<GraphClient, Error> {
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("omni-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Client(e.without_url()))?;
+        Ok(GraphClient {
+            http,
+            graph_url: settings.graph_url,
+            dialog_url: settings.dialog_url,
+            api_version: settings.api_version,
+            app_id: settings.app_id,
+            app_secret: settings.app_secret,
+        })
+    }
+
+    /// The Facebook Login link an admin opens (manual flow, messenger.md §6.1). `state` is the
+    /// caller's single-use CSRF value; Meta sends it back on the redirect.
+    pub fn login_dialog_url(&self, redirect_uri: &str, state: &str) -> Url {
+        let mut url = versioned(&self.dialog_url, &self.api_version, &["dialog", "oauth"]);
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.app_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("state", state)
+            .append_pair("response_type", "code")
+            .append_pair("scope", &LOGIN_SCOPES.join(","));
+        url
+    }
+
+    /// Trades the dialog's `code` for a user token. `redirect_uri` must be byte-for-byte the one
+    /// the dialog was opened with.
+    pub async fn exchange_code(&self, code: &str, redirect_uri: &str) -> Result<UserToken, Error> {
+        let req = self
+            .request(Method::GET, &["oauth", "access_token"], None)
+            .query(&[
+                ("client_id", self.app_id.as_str()),
+                ("redirect_uri", redirect_uri),
+                ("client_secret", self.app_secret.expose_secret()),
+                ("code", code),
+            ]);
+        self.call("oauth code exchange", req).await
+    }
+
+    /// Trades a short-lived user token for a long-lived one (about 60 days); page tokens
+    /// fetched with a long-lived user token do not expire (messenger.md §6.4, §6.5).
+    pub async fn exchange_long_lived(&self, short: &SecretString) -> Result<UserToken, Error> {
+        let req = self
+            .request(Method::GET, &["oauth", "access_token"], None)
+            .query(&[
+                ("grant_type", "fb_exchange_token"),
+                ("client_id", self.app_id.as_str()),
+                ("client_secret", self.app_secret.expose_secret()),
+                ("fb_exchange_token", short.expose_secret()),
+            ]);
+        self.call("long-lived token exchange", req).await
+    }
+
+    pub async fn me(&self, user_token: &SecretString) -> Result<FbUser, Error> {
+        let req = self
+            .request(Method::GET, &["me"], Some(user_token))
+            .query(&[("fields", "id,name")]);
+        self.call("me", req).await
+    }
+
+    /// Every page the person can act on, following `paging.next` to the end.
+    pub async fn accounts(&self, user_token: &SecretString) -> Result<Vec<PageAccount>, Error> {
+        let mut req = self
+            .request(Method::GET, &["me", "accounts"], Some(user_token))
+            .query(&[("fields", "id,name,access_token,tasks,category")]);
+        let mut pages = Vec::new();
+        for _ in 0..MAX_ACCOUNT_PAGES {
+            let page: AccountsPage = self.call("me/accounts", req).await?;
+            let done = page.data.is_empty();
+            pages.extend(page.data);
+            let Some(next) = page.paging.and_then(|p| p.next).filter(|_| !done) else {
+                return Ok(pages);
+            };
+            req = self.follow(&next, user_token)?;
+        }
+        debug!(
+            pages = pages.len(),
+            "me/accounts paging stopped at the limit"
+        );
+        Ok(pages)
+    }
+
+    /// Subscribes the app to the page's webhooks with [`SUBSCRIBED_FIELDS`].
+    pub async fn subscribe_app(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+    ) -> Result<(), Error> {
+        let req = self
+            .request(
+                Method::POST,
+                &[page.as_str(), "subscribed_apps"],
+                Some(page_token),
+            )
+            .form(&[("subscribed_fields", SUBSCRIBED_FIELDS.join(","))]);
+        self.call_success("subscribe app", req).await
+    }
+
+    /// Our app's `subscribed_fields` on the page, or `None` when the app is not subscribed
+    /// (Meta drops subscriptions after an hour of failed webhook deliveries, messenger.md §2.3).
+    pub async fn subscribed_fields(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+    ) -> Result<Option<Vec<String>>, Error> {
+        let req = self.request(
+            Method::GET,
+            &[page.as_str(), "subscribed_apps"],
+            Some(page_token),
+        );
+        let apps: SubscribedApps = self.call("subscribed apps", req).await?;
+        Ok(apps
+            .data
+            .into_iter()
+            .find(|app| id_matches(&app.id, &self.app_id))
+            .map(|app| app.subscribed_fields))
+    }
+
+    pub async fn unsubscribe_app(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+    ) -> Result<(), Error> {
+        let req = self.request(
+            Method::DELETE,
+            &[page.as_str(), "subscribed_apps"],
+            Some(page_token),
+        );
+        self.call_success("unsubscribe app", req).await
+    }
+
+    /// Removes the app's whole grant (`DELETE /me/permissions`). Meta invalidates the user token
+    /// and the page tokens obtained through it.
+    pub async fn revoke_permissions(&self, user_token: &SecretString) -> Result<(), Error> {
+        let req = self.request(Method::DELETE, &["me", "permissions"], Some(user_token));
+        self.call_success("revoke permissions", req).await
+    }
+
+    /// Inspects any token with the app token `{app_id}|{app_secret}`. An invalid token is an
+    /// `Ok` answer with `is_valid: false` and the reason in `error`.
+    pub async fn debug_token(&self, token: &SecretString) -> Result<TokenInfo, Error> {
+        let app_token = SecretString::from(format!(
+            "{}|{}",
+            self.app_id,
+            self.app_secret.expose_secret()
+        ));
+        let req = self
+            .request(Method::GET, &["debug_token"], Some(&app_token))
+            .query(&[("input_token", token.expose_secret())]);
+        let answer: DebugToken = self.call("debug_token", req).await?;
+        Ok(answer.data)
+    }
+
+    /// The User Profile API; needs the "Business Asset User Profile Access" feature, and fails
+    /// with 2018218 for some accounts (messenger.md §7): callers fall back to a placeholder.
+    pub async fn user_profile(
+        &self,
+        psid: &Psid,
+        page_token: &SecretString,
+    ) -> Result<Profile, Error> {
+        let req = self
+            .request(Method::GET, &[psid.as_str()], Some(page_token))
+            .query(&[("fields", "first_name,last_name,name,profile_pic")]);
+        self.call("user profile", req).await
+    }
+
+    /// `POST /{page}/messages` with a JSON body. Not idempotent: a retry after a timeout can
+    /// deliver twice (messenger.md §5.3).
+    pub async fn send_message(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+        req: &SendRequest,
+    ) -> Result<SendResponse, Error> {
+        let mut message = match &req.content {
+            Content::Text(text) => json!({ "text": text }),
+            Content::AttachmentUrl { kind, url } => json!({
+                "attachment": { "type": kind.as_str(), "payload": { "url": url, "is_reusable": false } }
+            }),
+        };
+        if let Some(metadata) = &req.metadata {
+            message["metadata"] = json!(metadata);
+        }
+        let mut body = json!({
+            "recipient": { "id": req.recipient.as_str() },
+            "messaging_type": req.messaging.messaging_type(),
+            "message": message,
+        });
+        if let Some(tag) = req.messaging.tag() {
+            body["tag"] = json!(tag);
+        }
+        let http = self
+            .request(Method::POST, &[page.as_str(), "messages"], Some(page_token))
+            .json(&body);
+        self.call("send message", http).await
+    }
+
+    /// Uploads a file with the message (multipart, field `filedata`), the way the Send API
+    /// takes files that have no public URL (messenger.md §4.2). At most 25 MB.
+    #[allow(clippy::too_many_arguments)] // the Send API's own parameter list
+    pub async fn send_attachment(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+        recipient: &Psid,
+        messaging: &Messaging,
+        kind: AttachmentKind,
+        file_name: &str,
+        mime: &str,
+        bytes: Bytes,
+    ) -> Result<SendResponse, Error> {
+        let part =
+            |bytes: Bytes| reqwest::multipart::Part::stream(bytes).file_name(file_name.to_owned());
+        // An unparsable MIME type from a chat upload should not stop the file: send it untyped.
+        // (`Bytes` clones share the buffer.)
+        let file = part(bytes.clone())
+            .mime_str(mime)
+            .unwrap_or_else(|_| part(bytes));
+        let message =
+            json!({ "attachment": { "type": kind.as_str(), "payload": { "is_reusable": false } } });
+        let mut form = reqwest::multipart::Form::new()
+            .text("recipient", json!({ "id": recipient.as_str() }).to_string())
+            .text("messaging_type", messaging.messaging_type());
+        if let Some(tag) = messaging.tag() {
+            form = form.text("tag", tag);
+        }
+        let form = form
+            .text("message", message.to_string())
+            .part("filedata", file);
+        let req = self
+            .request(Method::POST, &[page.as_str(), "messages"], Some(page_token))
+            .multipart(form);
+        self.call("send attachment", req).await
+    }
+
+    pub async fn sender_action(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+        recipient: &Psid,
+        action: SenderAction,
+    ) -> Result<(), Error> {
+        let body =
+            json!({ "recipient": { "id": recipient.as_str() }, "sender_action": action.as_str() });
+        let req = self
+            .request(Method::POST, &[page.as_str(), "messages"], Some(page_token))
+            .json(&body);
+        let _: serde_json::Value = self.call("sender action", req).await?;
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &[&str],
+        token: Option<&SecretString>,
+    ) -> RequestBuilder {
+        let url = versioned(&self.graph_url, &self.api_version, path);
+        let req = self.http.request(method, url);
+        match token {
+            Some(token) => req.bearer_auth(token.expose_secret()),
+            None => req,
+        }
+    }
+
+    /// A request for a `paging.next` link. Meta's links already carry the token; the link is
+    /// only followed when it points at the configured Graph host, so a token never leaves it.
+    fn follow(&self, next: &str, token: &SecretString) -> Result<RequestBuilder, Error> {
+        let url = Url::parse(next).map_err(|_| Error::Decode {
+            what: "me/accounts",
+            detail: "paging.next is not a URL".to_owned(),
+        })?;
+        if url.origin() != self.graph_url.origin() {
+            return Err(Error::Decode {
+                what: "me/accounts",
+                detail: "paging.next points outside the graph api".to_owned(),
+            });
+        }
+        let has_token = url.query_pairs().any(|(k, _)| k == "access_token");
+        let req = self.http.get(url);
+        Ok(if has_token {
+            req
+        } else {
+            req.bearer_auth(token.expose_secret())
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        req: RequestBuilder,
+    ) -> Result<T, Error> {
+        let response = req.send().await.map_err(Error::from_reqwest)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(Error::from_reqwest)?;
+        debug!(call = what, status = status.as_u16(), "graph api call");
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| Error::decode(what, &e));
+        }
+        #[derive(Deserialize)]
+        struct Envelope {
+            error: GraphError,
+        }
+        match serde_json::from_slice::<Envelope>(&body) {
+            Ok(envelope) => Err(Error::Graph {
+                status: status.as_u16(),
+                error: Box::new(envelope.error),
+                retry_after: error::retry_after_from_headers(&headers),
+            }),
+            Err(_) => Err(Error::Http {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(BODY_EXCERPT)
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Calls that answer `{"success": true}`; the docs also show `"true"` as a string and the
+    /// permissions edge a bare `true` (messenger.md §6.6, §6.7).
+    async fn call_success(&self, what: &'static str, req: RequestBuilder) -> Result<(), Error> {
+        let answer: serde_json::Value = self.call(what, req).await?;
+        let flag = answer.get("success").unwrap_or(&answer);
+        match flag {
+            serde_json::Value::Bool(true) => Ok(()),
+            serde_json::Value::String(s) if s == "true" => Ok(()),
+            _ => Err(Error::Decode {
+                what,
+                detail: "the answer did not report success".to_owned(),
+            }),
+        }
+    }
+}
+
+/// `{base}/{version}/{path…}`, each segment percent-encoded, keeping any path prefix of `base`.
+fn versioned(base: &Url, version: &str, path: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().push(version).extend(path);
+    }
+    url
+}
+
+fn id_matches(id: &serde_json::Value, app_id: &str) -> bool {
+    match id {
+        serde_json::Value::String(s) => s == app_id,
+        serde_json::Value::Number(n) => n.to_string() == app_id,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_urls_keep_prefixes_and_escape_segments() {
+        let cases = [
+            (
+                "https://graph.facebook.com",
+                &["me", "accounts"][..],
+                "https://graph.facebook.com/v23.0/me/accounts",
+            ),
+            (
+                "http://127.0.0.1:9/prefix/",
+                &["1/2", "messages"][..],
+                "http://127.0.0.1:9/prefix/v23.0/1%2F2/messages",
+            ),
+            (
+                "http://127.0.0.1:9/?x=1",
+                &["debug_token"][..],
+                "http://127.0.0.1:9/v23.0/debug_token",
+            ),
+        ];
+        for (base, path, want) in cases {
+            let base = Url::parse(base).expect("static url");
+            assert_eq!(versioned(&base, "v23.0", path).as_str(), want);
+        }
+    }
+}
