@@ -19,6 +19,9 @@ use crate::health::Health;
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::notices::Notifier;
 use crate::pages::Pages;
+use crate::relay::CustomerMessenger;
+use crate::relay::inbound::Inbound;
+use crate::telemetry::Telemetry;
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
 use crate::rocketchat::realtime::{self, MY_MESSAGES, ROOM_MESSAGES_STREAM};
 use crate::rocketchat::rest::{Auth, RestClient};
@@ -75,7 +78,19 @@ impl Gateway {
             app_secret: config.facebook.app_secret.clone(),
             timeout: GRAPH_TIMEOUT,
         })?;
-        let pages = Arc::new(Pages::new(graph, store.clone(), chat.clone(), &config.http.public_url));
+        let pages = Arc::new(Pages::new(graph.clone(), store.clone(), chat.clone(), &config.http.public_url));
+        let telemetry = Telemetry::new();
+        let customer = CustomerMessenger::new(graph, store.clone(), chat.clone());
+        let inbound = Inbound::new(
+            store.clone(),
+            rest.clone(),
+            customer,
+            chat.clone(),
+            telemetry.clone(),
+            tasks.clone(),
+            cancel.clone(),
+        );
+        inbound.resume_pending()?;
         let admin = Arc::new(Admin::new(
             rest.clone(),
             chat,
@@ -89,10 +104,9 @@ impl Gateway {
         ));
 
         let settings = DdpSettings {
-            url: config.rocketchat.websocket_url(),
             keepalive: config.rocketchat.keepalive,
             dead_link: config.rocketchat.dead_link,
-            ..DdpSettings::default()
+            ..DdpSettings::new(config.rocketchat.websocket_url())
         };
         let credentials = Credentials {
             username: config.rocketchat.username.clone(),
@@ -121,7 +135,19 @@ impl Gateway {
                 health: health.clone(),
                 store: store.clone(),
             })
-            .merge(http::oauth(pages)),
+            .merge(http::oauth(pages))
+            .merge(http::webhooks(http::WebhookState {
+                store: store.clone(),
+                inbound,
+                telemetry: telemetry.clone(),
+                app_secret: config.facebook.app_secret.clone(),
+                verify_token: config.facebook.verify_token.clone(),
+            }))
+            .merge(http::metrics(http::MetricsState {
+                telemetry,
+                store: store.clone(),
+                health: health.clone(),
+            })),
         );
         tasks.spawn(http::serve(listener, router, cancel.clone()));
         tasks.close();

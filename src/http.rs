@@ -6,17 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::health::Health;
+use crate::health::{Health, Link, now_ms};
+use crate::ids::ConversationKey;
+use crate::messenger::webhook;
+use crate::relay::inbound::Inbound;
+use crate::store::{self, InboundEvent, PageStatus};
+use crate::telemetry::{Snapshot, Telemetry};
 use crate::pages::{self, CallbackPage, DialogOutcome, Pages};
 use crate::store::Store;
 
@@ -189,4 +197,176 @@ fn capitalize(text: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// What the webhook routes need.
+#[derive(Clone)]
+pub struct WebhookState {
+    pub store: Store,
+    pub inbound: Arc<Inbound>,
+    pub telemetry: Telemetry,
+    pub app_secret: SecretString,
+    pub verify_token: SecretString,
+}
+
+/// `GET/POST /webhooks/messenger`.
+pub fn webhooks(state: WebhookState) -> Router {
+    Router::new()
+        .route("/webhooks/messenger", get(verify_webhook).post(receive_webhook))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct VerifyQuery {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// Meta's verification: the challenge back verbatim when mode and token match, else 403.
+async fn verify_webhook(State(state): State<WebhookState>, Query(query): Query<VerifyQuery>) -> Response {
+    let token_matches = query.verify_token.as_deref().is_some_and(|given| {
+        bool::from(given.as_bytes().ct_eq(state.verify_token.expose_secret().as_bytes()))
+    });
+    match (query.mode.as_deref(), token_matches, query.challenge) {
+        (Some("subscribe"), true, Some(challenge)) => {
+            info!("webhook verified by Meta");
+            (StatusCode::OK, challenge).into_response()
+        }
+        _ => {
+            warn!("webhook verification refused: hub.verify_token does not match [facebook].verify_token");
+            (StatusCode::FORBIDDEN, "verification failed\n").into_response()
+        }
+    }
+}
+
+/// Events: signature first (401, nothing stored), then JSON (400), then every relayable event
+/// of a connected page is stored and flushed before the 200, so an acknowledged event survives
+/// a crash. A store failure answers 503 so Meta retries.
+async fn receive_webhook(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = tokio::time::Instant::now();
+    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    if let Err(err) = webhook::verify_signature(state.app_secret.expose_secret().as_bytes(), signature, &body) {
+        warn!(error = %err, bytes = body.len(), "webhook refused");
+        return (StatusCode::UNAUTHORIZED, format!("{err}\n")).into_response();
+    }
+    let parsed = match webhook::parse(&body) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            warn!(error = %err, "webhook body refused");
+            return (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response();
+        }
+    };
+    if parsed.object != "page" {
+        info!(object = %parsed.object, "webhook for another product ignored");
+        return (StatusCode::OK, "EVENT_RECEIVED").into_response();
+    }
+    if parsed.skipped > 0 {
+        warn!(items = parsed.skipped, "webhook items without sender or recipient ignored");
+    }
+    let mut events = Vec::new();
+    for envelope in parsed.events {
+        if !is_relayed(&webhook::event(&envelope.raw)) {
+            state.telemetry.webhook_event("ignored", 1);
+            continue;
+        }
+        match state.store.page(&envelope.page) {
+            Ok(Some(page)) if page.token.is_some() || page.status != PageStatus::Disconnected => {}
+            Ok(_) => {
+                warn!(page = %envelope.page, "webhook event for a page that is not connected; acknowledged and dropped");
+                state.telemetry.webhook_event("unknown_page", 1);
+                continue;
+            }
+            Err(err) => return store_failure(&err),
+        }
+        events.push(InboundEvent {
+            key: ConversationKey::new(envelope.page, envelope.psid),
+            timestamp_ms: envelope.timestamp_ms,
+            dedupe_key: envelope.dedupe_key,
+            received_ms: now_ms(),
+            standby: envelope.standby,
+            payload: envelope.raw,
+        });
+    }
+    if !events.is_empty() {
+        let keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
+        let outcome = match state.store.enqueue_inbound(events) {
+            Ok(outcome) => outcome,
+            Err(err) => return store_failure(&err),
+        };
+        if let Err(err) = state.store.sync().await {
+            return store_failure(&err);
+        }
+        state.telemetry.webhook_event("stored", outcome.stored as u64);
+        state.telemetry.webhook_event("duplicate", outcome.duplicates as u64);
+        for key in &keys {
+            state.inbound.wake(key);
+        }
+        debug!(stored = outcome.stored, duplicates = outcome.duplicates, "webhook stored");
+    }
+    state.telemetry.webhook_handled(started.elapsed().as_secs_f64());
+    (StatusCode::OK, "EVENT_RECEIVED").into_response()
+}
+
+fn is_relayed(event: &webhook::Event) -> bool {
+    matches!(
+        event,
+        webhook::Event::Message { .. } | webhook::Event::Postback { .. } | webhook::Event::Edit { .. }
+    )
+}
+
+fn store_failure(err: &store::Error) -> Response {
+    if err.is_disk_full() {
+        error!(error = %err, "cannot store webhook events: the disk is full or read-only; Meta will retry (answering 503)");
+    } else {
+        error!(error = %err, "cannot store webhook events; Meta will retry (answering 503)");
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, "events could not be stored; retry later\n").into_response()
+}
+
+/// What `/metrics` reads.
+#[derive(Clone)]
+pub struct MetricsState {
+    pub telemetry: Telemetry,
+    pub store: Store,
+    pub health: Health,
+}
+
+pub fn metrics(state: MetricsState) -> Router {
+    Router::new().route("/metrics", get(render_metrics)).with_state(state)
+}
+
+async fn render_metrics(State(state): State<MetricsState>) -> Response {
+    let pages = state.store.pages().unwrap_or_default();
+    let held = state
+        .store
+        .conversations()
+        .map(|all| all.iter().filter(|c| c.held_since_ms.is_some()).count())
+        .unwrap_or(0);
+    let snapshot = Snapshot {
+        inbox_depth: state.store.inbox_len(),
+        outbox_depth: state.store.outbox_len(),
+        held_conversations: held,
+        rocketchat_up: matches!(state.health.link(), Link::Up { .. }),
+        pages: pages
+            .iter()
+            .map(|p| {
+                let label = match p.status {
+                    PageStatus::Connected => "connected",
+                    PageStatus::NeedsAuthorization { .. } => "needs_authorization",
+                    PageStatus::Disconnected => "disconnected",
+                };
+                (p.id.to_string(), label)
+            })
+            .collect(),
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.telemetry.render(&snapshot),
+    )
+        .into_response()
 }

@@ -2,3 +2,4 @@
 //! Messenger webhook. Only this module knows Meta's wire formats.
 
 pub mod graph;
+pub mod webhook;

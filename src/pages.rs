@@ -54,6 +54,9 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("{}", .0.describe())]
     Graph(#[from] graph::Error),
+    /// The subscription read back does not match what was asked.
+    #[error("{0}")]
+    Unverified(String),
 }
 
 /// Connects pages; shared by the admin commands and the HTTP callback.
@@ -187,13 +190,13 @@ impl Pages {
         self.graph.subscribe_app(id, token).await?;
         match self.graph.subscribed_fields(id, token).await? {
             Some(fields) if graph::SUBSCRIBED_FIELDS.iter().all(|f| fields.iter().any(|g| g == f)) => Ok(()),
-            Some(fields) => Err(Error::Graph(graph::Error::verification(format!(
-                "the subscription lacks fields (got {})",
+            Some(fields) => Err(Error::Unverified(format!(
+                "the webhook subscription lacks fields (Facebook lists {})",
                 fields.join(",")
-            )))),
-            None => Err(Error::Graph(graph::Error::verification(
-                "the page does not list the app after subscribing".into(),
             ))),
+            None => Err(Error::Unverified(
+                "Facebook does not list the app on the page after subscribing".into(),
+            )),
         }
     }
 

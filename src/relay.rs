@@ -1,0 +1,135 @@
+//! The central module: relays conversations between Messenger and Livechat. `inbound` delivers
+//! webhook events to Rocket.Chat; `render` decides how they read there. This file holds what
+//! both directions share: talking to the customer through the Send API (with token health), and
+//! one log line per outage instead of one per retry.
+
+pub mod inbound;
+pub mod render;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::{info, warn};
+
+use crate::health::now_ms;
+use crate::ids::{PageId, Psid};
+use crate::messenger::graph::{self, Content, GraphClient, Messaging, SendRequest};
+use crate::notices::Notifier;
+use crate::store::{Page, PageStatus, Store};
+
+/// Sends the gateway's own messages (welcome, offline, finished) to customers and reads their
+/// names, marking a page "needs authorization" when Facebook says its token is dead.
+#[derive(Clone)]
+pub struct CustomerMessenger {
+    graph: GraphClient,
+    store: Store,
+    chat: Notifier,
+}
+
+impl CustomerMessenger {
+    pub fn new(graph: GraphClient, store: Store, chat: Notifier) -> CustomerMessenger {
+        CustomerMessenger { graph, store, chat }
+    }
+
+    /// The customer's name from the User Profile API, with fallbacks: `first last`, `name`,
+    /// then "Facebook user …1234" (profiles are often unavailable, messenger.md §7).
+    pub async fn display_name(&self, page: Option<&Page>, psid: &Psid) -> String {
+        let fallback = || format!("Facebook user {}", psid.to_string().trim_start_matches("psid"));
+        let Some((page, token)) = page.and_then(|p| p.token.as_ref().map(|t| (p, t))) else {
+            return fallback();
+        };
+        match self.graph.user_profile(psid, token).await {
+            Ok(profile) => profile.display_name().unwrap_or_else(fallback),
+            Err(err) => {
+                if err.is_token_invalid() {
+                    self.token_invalid(&page.id, &err).await;
+                }
+                info!(page = %page.id, error = %err.describe(), "no profile for the customer; using a placeholder name");
+                fallback()
+            }
+        }
+    }
+
+    /// Sends one of the gateway's own texts (`purpose`: welcome, offline, finished) to the
+    /// customer. Best effort: failures are logged, never retried into a duplicate.
+    pub async fn send_text(&self, page: Option<&Page>, psid: &Psid, text: &str, purpose: &str) {
+        let Some((page, token)) = page.and_then(|p| p.token.as_ref().map(|t| (p, t))) else {
+            warn!(psid = %psid, purpose, "the page has no token; its message to the customer was not sent");
+            return;
+        };
+        let request = SendRequest {
+            recipient: psid.clone(),
+            messaging: Messaging::Response,
+            content: Content::Text(text.to_owned()),
+            metadata: Some(format!("omni-gateway:{purpose}")),
+        };
+        match self.graph.send_message(&page.id, token, &request).await {
+            Ok(_) => info!(page = %page.id, psid = %psid, purpose, "message sent to the customer"),
+            Err(err) => {
+                if err.is_token_invalid() {
+                    self.token_invalid(&page.id, &err).await;
+                }
+                warn!(page = %page.id, psid = %psid, purpose, error = %err.describe(), "could not send to the customer");
+            }
+        }
+    }
+
+    /// Graph error 190: marks the page and tells its admins, once per loss of authorization.
+    pub async fn token_invalid(&self, page_id: &PageId, err: &graph::Error) {
+        let reason = err.describe();
+        let mut newly = false;
+        let updated = self.store.update_page(page_id, |page| {
+            newly = !matches!(page.status, PageStatus::NeedsAuthorization { .. });
+            if newly {
+                page.status = PageStatus::NeedsAuthorization {
+                    reason: reason.clone(),
+                    since_ms: now_ms(),
+                };
+            }
+        });
+        let page = match updated {
+            Ok(Some(page)) if newly => page,
+            Ok(_) => return,
+            Err(store_err) => {
+                warn!(page = %page_id, error = %store_err, "cannot record that the page needs authorization");
+                return;
+            }
+        };
+        if let Err(store_err) = self.store.sync().await {
+            warn!(page = %page_id, error = %store_err, "cannot persist the page's state");
+        }
+        warn!(page = %page_id, reason = %reason, "page token invalid: the page needs authorization");
+        let text = format!(
+            "Facebook no longer accepts the access of page *{}* ({page_id}): {reason}.\nRun `/facebook authorize` to connect it again; messages are kept meanwhile.",
+            page.name
+        );
+        self.chat.notify(&page.subscribers, &text).await;
+    }
+}
+
+/// Logs one warning when a far end starts failing and one line when it recovers, however many
+/// retries happen in between.
+pub struct OutageLog {
+    name: &'static str,
+    down: AtomicBool,
+}
+
+impl OutageLog {
+    pub fn new(name: &'static str) -> OutageLog {
+        OutageLog {
+            name,
+            down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn failed(&self, reason: &str) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            warn!(peer = self.name, reason, "outage: retrying with backoff, nothing is dropped");
+        }
+    }
+
+    pub fn recovered(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            info!(peer = self.name, "outage over: delivering again");
+        }
+    }
+}
