@@ -1,1 +1,646 @@
-//! (being written)
+//! A strict, in-process Rocket.Chat simulator: the realtime API (DDP over WebSocket at
+//! `/websocket`) and the REST subset the gateway uses (`/api/v1/…`, Livechat visitor routes, file
+//! downloads at `/file-upload/…`), built from `shared/reference/rocketchat.md` and Rocket.Chat's
+//! source. It rejects what the real server rejects, with the real error shapes, so the gateway's
+//! tests and `omni-gateway sandbox` exercise the same failure paths as production. Tests drive the
+//! far side through this handle (people typing, agents replying, rooms closing) and inject faults
+//! (dropped sockets, refused connections, unanswered pings, 5xx, 429, latency).
+
+mod ddp;
+mod livechat;
+mod rest;
+mod state;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{MessageId, RoomId, UserId, VisitorToken};
+use state::{Author, Department, FileRef, Msg, Room, RoomKind, State, StoredFile, User};
+use wire::{now_ms, random_id};
+
+/// How the simulator behaves where the real server is configurable.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// The server pings after this much client silence and closes with 4000 "TIMEOUT" after the
+    /// same again (the real `ddp-streamer` uses 30 s for both, `constants.ts`).
+    pub ping_idle: Duration,
+    /// Initial value of `API_Enable_Rate_Limiter` (the real default is on; off here so tests that
+    /// do not test the limiter are not slowed by it).
+    pub rest_rate_limiter: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            ping_idle: Duration::from_secs(30),
+            rest_rate_limiter: false,
+        }
+    }
+}
+
+/// A file attached to a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimFile {
+    pub id: String,
+    pub name: String,
+    pub mime: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A stored message as a test sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimMessage {
+    pub id: MessageId,
+    pub rid: RoomId,
+    pub username: String,
+    pub msg: String,
+    /// System message type (`uj`, `livechat-close`, …); `None` for a person's message.
+    pub t: Option<String>,
+    /// The visitor token on messages a Livechat visitor sent.
+    pub token: Option<VisitorToken>,
+    pub ts_ms: i64,
+    pub file: Option<SimFile>,
+}
+
+/// A registered Livechat visitor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimVisitor {
+    pub id: String,
+    pub token: VisitorToken,
+    pub name: Option<String>,
+    pub username: String,
+    pub department: Option<String>,
+}
+
+/// A Livechat room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimLivechatRoom {
+    pub id: RoomId,
+    pub visitor_token: VisitorToken,
+    pub department_id: Option<String>,
+    pub open: bool,
+    /// Username of the serving agent; `None` while the inquiry is queued.
+    pub served_by: Option<String>,
+}
+
+/// What the simulator has seen, for assertions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// WebSocket connections accepted since start.
+    pub ws_connections: usize,
+    pub logins_password: usize,
+    pub logins_resume: usize,
+    /// Idle pings the server sent.
+    pub pings_sent: usize,
+    /// `pong` frames the server received.
+    pub pongs_received: usize,
+    /// Frames that broke the DDP protocol (bad first frame, bad JSON, unknown `msg`).
+    pub protocol_errors: usize,
+    pub method_calls_by_name: BTreeMap<String, usize>,
+    /// REST calls by `"METHOD /path/pattern"`, e.g. `"POST /api/v1/livechat/message"`.
+    pub rest_calls_by_route: BTreeMap<String, usize>,
+}
+
+/// State shared by the server tasks and the test handle.
+struct Shared {
+    opts: SimOptions,
+    state: Mutex<State>,
+    /// Woken after every change, for `wait_for_message`.
+    changed: Notify,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs a change under the lock and wakes whoever waits for changes.
+    fn mutate<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let result = f(&mut self.lock());
+        self.changed.notify_waiters();
+        result
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+/// Handle to a running simulator. Clones share one server, which stops when the last handle is
+/// dropped or on [`RocketChatSim::shutdown`].
+///
+/// The helpers that name a user, room or message panic when it does not exist: they are test
+/// set-up, and a typo there should fail the test at once.
+#[derive(Clone)]
+pub struct RocketChatSim {
+    inner: Arc<Inner>,
+}
+
+impl RocketChatSim {
+    /// Binds `127.0.0.1:0` and serves until shut down.
+    pub async fn start(opts: SimOptions) -> std::io::Result<RocketChatSim> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(opts.rest_rate_limiter)),
+            opts,
+            changed: Notify::new(),
+            cancel: CancellationToken::new(),
+        });
+        let app = rest::router(shared.clone());
+        let cancel = shared.cancel.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::warn!(error = %error, "rocket.chat simulator stopped with an error");
+            }
+        });
+        tracing::debug!(addr = %addr, "rocket.chat simulator listening");
+        Ok(RocketChatSim {
+            inner: Arc::new(Inner {
+                shared,
+                addr,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// `http://127.0.0.1:PORT`; the WebSocket is at `ws://127.0.0.1:PORT/websocket`.
+    pub fn url(&self) -> url::Url {
+        let text = format!("http://{}", self.inner.addr);
+        // A socket address always forms a valid http URL.
+        url::Url::parse(&text).unwrap_or_else(|e| panic!("simulator url {text}: {e}"))
+    }
+
+    /// Stops the server: open WebSockets end and the listener closes.
+    pub async fn shutdown(&self) {
+        self.shared().cancel.cancel();
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(mut task) = task {
+            // Idle keep-alive HTTP connections can delay a graceful stop; do not wait forever.
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+
+    // ---- people and rooms ----------------------------------------------------------------
+
+    /// Creates (or updates) a user. `roles` e.g. `["user"]`, `["bot"]`, `["livechat-agent"]`.
+    pub fn add_user(&self, username: &str, password: &str, roles: &[&str]) -> UserId {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let digest = state::sha256_hex(password);
+        self.shared().mutate(|st| {
+            if let Some(user) = st.users.values_mut().find(|u| u.username == username) {
+                user.password_digest = digest;
+                user.roles = roles;
+                return UserId::new(user.id.clone());
+            }
+            let id = random_id();
+            st.users.insert(
+                id.clone(),
+                User {
+                    id: id.clone(),
+                    username: username.to_owned(),
+                    name: username.to_owned(),
+                    password_digest: digest,
+                    roles,
+                    tokens: Vec::new(),
+                    totp: false,
+                    livechat_available: false,
+                    online: false,
+                    created_ms: now_ms(),
+                },
+            );
+            UserId::new(id)
+        })
+    }
+
+    fn uid(st: &State, username: &str) -> String {
+        st.uid_of(username)
+            .unwrap_or_else(|| panic!("simulator has no user {username:?}"))
+    }
+
+    fn author(st: &State, username: &str) -> Author {
+        let uid = Self::uid(st, username);
+        st.author(&uid)
+            .unwrap_or_else(|| panic!("simulator has no user {username:?}"))
+    }
+
+    /// Creates a personal access token, usable as a DDP resume token and as REST `X-Auth-Token`.
+    pub fn personal_access_token(&self, username: &str) -> String {
+        self.shared().mutate(|st| {
+            let uid = Self::uid(st, username);
+            st.issue_token(&uid, true)
+                .map(|(token, _)| token)
+                .unwrap_or_else(|| panic!("simulator has no user {username:?}"))
+        })
+    }
+
+    /// Turns on TOTP two-factor authentication: password logins then fail with `totp-required`.
+    pub fn enable_totp(&self, username: &str) {
+        self.shared().mutate(|st| {
+            let uid = Self::uid(st, username);
+            if let Some(user) = st.users.get_mut(&uid) {
+                user.totp = true;
+            }
+        });
+    }
+
+    /// Grants a permission to a role, e.g. `("bot", "view-full-other-user-info")`.
+    pub fn grant_permission(&self, role: &str, permission: &str) {
+        self.shared().mutate(|st| {
+            st.perms
+                .entry(permission.to_owned())
+                .or_default()
+                .insert(role.to_owned());
+        });
+    }
+
+    /// The 1:1 direct-message room of two users (`t:"d"`), both subscribed.
+    pub fn direct_room(&self, a: &str, b: &str) -> RoomId {
+        self.shared().mutate(|st| {
+            st.direct_room(a, b)
+                .map(RoomId::new)
+                .unwrap_or_else(|| panic!("simulator has no user {a:?} or {b:?}"))
+        })
+    }
+
+    /// A public channel (`t:"c"`) with these members subscribed.
+    pub fn channel(&self, name: &str, members: &[&str]) -> RoomId {
+        self.shared().mutate(|st| {
+            let uids: Vec<String> = members.iter().map(|m| Self::uid(st, m)).collect();
+            let rid = random_id();
+            st.rooms.insert(
+                rid.clone(),
+                Room {
+                    id: rid.clone(),
+                    kind: RoomKind::Channel,
+                    name: Some(name.to_owned()),
+                    members: uids.iter().cloned().collect(),
+                    ts_ms: now_ms(),
+                    live: None,
+                },
+            );
+            for uid in &uids {
+                st.notify_joined(uid, &rid);
+            }
+            RoomId::new(rid)
+        })
+    }
+
+    fn insert(
+        &self,
+        st: &mut State,
+        rid: &RoomId,
+        u: Author,
+        text: &str,
+        t: Option<&str>,
+    ) -> MessageId {
+        assert!(
+            st.rooms.contains_key(rid.as_str()),
+            "simulator has no room {rid}"
+        );
+        let now = now_ms();
+        let id = random_id();
+        st.insert_message(Msg {
+            id: id.clone(),
+            rid: rid.as_str().to_owned(),
+            msg: text.to_owned(),
+            t: t.map(str::to_owned),
+            u,
+            token: None,
+            alias: None,
+            ts_ms: now,
+            updated_ms: now,
+            edited: None,
+            file: None,
+        });
+        MessageId::new(id)
+    }
+
+    /// A person types a message in a room; it is emitted on the streams.
+    pub fn post(&self, username: &str, rid: &RoomId, text: &str) -> MessageId {
+        self.shared().mutate(|st| {
+            let author = Self::author(st, username);
+            self.insert(st, rid, author, text, None)
+        })
+    }
+
+    /// Edits a message: the stream re-emits the same `_id` with `editedAt`.
+    pub fn edit(&self, username: &str, msg: &MessageId, text: &str) {
+        self.shared().mutate(|st| {
+            let by = Self::author(st, username);
+            assert!(
+                st.edit_message(msg.as_str(), text, by),
+                "simulator has no message {msg}"
+            );
+        });
+    }
+
+    /// A system message of type `t` (e.g. `"uj"`), written by `rocket.cat`.
+    pub fn post_system(&self, rid: &RoomId, t: &str, text: &str) {
+        let cat = Author {
+            id: "rocket.cat".into(),
+            username: "rocket.cat".into(),
+            name: Some("Rocket.Cat".into()),
+        };
+        self.shared().mutate(|st| {
+            self.insert(st, rid, cat, text, Some(t));
+        });
+    }
+
+    /// Every message of a room, oldest first.
+    pub fn messages(&self, rid: &RoomId) -> Vec<SimMessage> {
+        let st = self.shared().lock();
+        st.msgs
+            .iter()
+            .filter(|m| m.rid == rid.as_str())
+            .map(|m| sim_message(&st, m))
+            .collect()
+    }
+
+    /// Waits until a message of the room matches `pred` (existing ones included), or times out.
+    pub async fn wait_for_message(
+        &self,
+        rid: &RoomId,
+        pred: impl Fn(&SimMessage) -> bool,
+        timeout: Duration,
+    ) -> Option<SimMessage> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.shared().changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(found) = self.messages(rid).into_iter().find(|m| pred(m)) {
+                return Some(found);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    // ---- livechat / omnichannel ----------------------------------------------------------
+
+    /// Sets a server setting, e.g. `("Livechat_accept_chats_with_no_agents", json!(true))`.
+    pub fn set_setting(&self, id: &str, value: Value) {
+        self.shared().mutate(|st| {
+            st.settings.insert(id.to_owned(), value);
+        });
+    }
+
+    /// Creates an enabled Omnichannel department with these agents; returns its id.
+    pub fn add_department(&self, name: &str, agents: &[&str]) -> String {
+        self.shared().mutate(|st| {
+            let agents = agents.iter().map(|a| Self::uid(st, a)).collect();
+            let id = random_id();
+            st.departments.push(Department {
+                id: id.clone(),
+                name: name.to_owned(),
+                agents,
+                enabled: true,
+            });
+            id
+        })
+    }
+
+    /// Sets an agent's Omnichannel status (`statusLivechat: available` and online). Queued chats
+    /// are routed to an agent who comes online.
+    pub fn set_agent_online(&self, username: &str, online: bool) {
+        self.shared().mutate(|st| {
+            let uid = Self::uid(st, username);
+            if let Some(user) = st.users.get_mut(&uid) {
+                user.livechat_available = online;
+                user.online = online;
+            }
+            if online {
+                st.route_queued();
+            }
+        });
+    }
+
+    pub fn visitors(&self) -> Vec<SimVisitor> {
+        let st = self.shared().lock();
+        st.visitors
+            .iter()
+            .map(|v| SimVisitor {
+                id: v.id.clone(),
+                token: VisitorToken::new(v.token.clone()),
+                name: v.name.clone(),
+                username: v.username.clone(),
+                department: v.department.clone(),
+            })
+            .collect()
+    }
+
+    pub fn livechat_rooms(&self) -> Vec<SimLivechatRoom> {
+        let st = self.shared().lock();
+        st.rooms
+            .values()
+            .filter_map(|r| {
+                let l = r.live.as_ref()?;
+                Some(SimLivechatRoom {
+                    id: RoomId::new(r.id.clone()),
+                    visitor_token: VisitorToken::new(l.visitor_token.clone()),
+                    department_id: l.department_id.clone(),
+                    open: l.open,
+                    served_by: l
+                        .served_by
+                        .as_deref()
+                        .and_then(|a| st.users.get(a))
+                        .map(|u| u.username.clone()),
+                })
+            })
+            .collect()
+    }
+
+    /// An agent answers in a Livechat room; the message is emitted on the room stream.
+    pub fn agent_reply(&self, agent: &str, rid: &RoomId, text: &str) -> MessageId {
+        self.post(agent, rid, text)
+    }
+
+    /// An agent sends a file into a room: a message with `file`, `files` and `attachments`
+    /// linking to `/file-upload/<fileId>/<name>`.
+    pub fn agent_upload(
+        &self,
+        agent: &str,
+        rid: &RoomId,
+        name: &str,
+        mime: &str,
+        bytes: Vec<u8>,
+    ) -> MessageId {
+        self.shared().mutate(|st| {
+            let author = Self::author(st, agent);
+            assert!(
+                st.rooms.contains_key(rid.as_str()),
+                "simulator has no room {rid}"
+            );
+            let file = store_file(st, rid.as_str(), name, mime, bytes);
+            let now = now_ms();
+            let id = random_id();
+            st.insert_message(Msg {
+                id: id.clone(),
+                rid: rid.as_str().to_owned(),
+                msg: String::new(),
+                t: None,
+                u: author,
+                token: None,
+                alias: None,
+                ts_ms: now,
+                updated_ms: now,
+                edited: None,
+                file: Some(file),
+            });
+            MessageId::new(id)
+        })
+    }
+
+    /// An agent closes a Livechat room: `open` false and a `livechat-close` message.
+    pub fn close_room(&self, rid: &RoomId, by: &str) {
+        self.shared().mutate(|st| {
+            let author = Self::author(st, by);
+            st.close_livechat_room(rid.as_str(), author, "Closed by agent");
+        });
+    }
+
+    // ---- faults --------------------------------------------------------------------------
+
+    /// Drops every WebSocket at once, without a close frame.
+    pub fn drop_connections(&self) {
+        let st = self.shared().lock();
+        for conn in st.conns.values() {
+            conn.kill.cancel();
+        }
+    }
+
+    /// While on, WebSocket upgrades and REST calls get 503 Service Unavailable.
+    pub fn refuse_connections(&self, on: bool) {
+        self.shared().lock().faults.refuse = on;
+    }
+
+    /// The server ignores every client frame (pongs included) for a while, so its idle ping goes
+    /// unanswered and it closes the socket with 4000 "TIMEOUT".
+    pub fn blackhole_client_frames(&self, for_: Duration) {
+        self.shared().lock().faults.blackhole_until = Some(Instant::now() + for_);
+    }
+
+    /// Sends a raw text frame (e.g. garbage) to every WebSocket.
+    pub fn send_raw_to_all(&self, text: &str) {
+        let st = self.shared().lock();
+        for conn in st.conns.values() {
+            // A full queue means the connection is being closed as a slow consumer anyway.
+            let _ = conn.tx.try_send(text.to_owned());
+        }
+    }
+
+    /// Every REST call waits this long before it is answered.
+    pub fn set_rest_latency(&self, d: Duration) {
+        self.shared().lock().faults.latency = d;
+    }
+
+    /// The next `n` REST calls answer `status` (5xx with a plain-text body, like a proxy).
+    pub fn fail_next_rest(&self, n: usize, status: u16) {
+        let mut st = self.shared().lock();
+        st.faults.fail_next = n;
+        st.faults.fail_status = status;
+    }
+
+    /// The next `n` REST calls answer 429 `error-too-many-requests` with `X-RateLimit-*` headers
+    /// (reset one second ahead).
+    pub fn rate_limit_next_rest(&self, n: usize) {
+        self.shared().lock().faults.rate_limit_next = n;
+    }
+
+    // ---- observation ---------------------------------------------------------------------
+
+    pub fn stats(&self) -> SimStats {
+        let c = self.shared().lock().counters.clone();
+        SimStats {
+            ws_connections: c.ws_connections,
+            logins_password: c.logins_password,
+            logins_resume: c.logins_resume,
+            pings_sent: c.pings_sent,
+            pongs_received: c.pongs_received,
+            protocol_errors: c.protocol_errors,
+            method_calls_by_name: c.method_calls_by_name,
+            rest_calls_by_route: c.rest_calls_by_route,
+        }
+    }
+}
+
+/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference.
+fn store_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>) -> FileRef {
+    let id = random_id();
+    let size = bytes.len();
+    st.files.insert(
+        id.clone(),
+        StoredFile {
+            rid: rid.to_owned(),
+            name: name.to_owned(),
+            mime: mime.to_owned(),
+            bytes,
+        },
+    );
+    FileRef {
+        id,
+        name: name.to_owned(),
+        mime: mime.to_owned(),
+        size,
+    }
+}
+
+fn sim_message(st: &State, m: &Msg) -> SimMessage {
+    SimMessage {
+        id: MessageId::new(m.id.clone()),
+        rid: RoomId::new(m.rid.clone()),
+        username: m.u.username.clone(),
+        msg: m.msg.clone(),
+        t: m.t.clone(),
+        token: m.token.clone().map(VisitorToken::new),
+        ts_ms: m.ts_ms,
+        file: m.file.as_ref().map(|f| SimFile {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            mime: f.mime.clone(),
+            bytes: st
+                .files
+                .get(&f.id)
+                .map(|s| s.bytes.clone())
+                .unwrap_or_default(),
+        }),
+    }
+}
