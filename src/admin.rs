@@ -25,6 +25,9 @@ const ROLE_CACHE_TTL: Duration = Duration::from_secs(60);
 /// How many message ids are remembered to drop the stream's re-emissions (edits, reactions).
 const SEEN_CAPACITY: usize = 4096;
 
+/// Each user's roles as last read, and when (`None`: the bot may not see roles).
+type RoleCache = HashMap<UserId, (Instant, Option<Vec<String>>)>;
+
 /// Who may run admin commands.
 #[derive(Clone, Debug)]
 pub struct AdminPolicy {
@@ -56,12 +59,19 @@ pub struct Admin {
     health: Health,
     policy: AdminPolicy,
     seen: Mutex<SeenIds>,
-    roles: Mutex<HashMap<UserId, (Instant, Option<Vec<String>>)>>,
+    roles: Mutex<RoleCache>,
     roles_hidden_reported: std::sync::atomic::AtomicBool,
 }
 
 impl Admin {
-    pub fn new(rest: RestClient, chat: Notifier, pages: Arc<Pages>, store: Store, health: Health, policy: AdminPolicy) -> Admin {
+    pub fn new(
+        rest: RestClient,
+        chat: Notifier,
+        pages: Arc<Pages>,
+        store: Store,
+        health: Health,
+        policy: AdminPolicy,
+    ) -> Admin {
         Admin {
             rest,
             chat,
@@ -101,7 +111,11 @@ impl Admin {
             }
             Parsed::Command(command) => command,
         };
-        if command.needs_admin() && !self.is_admin(&message.author_id, &message.author_username).await {
+        if command.needs_admin()
+            && !self
+                .is_admin(&message.author_id, &message.author_username)
+                .await
+        {
             info!(target: "audit", user = %message.author_username, command = command.name(), "command refused: not an admin");
             let text = format!(
                 "Sorry @{}, only Rocket.Chat admins can run `{}`. Ask an administrator, or try `/facebook help`.",
@@ -117,7 +131,10 @@ impl Admin {
             Err(CommandError::Refused(text)) => text,
             Err(err) => {
                 warn!(user = %message.author_username, command = command.name(), error = %err, "command failed");
-                format!("`{}` failed: {err}. Try again in a moment; if it keeps failing, see the gateway's log.", command.name())
+                format!(
+                    "`{}` failed: {err}. Try again in a moment; if it keeps failing, see the gateway's log.",
+                    command.name()
+                )
             }
         };
         self.chat.reply(&message.rid, &answer).await;
@@ -133,8 +150,12 @@ impl Admin {
                 page,
                 change: Some(change),
             } => self.edit_page(page, change).await,
-            Command::Subscribe { page } => self.set_subscription(page, &message.author_username, true),
-            Command::Unsubscribe { page } => self.set_subscription(page, &message.author_username, false),
+            Command::Subscribe { page } => {
+                self.set_subscription(page, &message.author_username, true)
+            }
+            Command::Unsubscribe { page } => {
+                self.set_subscription(page, &message.author_username, false)
+            }
             Command::Authorize => {
                 let link = self
                     .pages
@@ -145,14 +166,20 @@ impl Admin {
                     pages::STATE_LIFETIME.as_secs() / 60
                 ))
             }
-            Command::Unauthorize { page } => Ok(self.pages.unauthorize(&message.author_username, page.as_ref()).await?),
+            Command::Unauthorize { page } => Ok(self
+                .pages
+                .unauthorize(&message.author_username, page.as_ref())
+                .await?),
         }
     }
 
     fn pages(&self) -> Result<String, CommandError> {
         let pages = self.store.pages()?;
         if pages.is_empty() {
-            return Ok("No Facebook page is connected yet. Run `/facebook authorize` to connect one.".into());
+            return Ok(
+                "No Facebook page is connected yet. Run `/facebook authorize` to connect one."
+                    .into(),
+            );
         }
         let held = self.held_by_page()?;
         let mut text = format!("Connected pages ({}):", pages.len());
@@ -192,12 +219,22 @@ impl Admin {
             pages.len(),
             self.store.inbox_len(),
             self.store.outbox_len(),
-            last_webhook.map(format_age).unwrap_or_else(|| "never".into()),
+            last_webhook
+                .map(format_age)
+                .unwrap_or_else(|| "never".into()),
         );
         for page in &pages {
-            text.push_str(&format!("\n  – {} *{}*: {}", page.id, page.name, status_label(&page.status)));
+            text.push_str(&format!(
+                "\n  – {} *{}*: {}",
+                page.id,
+                page.name,
+                status_label(&page.status)
+            ));
         }
-        if self.roles_hidden_reported.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .roles_hidden_reported
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             text.push_str(&format!("\n• warning: {ROLES_HIDDEN}"));
         }
         Ok(text)
@@ -225,7 +262,11 @@ impl Admin {
             subscribers = if page.subscribers.is_empty() {
                 "nobody".to_string()
             } else {
-                page.subscribers.iter().map(|u| format!("@{u}")).collect::<Vec<_>>().join(", ")
+                page.subscribers
+                    .iter()
+                    .map(|u| format!("@{u}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         ))
     }
@@ -250,7 +291,10 @@ impl Admin {
             return Ok(not_connected(id));
         };
         let what = match change {
-            PageEdit::Department(_) => format!("department is now {}", department_label(page.department.as_ref())),
+            PageEdit::Department(_) => format!(
+                "department is now {}",
+                department_label(page.department.as_ref())
+            ),
             PageEdit::Welcome(None) => "welcome message is off".into(),
             PageEdit::Welcome(Some(_)) => "welcome message updated".into(),
             PageEdit::Finished(None) => "conversation finished message is off".into(),
@@ -258,12 +302,18 @@ impl Admin {
             PageEdit::Offline(None) => "offline message is off".into(),
             PageEdit::Offline(Some(_)) => "offline message updated".into(),
         };
-        Ok(format!("Page {id} *{}*: {what}. It applies to the next conversation.", page.name))
+        Ok(format!(
+            "Page {id} *{}*: {what}. It applies to the next conversation.",
+            page.name
+        ))
     }
 
     /// Looks a department up by id or name (case-insensitive). `Ok(Err(text))` is a refusal to
     /// show the admin, listing the valid names.
-    async fn find_department(&self, wanted: &str) -> Result<Result<Department, String>, CommandError> {
+    async fn find_department(
+        &self,
+        wanted: &str,
+    ) -> Result<Result<Department, String>, CommandError> {
         let departments = match self.rest.departments().await {
             Ok(departments) => departments,
             Err(rest::Error::Api { status: 403, .. }) => {
@@ -271,10 +321,11 @@ impl Admin {
             }
             Err(err) => return Err(err.into()),
         };
-        let found = departments
-            .iter()
-            .find(|d| d.id == wanted)
-            .or_else(|| departments.iter().find(|d| d.name.eq_ignore_ascii_case(wanted)));
+        let found = departments.iter().find(|d| d.id == wanted).or_else(|| {
+            departments
+                .iter()
+                .find(|d| d.name.eq_ignore_ascii_case(wanted))
+        });
         Ok(match found {
             Some(d) => Ok(Department {
                 id: d.id.clone(),
@@ -285,12 +336,21 @@ impl Admin {
             )),
             None => Err(format!(
                 "There is no department '{wanted}'. Valid departments: {}.",
-                departments.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+                departments
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         })
     }
 
-    fn set_subscription(&self, id: &PageId, username: &str, on: bool) -> Result<String, CommandError> {
+    fn set_subscription(
+        &self,
+        id: &PageId,
+        username: &str,
+        on: bool,
+    ) -> Result<String, CommandError> {
         self.connected_page(id)?;
         let updated = self.store.update_page(id, |page| {
             page.subscribers.retain(|u| u != username);
@@ -301,7 +361,10 @@ impl Admin {
         Ok(match updated {
             None => not_connected(id),
             Some(page) if on => format!("You will get the notices of page {id} *{}*.", page.name),
-            Some(page) => format!("You will no longer get the notices of page {id} *{}*.", page.name),
+            Some(page) => format!(
+                "You will no longer get the notices of page {id} *{}*.",
+                page.name
+            ),
         })
     }
 
@@ -321,12 +384,16 @@ impl Admin {
         if self.policy.admin_roles.is_empty() {
             return false;
         }
-        let cached = self.lock_roles().get(user).and_then(|(at, roles)| (at.elapsed() < ROLE_CACHE_TTL).then(|| roles.clone()));
+        let cached = self
+            .lock_roles()
+            .get(user)
+            .and_then(|(at, roles)| (at.elapsed() < ROLE_CACHE_TTL).then(|| roles.clone()));
         let roles = match cached {
             Some(roles) => roles,
             None => match self.rest.user_roles(user).await {
                 Ok(roles) => {
-                    self.lock_roles().insert(user.clone(), (Instant::now(), roles.clone()));
+                    self.lock_roles()
+                        .insert(user.clone(), (Instant::now(), roles.clone()));
                     roles
                 }
                 Err(err) => {
@@ -338,7 +405,10 @@ impl Admin {
         match roles {
             Some(roles) => roles.iter().any(|r| self.policy.admin_roles.contains(r)),
             None => {
-                if !self.roles_hidden_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                if !self
+                    .roles_hidden_reported
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
                     warn!("{ROLES_HIDDEN}");
                 }
                 false
@@ -346,12 +416,15 @@ impl Admin {
         }
     }
 
-    fn lock_roles(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, (Instant, Option<Vec<String>>)>> {
+    fn lock_roles(&self) -> std::sync::MutexGuard<'_, RoleCache> {
         self.roles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn first_sighting(&self, id: &MessageId) -> bool {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone())
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone())
     }
 }
 
@@ -391,17 +464,23 @@ fn is_one_to_one_with(rid: &RoomId, bot: &UserId, author: &UserId) -> bool {
 fn page_of(command: &Command) -> Option<&PageId> {
     match command {
         Command::Unauthorize { page } => page.as_ref(),
-        Command::Edit { page, .. } | Command::Subscribe { page } | Command::Unsubscribe { page } => Some(page),
+        Command::Edit { page, .. }
+        | Command::Subscribe { page }
+        | Command::Unsubscribe { page } => Some(page),
         Command::Help | Command::Authorize | Command::Pages | Command::Status => None,
     }
 }
 
 fn not_connected(id: &PageId) -> String {
-    format!("Page {id} is not connected. `/facebook pages` lists the connected pages; `/facebook authorize` connects more.")
+    format!(
+        "Page {id} is not connected. `/facebook pages` lists the connected pages; `/facebook authorize` connects more."
+    )
 }
 
 fn department_label(department: Option<&Department>) -> String {
-    department.map(|d| d.name.clone()).unwrap_or_else(|| "none (any agent)".into())
+    department
+        .map(|d| d.name.clone())
+        .unwrap_or_else(|| "none (any agent)".into())
 }
 
 fn status_label(status: &PageStatus) -> String {
@@ -435,7 +514,11 @@ mod tests {
         let alice = UserId::new("ALICE");
         assert!(is_one_to_one_with(&RoomId::new("ALICEBOT"), &bot, &alice));
         assert!(is_one_to_one_with(&RoomId::new("BOTALICE"), &bot, &alice));
-        assert!(!is_one_to_one_with(&RoomId::new("RANDOMGROUPDM"), &bot, &alice));
+        assert!(!is_one_to_one_with(
+            &RoomId::new("RANDOMGROUPDM"),
+            &bot,
+            &alice
+        ));
     }
 
     #[test]
@@ -446,6 +529,9 @@ mod tests {
         for i in 0..SEEN_CAPACITY {
             seen.insert(MessageId::new(format!("x{i}")));
         }
-        assert!(seen.insert(MessageId::new("a")), "the oldest id was forgotten");
+        assert!(
+            seen.insert(MessageId::new("a")),
+            "the oldest id was forgotten"
+        );
     }
 }

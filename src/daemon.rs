@@ -21,11 +21,11 @@ use crate::notices::Notifier;
 use crate::pages::Pages;
 use crate::relay::CustomerMessenger;
 use crate::relay::inbound::Inbound;
-use crate::telemetry::Telemetry;
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
 use crate::rocketchat::realtime::{self, MY_MESSAGES, ROOM_MESSAGES_STREAM};
 use crate::rocketchat::rest::{Auth, RestClient};
 use crate::store::{Store, TokenKey};
+use crate::telemetry::Telemetry;
 use crate::{http, systemd};
 
 /// How long a REST call to Rocket.Chat may take.
@@ -51,8 +51,12 @@ impl Gateway {
     /// Opens the store, binds the HTTP port and starts every loop. Fails fast, with the reason,
     /// on anything a person must fix (store locked or unreadable, port taken).
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
-        let key = TokenKey::load_or_create(&config.store.key_file)
-            .with_context(|| format!("cannot load the token key {}", config.store.key_file.display()))?;
+        let key = TokenKey::load_or_create(&config.store.key_file).with_context(|| {
+            format!(
+                "cannot load the token key {}",
+                config.store.key_file.display()
+            )
+        })?;
         let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
             .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
         let listener = http::bind(config.http.listen).await?;
@@ -78,7 +82,12 @@ impl Gateway {
             app_secret: config.facebook.app_secret.clone(),
             timeout: GRAPH_TIMEOUT,
         })?;
-        let pages = Arc::new(Pages::new(graph.clone(), store.clone(), chat.clone(), &config.http.public_url));
+        let pages = Arc::new(Pages::new(
+            graph.clone(),
+            store.clone(),
+            chat.clone(),
+            &config.http.public_url,
+        ));
         let telemetry = Telemetry::new();
         let customer = CustomerMessenger::new(graph, store.clone(), chat.clone());
         let inbound = Inbound::new(
@@ -111,11 +120,18 @@ impl Gateway {
         let credentials = Credentials {
             username: config.rocketchat.username.clone(),
             password: config.rocketchat.password.clone(),
-            personal_token: config.rocketchat.personal_token.as_ref().map(|t| t.auth_token.clone()),
+            personal_token: config
+                .rocketchat
+                .personal_token
+                .as_ref()
+                .map(|t| t.auth_token.clone()),
         };
         let (ddp, events) = DdpClient::start(settings, credentials, cancel.child_token());
-        ddp.subscribe(ROOM_MESSAGES_STREAM, serde_json::json!([MY_MESSAGES, false]))
-            .await;
+        ddp.subscribe(
+            ROOM_MESSAGES_STREAM,
+            serde_json::json!([MY_MESSAGES, false]),
+        )
+        .await;
 
         let (admin_tx, admin_rx) = mpsc::channel(ADMIN_QUEUE);
         let progress = Arc::new(AtomicU64::new(0));
@@ -189,7 +205,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     gateway.shutdown().await
 }
 
-async fn admin_loop(admin: Arc<Admin>, mut messages: mpsc::Receiver<(realtime::ChatMessage, realtime::RoomContext)>) {
+async fn admin_loop(
+    admin: Arc<Admin>,
+    mut messages: mpsc::Receiver<(realtime::ChatMessage, realtime::RoomContext)>,
+) {
     while let Some((message, room)) = messages.recv().await {
         admin.handle(message, room).await;
     }

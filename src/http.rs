@@ -22,11 +22,11 @@ use tracing::{debug, error, info, warn};
 use crate::health::{Health, Link, now_ms};
 use crate::ids::ConversationKey;
 use crate::messenger::webhook;
+use crate::pages::{self, CallbackPage, DialogOutcome, Pages};
 use crate::relay::inbound::Inbound;
+use crate::store::Store;
 use crate::store::{self, InboundEvent, PageStatus};
 use crate::telemetry::{Snapshot, Telemetry};
-use crate::pages::{self, CallbackPage, DialogOutcome, Pages};
-use crate::store::Store;
 
 /// Largest request body accepted; Meta's webhook batches are far smaller.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -52,21 +52,30 @@ pub fn probes(state: ProbeState) -> Router {
 pub fn with_limits(router: Router) -> Router {
     router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
 }
 
 async fn healthz(State(state): State<ProbeState>) -> impl IntoResponse {
     // The store answering a read proves the process and its state are alive.
     match state.store.pages() {
         Ok(_) => (StatusCode::OK, "ok\n".to_string()),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {err}\n")),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {err}\n"),
+        ),
     }
 }
 
 async fn readyz(State(state): State<ProbeState>) -> impl IntoResponse {
     match state.health.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
     }
 }
 
@@ -107,7 +116,10 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-async fn oauth_callback(State(pages): State<Arc<Pages>>, Query(query): Query<CallbackQuery>) -> Response {
+async fn oauth_callback(
+    State(pages): State<Arc<Pages>>,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
     let Some(state) = query.state.filter(|s| !s.is_empty()) else {
         return html_page(
             StatusCode::BAD_REQUEST,
@@ -143,7 +155,11 @@ async fn oauth_callback(State(pages): State<Arc<Pages>>, Query(query): Query<Cal
             "Some pages could not be connected",
             &format!(
                 "Connected: {}.<br>Not connected: {}.<br>Rocket.Chat has the details. You can close this tab.",
-                escape_html(&if pages.is_empty() { "none".into() } else { pages.join(", ") }),
+                escape_html(&if pages.is_empty() {
+                    "none".into()
+                } else {
+                    pages.join(", ")
+                }),
                 escape_html(&failures.join("; "))
             ),
         ),
@@ -212,7 +228,10 @@ pub struct WebhookState {
 /// `GET/POST /webhooks/messenger`.
 pub fn webhooks(state: WebhookState) -> Router {
     Router::new()
-        .route("/webhooks/messenger", get(verify_webhook).post(receive_webhook))
+        .route(
+            "/webhooks/messenger",
+            get(verify_webhook).post(receive_webhook),
+        )
         .with_state(state)
 }
 
@@ -227,9 +246,16 @@ struct VerifyQuery {
 }
 
 /// Meta's verification: the challenge back verbatim when mode and token match, else 403.
-async fn verify_webhook(State(state): State<WebhookState>, Query(query): Query<VerifyQuery>) -> Response {
+async fn verify_webhook(
+    State(state): State<WebhookState>,
+    Query(query): Query<VerifyQuery>,
+) -> Response {
     let token_matches = query.verify_token.as_deref().is_some_and(|given| {
-        bool::from(given.as_bytes().ct_eq(state.verify_token.expose_secret().as_bytes()))
+        bool::from(
+            given
+                .as_bytes()
+                .ct_eq(state.verify_token.expose_secret().as_bytes()),
+        )
     });
     match (query.mode.as_deref(), token_matches, query.challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
@@ -237,7 +263,9 @@ async fn verify_webhook(State(state): State<WebhookState>, Query(query): Query<V
             (StatusCode::OK, challenge).into_response()
         }
         _ => {
-            warn!("webhook verification refused: hub.verify_token does not match [facebook].verify_token");
+            warn!(
+                "webhook verification refused: hub.verify_token does not match [facebook].verify_token"
+            );
             (StatusCode::FORBIDDEN, "verification failed\n").into_response()
         }
     }
@@ -246,10 +274,20 @@ async fn verify_webhook(State(state): State<WebhookState>, Query(query): Query<V
 /// Events: signature first (401, nothing stored), then JSON (400), then every relayable event
 /// of a connected page is stored and flushed before the 200, so an acknowledged event survives
 /// a crash. A store failure answers 503 so Meta retries.
-async fn receive_webhook(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive_webhook(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = tokio::time::Instant::now();
-    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
-    if let Err(err) = webhook::verify_signature(state.app_secret.expose_secret().as_bytes(), signature, &body) {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if let Err(err) = webhook::verify_signature(
+        state.app_secret.expose_secret().as_bytes(),
+        signature,
+        &body,
+    ) {
         warn!(error = %err, bytes = body.len(), "webhook refused");
         return (StatusCode::UNAUTHORIZED, format!("{err}\n")).into_response();
     }
@@ -265,7 +303,10 @@ async fn receive_webhook(State(state): State<WebhookState>, headers: HeaderMap, 
         return (StatusCode::OK, "EVENT_RECEIVED").into_response();
     }
     if parsed.skipped > 0 {
-        warn!(items = parsed.skipped, "webhook items without sender or recipient ignored");
+        warn!(
+            items = parsed.skipped,
+            "webhook items without sender or recipient ignored"
+        );
     }
     let mut events = Vec::new();
     for envelope in parsed.events {
@@ -300,21 +341,33 @@ async fn receive_webhook(State(state): State<WebhookState>, headers: HeaderMap, 
         if let Err(err) = state.store.sync().await {
             return store_failure(&err);
         }
-        state.telemetry.webhook_event("stored", outcome.stored as u64);
-        state.telemetry.webhook_event("duplicate", outcome.duplicates as u64);
+        state
+            .telemetry
+            .webhook_event("stored", outcome.stored as u64);
+        state
+            .telemetry
+            .webhook_event("duplicate", outcome.duplicates as u64);
         for key in &keys {
             state.inbound.wake(key);
         }
-        debug!(stored = outcome.stored, duplicates = outcome.duplicates, "webhook stored");
+        debug!(
+            stored = outcome.stored,
+            duplicates = outcome.duplicates,
+            "webhook stored"
+        );
     }
-    state.telemetry.webhook_handled(started.elapsed().as_secs_f64());
+    state
+        .telemetry
+        .webhook_handled(started.elapsed().as_secs_f64());
     (StatusCode::OK, "EVENT_RECEIVED").into_response()
 }
 
 fn is_relayed(event: &webhook::Event) -> bool {
     matches!(
         event,
-        webhook::Event::Message { .. } | webhook::Event::Postback { .. } | webhook::Event::Edit { .. }
+        webhook::Event::Message { .. }
+            | webhook::Event::Postback { .. }
+            | webhook::Event::Edit { .. }
     )
 }
 
@@ -324,7 +377,11 @@ fn store_failure(err: &store::Error) -> Response {
     } else {
         error!(error = %err, "cannot store webhook events; Meta will retry (answering 503)");
     }
-    (StatusCode::SERVICE_UNAVAILABLE, "events could not be stored; retry later\n").into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "events could not be stored; retry later\n",
+    )
+        .into_response()
 }
 
 /// What `/metrics` reads.
@@ -336,7 +393,9 @@ pub struct MetricsState {
 }
 
 pub fn metrics(state: MetricsState) -> Router {
-    Router::new().route("/metrics", get(render_metrics)).with_state(state)
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
 }
 
 async fn render_metrics(State(state): State<MetricsState>) -> Response {
@@ -365,7 +424,10 @@ async fn render_metrics(State(state): State<MetricsState>) -> Response {
     };
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.telemetry.render(&snapshot),
     )
         .into_response()

@@ -9,7 +9,10 @@ use omni_gateway::{daemon, tls};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(version, about = "Connects Facebook Pages (Messenger) to Rocket.Chat Omnichannel")]
+#[command(
+    version,
+    about = "Connects Facebook Pages (Messenger) to Rocket.Chat Omnichannel"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Action>,
@@ -69,7 +72,9 @@ fn main() -> ExitCode {
 /// `RUST_LOG` decides the levels (default `info`); `--log-format json` for log collectors.
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -48,7 +48,9 @@ impl Notifier {
         for username in usernames {
             match self.rest.direct_room(username).await {
                 Ok(rid) => self.reply(&rid, text).await,
-                Err(err) => warn!(user = %username, error = %err, "could not open a direct message for a notice"),
+                Err(err) => {
+                    warn!(user = %username, error = %err, "could not open a direct message for a notice")
+                }
             }
         }
     }

@@ -32,14 +32,20 @@ pub enum DialogOutcome {
     /// The person approved: exchange this code.
     Approved { code: String },
     /// The person declined or the dialog failed (`error`, `error_reason`, `error_description`).
-    Refused { error: String, description: Option<String> },
+    Refused {
+        error: String,
+        description: Option<String>,
+    },
 }
 
 /// What the browser is shown after the callback.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CallbackPage {
     /// Pages were connected (names); failures are listed too.
-    Connected { pages: Vec<String>, failures: Vec<String> },
+    Connected {
+        pages: Vec<String>,
+        failures: Vec<String>,
+    },
     /// The person declined in the dialog.
     Declined,
     /// The link is unknown, used, or expired: a 4xx, nothing changed.
@@ -69,7 +75,10 @@ pub struct Pages {
 
 impl Pages {
     pub fn new(graph: GraphClient, store: Store, chat: Notifier, public_url: &Url) -> Pages {
-        let redirect_uri = format!("{}{CALLBACK_PATH}", public_url.as_str().trim_end_matches('/'));
+        let redirect_uri = format!(
+            "{}{CALLBACK_PATH}",
+            public_url.as_str().trim_end_matches('/')
+        );
         Pages {
             graph,
             store,
@@ -79,7 +88,12 @@ impl Pages {
     }
 
     /// Creates a single-use state bound to the admin and room, and returns the Login link.
-    pub async fn start_authorization(&self, admin_username: &str, admin_id: &UserId, room: &RoomId) -> Result<Url, Error> {
+    pub async fn start_authorization(
+        &self,
+        admin_username: &str,
+        admin_id: &UserId,
+        room: &RoomId,
+    ) -> Result<Url, Error> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -98,13 +112,23 @@ impl Pages {
     }
 
     /// Completes an authorization from the callback. A bad state changes nothing.
-    pub async fn complete_authorization(&self, state: &str, outcome: DialogOutcome) -> CallbackPage {
+    pub async fn complete_authorization(
+        &self,
+        state: &str,
+        outcome: DialogOutcome,
+    ) -> CallbackPage {
         let record = match self.store.take_oauth_state(state) {
             Ok(Some(record)) => record,
-            Ok(None) => return CallbackPage::BadState { reason: "this link was already used or was not issued by this gateway" },
+            Ok(None) => {
+                return CallbackPage::BadState {
+                    reason: "this link was already used or was not issued by this gateway",
+                };
+            }
             Err(err) => {
                 warn!(error = %err, "cannot read the oauth state");
-                return CallbackPage::Failed { reason: format!("the gateway's store failed: {err}") };
+                return CallbackPage::Failed {
+                    reason: format!("the gateway's store failed: {err}"),
+                };
             }
         };
         if let Err(err) = self.store.sync().await {
@@ -114,7 +138,9 @@ impl Pages {
             self.chat
                 .reply(&record.room, "That Facebook Login link expired (links last 15 minutes). Run `/facebook authorize` for a new one.")
                 .await;
-            return CallbackPage::BadState { reason: "this link expired" };
+            return CallbackPage::BadState {
+                reason: "this link expired",
+            };
         }
         let code = match outcome {
             DialogOutcome::Approved { code } => code,
@@ -129,7 +155,9 @@ impl Pages {
         };
         match self.connect(&record, &code).await {
             Ok((pages, failures)) => {
-                self.chat.reply(&record.room, &connected_message(&pages, &failures)).await;
+                self.chat
+                    .reply(&record.room, &connected_message(&pages, &failures))
+                    .await;
                 CallbackPage::Connected { pages, failures }
             }
             Err(err) => {
@@ -137,13 +165,19 @@ impl Pages {
                 self.chat
                     .reply(&record.room, &format!("Connecting your pages failed: {err}. Run `/facebook authorize` to try again."))
                     .await;
-                CallbackPage::Failed { reason: err.to_string() }
+                CallbackPage::Failed {
+                    reason: err.to_string(),
+                }
             }
         }
     }
 
     /// Exchanges the code, stores every page with its token, subscribes each and verifies it.
-    async fn connect(&self, record: &OAuthState, code: &str) -> Result<(Vec<String>, Vec<String>), Error> {
+    async fn connect(
+        &self,
+        record: &OAuthState,
+        code: &str,
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
         let short = self.graph.exchange_code(code, &self.redirect_uri).await?;
         let long = self.graph.exchange_long_lived(&short.access_token).await?;
         let user = self.graph.me(&long.access_token).await?;
@@ -158,7 +192,16 @@ impl Pages {
         let mut failures = Vec::new();
         for account in accounts {
             let label = format!("{} ({})", account.name, account.id);
-            match self.connect_page(record, &user.id, &account.id, &account.name, &account.access_token).await {
+            match self
+                .connect_page(
+                    record,
+                    &user.id,
+                    &account.id,
+                    &account.name,
+                    &account.access_token,
+                )
+                .await
+            {
                 Ok(()) => {
                     info!(target: "audit", user = %record.admin_username, page = %account.id, "page connected");
                     connected.push(label);
@@ -173,7 +216,14 @@ impl Pages {
         Ok((connected, failures))
     }
 
-    async fn connect_page(&self, record: &OAuthState, grant: &str, id: &PageId, name: &str, token: &SecretString) -> Result<(), Error> {
+    async fn connect_page(
+        &self,
+        record: &OAuthState,
+        grant: &str,
+        id: &PageId,
+        name: &str,
+        token: &SecretString,
+    ) -> Result<(), Error> {
         let previous = self.store.page(id)?;
         let mut page = previous.unwrap_or_else(|| Page::new(id.clone(), name.to_owned()));
         page.name = name.to_owned();
@@ -189,7 +239,13 @@ impl Pages {
         self.store.put_page(&page)?;
         self.graph.subscribe_app(id, token).await?;
         match self.graph.subscribed_fields(id, token).await? {
-            Some(fields) if graph::SUBSCRIBED_FIELDS.iter().all(|f| fields.iter().any(|g| g == f)) => Ok(()),
+            Some(fields)
+                if graph::SUBSCRIBED_FIELDS
+                    .iter()
+                    .all(|f| fields.iter().any(|g| g == f)) =>
+            {
+                Ok(())
+            }
             Some(fields) => Err(Error::Unverified(format!(
                 "the webhook subscription lacks fields (Facebook lists {})",
                 fields.join(",")
@@ -202,7 +258,11 @@ impl Pages {
 
     /// Disconnects one page or all: unsubscribe each with its page token, then revoke the grant
     /// when no page of it is left, then forget the tokens. Returns the report for chat.
-    pub async fn unauthorize(&self, username: &str, only: Option<&PageId>) -> Result<String, Error> {
+    pub async fn unauthorize(
+        &self,
+        username: &str,
+        only: Option<&PageId>,
+    ) -> Result<String, Error> {
         let pages: Vec<Page> = self
             .store
             .pages()?
@@ -211,7 +271,9 @@ impl Pages {
             .collect();
         if pages.is_empty() {
             return Ok(match only {
-                Some(id) => format!("Page {id} is not connected, so there is nothing to disconnect."),
+                Some(id) => {
+                    format!("Page {id} is not connected, so there is nothing to disconnect.")
+                }
                 None => "No page is connected, so there is nothing to disconnect.".into(),
             });
         }
@@ -222,9 +284,17 @@ impl Pages {
             match self.graph.unsubscribe_app(&page.id, token).await {
                 Ok(()) => lines.push(format!("✓ {} ({}) unsubscribed", page.name, page.id)),
                 // An invalid token means Facebook already dropped the page's access; forget it anyway.
-                Err(err) if err.is_token_invalid() => lines.push(format!("✓ {} ({}) was no longer authorized", page.name, page.id)),
+                Err(err) if err.is_token_invalid() => lines.push(format!(
+                    "✓ {} ({}) was no longer authorized",
+                    page.name, page.id
+                )),
                 Err(err) => {
-                    lines.push(format!("✗ {} ({}) could not be unsubscribed: {}", page.name, page.id, err.describe()));
+                    lines.push(format!(
+                        "✗ {} ({}) could not be unsubscribed: {}",
+                        page.name,
+                        page.id,
+                        err.describe()
+                    ));
                     continue;
                 }
             }
@@ -240,11 +310,17 @@ impl Pages {
             }
         }
         for grant_id in grants {
-            let still_used = self.store.pages()?.iter().any(|p| p.token.is_some() && p.grant.as_ref() == Some(&grant_id));
+            let still_used = self
+                .store
+                .pages()?
+                .iter()
+                .any(|p| p.token.is_some() && p.grant.as_ref() == Some(&grant_id));
             if still_used {
                 continue;
             }
-            let Some(grant) = self.store.grant(&grant_id)? else { continue };
+            let Some(grant) = self.store.grant(&grant_id)? else {
+                continue;
+            };
             match self.graph.revoke_permissions(&grant.user_token).await {
                 Ok(()) => lines.push("✓ the app's Facebook permissions were revoked".into()),
                 Err(err) if err.is_token_invalid() => lines.push("✓ the Facebook grant had already ended".into()),

@@ -33,7 +33,12 @@ impl CustomerMessenger {
     /// The customer's name from the User Profile API, with fallbacks: `first last`, `name`,
     /// then "Facebook user …1234" (profiles are often unavailable, messenger.md §7).
     pub async fn display_name(&self, page: Option<&Page>, psid: &Psid) -> String {
-        let fallback = || format!("Facebook user {}", psid.to_string().trim_start_matches("psid"));
+        let fallback = || {
+            format!(
+                "Facebook user {}",
+                psid.to_string().trim_start_matches("psid")
+            )
+        };
         let Some((page, token)) = page.and_then(|p| p.token.as_ref().map(|t| (p, t))) else {
             return fallback();
         };
@@ -123,7 +128,10 @@ impl OutageLog {
 
     pub fn failed(&self, reason: &str) {
         if !self.down.swap(true, Ordering::Relaxed) {
-            warn!(peer = self.name, reason, "outage: retrying with backoff, nothing is dropped");
+            warn!(
+                peer = self.name,
+                reason, "outage: retrying with backoff, nothing is dropped"
+            );
         }
     }
 

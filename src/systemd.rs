@@ -16,7 +16,10 @@ use crate::health::Health;
 pub async fn notify_ready_when_up(health: Health) {
     loop {
         if health.readiness().is_ok() {
-            notify(&[NotifyState::Ready, NotifyState::Status("logged in to rocket.chat")]);
+            notify(&[
+                NotifyState::Ready,
+                NotifyState::Status("logged in to rocket.chat"),
+            ]);
             info!("ready");
             return;
         }

@@ -86,8 +86,16 @@ impl Telemetry {
             "Failed Rocket.Chat calls by kind",
             metrics.rocketchat_errors.clone(),
         );
-        registry.register("inbox_depth", "Webhook events waiting for delivery", metrics.inbox_depth.clone());
-        registry.register("outbox_depth", "Agent replies waiting for the Send API", metrics.outbox_depth.clone());
+        registry.register(
+            "inbox_depth",
+            "Webhook events waiting for delivery",
+            metrics.inbox_depth.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Agent replies waiting for the Send API",
+            metrics.outbox_depth.clone(),
+        );
         registry.register(
             "held_conversations",
             "Conversations waiting for an agent to come online",
@@ -98,9 +106,16 @@ impl Telemetry {
             "1 while logged in to Rocket.Chat over the realtime API",
             metrics.rocketchat_up.clone(),
         );
-        registry.register("page_status", "Connected pages by token state (1 = in that state)", metrics.pages.clone());
+        registry.register(
+            "page_status",
+            "Connected pages by token state (1 = in that state)",
+            metrics.pages.clone(),
+        );
         Telemetry {
-            metrics: Arc::new(Metrics { registry, ..metrics }),
+            metrics: Arc::new(Metrics {
+                registry,
+                ..metrics
+            }),
         }
     }
 
@@ -117,7 +132,9 @@ impl Telemetry {
 
     pub fn inbound_delivered(&self, latency_ms: u64) {
         self.metrics.inbound_delivered.inc();
-        self.metrics.inbound_latency_seconds.observe(latency_ms as f64 / 1000.0);
+        self.metrics
+            .inbound_latency_seconds
+            .observe(latency_ms as f64 / 1000.0);
     }
 
     pub fn inbound_held(&self) {
@@ -141,7 +158,10 @@ impl Telemetry {
         m.pages.clear();
         for (page, state) in &snapshot.pages {
             m.pages
-                .get_or_create(&vec![("page", page.clone()), ("state", (*state).to_owned())])
+                .get_or_create(&vec![
+                    ("page", page.clone()),
+                    ("state", (*state).to_owned()),
+                ])
                 .set(1);
         }
         let mut text = String::new();

@@ -14,9 +14,18 @@ async fn admin_gets_help_in_the_same_room() {
     until_ready(&running.gateway).await;
 
     chat.sim.post("alice", &chat.alice_dm, "/facebook help");
-    let reply = chat.bot_says(&chat.alice_dm, |m| m.contains("authorize")).await;
-    assert!(reply.msg.contains("unauthorize") && reply.msg.contains("edit"), "{}", reply.msg);
-    assert!(chat.bot_messages(&chat.bob_dm).is_empty(), "nothing was said elsewhere");
+    let reply = chat
+        .bot_says(&chat.alice_dm, |m| m.contains("authorize"))
+        .await;
+    assert!(
+        reply.msg.contains("unauthorize") && reply.msg.contains("edit"),
+        "{}",
+        reply.msg
+    );
+    assert!(
+        chat.bot_messages(&chat.bob_dm).is_empty(),
+        "nothing was said elsewhere"
+    );
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
@@ -26,11 +35,23 @@ async fn every_spelling_reaches_the_bot() {
     let running = start_gateway(&chat, &password_credentials()).await;
     until_ready(&running.gateway).await;
 
-    for (n, text) in ["/facebook pages", "!facebook pages", "Facebook PAGES", "pages"].iter().enumerate() {
+    for (n, text) in [
+        "/facebook pages",
+        "!facebook pages",
+        "Facebook PAGES",
+        "pages",
+    ]
+    .iter()
+    .enumerate()
+    {
         chat.sim.post("alice", &chat.alice_dm, text);
         let dm = chat.alice_dm.clone();
         eventually(&format!("answer #{} to {text:?}", n + 1), || {
-            chat.bot_messages(&dm).iter().filter(|m| m.contains("No Facebook page is connected")).count() > n
+            chat.bot_messages(&dm)
+                .iter()
+                .filter(|m| m.contains("No Facebook page is connected"))
+                .count()
+                > n
         })
         .await;
     }
@@ -44,11 +65,14 @@ async fn non_admins_are_refused_but_may_ask_for_help() {
     until_ready(&running.gateway).await;
 
     chat.sim.post("bob", &chat.bob_dm, "/facebook pages");
-    let refusal = chat.bot_says(&chat.bob_dm, |m| m.contains("only Rocket.Chat admins")).await;
+    let refusal = chat
+        .bot_says(&chat.bob_dm, |m| m.contains("only Rocket.Chat admins"))
+        .await;
     assert!(refusal.msg.contains("@bob"), "{}", refusal.msg);
 
     chat.sim.post("bob", &chat.bob_dm, "/facebook help");
-    chat.bot_says(&chat.bob_dm, |m| m.contains("authorize")).await;
+    chat.bot_says(&chat.bob_dm, |m| m.contains("authorize"))
+        .await;
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
@@ -58,15 +82,26 @@ async fn unknown_commands_and_bad_arguments_get_usage() {
     let running = start_gateway(&chat, &password_credentials()).await;
     until_ready(&running.gateway).await;
 
-    chat.sim.post("alice", &chat.alice_dm, "/facebook frobnicate");
-    let reply = chat.bot_says(&chat.alice_dm, |m| m.contains("unknown command")).await;
-    assert!(reply.msg.contains("frobnicate") && reply.msg.contains("Usage"), "{}", reply.msg);
+    chat.sim
+        .post("alice", &chat.alice_dm, "/facebook frobnicate");
+    let reply = chat
+        .bot_says(&chat.alice_dm, |m| m.contains("unknown command"))
+        .await;
+    assert!(
+        reply.msg.contains("frobnicate") && reply.msg.contains("Usage"),
+        "{}",
+        reply.msg
+    );
 
-    chat.sim.post("alice", &chat.alice_dm, "/facebook edit not-a-page");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("digits")).await;
+    chat.sim
+        .post("alice", &chat.alice_dm, "/facebook edit not-a-page");
+    chat.bot_says(&chat.alice_dm, |m| m.contains("digits"))
+        .await;
 
-    chat.sim.post("alice", &chat.alice_dm, "/facebook edit 123456");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("not connected")).await;
+    chat.sim
+        .post("alice", &chat.alice_dm, "/facebook edit 123456");
+    chat.bot_says(&chat.alice_dm, |m| m.contains("not connected"))
+        .await;
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
@@ -80,17 +115,26 @@ async fn ignores_channels_its_own_messages_system_messages_and_edits() {
     chat.sim.post("alice", &general, "/facebook help");
     chat.sim.post_system(&chat.alice_dm, "uj", "/facebook help");
     let asked = chat.sim.post("alice", &chat.alice_dm, "/facebook status");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("omni-gateway status")).await;
+    chat.bot_says(&chat.alice_dm, |m| m.contains("omni-gateway status"))
+        .await;
     chat.sim.edit("alice", &asked, "/facebook status ");
 
     // A marker command proves the edit and the others were processed (the bot handles its
     // messages in order) before we count.
     chat.sim.post("alice", &chat.alice_dm, "/facebook pages");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("No Facebook page")).await;
+    chat.bot_says(&chat.alice_dm, |m| m.contains("No Facebook page"))
+        .await;
 
-    assert!(chat.bot_messages(&general).is_empty(), "commands in channels are ignored");
+    assert!(
+        chat.bot_messages(&general).is_empty(),
+        "commands in channels are ignored"
+    );
     let said = chat.bot_messages(&chat.alice_dm);
-    assert_eq!(said.len(), 2, "one status reply, one pages reply, nothing for the edit or the system message: {said:#?}");
+    assert_eq!(
+        said.len(),
+        2,
+        "one status reply, one pages reply, nothing for the edit or the system message: {said:#?}"
+    );
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
@@ -103,23 +147,27 @@ async fn admins_listed_in_the_config_need_no_role() {
     until_ready(&running.gateway).await;
 
     chat.sim.post("carol", &carol_dm, "/facebook status");
-    chat.bot_says(&carol_dm, |m| m.contains("omni-gateway status")).await;
+    chat.bot_says(&carol_dm, |m| m.contains("omni-gateway status"))
+        .await;
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test]
 async fn hidden_roles_refuse_role_admins_and_say_why() {
     let chat = Chat::start().await;
-    chat.sim.revoke_permission("bot", "view-full-other-user-info");
+    chat.sim
+        .revoke_permission("bot", "view-full-other-user-info");
     chat.sim.add_user("carol", "carol-pw", &["user"]);
     let carol_dm = chat.sim.direct_room(support::BOT, "carol");
     let running = start_gateway(&chat, &password_credentials()).await;
     until_ready(&running.gateway).await;
 
     chat.sim.post("alice", &chat.alice_dm, "/facebook pages");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("only Rocket.Chat admins")).await;
+    chat.bot_says(&chat.alice_dm, |m| m.contains("only Rocket.Chat admins"))
+        .await;
     chat.sim.post("carol", &carol_dm, "/facebook status");
-    chat.bot_says(&carol_dm, |m| m.contains("view-full-other-user-info")).await;
+    chat.bot_says(&carol_dm, |m| m.contains("view-full-other-user-info"))
+        .await;
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
@@ -131,11 +179,15 @@ async fn comes_back_after_the_socket_is_dropped() {
     let logins_before = chat.sim.stats().logins();
 
     chat.sim.drop_connections();
-    eventually("a new login after the drop", || chat.sim.stats().logins() > logins_before).await;
+    eventually("a new login after the drop", || {
+        chat.sim.stats().logins() > logins_before
+    })
+    .await;
     until_ready(&running.gateway).await;
 
     chat.sim.post("alice", &chat.alice_dm, "/facebook help");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize")).await;
+    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize"))
+        .await;
     assert!(
         chat.sim.stats().logins_resume >= 1,
         "the reconnect resumed the session instead of sending the password again"
@@ -151,12 +203,17 @@ async fn comes_back_after_an_unanswered_ping() {
     let connections_before = chat.sim.stats().ws_connections;
 
     // The simulator stops hearing the bot: its idle ping goes unanswered and it closes the socket.
-    chat.sim.blackhole_client_frames(Duration::from_millis(1500));
-    eventually("a reconnect after the timeout", || chat.sim.stats().ws_connections > connections_before).await;
+    chat.sim
+        .blackhole_client_frames(Duration::from_millis(1500));
+    eventually("a reconnect after the timeout", || {
+        chat.sim.stats().ws_connections > connections_before
+    })
+    .await;
     until_ready(&running.gateway).await;
 
     chat.sim.post("alice", &chat.alice_dm, "/facebook help");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize")).await;
+    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize"))
+        .await;
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
@@ -178,7 +235,8 @@ async fn survives_garbage_frames() {
         chat.sim.send_raw_to_all(garbage);
     }
     chat.sim.post("alice", &chat.alice_dm, "/facebook help");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize")).await;
+    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize"))
+        .await;
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
@@ -191,8 +249,13 @@ async fn logs_in_with_a_personal_access_token() {
     until_ready(&running.gateway).await;
 
     chat.sim.post("alice", &chat.alice_dm, "/facebook help");
-    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize")).await;
-    assert_eq!(chat.sim.stats().logins_password, 0, "no password was ever sent");
+    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize"))
+        .await;
+    assert_eq!(
+        chat.sim.stats().logins_password,
+        0,
+        "no password was ever sent"
+    );
     running.gateway.shutdown().await.expect("clean shutdown");
 }
 
@@ -202,7 +265,10 @@ async fn two_factor_accounts_are_told_to_use_a_token() {
     chat.sim.enable_totp(support::BOT);
     let running = start_gateway(&chat, &password_credentials()).await;
 
-    eventually("the login problem is reported", || running.gateway.health.login_problem().is_some()).await;
+    eventually("the login problem is reported", || {
+        running.gateway.health.login_problem().is_some()
+    })
+    .await;
     let problem = running.gateway.health.login_problem().unwrap_or_default();
     assert!(problem.contains("personal access token"), "{problem}");
     assert!(running.gateway.health.readiness().is_err());

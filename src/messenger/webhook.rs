@@ -26,7 +26,11 @@ pub enum WebhookError {
 /// Checks `X-Hub-Signature-256` (`sha256=<hex>`) against HMAC-SHA256(app secret, raw body), in
 /// constant time. The raw bytes are hashed as received: Meta signs its escaped-unicode form, so a
 /// re-serialized body would not match.
-pub fn verify_signature(app_secret: &[u8], header: Option<&str>, body: &[u8]) -> Result<(), WebhookError> {
+pub fn verify_signature(
+    app_secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), WebhookError> {
     let header = header.ok_or(WebhookError::MissingSignature)?;
     let hex_digest = header
         .trim()
@@ -36,9 +40,11 @@ pub fn verify_signature(app_secret: &[u8], header: Option<&str>, body: &[u8]) ->
     if expected.len() != 32 {
         return Err(WebhookError::MalformedSignature);
     }
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(app_secret).map_err(|_| WebhookError::BadSignature)?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(app_secret)
+        .map_err(|_| WebhookError::BadSignature)?;
     mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| WebhookError::BadSignature)
+    mac.verify_slice(&expected)
+        .map_err(|_| WebhookError::BadSignature)
 }
 
 /// One `messaging[]` or `standby[]` item of a page, with what routing needs pulled out.
@@ -67,9 +73,16 @@ pub struct Parsed {
 
 /// Reads a webhook body (already signature-checked).
 pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| WebhookError::NotJson(e.to_string()))?;
-    let root = value.as_object().ok_or(WebhookError::NotAnEnvelope("the body is not an object"))?;
-    let object = root.get("object").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| WebhookError::NotJson(e.to_string()))?;
+    let root = value
+        .as_object()
+        .ok_or(WebhookError::NotAnEnvelope("the body is not an object"))?;
+    let object = root
+        .get("object")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let entries = match root.get("entry") {
         Some(Value::Array(entries)) => entries.as_slice(),
         Some(_) => return Err(WebhookError::NotAnEnvelope("entry is not an array")),
@@ -97,14 +110,24 @@ pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
 }
 
 fn envelope(item: &Value, entry_page: Option<&str>, standby: bool) -> Option<Envelope> {
-    let sender = item.get("sender").and_then(|s| s.get("id")).and_then(id_string)?;
-    let recipient = item.get("recipient").and_then(|r| r.get("id")).and_then(id_string)?;
+    let sender = item
+        .get("sender")
+        .and_then(|s| s.get("id"))
+        .and_then(id_string)?;
+    let recipient = item
+        .get("recipient")
+        .and_then(|r| r.get("id"))
+        .and_then(id_string)?;
     let echo = item
         .get("message")
         .and_then(|m| m.get("is_echo"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let (page, psid) = if echo { (sender, recipient) } else { (recipient, sender) };
+    let (page, psid) = if echo {
+        (sender, recipient)
+    } else {
+        (recipient, sender)
+    };
     // The entry's id is the page; trust it over the recipient when both are present.
     let page = entry_page.map(str::to_owned).unwrap_or(page);
     let timestamp_ms = item.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
@@ -138,12 +161,21 @@ pub fn dedupe_key(item: &Value) -> Option<String> {
         return mid(postback).map(|m| format!("p:{m}"));
     }
     if let Some(edit) = item.get("message_edit") {
-        let n = edit.get("num_edit").map(|n| n.to_string()).unwrap_or_default();
+        let n = edit
+            .get("num_edit")
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         return mid(edit).map(|m| format!("e:{m}:{n}"));
     }
     if let Some(reaction) = item.get("reaction") {
-        let sender = item.get("sender").and_then(|s| s.get("id")).and_then(id_string)?;
-        let action = reaction.get("action").and_then(Value::as_str).unwrap_or("react");
+        let sender = item
+            .get("sender")
+            .and_then(|s| s.get("id"))
+            .and_then(id_string)?;
+        let action = reaction
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or("react");
         let ts = item.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
         return mid(reaction).map(|m| format!("r:{sender}:{m}:{action}:{ts}"));
     }
@@ -204,7 +236,10 @@ pub fn event(item: &Value) -> Event {
         };
         return Event::Message {
             mid: mid.to_owned(),
-            text: message.get("text").and_then(Value::as_str).map(str::to_owned),
+            text: message
+                .get("text")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             attachments: message
                 .get("attachments")
                 .and_then(Value::as_array)
@@ -220,7 +255,10 @@ pub fn event(item: &Value) -> Event {
     }
     if let Some(postback) = item.get("postback") {
         return Event::Postback {
-            mid: postback.get("mid").and_then(Value::as_str).map(str::to_owned),
+            mid: postback
+                .get("mid")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             title: postback
                 .get("title")
                 .and_then(Value::as_str)
@@ -263,7 +301,12 @@ pub fn event(item: &Value) -> Event {
 fn attachment(value: &Value) -> Option<Attachment> {
     let kind = value.get("type").and_then(Value::as_str)?.to_owned();
     let payload = value.get("payload");
-    let field = |name: &str| payload.and_then(|p| p.get(name)).and_then(Value::as_str).map(str::to_owned);
+    let field = |name: &str| {
+        payload
+            .and_then(|p| p.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
     let coordinates = payload.and_then(|p| p.get("coordinates")).and_then(|c| {
         let lat = c.get("lat")?;
         let long = c.get("long")?;
@@ -271,7 +314,12 @@ fn attachment(value: &Value) -> Option<Attachment> {
     });
     Some(Attachment {
         url: field("url"),
-        title: field("title").or_else(|| value.get("title").and_then(Value::as_str).map(str::to_owned)),
+        title: field("title").or_else(|| {
+            value
+                .get("title")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }),
         coordinates,
         kind,
     })
@@ -295,25 +343,53 @@ mod tests {
     fn signatures() {
         let body = br#"{"object":"page","entry":[]}"#;
         let good = sign(body);
-        let cases: Vec<(Option<String>, &[u8], Result<(), WebhookError>)> = vec![
+        type Case<'a> = (Option<String>, &'a [u8], Result<(), WebhookError>);
+        let cases: Vec<Case> = vec![
             (Some(good.clone()), body, Ok(())),
-            (Some(good.to_uppercase().replace("SHA256=", "sha256=")), body, Ok(())),
+            (
+                Some(good.to_uppercase().replace("SHA256=", "sha256=")),
+                body,
+                Ok(()),
+            ),
             (None, body, Err(WebhookError::MissingSignature)),
-            (Some("sha1=abcd".into()), body, Err(WebhookError::MalformedSignature)),
-            (Some("sha256=zz".into()), body, Err(WebhookError::MalformedSignature)),
-            (Some("sha256=abcd".into()), body, Err(WebhookError::MalformedSignature)),
-            (Some(good.clone()), br#"{"object":"page","entry":[1]}"#, Err(WebhookError::BadSignature)),
+            (
+                Some("sha1=abcd".into()),
+                body,
+                Err(WebhookError::MalformedSignature),
+            ),
+            (
+                Some("sha256=zz".into()),
+                body,
+                Err(WebhookError::MalformedSignature),
+            ),
+            (
+                Some("sha256=abcd".into()),
+                body,
+                Err(WebhookError::MalformedSignature),
+            ),
+            (
+                Some(good.clone()),
+                br#"{"object":"page","entry":[1]}"#,
+                Err(WebhookError::BadSignature),
+            ),
             (Some(sign(b"other")), body, Err(WebhookError::BadSignature)),
         ];
         for (header, body, expected) in cases {
-            assert_eq!(verify_signature(SECRET, header.as_deref(), body), expected, "{header:?}");
+            assert_eq!(
+                verify_signature(SECRET, header.as_deref(), body),
+                expected,
+                "{header:?}"
+            );
         }
     }
 
     #[test]
     fn unicode_escapes_are_hashed_as_received() {
         let escaped = br#"{"text":"\u00e4\u00f6\u00e5"}"#;
-        assert_eq!(verify_signature(SECRET, Some(&sign(escaped)), escaped), Ok(()));
+        assert_eq!(
+            verify_signature(SECRET, Some(&sign(escaped)), escaped),
+            Ok(())
+        );
         let decoded = "{\"text\":\"äöå\"}".as_bytes();
         assert_eq!(
             verify_signature(SECRET, Some(&sign(escaped)), decoded),
@@ -339,7 +415,15 @@ mod tests {
         let summary: Vec<_> = parsed
             .events
             .iter()
-            .map(|e| (e.page.as_str(), e.psid.as_str(), e.timestamp_ms, e.dedupe_key.clone(), e.standby))
+            .map(|e| {
+                (
+                    e.page.as_str(),
+                    e.psid.as_str(),
+                    e.timestamp_ms,
+                    e.dedupe_key.clone(),
+                    e.standby,
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -409,9 +493,15 @@ mod tests {
                 },
             ),
             (json!({"read":{"watermark":1}}), Event::Other("read")),
-            (json!({"reaction":{"mid":"m","action":"react"}}), Event::Other("reaction")),
+            (
+                json!({"reaction":{"mid":"m","action":"react"}}),
+                Event::Other("reaction"),
+            ),
             (json!({"brand_new_kind":{}}), Event::Other("unknown")),
-            (json!({"message":{"text":"no mid"}}), Event::Other("message without mid")),
+            (
+                json!({"message":{"text":"no mid"}}),
+                Event::Other("message without mid"),
+            ),
         ];
         for (item, expected) in cases {
             assert_eq!(event(&item), expected, "{item}");
@@ -431,12 +521,24 @@ mod tests {
         let Event::Message { attachments, .. } = event(&item) else {
             panic!("a message");
         };
-        let kinds: Vec<_> = attachments.iter().map(|a| (a.kind.as_str(), a.is_file())).collect();
+        let kinds: Vec<_> = attachments
+            .iter()
+            .map(|a| (a.kind.as_str(), a.is_file()))
+            .collect();
         assert_eq!(
             kinds,
-            vec![("image", true), ("sticker", false), ("location", false), ("fallback", false), ("fallback", false)]
+            vec![
+                ("image", true),
+                ("sticker", false),
+                ("location", false),
+                ("fallback", false),
+                ("fallback", false)
+            ]
         );
-        assert_eq!(attachments[2].coordinates, Some(("52.5".into(), "13.4".into())));
+        assert_eq!(
+            attachments[2].coordinates,
+            Some(("52.5".into(), "13.4".into()))
+        );
         assert_eq!(attachments[2].title.as_deref(), Some("Berlin"));
     }
 
@@ -446,7 +548,10 @@ mod tests {
             (json!({"message":{"mid":"a"}}), Some("m:a")),
             (json!({"postback":{"mid":"b"}}), Some("p:b")),
             (json!({"postback":{"title":"old, no mid"}}), None),
-            (json!({"message_edit":{"mid":"c","num_edit":2}}), Some("e:c:2")),
+            (
+                json!({"message_edit":{"mid":"c","num_edit":2}}),
+                Some("e:c:2"),
+            ),
             (
                 json!({"sender":{"id":"u"},"timestamp":5,"reaction":{"mid":"d","action":"unreact"}}),
                 Some("r:u:d:unreact:5"),

@@ -117,7 +117,11 @@ impl Inbound {
             self.wake(key);
         }
         if !pending.is_empty() {
-            info!(conversations = pending.len(), events = self.store.inbox_len(), "resuming delivery of stored webhook events");
+            info!(
+                conversations = pending.len(),
+                events = self.store.inbox_len(),
+                "resuming delivery of stored webhook events"
+            );
         }
         Ok(pending.len())
     }
@@ -180,7 +184,9 @@ impl Inbound {
                     if let Err(err) = self.hold(key).await {
                         warn!(conversation = %key, error = %err, "cannot record the hold");
                     }
-                    self.agents.wait_until_online(department, &self.cancel).await;
+                    self.agents
+                        .wait_until_online(department, &self.cancel)
+                        .await;
                     retry = RETRY_MIN;
                 }
                 Err(Failure::RocketChat(err)) => {
@@ -206,7 +212,12 @@ impl Inbound {
 
     /// One attempt. `progress` counts the parts already posted, so a retry continues where the
     /// last attempt stopped (uploads, unlike messages, carry no id of ours).
-    async fn deliver(&self, key: &ConversationKey, event: &InboundEvent, progress: &mut usize) -> Result<(), Failure> {
+    async fn deliver(
+        &self,
+        key: &ConversationKey,
+        event: &InboundEvent,
+        progress: &mut usize,
+    ) -> Result<(), Failure> {
         let meaning = webhook::event(&event.payload);
         let Some(parts) = render::parts(&meaning) else {
             debug!(conversation = %key, "event is not relayed");
@@ -228,7 +239,10 @@ impl Inbound {
                         .send_visitor_message(&conversation.visitor_token, &rid, &id, text)
                         .await
                 }
-                Part::File { attachment, fallback } => {
+                Part::File {
+                    attachment,
+                    fallback,
+                } => {
                     self.post_file(&conversation.visitor_token, &rid, &id, attachment, fallback)
                         .await
                 }
@@ -246,7 +260,12 @@ impl Inbound {
             }
         }
         let was_held = conversation.held_since_ms.is_some();
-        conversation.last_inbound_ms = Some(conversation.last_inbound_ms.unwrap_or(0).max(event.timestamp_ms));
+        conversation.last_inbound_ms = Some(
+            conversation
+                .last_inbound_ms
+                .unwrap_or(0)
+                .max(event.timestamp_ms),
+        );
         conversation.held_since_ms = None;
         conversation.offline_notice_sent = false;
         self.store.put_conversation(&conversation)?;
@@ -275,12 +294,18 @@ impl Inbound {
     }
 
     /// The open room, registering the visitor and opening a room when there is none.
-    async fn room(&self, page: Option<&Page>, conversation: &mut Conversation) -> Result<RoomId, Failure> {
+    async fn room(
+        &self,
+        page: Option<&Page>,
+        conversation: &mut Conversation,
+    ) -> Result<RoomId, Failure> {
         if let Some(rid) = &conversation.room {
             return Ok(rid.clone());
         }
         let key = conversation.key.clone();
-        let department = page.and_then(|p| p.department.as_ref()).map(|d| d.id.clone());
+        let department = page
+            .and_then(|p| p.department.as_ref())
+            .map(|d| d.id.clone());
         let name = self.customer.display_name(page, &key.psid).await;
         self.rest
             .register_visitor(&Visitor {
@@ -301,7 +326,9 @@ impl Inbound {
         if room.created {
             info!(conversation = %key, room = %room.rid, department = department.as_deref().unwrap_or("-"), "conversation opened");
             if let Some(welcome) = page.and_then(|p| p.welcome.as_deref()) {
-                self.customer.send_text(page, &key.psid, welcome, "welcome").await;
+                self.customer
+                    .send_text(page, &key.psid, welcome, "welcome")
+                    .await;
             }
         }
         Ok(room.rid)
@@ -321,10 +348,19 @@ impl Inbound {
         let failure = match self.download(url).await {
             Ok((bytes, mime)) => {
                 let name = render::file_name(url, &attachment.kind, &mime);
-                match self.rest.upload_visitor_file(token, rid, &name, &mime, bytes, None).await {
+                match self
+                    .rest
+                    .upload_visitor_file(token, rid, &name, &mime, bytes, None)
+                    .await
+                {
                     Ok(()) => return Ok(()),
-                    Err(err) if err.is_retryable() || livechat::is_room_problem(&err) => return Err(err),
-                    Err(err) => format!("Rocket.Chat refused the upload: {}", err.error_type().unwrap_or("error")),
+                    Err(err) if err.is_retryable() || livechat::is_room_problem(&err) => {
+                        return Err(err);
+                    }
+                    Err(err) => format!(
+                        "Rocket.Chat refused the upload: {}",
+                        err.error_type().unwrap_or("error")
+                    ),
                 }
             }
             Err(reason) => reason,
@@ -335,16 +371,22 @@ impl Inbound {
     }
 
     async fn download(&self, url: &str) -> Result<(Vec<u8>, String), String> {
-        let response = self
-            .downloads
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("the file could not be downloaded from Messenger: {}", e.without_url()))?;
+        let response = self.downloads.get(url).send().await.map_err(|e| {
+            format!(
+                "the file could not be downloaded from Messenger: {}",
+                e.without_url()
+            )
+        })?;
         if !response.status().is_success() {
-            return Err(format!("Messenger answered HTTP {} for the file", response.status().as_u16()));
+            return Err(format!(
+                "Messenger answered HTTP {} for the file",
+                response.status().as_u16()
+            ));
         }
-        if response.content_length().is_some_and(|n| n as usize > MAX_FILE_BYTES) {
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_FILE_BYTES)
+        {
             return Err("the file is larger than 25 MB".into());
         }
         let mime = response
@@ -383,7 +425,9 @@ impl Inbound {
         self.store.sync().await?;
         let page = self.store.page(&key.page)?;
         if let Some(offline) = page.as_ref().and_then(|p| p.offline.as_deref()) {
-            self.customer.send_text(page.as_ref(), &key.psid, offline, "offline").await;
+            self.customer
+                .send_text(page.as_ref(), &key.psid, offline, "offline")
+                .await;
         }
         if let Some(page) = &page {
             let name = self.customer.display_name(Some(page), &key.psid).await;
@@ -477,8 +521,14 @@ async fn poll_until_online(
             }
         }
     }
-    pollers.lock().unwrap_or_else(|e| e.into_inner()).remove(&department);
-    info!(department = department.as_deref().unwrap_or("any"), "an agent is online: delivering held conversations");
+    pollers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&department);
+    info!(
+        department = department.as_deref().unwrap_or("any"),
+        "an agent is online: delivering held conversations"
+    );
     notify.notify_waiters();
 }
 

@@ -12,7 +12,10 @@ pub enum Part {
     Text(String),
     /// A file to download from Meta and upload to the room; `fallback` is posted instead when
     /// that fails (with the reason appended).
-    File { attachment: Attachment, fallback: String },
+    File {
+        attachment: Attachment,
+        fallback: String,
+    },
 }
 
 /// The parts of an event, or `None` when the event is not relayed (echoes, reads, …).
@@ -73,16 +76,25 @@ fn describe(attachment: &Attachment) -> String {
             }
             None => format!("📍 {title} {url}").trim_end().to_owned(),
         },
-        "fallback" if url.is_empty() && title.is_empty() => "[shared content that Messenger does not show to apps]".into(),
-        "fallback" => format!("🔗 {title} {url}").replace("  ", " ").trim().to_owned(),
-        other => format!("🔗 [{other}] {title} {url}").replace("  ", " ").trim().to_owned(),
+        "fallback" if url.is_empty() && title.is_empty() => {
+            "[shared content that Messenger does not show to apps]".into()
+        }
+        "fallback" => format!("🔗 {title} {url}")
+            .replace("  ", " ")
+            .trim()
+            .to_owned(),
+        other => format!("🔗 [{other}] {title} {url}")
+            .replace("  ", " ")
+            .trim()
+            .to_owned(),
     }
 }
 
 /// The Rocket.Chat message id for part `index` of the event with this dedupe key: derived, so a
 /// redelivery or a retry posts the same id and Rocket.Chat keeps one copy.
 pub fn message_id(page: &PageId, dedupe_key: &str, index: usize) -> MessageId {
-    let digest = Sha256::digest(format!("{}\u{0}{dedupe_key}\u{0}{index}", page.as_str()).as_bytes());
+    let digest =
+        Sha256::digest(format!("{}\u{0}{dedupe_key}\u{0}{index}", page.as_str()).as_bytes());
     MessageId::new(format!("fb{}", &hex::encode(digest)[..24]))
 }
 
@@ -141,14 +153,28 @@ mod tests {
         location.coordinates = Some(("52.5".into(), "13.4".into()));
         let cases = vec![
             (message(Some("hello"), vec![], None), vec!["hello"]),
-            (message(Some("yes"), vec![], Some("m0")), vec!["↩️ _replying to an earlier message_\nyes"]),
             (
-                message(None, vec![attachment("sticker", Some("https://cdn/s.png"), None)], None),
+                message(Some("yes"), vec![], Some("m0")),
+                vec!["↩️ _replying to an earlier message_\nyes"],
+            ),
+            (
+                message(
+                    None,
+                    vec![attachment("sticker", Some("https://cdn/s.png"), None)],
+                    None,
+                ),
                 vec!["[sticker] https://cdn/s.png"],
             ),
-            (message(None, vec![location], None), vec!["📍 Office: https://maps.google.com/?q=52.5,13.4"]),
             (
-                message(Some("look"), vec![attachment("fallback", Some("https://ex.com"), Some("Ex"))], None),
+                message(None, vec![location], None),
+                vec!["📍 Office: https://maps.google.com/?q=52.5,13.4"],
+            ),
+            (
+                message(
+                    Some("look"),
+                    vec![attachment("fallback", Some("https://ex.com"), Some("Ex"))],
+                    None,
+                ),
                 vec!["look\n🔗 Ex https://ex.com"],
             ),
             (
@@ -156,10 +182,17 @@ mod tests {
                 vec!["[shared content that Messenger does not show to apps]"],
             ),
             (
-                message(None, vec![attachment("ig_reel", Some("https://r"), None)], None),
+                message(
+                    None,
+                    vec![attachment("ig_reel", Some("https://r"), None)],
+                    None,
+                ),
                 vec!["🔗 [ig_reel] https://r"],
             ),
-            (message(Some("  "), vec![], None), vec!["[an empty message]"]),
+            (
+                message(Some("  "), vec![], None),
+                vec!["[an empty message]"],
+            ),
             (
                 Event::Postback {
                     mid: None,
@@ -201,7 +234,9 @@ mod tests {
         let parts = parts(&event).expect("relayed");
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[0], Part::Text("two photos".into()));
-        assert!(matches!(&parts[2], Part::File { fallback, .. } if fallback == "[image] https://cdn/b.jpg"));
+        assert!(
+            matches!(&parts[2], Part::File { fallback, .. } if fallback == "[image] https://cdn/b.jpg")
+        );
     }
 
     #[test]
@@ -223,8 +258,18 @@ mod tests {
     #[test]
     fn file_names() {
         let cases = [
-            ("https://cdn.fbsbx.com/v/t59/photo_123.jpg?stp=dst&oh=x", "image", "image/jpeg", "photo_123.jpg"),
-            ("https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1", "image", "image/png", "image.png"),
+            (
+                "https://cdn.fbsbx.com/v/t59/photo_123.jpg?stp=dst&oh=x",
+                "image",
+                "image/jpeg",
+                "photo_123.jpg",
+            ),
+            (
+                "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1",
+                "image",
+                "image/png",
+                "image.png",
+            ),
             ("https://cdn/x", "file", "application/zip", "file.bin"),
         ];
         for (url, kind, mime, expected) in cases {

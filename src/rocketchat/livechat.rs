@@ -51,7 +51,9 @@ impl RestClient {
         if let Some(department) = visitor.department {
             body["visitor"]["department"] = json!(department);
         }
-        let builder = self.request(Method::POST, route, Access::Anonymous)?.json(&body);
+        let builder = self
+            .request(Method::POST, route, Access::Anonymous)?
+            .json(&body);
         self.send::<Value>(route, builder).await.map(|_| ())
     }
 
@@ -82,14 +84,24 @@ impl RestClient {
 
     /// `POST livechat/message` with our own `_id`, so a retry cannot post twice. A retry of a
     /// message that already arrived is refused by the server; that counts as delivered.
-    pub async fn send_visitor_message(&self, token: &VisitorToken, rid: &RoomId, id: &MessageId, text: &str) -> Result<()> {
+    pub async fn send_visitor_message(
+        &self,
+        token: &VisitorToken,
+        rid: &RoomId,
+        id: &MessageId,
+        text: &str,
+    ) -> Result<()> {
         let route = "livechat/message";
-        let body = json!({"token": token.as_str(), "rid": rid.as_str(), "msg": text, "_id": id.as_str()});
-        let builder = self.request(Method::POST, route, Access::Anonymous)?.json(&body);
+        let body =
+            json!({"token": token.as_str(), "rid": rid.as_str(), "msg": text, "_id": id.as_str()});
+        let builder = self
+            .request(Method::POST, route, Access::Anonymous)?
+            .json(&body);
         match self.send::<Value>(route, builder).await {
             Ok(_) => Ok(()),
             Err(err @ Error::Api { .. }) if is_room_problem(&err) => Err(err),
-            Err(err @ Error::Api { .. }) => match self.visitor_message_exists(token, rid, id).await {
+            Err(err @ Error::Api { .. }) => match self.visitor_message_exists(token, rid, id).await
+            {
                 Ok(true) => Ok(()),
                 _ => Err(err),
             },
@@ -98,7 +110,12 @@ impl RestClient {
     }
 
     /// `GET livechat/message/:_id?token=&rid=`: whether the visitor's message exists.
-    pub async fn visitor_message_exists(&self, token: &VisitorToken, rid: &RoomId, id: &MessageId) -> Result<bool> {
+    pub async fn visitor_message_exists(
+        &self,
+        token: &VisitorToken,
+        rid: &RoomId,
+        id: &MessageId,
+    ) -> Result<bool> {
         let route = format!("livechat/message/{}", id.as_str());
         let builder = self
             .request(Method::GET, &route, Access::Anonymous)?
@@ -141,13 +158,19 @@ impl RestClient {
     }
 
     /// `GET livechat/config`: whether an agent can take a conversation now (`online`).
-    pub async fn livechat_online(&self, token: &VisitorToken, department: Option<&str>) -> Result<bool> {
+    pub async fn livechat_online(
+        &self,
+        token: &VisitorToken,
+        department: Option<&str>,
+    ) -> Result<bool> {
         let route = "livechat/config";
         let mut query = vec![("token", token.as_str())];
         if let Some(department) = department {
             query.push(("department", department));
         }
-        let builder = self.request(Method::GET, route, Access::Anonymous)?.query(&query);
+        let builder = self
+            .request(Method::GET, route, Access::Anonymous)?
+            .query(&query);
         let answer: Value = self.send(route, builder).await?;
         let config = answer.get("config").ok_or_else(|| Error::Decode {
             route: route.into(),
@@ -161,12 +184,20 @@ impl RestClient {
                 message: "Omnichannel (Livechat) is disabled on this Rocket.Chat".into(),
             });
         }
-        Ok(config.get("online").and_then(Value::as_bool).unwrap_or(false))
+        Ok(config
+            .get("online")
+            .and_then(Value::as_bool)
+            .unwrap_or(false))
     }
 
     /// `GET livechat/messages.history/:rid`: the room's messages newer than `since_ms`, oldest
     /// first.
-    pub async fn room_history(&self, token: &VisitorToken, rid: &RoomId, since_ms: u64) -> Result<Vec<HistoryMessage>> {
+    pub async fn room_history(
+        &self,
+        token: &VisitorToken,
+        rid: &RoomId,
+        since_ms: u64,
+    ) -> Result<Vec<HistoryMessage>> {
         #[derive(Deserialize)]
         struct Answer {
             messages: Vec<HistoryMessage>,
@@ -175,7 +206,11 @@ impl RestClient {
         let end = chrono_like_iso(since_ms);
         let builder = self
             .request(Method::GET, &route, Access::Anonymous)?
-            .query(&[("token", token.as_str()), ("end", end.as_str()), ("limit", "100")]);
+            .query(&[
+                ("token", token.as_str()),
+                ("end", end.as_str()),
+                ("limit", "100"),
+            ]);
         let mut answer: Answer = self.send(&route, builder).await?;
         answer.messages.reverse();
         Ok(answer.messages)
@@ -183,7 +218,12 @@ impl RestClient {
 
     /// Downloads a file of a Livechat room as its visitor (reference §C7a): the bot is not a
     /// member of Livechat rooms, so its own credentials would get 403.
-    pub async fn download_as_visitor(&self, path: &str, token: &VisitorToken, rid: &RoomId) -> Result<Vec<u8>> {
+    pub async fn download_as_visitor(
+        &self,
+        path: &str,
+        token: &VisitorToken,
+        rid: &RoomId,
+    ) -> Result<Vec<u8>> {
         let url = self.server_url(path)?;
         let route = "file-upload";
         let builder = self.raw(Method::GET, url).query(&[
@@ -197,7 +237,10 @@ impl RestClient {
 
 /// Errors that mean the room is gone for this visitor: open a new one and resend.
 pub fn is_room_problem(err: &Error) -> bool {
-    matches!(err.error_type(), Some("room-closed" | "invalid-room" | "invalid-token"))
+    matches!(
+        err.error_type(),
+        Some("room-closed" | "invalid-room" | "invalid-token")
+    )
 }
 
 /// ISO-8601 UTC with milliseconds, as Rocket.Chat's date query parameters expect.
@@ -236,13 +279,21 @@ mod tests {
     #[test]
     fn iso_dates() {
         assert_eq!(chrono_like_iso(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(chrono_like_iso(1_718_000_000_123), "2024-06-10T06:13:20.123Z");
+        assert_eq!(
+            chrono_like_iso(1_718_000_000_123),
+            "2024-06-10T06:13:20.123Z"
+        );
         assert_eq!(chrono_like_iso(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]
     fn room_problems_are_recognised_by_code() {
-        for (code, expected) in [("room-closed", true), ("invalid-room", true), ("invalid-token", true), ("no-agent-online", false)] {
+        for (code, expected) in [
+            ("room-closed", true),
+            ("invalid-room", true),
+            ("invalid-token", true),
+            ("no-agent-online", false),
+        ] {
             let err = Error::Api {
                 route: "x".into(),
                 status: 400,

@@ -120,7 +120,10 @@ mod tests {
     #[test]
     fn reads_both_arg_layouts() {
         let context = json!({"roomParticipant":true,"roomType":"d","roomName":null});
-        for args in [vec![message(), context.clone()], vec![json!([message()]), context]] {
+        for args in [
+            vec![message(), context.clone()],
+            vec![json!([message()]), context],
+        ] {
             let (msg, ctx) = my_message(&args).expect("parsed");
             assert_eq!(msg.text, "/facebook help");
             assert_eq!(msg.author_username, "alice");
@@ -137,7 +140,12 @@ mod tests {
 
     #[test]
     fn malformed_events_are_none() {
-        for args in [vec![], vec![json!(1)], vec![json!({"_id":"x"})], vec![json!([])]] {
+        for args in [
+            vec![],
+            vec![json!(1)],
+            vec![json!({"_id":"x"})],
+            vec![json!([])],
+        ] {
             assert!(my_message(&args).is_none(), "{args:?}");
         }
     }

@@ -37,7 +37,10 @@ pub enum Error {
     },
     /// HTTP 429 or `error-too-many-requests`: wait and try again.
     #[error("rocket.chat rate-limited {route}; retry in {}s", retry_after.as_secs())]
-    RateLimited { route: String, retry_after: Duration },
+    RateLimited {
+        route: String,
+        retry_after: Duration,
+    },
     /// HTTP 401: the session or token is not (or no longer) accepted.
     #[error(
         "rocket.chat rejected the bot's credentials on {route}; the session expired or the token was revoked"
@@ -200,7 +203,12 @@ impl RestClient {
     }
 
     /// Starts a request to an API route with the right credentials.
-    pub fn request(&self, method: Method, route: &str, access: Access) -> Result<reqwest::RequestBuilder> {
+    pub fn request(
+        &self,
+        method: Method,
+        route: &str,
+        access: Access,
+    ) -> Result<reqwest::RequestBuilder> {
         let url = self.api_url(route)?;
         let mut builder = self.http.request(method, url);
         if access == Access::Bot {
@@ -220,7 +228,11 @@ impl RestClient {
     }
 
     /// Sends a request and decodes a successful JSON answer, classifying every failure.
-    pub async fn send<T: DeserializeOwned>(&self, route: &str, builder: reqwest::RequestBuilder) -> Result<T> {
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        route: &str,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<T> {
         let bytes = self.send_bytes(route, builder).await?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             route: route.into(),
@@ -229,7 +241,11 @@ impl RestClient {
     }
 
     /// Sends a request and returns a successful answer's body, classifying every failure.
-    pub async fn send_bytes(&self, route: &str, builder: reqwest::RequestBuilder) -> Result<Vec<u8>> {
+    pub async fn send_bytes(
+        &self,
+        route: &str,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>> {
         let response = builder.send().await.map_err(|source| Error::Transport {
             route: route.into(),
             source: source.without_url(),
@@ -349,7 +365,12 @@ impl RestClient {
 
 /// Turns a non-2xx answer into an [`Error`], reading Rocket.Chat's error bodies:
 /// `{"success":false,"error":"Reason [code]","errorType":"code"}` and `{"status":"error","message":…}`.
-fn classify_failure(route: &str, status: StatusCode, reset_epoch_ms: Option<u64>, body: &[u8]) -> Error {
+fn classify_failure(
+    route: &str,
+    status: StatusCode,
+    reset_epoch_ms: Option<u64>,
+    body: &[u8],
+) -> Error {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error_type = parsed
         .as_ref()
@@ -380,7 +401,9 @@ fn classify_failure(route: &str, status: StatusCode, reset_epoch_ms: Option<u64>
         };
     }
     if status == StatusCode::UNAUTHORIZED {
-        return Error::Unauthorized { route: route.into() };
+        return Error::Unauthorized {
+            route: route.into(),
+        };
     }
     if status.is_server_error() {
         return Error::Server {
@@ -420,19 +443,36 @@ mod tests {
                 r#"{"success":false,"error":"Sorry, no online agents [no-agent-online]","errorType":"no-agent-online"}"#,
                 "api:no-agent-online",
             ),
-            (400, r#"{"success":false,"error":"room-closed"}"#, "api:room-closed"),
+            (
+                400,
+                r#"{"success":false,"error":"room-closed"}"#,
+                "api:room-closed",
+            ),
             (
                 400,
                 r#"{"success":false,"error":"error-too-many-requests","details":{"timeToReset":1500}}"#,
                 "rate_limited",
             ),
             (429, r#"{"success":false}"#, "rate_limited"),
-            (401, r#"{"status":"error","message":"You must be logged in to do this."}"#, "unauthorized"),
+            (
+                401,
+                r#"{"status":"error","message":"You must be logged in to do this."}"#,
+                "unauthorized",
+            ),
             (502, "<html>Bad Gateway</html>", "server"),
-            (403, r#"{"success":false,"error":"unauthorized"}"#, "api:unauthorized"),
+            (
+                403,
+                r#"{"success":false,"error":"unauthorized"}"#,
+                "api:unauthorized",
+            ),
         ];
         for (status, body, expected) in cases {
-            let err = classify_failure("x", StatusCode::from_u16(*status).unwrap(), None, body.as_bytes());
+            let err = classify_failure(
+                "x",
+                StatusCode::from_u16(*status).unwrap(),
+                None,
+                body.as_bytes(),
+            );
             let got = match err.error_type() {
                 Some(code) => format!("{}:{code}", err.kind()),
                 None => err.kind().to_string(),

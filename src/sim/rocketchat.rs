@@ -110,6 +110,13 @@ pub struct SimStats {
     pub rest_calls_by_route: BTreeMap<String, usize>,
 }
 
+impl SimStats {
+    /// Successful logins of any kind.
+    pub fn logins(&self) -> usize {
+        self.logins_password + self.logins_resume
+    }
+}
+
 /// State shared by the server tasks and the test handle.
 struct Shared {
     opts: SimOptions,
@@ -287,6 +294,15 @@ impl RocketChatSim {
                 .entry(permission.to_owned())
                 .or_default()
                 .insert(role.to_owned());
+        });
+    }
+
+    /// Takes a permission away from a role (e.g. to test what the bot does without it).
+    pub fn revoke_permission(&self, role: &str, permission: &str) {
+        self.shared().mutate(|st| {
+            if let Some(roles) = st.perms.get_mut(permission) {
+                roles.remove(role);
+            }
         });
     }
 

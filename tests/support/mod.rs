@@ -111,8 +111,13 @@ pub struct Running {
 
 pub async fn start_gateway(chat: &Chat, credentials: &str) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = config_text(chat.sim.url().as_str().trim_end_matches('/'), &dir.path().join("data"), credentials);
-    let config = Config::parse(&text, &dir.path().join("bot.toml"), &|_| None).expect("test config is valid");
+    let text = config_text(
+        chat.sim.url().as_str().trim_end_matches('/'),
+        &dir.path().join("data"),
+        credentials,
+    );
+    let config = Config::parse(&text, &dir.path().join("bot.toml"), &|_| None)
+        .expect("test config is valid");
     let gateway = Gateway::start(config).await.expect("gateway starts");
     Running { gateway, dir }
 }
@@ -138,7 +143,10 @@ pub async fn until_ready(gateway: &Gateway) {
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
