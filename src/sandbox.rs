@@ -21,7 +21,8 @@ use crate::ids::{MessageId, RoomId};
 use crate::sim::graph::GraphSim;
 use crate::sim::rocketchat::{RocketChatSim, SimOptions};
 
-/// Longest a hop may take; the held conversation waits for the relay's `livechat/config` poll.
+/// Longest a hop may take by default; the held conversation waits for the relay's
+/// `livechat/config` poll, which backs off from 2 s.
 const HOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 const BOT: &str = "facebook.bot";
@@ -80,6 +81,8 @@ pub struct Sandbox {
     pub chat: RocketChatSim,
     pub facebook: GraphSim,
     pub gateway: Gateway,
+    /// How long each hop may take.
+    pub patience: Duration,
     app_secret: String,
     http: reqwest::Client,
     scratch: Scratch,
@@ -127,6 +130,7 @@ impl Sandbox {
                         chat,
                         facebook,
                         gateway,
+                        patience: HOP_TIMEOUT,
                         app_secret,
                         http,
                         scratch,
@@ -156,7 +160,11 @@ impl Sandbox {
 
     /// Plays the tour; each hop prints one line or ends the tour with its reason.
     pub async fn tour(&self, say: &mut dyn FnMut(&str)) -> Result<(), Error> {
-        let mut tour = Tour { number: 0, say };
+        let mut tour = Tour {
+            number: 0,
+            patience: self.patience,
+            say,
+        };
         let admin_dm = self.chat.direct_room(BOT, ADMIN);
         tour.hop("simulators", async {
             Ok((format!(
@@ -167,7 +175,11 @@ impl Sandbox {
         })
         .await?;
         tour.hop("gateway ready", async {
-            while self.gateway.health.readiness().is_err() {
+            let deadline = Instant::now() + self.inner_wait();
+            while let Err(reason) = self.gateway.health.readiness() {
+                if Instant::now() >= deadline {
+                    return Err(format!("the gateway is not ready: {reason}"));
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok((
@@ -312,6 +324,11 @@ impl Sandbox {
         ]
     }
 
+    /// Inner waits end a little before the hop's own timeout, so their more precise reason wins.
+    fn inner_wait(&self) -> Duration {
+        self.patience.mul_f64(0.9)
+    }
+
     /// The admin types `text` in the bot's DM; returns the bot's answer containing `expect`.
     async fn command(&self, dm: &RoomId, text: &str, expect: &str) -> Result<String, String> {
         let before = self.chat.messages(dm).len();
@@ -322,7 +339,7 @@ impl Sandbox {
             .wait_for_message(
                 dm,
                 |m| m.username == BOT && m.msg.contains(expect) && !seen.contains(&m.id),
-                HOP_TIMEOUT,
+                self.inner_wait(),
             )
             .await;
         match found {
@@ -345,7 +362,7 @@ impl Sandbox {
             .wait_for_message(
                 dm,
                 |m| m.username == BOT && m.msg.contains(expect),
-                HOP_TIMEOUT,
+                self.inner_wait(),
             )
             .await
             .map(|m| m.msg)
@@ -399,7 +416,7 @@ impl Sandbox {
 
     /// Waits until a Livechat room holds a visitor message with this text.
     async fn wait_for_room_message(&self, text: &str) -> Result<RoomId, String> {
-        let deadline = Instant::now() + HOP_TIMEOUT;
+        let deadline = Instant::now() + self.inner_wait();
         loop {
             for room in self.chat.livechat_rooms() {
                 if self
@@ -422,7 +439,7 @@ impl Sandbox {
         self.facebook
             .wait_for_sent(
                 |m| m.recipient == psid && m.text.as_deref() == Some(text),
-                HOP_TIMEOUT,
+                self.inner_wait(),
             )
             .await
             .map(|_| ())
@@ -433,6 +450,7 @@ impl Sandbox {
 /// Numbers the hops and stops at the first failure.
 struct Tour<'a> {
     number: usize,
+    patience: Duration,
     say: &'a mut dyn FnMut(&str),
 }
 
@@ -444,11 +462,11 @@ impl Tour<'_> {
         work: impl Future<Output = Result<(String, T), String>>,
     ) -> Result<T, Error> {
         self.number += 1;
-        let outcome = match tokio::time::timeout(HOP_TIMEOUT, work).await {
+        let outcome = match tokio::time::timeout(self.patience, work).await {
             Ok(outcome) => outcome,
             Err(_) => Err(format!(
                 "nothing happened within {} s",
-                HOP_TIMEOUT.as_secs()
+                self.patience.as_secs_f64()
             )),
         };
         match outcome {
