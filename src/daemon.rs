@@ -11,16 +11,18 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::admin::{Admin, AdminPolicy};
 use crate::config::Config;
 use crate::health::Health;
+use crate::ids::RoomId;
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::notices::Notifier;
 use crate::pages::Pages;
-use crate::relay::CustomerMessenger;
 use crate::relay::inbound::Inbound;
+use crate::relay::outbound::Outbound;
+use crate::relay::{CustomerMessenger, RelayContext};
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
 use crate::rocketchat::realtime::{self, MY_MESSAGES, ROOM_MESSAGES_STREAM};
 use crate::rocketchat::rest::{Auth, RestClient};
@@ -89,16 +91,25 @@ impl Gateway {
             &config.http.public_url,
         ));
         let telemetry = Telemetry::new();
-        let customer = CustomerMessenger::new(graph, store.clone(), chat.clone());
-        let inbound = Inbound::new(
-            store.clone(),
-            rest.clone(),
+        let customer = CustomerMessenger::new(graph.clone(), store.clone(), chat.clone());
+        let (ddp, events) = connect_realtime(&config, cancel.child_token()).await;
+        let context = RelayContext {
+            store: store.clone(),
+            rest: rest.clone(),
             customer,
-            chat.clone(),
-            telemetry.clone(),
-            tasks.clone(),
-            cancel.clone(),
+            chat: chat.clone(),
+            telemetry: telemetry.clone(),
+            tasks: tasks.clone(),
+            cancel: cancel.clone(),
+        };
+        let outbound = Outbound::new(
+            context.clone(),
+            graph,
+            ddp.clone(),
+            config.facebook.human_agent_tag,
         );
+        let inbound = Inbound::new(context, outbound.clone());
+        outbound.resume().await?;
         inbound.resume_pending()?;
         let admin = Arc::new(Admin::new(
             rest.clone(),
@@ -112,35 +123,17 @@ impl Gateway {
             },
         ));
 
-        let settings = DdpSettings {
-            keepalive: config.rocketchat.keepalive,
-            dead_link: config.rocketchat.dead_link,
-            ..DdpSettings::new(config.rocketchat.websocket_url())
-        };
-        let credentials = Credentials {
-            username: config.rocketchat.username.clone(),
-            password: config.rocketchat.password.clone(),
-            personal_token: config
-                .rocketchat
-                .personal_token
-                .as_ref()
-                .map(|t| t.auth_token.clone()),
-        };
-        let (ddp, events) = DdpClient::start(settings, credentials, cancel.child_token());
-        ddp.subscribe(
-            ROOM_MESSAGES_STREAM,
-            serde_json::json!([MY_MESSAGES, false]),
-        )
-        .await;
-
         let (admin_tx, admin_rx) = mpsc::channel(ADMIN_QUEUE);
         let progress = Arc::new(AtomicU64::new(0));
         tasks.spawn(admin_loop(admin.clone(), admin_rx));
         tasks.spawn(rocketchat_loop(
             events,
-            rest.clone(),
-            health.clone(),
-            admin_tx,
+            Relays {
+                rest: rest.clone(),
+                health: health.clone(),
+                admin: admin_tx,
+                outbound,
+            },
             progress.clone(),
             cancel.clone(),
         ));
@@ -214,16 +207,51 @@ async fn admin_loop(
     }
 }
 
-/// Turns the DDP client's events into state changes and work for the core.
-async fn rocketchat_loop(
-    mut events: mpsc::Receiver<Event>,
+/// Starts the realtime connection and registers the bot's own message stream.
+async fn connect_realtime(
+    config: &Config,
+    cancel: CancellationToken,
+) -> (DdpClient, mpsc::Receiver<Event>) {
+    let settings = DdpSettings {
+        keepalive: config.rocketchat.keepalive,
+        dead_link: config.rocketchat.dead_link,
+        ..DdpSettings::new(config.rocketchat.websocket_url())
+    };
+    let credentials = Credentials {
+        username: config.rocketchat.username.clone(),
+        password: config.rocketchat.password.clone(),
+        personal_token: config
+            .rocketchat
+            .personal_token
+            .as_ref()
+            .map(|t| t.auth_token.clone()),
+    };
+    let (ddp, events) = DdpClient::start(settings, credentials, cancel);
+    ddp.subscribe(
+        ROOM_MESSAGES_STREAM,
+        serde_json::json!([MY_MESSAGES, false]),
+    )
+    .await;
+    (ddp, events)
+}
+
+/// Where the realtime events go.
+struct Relays {
     rest: RestClient,
     health: Health,
     admin: mpsc::Sender<(realtime::ChatMessage, realtime::RoomContext)>,
+    outbound: Arc<Outbound>,
+}
+
+/// Turns the DDP client's events into state changes and work for the core.
+async fn rocketchat_loop(
+    mut events: mpsc::Receiver<Event>,
+    relays: Relays,
     progress: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut login_problem: Option<String> = None;
     loop {
         progress.fetch_add(1, Ordering::Relaxed);
         let event = tokio::select! {
@@ -237,28 +265,42 @@ async fn rocketchat_loop(
         match event {
             Event::Ready(session) => {
                 info!(user = %session.user_id, "logged in to rocket.chat; streams subscribed");
-                rest.set_auth(Some(Auth {
+                relays.rest.set_auth(Some(Auth {
                     user_id: session.user_id,
                     token: session.token,
                 }));
-                health.link_up();
+                relays.health.link_up();
+                login_problem = None;
+                // Whatever agents wrote while the link was down is caught up from history.
+                let outbound = relays.outbound.clone();
+                tokio::spawn(async move { outbound.backfill_all().await });
             }
-            Event::Disconnected { reason, .. } => health.link_down(reason),
+            Event::Disconnected { reason, .. } => relays.health.link_down(reason),
             Event::LoginFailed { message } => {
-                error!(problem = %message, "rocket.chat login refused");
-                health.login_failed(message);
+                // The client retries every minute or so: say it once per distinct problem.
+                if login_problem.as_deref() != Some(message.as_str()) {
+                    error!(problem = %message, "rocket.chat login refused");
+                    login_problem = Some(message.clone());
+                }
+                relays.health.login_failed(message);
             }
-            Event::Stream(event) => {
-                if event.collection == ROOM_MESSAGES_STREAM && event.event_name == MY_MESSAGES {
+            Event::Stream(event) if event.collection == ROOM_MESSAGES_STREAM => {
+                if event.event_name == MY_MESSAGES {
                     if let Some(message) = realtime::my_message(&event.args) {
-                        if admin.send(message).await.is_err() {
+                        if relays.admin.send(message).await.is_err() {
                             break;
                         }
                     }
+                } else {
+                    let rid = RoomId::new(event.event_name);
+                    relays.outbound.on_room_event(&rid, &event.args).await;
                 }
             }
+            Event::Stream(_) => {}
             Event::SubscriptionFailed { id, error } => {
-                warn!(subscription = ?id, error = %error, "rocket.chat refused a subscription");
+                info!(subscription = %id, error = %error, "rocket.chat ended a subscription; catching up from history");
+                let outbound = relays.outbound.clone();
+                tokio::spawn(async move { outbound.on_stream_failed(id).await });
             }
         }
     }

@@ -4,9 +4,15 @@
 //! one log line per outage instead of one per retry.
 
 pub mod inbound;
+pub mod outbound;
 pub mod render;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use tracing::{info, warn};
 
@@ -14,7 +20,22 @@ use crate::health::now_ms;
 use crate::ids::{PageId, Psid};
 use crate::messenger::graph::{self, Content, GraphClient, Messaging, SendRequest};
 use crate::notices::Notifier;
+use crate::rocketchat::rest::RestClient;
 use crate::store::{Page, PageStatus, Store};
+use crate::telemetry::Telemetry;
+
+/// What both relays work with, wired once by the daemon.
+#[derive(Clone)]
+pub struct RelayContext {
+    pub store: Store,
+    pub rest: RestClient,
+    pub customer: CustomerMessenger,
+    pub chat: Notifier,
+    pub telemetry: Telemetry,
+    /// Where the relays' workers run, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    pub cancel: CancellationToken,
+}
 
 /// Sends the gateway's own messages (welcome, offline, finished) to customers and reads their
 /// names, marking a page "needs authorization" when Facebook says its token is dead.
@@ -140,4 +161,10 @@ impl OutageLog {
             info!(peer = self.name, "outage over: delivering again");
         }
     }
+}
+
+/// Full jitter: a random wait between half and all of `base`, so retries of many workers spread.
+pub fn jitter(base: Duration) -> Duration {
+    let millis = base.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
 }

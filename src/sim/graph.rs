@@ -227,6 +227,11 @@ impl GraphSim {
         self.shared.lock().fail_next(path_contains, n, error);
     }
 
+    /// Disarms every fault armed with [`fail_next`](Self::fail_next).
+    pub fn clear_faults(&self) {
+        self.shared.lock().clear_faults();
+    }
+
     pub fn stats(&self) -> GraphSimStats {
         self.shared.lock().stats
     }

@@ -309,6 +309,10 @@ impl State {
         });
     }
 
+    pub fn clear_faults(&mut self) {
+        self.rules.clear();
+    }
+
     /// The injected fault for this request path, if one is armed.
     pub fn take_fault(&mut self, path: &str) -> Option<SimError> {
         let rule = self
