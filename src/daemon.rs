@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::notices::Notifier;
-use crate::pages::Pages;
+use crate::pages::{self, Pages};
 use crate::relay::CustomerMessenger;
 use crate::relay::inbound::Inbound;
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
@@ -145,6 +145,11 @@ impl Gateway {
             cancel.clone(),
         ));
         tasks.spawn(systemd::watchdog(progress, cancel.clone()));
+        tasks.spawn(pages::health_loop(
+            pages.clone(),
+            config.facebook.health_check,
+            cancel.clone(),
+        ));
 
         let router = http::with_limits(
             http::probes(http::ProbeState {

@@ -321,17 +321,28 @@ impl RestClient {
         struct Answer {
             room: Room,
         }
+        /// Rocket.Chat answers `{...room, _id: room.rid}`: both keys, the same value. A serde
+        /// alias would refuse that as a duplicate field, so each is read on its own.
         #[derive(Deserialize)]
         struct Room {
-            #[serde(alias = "_id")]
-            rid: String,
+            rid: Option<String>,
+            #[serde(rename = "_id")]
+            id: Option<String>,
         }
         let route = "im.create";
         let builder = self
             .request(Method::POST, route, Access::Bot)?
             .json(&json!({ "username": username }));
         let answer: Answer = self.send(route, builder).await?;
-        Ok(RoomId::new(answer.room.rid))
+        let rid = answer
+            .room
+            .rid
+            .or(answer.room.id)
+            .ok_or_else(|| Error::Decode {
+                route: route.to_owned(),
+                detail: "the room has neither rid nor _id".to_owned(),
+            })?;
+        Ok(RoomId::new(rid))
     }
 
     /// `GET livechat/department`: the Omnichannel departments (needs `view-livechat-departments`
