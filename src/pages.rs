@@ -359,59 +359,70 @@ impl Pages {
     /// put back and verified, and the admins are told it was repaired (or why it could not be).
     /// Pages that already need authorization are left alone: their admins were told.
     pub async fn check_health(&self) -> Result<(), Error> {
-        let _changing = self.changes.lock().await;
-        for page in self.store.pages()? {
-            let Some(token) = page
-                .token
-                .as_ref()
-                .filter(|_| page.status == PageStatus::Connected)
-            else {
-                continue;
-            };
-            match self.graph.debug_token(token).await {
-                Ok(info) if !info.is_valid => {
-                    let reason = info.error.map_or_else(
-                        || "Facebook reports the page token as invalid".to_owned(),
-                        |e| {
-                            format!(
-                                "{} (code {}{})",
-                                e.message,
-                                e.code,
-                                e.subcode.map(|s| format!("/{s}")).unwrap_or_default()
-                            )
-                        },
-                    );
-                    lost_authorization(&self.store, &self.chat, &page.id, &reason).await;
-                    continue;
-                }
-                Ok(_) => {}
-                // The app token itself was refused or Facebook is unreachable: nothing is known
-                // about the page, so it is not marked; the next check asks again.
-                Err(err) => {
-                    warn!(page = %page.id, error = %err.describe(), "page token check failed");
-                    continue;
-                }
-            }
-            let fields = match self.graph.subscribed_fields(&page.id, token).await {
-                Ok(fields) => fields,
-                Err(err) if err.is_token_invalid() => {
-                    lost_authorization(&self.store, &self.chat, &page.id, &err.describe()).await;
-                    continue;
-                }
-                Err(err) => {
-                    warn!(page = %page.id, error = %err.describe(), "page subscription check failed");
-                    continue;
-                }
-            };
-            let problem = match &fields {
-                None => "Facebook had dropped its webhook subscription".to_owned(),
-                Some(fields) => match missing_fields(fields) {
-                    missing if missing.is_empty() => continue,
-                    missing => format!("its webhook subscription lacked {}", missing.join(",")),
-                },
-            };
-            self.repair_subscription(&page, token, &problem).await;
+        for id in self.store.pages()?.into_iter().map(|p| p.id) {
+            self.check_page(&id).await?;
         }
+        Ok(())
+    }
+
+    /// One page of [`Pages::check_health`]. The page is read again under the lock, so a page
+    /// `unauthorize` took down meanwhile is not re-subscribed, and the lock is held for one page
+    /// at a time, so an OAuth callback waits for one page's check at most.
+    async fn check_page(&self, id: &PageId) -> Result<(), Error> {
+        let _changing = self.changes.lock().await;
+        let Some(page) = self.store.page(id)? else {
+            return Ok(());
+        };
+        let Some(token) = page
+            .token
+            .as_ref()
+            .filter(|_| page.status == PageStatus::Connected)
+        else {
+            return Ok(());
+        };
+        match self.graph.debug_token(token).await {
+            Ok(info) if !info.is_valid => {
+                let reason = info.error.map_or_else(
+                    || "Facebook reports the page token as invalid".to_owned(),
+                    |e| {
+                        format!(
+                            "{} (code {}{})",
+                            e.message,
+                            e.code,
+                            e.subcode.map(|s| format!("/{s}")).unwrap_or_default()
+                        )
+                    },
+                );
+                lost_authorization(&self.store, &self.chat, &page.id, &reason).await;
+                return Ok(());
+            }
+            Ok(_) => {}
+            // The app token itself was refused or Facebook is unreachable: nothing is known
+            // about the page, so it is not marked; the next check asks again.
+            Err(err) => {
+                warn!(page = %page.id, error = %err.describe(), "page token check failed");
+                return Ok(());
+            }
+        }
+        let fields = match self.graph.subscribed_fields(&page.id, token).await {
+            Ok(fields) => fields,
+            Err(err) if err.is_token_invalid() => {
+                lost_authorization(&self.store, &self.chat, &page.id, &err.describe()).await;
+                return Ok(());
+            }
+            Err(err) => {
+                warn!(page = %page.id, error = %err.describe(), "page subscription check failed");
+                return Ok(());
+            }
+        };
+        let problem = match &fields {
+            None => "Facebook had dropped its webhook subscription".to_owned(),
+            Some(fields) => match missing_fields(fields) {
+                missing if missing.is_empty() => return Ok(()),
+                missing => format!("its webhook subscription lacked {}", missing.join(",")),
+            },
+        };
+        self.repair_subscription(&page, token, &problem).await;
         Ok(())
     }
 
