@@ -19,7 +19,7 @@ use crate::health::Health;
 use crate::ids::RoomId;
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::notices::Notifier;
-use crate::pages::Pages;
+use crate::pages::{self, Pages};
 use crate::relay::inbound::Inbound;
 use crate::relay::outbound::Outbound;
 use crate::relay::{CustomerMessenger, RelayContext};
@@ -138,6 +138,11 @@ impl Gateway {
             cancel.clone(),
         ));
         tasks.spawn(systemd::watchdog(progress, cancel.clone()));
+        tasks.spawn(pages::health_loop(
+            pages.clone(),
+            config.facebook.health_check,
+            cancel.clone(),
+        ));
 
         let router = http::with_limits(
             http::probes(http::ProbeState {

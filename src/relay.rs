@@ -16,12 +16,12 @@ use tokio_util::task::TaskTracker;
 
 use tracing::{info, warn};
 
-use crate::health::now_ms;
 use crate::ids::{PageId, Psid};
 use crate::messenger::graph::{self, Content, GraphClient, Messaging, SendRequest};
 use crate::notices::Notifier;
+use crate::pages;
 use crate::rocketchat::rest::RestClient;
-use crate::store::{Page, PageStatus, Store};
+use crate::store::{Page, Store};
 use crate::telemetry::Telemetry;
 
 /// What both relays work with, wired once by the daemon.
@@ -101,34 +101,7 @@ impl CustomerMessenger {
 
     /// Graph error 190: marks the page and tells its admins, once per loss of authorization.
     pub async fn token_invalid(&self, page_id: &PageId, err: &graph::Error) {
-        let reason = err.describe();
-        let mut newly = false;
-        let updated = self.store.update_page(page_id, |page| {
-            newly = !matches!(page.status, PageStatus::NeedsAuthorization { .. });
-            if newly {
-                page.status = PageStatus::NeedsAuthorization {
-                    reason: reason.clone(),
-                    since_ms: now_ms(),
-                };
-            }
-        });
-        let page = match updated {
-            Ok(Some(page)) if newly => page,
-            Ok(_) => return,
-            Err(store_err) => {
-                warn!(page = %page_id, error = %store_err, "cannot record that the page needs authorization");
-                return;
-            }
-        };
-        if let Err(store_err) = self.store.sync().await {
-            warn!(page = %page_id, error = %store_err, "cannot persist the page's state");
-        }
-        warn!(page = %page_id, reason = %reason, "page token invalid: the page needs authorization");
-        let text = format!(
-            "Facebook no longer accepts the access of page *{}* ({page_id}): {reason}.\nRun `/facebook authorize` to connect it again; messages are kept meanwhile.",
-            page.name
-        );
-        self.chat.notify(&page.subscribers, &text).await;
+        pages::lost_authorization(&self.store, &self.chat, page_id, &err.describe()).await;
     }
 }
 

@@ -21,7 +21,9 @@ fn parse_iso(text: &str) -> Option<u64> {
         date_parts.next()?.ok()?,
     );
     let (hms, millis) = match time.split_once('.') {
-        Some((_, frac)) if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) => return None,
+        Some((_, frac)) if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) => {
+            return None;
+        }
         Some((hms, frac)) => (hms, format!("{frac:0<3}").get(..3)?.parse::<u64>().ok()?),
         None => (time, 0),
     };

@@ -232,6 +232,12 @@ impl GraphSim {
         self.shared.lock().clear_faults();
     }
 
+    /// Every request received, as `METHOD /path` without the query, oldest first: lets a test
+    /// check the order of calls (unsubscribe before revoke).
+    pub fn calls(&self) -> Vec<String> {
+        self.shared.lock().calls.clone()
+    }
+
     pub fn stats(&self) -> GraphSimStats {
         self.shared.lock().stats
     }

@@ -238,6 +238,8 @@ pub(super) struct State {
     human_agent: bool,
     rules: Vec<FailRule>,
     pub sent: Vec<SentMessage>,
+    /// Every request as `METHOD /path`, oldest first.
+    pub calls: Vec<String>,
     pub stats: GraphSimStats,
 }
 
@@ -256,6 +258,7 @@ impl State {
             human_agent: false,
             rules: Vec::new(),
             sent: Vec::new(),
+            calls: Vec::new(),
             stats: GraphSimStats::default(),
         }
     }
