@@ -205,7 +205,12 @@ impl Outbound {
                 return;
             }
         };
-        let since = conversation.last_agent_message_ms.unwrap_or(0);
+        // Inclusive of the watermark's millisecond: another message may share it. What was
+        // already queued is refused by the outbox, so re-reading it is harmless.
+        let since = conversation
+            .last_agent_message_ms
+            .unwrap_or(1)
+            .saturating_sub(1);
         match self
             .rest
             .room_history(&conversation.visitor_token, rid, since)

@@ -193,37 +193,48 @@ impl RestClient {
             messages: Vec<Value>,
         }
         let route = format!("livechat/messages.history/{}", rid.as_str());
-        let mut newer = Vec::new();
-        let mut end: Option<String> = None;
+        let mut newer: Vec<RoomMessage> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut end: Option<u64> = None;
         for _ in 0..MAX_PAGES {
             let mut query = vec![
                 ("token", token.as_str().to_owned()),
                 ("limit", PAGE.to_string()),
             ];
-            if let Some(end) = &end {
-                query.push(("end", end.clone()));
+            if let Some(end) = end {
+                query.push(("end", dates::iso(end)));
             }
             let builder = self
                 .request(Method::GET, &route, Access::Anonymous)?
                 .query(&query);
             let answer: Answer = self.send(&route, builder).await?;
             let count = answer.messages.len();
-            let mut oldest = None;
+            let mut oldest: Option<u64> = None;
             for message in answer.messages.iter().filter_map(RoomMessage::from_value) {
-                oldest = Some(oldest.map_or(message.ts_ms, |o: u64| o.min(message.ts_ms)));
-                if message.ts_ms > since_ms {
+                oldest = Some(oldest.map_or(message.ts_ms, |o| o.min(message.ts_ms)));
+                if message.ts_ms > since_ms && seen.insert(message.id.clone()) {
                     newer.push(message);
                 }
             }
-            match oldest {
+            // `end` is exclusive (`ts < end`): ask again from just after the oldest, so messages
+            // sharing its millisecond are not skipped (the ones already seen are dropped above).
+            // When a whole page shares one millisecond, step past it rather than loop.
+            let next = match oldest {
                 Some(oldest) if oldest > since_ms && count == PAGE => {
-                    end = Some(dates::iso(oldest))
+                    if end == Some(oldest + 1) {
+                        oldest
+                    } else {
+                        oldest + 1
+                    }
                 }
                 _ => break,
-            }
+            };
+            end = Some(next);
         }
+        // Pages come newest first; reversed, then a stable sort keeps same-millisecond messages
+        // in the order the server listed them.
+        newer.reverse();
         newer.sort_by_key(|m| m.ts_ms);
-        newer.dedup_by(|a, b| a.id == b.id);
         Ok(newer)
     }
 
