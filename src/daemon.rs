@@ -143,6 +143,7 @@ impl Gateway {
             config.facebook.health_check,
             cancel.clone(),
         ));
+        tasks.spawn(store_maintenance(store.clone(), cancel.clone()));
 
         let router = http::with_limits(
             http::probes(http::ProbeState {
@@ -209,6 +210,44 @@ async fn admin_loop(
 ) {
     while let Some((message, room)) = messages.recv().await {
         admin.handle(message, room).await;
+    }
+}
+
+/// How long Meta may redeliver a webhook (it retries for well under an hour; a week is ample).
+const SEEN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Relayed-reply marks only guard back-fills, which never reach before a conversation's newest
+/// relayed reply; a month is ample.
+const RELAYED_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Forgets dedupe marks nobody can need any more, hourly, so the store does not grow forever.
+async fn store_maintenance(store: Store, cancel: CancellationToken) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = hourly.tick() => {}
+        }
+        let now = crate::health::now_ms();
+        let seen = store.prune_seen(now.saturating_sub(SEEN_RETENTION.as_millis() as u64));
+        let relayed = store.prune_relayed(now.saturating_sub(RELAYED_RETENTION.as_millis() as u64));
+        let states = store.prune_oauth_states(now);
+        match (seen, relayed, states) {
+            (Ok(seen), Ok(relayed), Ok(states)) if seen + relayed + states > 0 => {
+                info!(
+                    seen,
+                    relayed, states, "store maintenance: old marks forgotten"
+                );
+            }
+            (Ok(_), Ok(_), Ok(_)) => {}
+            (seen, relayed, states) => {
+                for err in [seen.err(), relayed.err(), states.err()]
+                    .into_iter()
+                    .flatten()
+                {
+                    error!(error = %err, "store maintenance failed");
+                }
+            }
+        }
     }
 }
 
