@@ -39,6 +39,8 @@ const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How often a page that needs authorization is looked at again.
 const REAUTH_POLL: Duration = Duration::from_secs(2);
+/// When a new room's history is read once, in case a reply beat the stream's subscription.
+const NEW_STREAM_CATCH_UP: Duration = Duration::from_secs(3);
 /// Largest agent file sent to Messenger (Meta's attachment limit).
 const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
 
@@ -126,27 +128,44 @@ impl Outbound {
         })
     }
 
-    /// Starts watching a room (idempotent). The DDP client re-subscribes after every reconnect.
-    pub async fn watch(&self, conversation: &Conversation) {
-        let Some(rid) = conversation.room.clone() else {
+    /// Starts watching a room the inbound relay just opened (idempotent).
+    pub async fn watch(self: &Arc<Self>, conversation: &Conversation) {
+        let Some(rid) = self.subscribe_room(conversation).await else {
             return;
         };
+        // The stream is live a moment after the subscription is sent; a reply written in that
+        // moment is caught up from history.
+        let relay = self.clone();
+        self.tasks.spawn(async move {
+            relay.pause(NEW_STREAM_CATCH_UP).await;
+            if !relay.cancel.is_cancelled() {
+                relay.backfill_room(&rid).await;
+            }
+        });
+    }
+
+    /// Subscribes to a room's visitor stream unless already subscribed; the DDP client
+    /// re-subscribes after every reconnect. Returns the room when it was newly subscribed.
+    async fn subscribe_room(&self, conversation: &Conversation) -> Option<RoomId> {
+        let rid = conversation.room.clone()?;
         if self.lock_streams().contains_key(&rid) {
-            return;
+            return None;
         }
         let params = json!([rid.as_str(), {"useCollection": false, "args": [{"visitorToken": conversation.visitor_token.as_str()}]}]);
         let id = self.ddp.subscribe(ROOM_MESSAGES_STREAM, params).await;
-        let previous = self.lock_streams().insert(rid, id);
+        let previous = self.lock_streams().insert(rid.clone(), id);
         if let Some(previous) = previous {
             // Two callers raced; keep one subscription.
             self.ddp.unsubscribe(previous).await;
         }
+        Some(rid)
     }
 
-    /// Watches every stored open room and resumes every pending outbox (start-up).
+    /// Watches every stored open room and resumes every pending outbox (start-up; the back-fill
+    /// after the first login catches the rooms up).
     pub async fn resume(self: &Arc<Self>) -> Result<(), store::Error> {
         for conversation in self.store.conversations()? {
-            self.watch(&conversation).await;
+            self.subscribe_room(&conversation).await;
         }
         for key in self.store.pending_outbound_conversations()? {
             self.wake(&key);
