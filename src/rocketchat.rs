@@ -6,3 +6,4 @@ pub mod ddp;
 pub mod livechat;
 pub mod realtime;
 pub mod rest;
+pub mod setup;
