@@ -1,6 +1,7 @@
 //! The Rocket.Chat adapter: the realtime API (DDP over WebSocket) for login and streams, and the
 //! REST API for every action. Only this module knows Rocket.Chat's wire formats.
 
+pub mod dates;
 pub mod ddp;
 pub mod livechat;
 pub mod realtime;

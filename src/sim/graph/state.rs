@@ -238,6 +238,8 @@ pub(super) struct State {
     human_agent: bool,
     rules: Vec<FailRule>,
     pub sent: Vec<SentMessage>,
+    /// Every request as `METHOD /path`, oldest first.
+    pub calls: Vec<String>,
     pub stats: GraphSimStats,
 }
 
@@ -256,6 +258,7 @@ impl State {
             human_agent: false,
             rules: Vec::new(),
             sent: Vec::new(),
+            calls: Vec::new(),
             stats: GraphSimStats::default(),
         }
     }
@@ -307,6 +310,10 @@ impl State {
             remaining: n,
             error,
         });
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.rules.clear();
     }
 
     /// The injected fault for this request path, if one is armed.
