@@ -319,7 +319,7 @@ impl Sandbox {
                 self.facebook.url().as_str().trim_end_matches('/'),
                 self.app_secret
             ),
-            "A new message id (mid) in the body makes a new message; the same one is deduplicated."
+            "The same mid is deduplicated. A changed body needs a new signature: printf %s \"$BODY\" | openssl dgst -sha256 -hmac <app secret>"
                 .into(),
         ]
     }
