@@ -348,19 +348,6 @@ impl RestClient {
         let answer: Answer = self.send(route, builder).await?;
         Ok(answer.departments)
     }
-
-    /// `GET info`: the server version, when the server tells it.
-    pub async fn server_version(&self) -> Result<Option<String>> {
-        let route = "info";
-        let builder = self.request(Method::GET, route, Access::Anonymous)?;
-        let answer: Value = self.send(route, builder).await?;
-        Ok(answer
-            .get("info")
-            .and_then(|i| i.get("version"))
-            .or_else(|| answer.get("version"))
-            .and_then(Value::as_str)
-            .map(str::to_owned))
-    }
 }
 
 /// Turns a non-2xx answer into an [`Error`], reading Rocket.Chat's error bodies:
