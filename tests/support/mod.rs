@@ -2,6 +2,8 @@
 //! helpers that wait for what a person would see.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod messenger;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,6 +15,9 @@ use tempfile::TempDir;
 
 pub const BOT: &str = "facebook.bot";
 pub const BOT_PASSWORD: &str = "bot-s3cret";
+pub const APP_ID: &str = "1234567890";
+pub const APP_SECRET: &str = "app-secret-for-tests";
+pub const VERIFY_TOKEN: &str = "verify-token-for-tests";
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -73,6 +78,21 @@ impl Chat {
 
 /// A bot.toml for the simulators, with short timers so link failures are noticed quickly.
 pub fn config_text(rocketchat_url: &str, store: &Path, extra_rocketchat: &str) -> String {
+    config_text_with_graph(
+        rocketchat_url,
+        "http://127.0.0.1:9",
+        store,
+        extra_rocketchat,
+    )
+}
+
+/// [`config_text`] with the Graph API (and login dialog) at `graph_url`.
+pub fn config_text_with_graph(
+    rocketchat_url: &str,
+    graph_url: &str,
+    store: &Path,
+    extra_rocketchat: &str,
+) -> String {
     format!(
         r#"
 [rocketchat]
@@ -85,11 +105,11 @@ keepalive_ms = 200
 dead_link_ms = 1500
 
 [facebook]
-app_id = "1234567890"
-app_secret = "app-secret-for-tests"
-verify_token = "verify-token-for-tests"
-graph_url = "http://127.0.0.1:9"
-dialog_url = "http://127.0.0.1:9"
+app_id = "{APP_ID}"
+app_secret = "{APP_SECRET}"
+verify_token = "{VERIFY_TOKEN}"
+graph_url = "{graph_url}"
+dialog_url = "{graph_url}"
 api_version = "v23.0"
 
 [http]
