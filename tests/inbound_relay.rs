@@ -35,6 +35,10 @@ impl World {
     }
 
     async fn start_with(agent_online: bool, page: impl FnOnce(&mut PageSetup)) -> World {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("omni_gateway=debug")
+            .with_test_writer()
+            .try_init();
         let chat = Chat::start().await;
         chat.sim
             .add_user(AGENT, "agent-pw", &["user", "livechat-agent"]);
@@ -563,12 +567,7 @@ async fn a_room_closed_by_the_agent_is_followed_by_a_new_room_and_welcome() {
     assert_ne!(first, second);
     assert_eq!(world.customer_texts(&second), vec!["back again"]);
     assert_eq!(world.customer_texts(&first), vec!["first visit"]);
-    world
-        .fb
-        .sim
-        .wait_for_sent(|_| world.sent_to("psid-1").len() == 2, PATIENCE)
-        .await
-        .expect("a second welcome");
+    eventually("a second welcome", || world.sent_to("psid-1").len() == 2).await;
     assert_eq!(
         world.sent_to("psid-1"),
         vec![WELCOME.to_owned(), WELCOME.to_owned()]

@@ -321,17 +321,19 @@ impl RestClient {
         struct Answer {
             room: Room,
         }
+        // The server answers with both `_id` and `rid` (the same id); older ones only `_id`.
         #[derive(Deserialize)]
         struct Room {
-            #[serde(alias = "_id")]
-            rid: String,
+            #[serde(rename = "_id")]
+            id: String,
+            rid: Option<String>,
         }
         let route = "im.create";
         let builder = self
             .request(Method::POST, route, Access::Bot)?
             .json(&json!({ "username": username }));
         let answer: Answer = self.send(route, builder).await?;
-        Ok(RoomId::new(answer.room.rid))
+        Ok(RoomId::new(answer.room.rid.unwrap_or(answer.room.id)))
     }
 
     /// `GET livechat/department`: the Omnichannel departments (needs `view-livechat-departments`
@@ -374,7 +376,12 @@ fn classify_failure(
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error_type = parsed
         .as_ref()
-        .and_then(|b| b.get("errorType").or_else(|| b.get("error")))
+        .and_then(|b| {
+            b.get("errorType")
+                .or_else(|| b.get("error"))
+                // Upload refusals: `{"success":false,"reason":"error-type-not-allowed"}`.
+                .or_else(|| b.get("reason"))
+        })
         .and_then(Value::as_str)
         .map(str::to_owned);
     let message = parsed
@@ -464,6 +471,11 @@ mod tests {
                 403,
                 r#"{"success":false,"error":"unauthorized"}"#,
                 "api:unauthorized",
+            ),
+            (
+                400,
+                r#"{"success":false,"reason":"error-size-not-allowed","sizeAllowed":8}"#,
+                "api:error-size-not-allowed",
             ),
         ];
         for (status, body, expected) in cases {
