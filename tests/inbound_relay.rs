@@ -574,3 +574,85 @@ async fn a_room_closed_by_the_agent_is_followed_by_a_new_room_and_welcome() {
     );
     world.stop().await;
 }
+
+/// The value of one sample line of the Prometheus text, e.g. `omni_gateway_inbox_depth`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    let first = [text_event("psid-1", "m_metric_0", t0, "one")];
+    world.post_ok(&first).await;
+    world.post_ok(&first).await;
+    world.room_with("Peter Chang", 1).await;
+    // Two 502s from a proxy in front of Rocket.Chat, then the message goes through.
+    world.chat.sim.fail_next_rest(2, 502);
+    world
+        .post_ok(&[
+            text_event("psid-1", "m_metric_1", t0 + 1, "two"),
+            json!({"sender": {"id": "psid-1"}, "recipient": {"id": PAGE_ID}, "timestamp": t0 + 2,
+                   "read": {"watermark": t0}}),
+        ])
+        .await;
+    assert_eq!(
+        post_webhook(
+            &world.fb,
+            world.running.gateway.http_addr,
+            &body_for("999", &[text_event("psid-9", "m_x", t0, "elsewhere")]),
+        )
+        .await,
+        StatusCode::OK
+    );
+    world.room_with("Peter Chang", 2).await;
+
+    let url = format!("http://{}/metrics", world.running.gateway.http_addr);
+    let mut text;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        text = reqwest::get(&url)
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body");
+        if sample(&text, "omni_gateway_inbound_delivered_total") == Some(2.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected = [
+        ("omni_gateway_webhook_events_total{outcome=\"stored\"}", 2.0),
+        (
+            "omni_gateway_webhook_events_total{outcome=\"duplicate\"}",
+            1.0,
+        ),
+        (
+            "omni_gateway_webhook_events_total{outcome=\"ignored\"}",
+            1.0,
+        ),
+        (
+            "omni_gateway_webhook_events_total{outcome=\"unknown_page\"}",
+            1.0,
+        ),
+        ("omni_gateway_inbound_delivered_total", 2.0),
+        ("omni_gateway_inbound_delivery_latency_seconds_count", 2.0),
+        ("omni_gateway_rocketchat_errors_total{kind=\"server\"}", 2.0),
+        ("omni_gateway_inbox_depth", 0.0),
+        ("omni_gateway_held_conversations", 0.0),
+        ("omni_gateway_inbound_held_total", 0.0),
+        ("omni_gateway_webhook_request_seconds_count", 4.0),
+        (
+            &format!("omni_gateway_page_status{{page=\"{PAGE_ID}\",state=\"connected\"}}"),
+            1.0,
+        ),
+    ];
+    for (series, want) in expected {
+        assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
+    }
+    world.stop().await;
+}
