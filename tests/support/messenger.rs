@@ -207,15 +207,18 @@ pub async fn post_webhook(fb: &Facebook, addr: SocketAddr, body: &[u8]) -> Statu
     StatusCode::from_u16(answer.status().as_u16()).expect("a valid status")
 }
 
+/// File name → (content type, bytes).
+type Files = Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>;
+
 /// Serves files at `/cdn/<name>` with a content type, like Meta's expiring attachment URLs.
 pub struct Cdn {
     addr: SocketAddr,
-    files: Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>,
+    files: Files,
 }
 
 impl Cdn {
     async fn start() -> Cdn {
-        let files: Arc<Mutex<HashMap<String, (String, Vec<u8>)>>> = Arc::default();
+        let files = Files::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("loopback bind");
@@ -242,10 +245,7 @@ impl Cdn {
     }
 }
 
-async fn serve_file(
-    State(files): State<Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>>,
-    Path(name): Path<String>,
-) -> Response {
+async fn serve_file(State(files): State<Files>, Path(name): Path<String>) -> Response {
     match files.lock().unwrap().get(&name) {
         Some((mime, bytes)) => {
             ([(header::CONTENT_TYPE, mime.clone())], bytes.clone()).into_response()
