@@ -35,7 +35,8 @@ pub const SHOP_PAGE: &str = "111111111111111";
 pub const SUPPORT_PAGE: &str = "222222222222222";
 pub const CARLA: &str = "7000000000000001";
 pub const DAN: &str = "7000000000000002";
-const SHOP_AGENT: &str = "sam";
+/// The agent of the shop page's department, online from the start.
+pub const SHOP_AGENT: &str = "sam";
 const SUPPORT_AGENT: &str = "kim";
 const WELCOME: &str = "Hi! Thanks for writing to Acme Shop; an agent will be with you shortly.";
 const FINISHED: &str = "Thanks for chatting with Acme Shop. Write any time!";
@@ -399,7 +400,7 @@ impl Sandbox {
     }
 
     /// Meta delivers a signed webhook with one text message; returns the HTTP status.
-    async fn customer_writes(&self, page: &str, psid: &str, text: &str) -> Result<u16, String> {
+    pub async fn customer_writes(&self, page: &str, psid: &str, text: &str) -> Result<u16, String> {
         let mid = format!("m_{}", hex::encode(rand::rng().random::<[u8; 12]>()));
         let body = webhook_body(page, psid, &mid, text);
         let url = format!("{}/webhooks/messenger", self.gateway_url());

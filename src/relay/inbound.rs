@@ -368,10 +368,7 @@ impl Inbound {
                     Err(err) if err.is_retryable() || livechat::is_room_problem(&err) => {
                         return Err(err);
                     }
-                    Err(err) => format!(
-                        "Rocket.Chat refused the upload: {}",
-                        err.error_type().unwrap_or("error")
-                    ),
+                    Err(err) => upload_refusal(&err),
                 }
             }
             Err(reason) => reason,
@@ -541,6 +538,23 @@ async fn poll_until_online(
         "an agent is online: delivering held conversations"
     );
     notify.notify_waiters();
+}
+
+/// Why Rocket.Chat refused a customer's file, for the agent reading the fallback link.
+fn upload_refusal(err: &rest::Error) -> String {
+    match err.error_type() {
+        Some(code @ "error-type-not-allowed") => {
+            format!("Rocket.Chat does not accept this file type ({code})")
+        }
+        Some(code @ "error-size-not-allowed") => {
+            format!("the file is larger than Rocket.Chat accepts ({code})")
+        }
+        Some(code @ "error-file-upload-disabled") => {
+            format!("file uploads are turned off in Rocket.Chat ({code})")
+        }
+        Some(code) => format!("Rocket.Chat refused the upload ({code})"),
+        None => format!("Rocket.Chat refused the upload: {err}"),
+    }
 }
 
 /// A new random visitor token. It grants access to the visitor's room and files, so it is

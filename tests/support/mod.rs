@@ -2,6 +2,7 @@
 //! helpers that wait for what a person would see.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod messenger;
 pub mod pages;
 
 use std::path::Path;
@@ -16,6 +17,9 @@ use tempfile::TempDir;
 
 pub const BOT: &str = "facebook.bot";
 pub const BOT_PASSWORD: &str = "bot-s3cret";
+pub const APP_ID: &str = "1234567890";
+pub const APP_SECRET: &str = "app-secret-for-tests";
+pub const VERIFY_TOKEN: &str = "verify-token-for-tests";
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -74,8 +78,6 @@ impl Chat {
     }
 }
 
-pub const APP_ID: &str = "1234567890";
-pub const APP_SECRET: &str = "app-secret-for-tests";
 /// The Facebook account that logs in through the simulated dialog.
 pub const FB_ADMIN: &str = "fb-alice";
 /// The two pages `FB_ADMIN` manages, as (id, name).
@@ -134,7 +136,7 @@ dead_link_ms = 1500
 [facebook]
 app_id = "{APP_ID}"
 app_secret = "{APP_SECRET}"
-verify_token = "verify-token-for-tests"
+verify_token = "{VERIFY_TOKEN}"
 graph_url = "{graph_url}"
 dialog_url = "{graph_url}"
 api_version = "v23.0"

@@ -1,0 +1,658 @@
+//! Messenger → Livechat end to end: signed webhooks POSTed to the gateway's HTTP port, the Graph
+//! simulator for profiles and the Send API, the Rocket.Chat simulator for visitors, rooms,
+//! messages and uploads. Every test checks what an agent would see in the room and what the
+//! customer would see in Messenger.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use omni_gateway::ids::RoomId;
+use omni_gateway::sim::rocketchat::{SimLivechatRoom, SimMessage, SimVisitor};
+use omni_gateway::store::Department;
+use rand::seq::SliceRandom;
+use serde_json::json;
+use support::messenger::{
+    Facebook, OFFLINE, PAGE_ID, PageSetup, WELCOME, attachment_event, body, body_for, connect_page,
+    now_ms, post_webhook, start_gateway, text_event,
+};
+use support::{Chat, PATIENCE, Running, eventually, until_ready};
+
+const AGENT: &str = "agent.smith";
+
+/// Both simulators, an agent in department "Sales", and a gateway with the page connected.
+struct World {
+    chat: Chat,
+    fb: Facebook,
+    running: Running,
+    department: String,
+}
+
+impl World {
+    async fn start(agent_online: bool) -> World {
+        World::start_with(agent_online, |_| {}).await
+    }
+
+    async fn start_with(agent_online: bool, page: impl FnOnce(&mut PageSetup)) -> World {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("omni_gateway=debug")
+            .with_test_writer()
+            .try_init();
+        let chat = Chat::start().await;
+        chat.sim
+            .add_user(AGENT, "agent-pw", &["user", "livechat-agent"]);
+        let department = chat.sim.add_department("Sales", &[AGENT]);
+        chat.sim.set_agent_online(AGENT, agent_online);
+        let fb = Facebook::start().await;
+        fb.sim.add_psid(PAGE_ID, "psid-1", "Peter", "Chang");
+        let running = start_gateway(&chat, &fb).await;
+        until_ready(&running.gateway).await;
+        let mut setup = PageSetup {
+            department: Some(Department {
+                id: department.clone(),
+                name: "Sales".into(),
+            }),
+            ..PageSetup::default()
+        };
+        page(&mut setup);
+        connect_page(&running.gateway, &fb, setup).await;
+        World {
+            chat,
+            fb,
+            running,
+            department,
+        }
+    }
+
+    async fn post(&self, items: &[serde_json::Value]) -> StatusCode {
+        post_webhook(&self.fb, self.running.gateway.http_addr, &body(items)).await
+    }
+
+    async fn post_ok(&self, items: &[serde_json::Value]) {
+        assert_eq!(self.post(items).await, StatusCode::OK);
+    }
+
+    fn visitor(&self, name_part: &str) -> Option<SimVisitor> {
+        self.chat
+            .sim
+            .visitors()
+            .into_iter()
+            .find(|v| v.name.as_deref().is_some_and(|n| n.contains(name_part)))
+    }
+
+    fn rooms_of(&self, visitor: &SimVisitor) -> Vec<SimLivechatRoom> {
+        self.chat
+            .sim
+            .livechat_rooms()
+            .into_iter()
+            .filter(|r| r.visitor_token == visitor.token)
+            .collect()
+    }
+
+    /// What the customer wrote, as the room shows it, oldest first.
+    fn customer_texts(&self, rid: &RoomId) -> Vec<String> {
+        self.customer_messages(rid)
+            .into_iter()
+            .map(|m| m.msg)
+            .collect()
+    }
+
+    fn customer_messages(&self, rid: &RoomId) -> Vec<SimMessage> {
+        self.chat
+            .sim
+            .messages(rid)
+            .into_iter()
+            .filter(|m| m.token.is_some())
+            .collect()
+    }
+
+    /// Waits for the visitor's single open room to show `count` customer messages.
+    async fn room_with(&self, name_part: &str, count: usize) -> RoomId {
+        let mut found = None;
+        eventually(&format!("{count} messages from {name_part}"), || {
+            found = self.visitor(name_part).and_then(|v| {
+                self.rooms_of(&v)
+                    .into_iter()
+                    .find(|r| r.open)
+                    .filter(|r| self.customer_messages(&r.id).len() >= count)
+                    .map(|r| r.id)
+            });
+            found.is_some()
+        })
+        .await;
+        found.expect("room found")
+    }
+
+    /// Messages the gateway sent to `psid` through the Send API, by text.
+    fn sent_to(&self, psid: &str) -> Vec<String> {
+        self.fb
+            .sim
+            .sent_messages()
+            .into_iter()
+            .filter(|m| m.recipient == psid)
+            .filter_map(|m| m.text)
+            .collect()
+    }
+
+    async fn stop(self) {
+        self.running
+            .gateway
+            .shutdown()
+            .await
+            .expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
+async fn first_message_creates_visitor_room_message_and_welcome() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event(
+            "psid-1",
+            "m_first",
+            t0,
+            "Hello, is my order shipped?",
+        )])
+        .await;
+
+    let rid = world.room_with("Peter Chang", 1).await;
+    let visitor = world.visitor("Peter Chang").expect("visitor registered");
+    assert_eq!(
+        visitor.department.as_deref(),
+        Some(world.department.as_str())
+    );
+    let rooms = world.rooms_of(&visitor);
+    assert_eq!(rooms.len(), 1, "{rooms:?}");
+    assert_eq!(
+        rooms[0].department_id.as_deref(),
+        Some(world.department.as_str())
+    );
+    assert_eq!(rooms[0].served_by.as_deref(), Some(AGENT));
+    let messages = world.customer_messages(&rid);
+    assert_eq!(messages[0].msg, "Hello, is my order shipped?");
+    assert!(
+        messages[0].id.as_str().starts_with("fb"),
+        "id derived from the mid: {:?}",
+        messages[0].id
+    );
+    world
+        .fb
+        .sim
+        .wait_for_sent(|m| m.recipient == "psid-1", PATIENCE)
+        .await
+        .expect("welcome sent");
+    let welcome = world
+        .fb
+        .sim
+        .sent_messages()
+        .into_iter()
+        .find(|m| m.recipient == "psid-1")
+        .expect("welcome recorded");
+    assert_eq!(welcome.text.as_deref(), Some(WELCOME));
+    assert_eq!(welcome.messaging_type.as_deref(), Some("RESPONSE"));
+
+    // The same conversation continues in the same room, without a second welcome.
+    world
+        .post_ok(&[text_event("psid-1", "m_second", t0 + 1, "Order 1234")])
+        .await;
+    let same = world.room_with("Peter Chang", 2).await;
+    assert_eq!(same, rid);
+    assert_eq!(world.sent_to("psid-1"), vec![WELCOME.to_owned()]);
+
+    // A customer without a readable profile gets a placeholder name, and a room of their own.
+    world
+        .post_ok(&[text_event("24681357902468135", "m_other", t0 + 2, "hi")])
+        .await;
+    let other = world.room_with("Facebook user", 1).await;
+    assert_ne!(other, rid);
+    let placeholder = world.visitor("Facebook user").expect("placeholder visitor");
+    assert_eq!(placeholder.name.as_deref(), Some("Facebook user …8135"));
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_webhook_makes_no_second_message() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    let first = [text_event("psid-1", "m_once", t0, "only once")];
+    world.post_ok(&first).await;
+    world.post_ok(&first).await;
+    world.room_with("Peter Chang", 1).await;
+    // Meta's redelivery after we already delivered: still nothing new.
+    world.post_ok(&first).await;
+    world
+        .post_ok(&[text_event("psid-1", "m_next", t0 + 5, "next")])
+        .await;
+    let rid = world.room_with("Peter Chang", 2).await;
+    assert_eq!(world.customer_texts(&rid), vec!["only once", "next"]);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_messages_arrive_once_each_in_timestamp_order() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    let mut order: Vec<usize> = (0..50).collect();
+    order.shuffle(&mut rand::rng());
+    let addr = world.running.gateway.http_addr;
+    let posts = order.iter().map(|&i| {
+        let sim = world.fb.sim.clone();
+        let body = body(&[text_event(
+            "psid-1",
+            &format!("m_burst_{i}"),
+            t0 + i as u64 * 7,
+            &format!("message {i}"),
+        )]);
+        tokio::spawn(async move {
+            sim.deliver_webhook(&format!("http://{addr}/webhooks/messenger"), &body)
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    });
+    for answer in futures_util::future::join_all(posts).await {
+        assert_eq!(answer.expect("task").expect("answer"), 200);
+    }
+    let rid = world.room_with("Peter Chang", 50).await;
+    // Give a stray duplicate the chance to show up before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let want: Vec<String> = (0..50).map(|i| format!("message {i}")).collect();
+    assert_eq!(world.customer_texts(&rid), want);
+    assert_eq!(world.sent_to("psid-1"), vec![WELCOME.to_owned()]);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_unknown_pages_acknowledged() {
+    let world = World::start(true).await;
+    let addr = world.running.gateway.http_addr;
+    let url = format!("http://{addr}/webhooks/messenger");
+    let http = reqwest::Client::new();
+    let good = body(&[text_event("psid-1", "m_bad_sig", now_ms(), "forged")]);
+    let cases: Vec<(&str, Vec<u8>, Option<String>, u16)> = vec![
+        ("no signature", good.clone(), None, 401),
+        (
+            "wrong signature",
+            good.clone(),
+            Some(format!("sha256={}", "0".repeat(64))),
+            401,
+        ),
+        (
+            "malformed signature",
+            good.clone(),
+            Some("sha1=abc".into()),
+            401,
+        ),
+        (
+            "signature of other bytes",
+            good.clone(),
+            Some(world.fb.sim.sign(b"{}")),
+            401,
+        ),
+        (
+            "bad json",
+            b"{not json".to_vec(),
+            Some(world.fb.sim.sign(b"{not json")),
+            400,
+        ),
+        (
+            "over 1 MiB",
+            vec![b' '; 1024 * 1024 + 1],
+            Some(world.fb.sim.sign(&vec![b' '; 1024 * 1024 + 1])),
+            413,
+        ),
+        (
+            "unknown page",
+            body_for("999", &[text_event("psid-9", "m_unknown", now_ms(), "hi")]),
+            None,
+            200,
+        ),
+    ];
+    for (what, bytes, signature, want) in cases {
+        let signature = signature.or_else(|| (want == 200).then(|| world.fb.sim.sign(&bytes)));
+        let mut request = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(bytes);
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let status = request.send().await.expect("gateway answers").status();
+        assert_eq!(status.as_u16(), want, "{what}");
+    }
+    assert_eq!(world.running.gateway.store.inbox_len(), 0, "nothing stored");
+
+    // Verification: the challenge verbatim, or 403.
+    let verify = |token: &str, mode: &str| {
+        format!("{url}?hub.mode={mode}&hub.verify_token={token}&hub.challenge=1158201444%20x")
+    };
+    let cases = [
+        (
+            verify(support::VERIFY_TOKEN, "subscribe"),
+            200,
+            Some("1158201444 x"),
+        ),
+        (verify("wrong", "subscribe"), 403, None),
+        (verify(support::VERIFY_TOKEN, "unsubscribe"), 403, None),
+    ];
+    for (target, want, text) in cases {
+        let answer = http.get(&target).send().await.expect("gateway answers");
+        assert_eq!(answer.status().as_u16(), want, "{target}");
+        if let Some(text) = text {
+            assert_eq!(answer.text().await.expect("body"), text);
+        }
+    }
+
+    // Nothing reached Rocket.Chat from any of these.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        world.chat.sim.visitors().is_empty(),
+        "{:?}",
+        world.chat.sim.visitors()
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn no_agent_online_holds_then_delivers_in_order() {
+    let world = World::start(false).await;
+    let t0 = now_ms();
+    for i in 0..3u64 {
+        world
+            .post_ok(&[text_event(
+                "psid-1",
+                &format!("m_held_{i}"),
+                t0 + i,
+                &format!("held {i}"),
+            )])
+            .await;
+    }
+    world
+        .fb
+        .sim
+        .wait_for_sent(|m| m.text.as_deref() == Some(OFFLINE), PATIENCE)
+        .await
+        .expect("offline message sent");
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| m.contains("No agent is online"))
+        .await;
+    eventually("the conversation is held", || {
+        world
+            .running
+            .gateway
+            .store
+            .conversations()
+            .unwrap()
+            .iter()
+            .any(|c| c.held_since_ms.is_some())
+    })
+    .await;
+
+    // Held conversations show in `status` and `pages`.
+    world
+        .chat
+        .sim
+        .post("alice", &world.chat.alice_dm, "/facebook status");
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("held conversations: 1")
+        })
+        .await;
+    world
+        .chat
+        .sim
+        .post("alice", &world.chat.alice_dm, "/facebook pages");
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains(PAGE_ID) && m.contains("held: 1")
+        })
+        .await;
+
+    // More messages while held: no second offline message, no second notice.
+    world
+        .post_ok(&[text_event("psid-1", "m_held_3", t0 + 3, "held 3")])
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(world.chat.sim.livechat_rooms().is_empty());
+
+    world.chat.sim.set_agent_online(AGENT, true);
+    let rid = world.room_with("Peter Chang", 4).await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["held 0", "held 1", "held 2", "held 3"]
+    );
+    assert_eq!(
+        world.sent_to("psid-1"),
+        vec![OFFLINE.to_owned(), WELCOME.to_owned()]
+    );
+    let notices = world
+        .chat
+        .bot_messages(&world.chat.alice_dm)
+        .into_iter()
+        .filter(|m| m.contains("No agent is online"))
+        .count();
+    assert_eq!(notices, 1, "one admin notice per hold");
+    eventually("the hold is over", || {
+        world
+            .running
+            .gateway
+            .store
+            .conversations()
+            .unwrap()
+            .iter()
+            .all(|c| c.held_since_ms.is_none())
+    })
+    .await;
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_ten_second_rocketchat_outage_loses_nothing() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_before", t0, "before")])
+        .await;
+    let rid = world.room_with("Peter Chang", 1).await;
+
+    world.chat.sim.refuse_connections(true);
+    let started = tokio::time::Instant::now();
+    for i in 0..5u64 {
+        world
+            .post_ok(&[text_event(
+                "psid-1",
+                &format!("m_outage_{i}"),
+                t0 + 1 + i,
+                &format!("during {i}"),
+            )])
+            .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    tokio::time::sleep_until(started + Duration::from_secs(10)).await;
+    assert_eq!(world.customer_texts(&rid), vec!["before"]);
+    world.chat.sim.refuse_connections(false);
+    let recovered = tokio::time::Instant::now();
+
+    let rid = world.room_with("Peter Chang", 6).await;
+    let mut want = vec!["before".to_owned()];
+    want.extend((0..5).map(|i| format!("during {i}")));
+    assert_eq!(world.customer_texts(&rid), want);
+    assert!(
+        recovered.elapsed() < Duration::from_secs(5),
+        "delivery resumed {:?} after the outage",
+        recovered.elapsed()
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn attachments_arrive_as_uploads_or_as_links_with_the_reason() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    let png = b"\x89PNG\r\n\x1a\nfake image bytes".to_vec();
+    let image = world.fb.cdn.put("photo.png", "image/png", png.clone());
+    let pdf = world
+        .fb
+        .cdn
+        .put("invoice.pdf", "application/pdf", b"%PDF-1.4 fake".to_vec());
+    let svg = world
+        .fb
+        .cdn
+        .put("logo.svg", "image/svg+xml", b"<svg/>".to_vec());
+    let gone = world.fb.cdn.url("expired.jpg");
+    world
+        .post_ok(&[
+            attachment_event("psid-1", "m_img", t0, "image", &image),
+            attachment_event("psid-1", "m_pdf", t0 + 1, "file", &pdf),
+            attachment_event("psid-1", "m_svg", t0 + 2, "image", &svg),
+            attachment_event("psid-1", "m_gone", t0 + 3, "image", &gone),
+        ])
+        .await;
+    let rid = world.room_with("Peter Chang", 4).await;
+    let messages = world.customer_messages(&rid);
+    let file = messages[0].file.as_ref().expect("image uploaded");
+    assert_eq!(
+        (file.name.as_str(), file.mime.as_str()),
+        ("photo.png", "image/png")
+    );
+    assert_eq!(file.bytes, png);
+    let file = messages[1].file.as_ref().expect("pdf uploaded");
+    assert_eq!(file.mime, "application/pdf");
+    // The simulator's default blacklist refuses SVG: a link with the reason instead.
+    assert!(messages[2].file.is_none());
+    assert!(messages[2].msg.contains(&svg), "{}", messages[2].msg);
+    assert!(
+        messages[2].msg.contains("error-type-not-allowed"),
+        "{}",
+        messages[2].msg
+    );
+    // An expired URL: a link with the reason.
+    assert!(messages[3].file.is_none());
+    assert!(messages[3].msg.contains("HTTP 404"), "{}", messages[3].msg);
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+
+    // Too large for the server: a link with the reason.
+    world
+        .chat
+        .sim
+        .set_setting("FileUpload_MaxFileSize", json!(8));
+    let big = world.fb.cdn.put("big.png", "image/png", vec![7u8; 64]);
+    world
+        .post_ok(&[attachment_event("psid-1", "m_big", t0 + 4, "image", &big)])
+        .await;
+    let rid = world.room_with("Peter Chang", 5).await;
+    let last = world.customer_messages(&rid).pop().expect("a message");
+    assert!(last.file.is_none());
+    assert!(last.msg.contains("error-size-not-allowed"), "{}", last.msg);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_room_closed_by_the_agent_is_followed_by_a_new_room_and_welcome() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_a", t0, "first visit")])
+        .await;
+    let first = world.room_with("Peter Chang", 1).await;
+    world.chat.sim.close_room(&first, AGENT);
+    world
+        .post_ok(&[text_event("psid-1", "m_b", t0 + 1, "back again")])
+        .await;
+    let second = world.room_with("Peter Chang", 1).await;
+    assert_ne!(first, second);
+    assert_eq!(world.customer_texts(&second), vec!["back again"]);
+    assert_eq!(world.customer_texts(&first), vec!["first visit"]);
+    eventually("a second welcome", || world.sent_to("psid-1").len() == 2).await;
+    assert_eq!(
+        world.sent_to("psid-1"),
+        vec![WELCOME.to_owned(), WELCOME.to_owned()]
+    );
+    world.stop().await;
+}
+
+/// The value of one sample line of the Prometheus text, e.g. `omni_gateway_inbox_depth`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    let first = [text_event("psid-1", "m_metric_0", t0, "one")];
+    world.post_ok(&first).await;
+    world.post_ok(&first).await;
+    world.room_with("Peter Chang", 1).await;
+    // Two 502s from a proxy in front of Rocket.Chat, then the message goes through.
+    world.chat.sim.fail_next_rest(2, 502);
+    world
+        .post_ok(&[
+            text_event("psid-1", "m_metric_1", t0 + 1, "two"),
+            json!({"sender": {"id": "psid-1"}, "recipient": {"id": PAGE_ID}, "timestamp": t0 + 2,
+                   "read": {"watermark": t0}}),
+        ])
+        .await;
+    assert_eq!(
+        post_webhook(
+            &world.fb,
+            world.running.gateway.http_addr,
+            &body_for("999", &[text_event("psid-9", "m_x", t0, "elsewhere")]),
+        )
+        .await,
+        StatusCode::OK
+    );
+    world.room_with("Peter Chang", 2).await;
+
+    let url = format!("http://{}/metrics", world.running.gateway.http_addr);
+    let mut text;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        text = reqwest::get(&url)
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body");
+        if sample(&text, "omni_gateway_inbound_delivered_total") == Some(2.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected = [
+        ("omni_gateway_webhook_events_total{outcome=\"stored\"}", 2.0),
+        (
+            "omni_gateway_webhook_events_total{outcome=\"duplicate\"}",
+            1.0,
+        ),
+        (
+            "omni_gateway_webhook_events_total{outcome=\"ignored\"}",
+            1.0,
+        ),
+        (
+            "omni_gateway_webhook_events_total{outcome=\"unknown_page\"}",
+            1.0,
+        ),
+        ("omni_gateway_inbound_delivered_total", 2.0),
+        ("omni_gateway_inbound_delivery_latency_seconds_count", 2.0),
+        ("omni_gateway_rocketchat_errors_total{kind=\"server\"}", 2.0),
+        ("omni_gateway_inbox_depth", 0.0),
+        ("omni_gateway_held_conversations", 0.0),
+        ("omni_gateway_inbound_held_total", 0.0),
+        ("omni_gateway_webhook_request_seconds_count", 4.0),
+        (
+            &format!("omni_gateway_page_status{{page=\"{PAGE_ID}\",state=\"connected\"}}"),
+            1.0,
+        ),
+    ];
+    for (series, want) in expected {
+        assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
+    }
+    world.stop().await;
+}
