@@ -73,6 +73,21 @@ impl Chat {
 
 /// A bot.toml for the simulators, with short timers so link failures are noticed quickly.
 pub fn config_text(rocketchat_url: &str, store: &Path, extra_rocketchat: &str) -> String {
+    config_text_with_graph(
+        rocketchat_url,
+        "http://127.0.0.1:9",
+        store,
+        extra_rocketchat,
+    )
+}
+
+/// [`config_text`] with the Graph API (and its login dialog) at `graph_url`.
+pub fn config_text_with_graph(
+    rocketchat_url: &str,
+    graph_url: &str,
+    store: &Path,
+    extra_rocketchat: &str,
+) -> String {
     format!(
         r#"
 [rocketchat]
@@ -88,8 +103,8 @@ dead_link_ms = 1500
 app_id = "1234567890"
 app_secret = "app-secret-for-tests"
 verify_token = "verify-token-for-tests"
-graph_url = "http://127.0.0.1:9"
-dialog_url = "http://127.0.0.1:9"
+graph_url = "{graph_url}"
+dialog_url = "{graph_url}"
 api_version = "v23.0"
 
 [http]
@@ -110,9 +125,15 @@ pub struct Running {
 }
 
 pub async fn start_gateway(chat: &Chat, credentials: &str) -> Running {
+    start_gateway_with_graph(chat, credentials, "http://127.0.0.1:9").await
+}
+
+/// [`start_gateway`] with the Graph API at `graph_url` (a `GraphSim`'s URL).
+pub async fn start_gateway_with_graph(chat: &Chat, credentials: &str, graph_url: &str) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = config_text(
+    let text = config_text_with_graph(
         chat.sim.url().as_str().trim_end_matches('/'),
+        graph_url.trim_end_matches('/'),
         &dir.path().join("data"),
         credentials,
     );
