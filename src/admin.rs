@@ -125,7 +125,7 @@ impl Admin {
             self.chat.reply(&message.rid, &text).await;
             return;
         }
-        info!(target: "audit", user = %message.author_username, command = command.name(), page = page_of(&command).map(PageId::as_str).unwrap_or("-"), "command accepted");
+        info!(target: "audit", user = %message.author_username, command = command.name(), setting = setting_of(&command), page = page_of(&command).map(PageId::as_str).unwrap_or("-"), "command accepted");
         let answer = match self.run(&command, &message).await {
             Ok(text) => text,
             Err(CommandError::Refused(text)) => text,
@@ -468,6 +468,22 @@ fn page_of(command: &Command) -> Option<&PageId> {
         | Command::Subscribe { page }
         | Command::Unsubscribe { page } => Some(page),
         Command::Help | Command::Authorize | Command::Pages | Command::Status => None,
+    }
+}
+
+/// Which setting an `edit` changes, for the audit line ("-" for everything else).
+fn setting_of(command: &Command) -> &'static str {
+    match command {
+        Command::Edit {
+            change: Some(change),
+            ..
+        } => match change {
+            PageEdit::Department(_) => "department",
+            PageEdit::Welcome(_) => "welcome",
+            PageEdit::Finished(_) => "finished",
+            PageEdit::Offline(_) => "offline",
+        },
+        _ => "-",
     }
 }
 

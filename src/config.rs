@@ -41,6 +41,9 @@ const DEFAULT_DEAD_LINK_MS: u64 = 60_000;
 const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
 const DEFAULT_DIALOG_URL: &str = "https://www.facebook.com";
 const DEFAULT_API_VERSION: &str = "v23.0";
+/// Hourly: Meta drops a subscription after an hour of failed webhooks, so an hourly check finds
+/// it within the next hour at the latest, at a cost of two Graph calls per page.
+const DEFAULT_HEALTH_CHECK_SECS: u64 = 3600;
 const DEFAULT_CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Names the environment variable systemd sets for `LoadCredential=`.
@@ -97,6 +100,9 @@ pub struct FacebookConfig {
     pub api_version: String,
     /// The app is approved for the `HUMAN_AGENT` tag (replies up to 7 days after the visitor).
     pub human_agent_tag: bool,
+    /// How often every connected page's token and webhook subscription are checked
+    /// (`health_check_secs`).
+    pub health_check: Duration,
 }
 
 /// `[http]`: where the gateway listens and how Facebook reaches it.
@@ -332,6 +338,7 @@ struct RawFacebook {
     dialog_url: Option<String>,
     api_version: Option<String>,
     human_agent_tag: Option<bool>,
+    health_check_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -574,6 +581,12 @@ impl Context<'_> {
                 format!("'{api_version}' is not a Graph API version; expected the form \"{DEFAULT_API_VERSION}\""),
             ));
         }
+        let health_check_secs = self.positive(
+            S,
+            "health_check_secs",
+            raw.health_check_secs,
+            DEFAULT_HEALTH_CHECK_SECS,
+        )?;
         Ok(FacebookConfig {
             app_id,
             app_secret,
@@ -582,6 +595,7 @@ impl Context<'_> {
             dialog_url,
             api_version,
             human_agent_tag: raw.human_agent_tag.unwrap_or(false),
+            health_check: Duration::from_secs(health_check_secs),
         })
     }
 
@@ -1072,7 +1086,18 @@ path = "state/data"
             "https://graph.facebook.com/"
         );
         assert_eq!(config.facebook.api_version, "v23.0");
+        assert_eq!(config.facebook.health_check, Duration::from_secs(3600));
         assert!(config.placeholder_warnings().is_empty());
+    }
+
+    #[test]
+    fn health_check_interval_is_configurable() {
+        let text = MINIMAL.replace(
+            "verify_token = \"v\"",
+            "verify_token = \"v\"\nhealth_check_secs = 5",
+        );
+        let config = parse(&text).expect("parses");
+        assert_eq!(config.facebook.health_check, Duration::from_secs(5));
     }
 
     #[test]

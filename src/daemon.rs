@@ -11,16 +11,18 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::admin::{Admin, AdminPolicy};
 use crate::config::Config;
 use crate::health::Health;
+use crate::ids::RoomId;
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::notices::Notifier;
-use crate::pages::Pages;
-use crate::relay::CustomerMessenger;
+use crate::pages::{self, Pages};
 use crate::relay::inbound::Inbound;
+use crate::relay::outbound::Outbound;
+use crate::relay::{CustomerMessenger, RelayContext};
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
 use crate::rocketchat::realtime::{self, MY_MESSAGES, ROOM_MESSAGES_STREAM};
 use crate::rocketchat::rest::{Auth, RestClient};
@@ -89,16 +91,25 @@ impl Gateway {
             &config.http.public_url,
         ));
         let telemetry = Telemetry::new();
-        let customer = CustomerMessenger::new(graph, store.clone(), chat.clone());
-        let inbound = Inbound::new(
-            store.clone(),
-            rest.clone(),
+        let customer = CustomerMessenger::new(graph.clone(), store.clone(), chat.clone());
+        let (ddp, events) = connect_realtime(&config, cancel.child_token()).await;
+        let context = RelayContext {
+            store: store.clone(),
+            rest: rest.clone(),
             customer,
-            chat.clone(),
-            telemetry.clone(),
-            tasks.clone(),
-            cancel.clone(),
+            chat: chat.clone(),
+            telemetry: telemetry.clone(),
+            tasks: tasks.clone(),
+            cancel: cancel.clone(),
+        };
+        let outbound = Outbound::new(
+            context.clone(),
+            graph,
+            ddp.clone(),
+            config.facebook.human_agent_tag,
         );
+        let inbound = Inbound::new(context, outbound.clone());
+        outbound.resume().await?;
         inbound.resume_pending()?;
         let admin = Arc::new(Admin::new(
             rest.clone(),
@@ -112,39 +123,27 @@ impl Gateway {
             },
         ));
 
-        let settings = DdpSettings {
-            keepalive: config.rocketchat.keepalive,
-            dead_link: config.rocketchat.dead_link,
-            ..DdpSettings::new(config.rocketchat.websocket_url())
-        };
-        let credentials = Credentials {
-            username: config.rocketchat.username.clone(),
-            password: config.rocketchat.password.clone(),
-            personal_token: config
-                .rocketchat
-                .personal_token
-                .as_ref()
-                .map(|t| t.auth_token.clone()),
-        };
-        let (ddp, events) = DdpClient::start(settings, credentials, cancel.child_token());
-        ddp.subscribe(
-            ROOM_MESSAGES_STREAM,
-            serde_json::json!([MY_MESSAGES, false]),
-        )
-        .await;
-
         let (admin_tx, admin_rx) = mpsc::channel(ADMIN_QUEUE);
         let progress = Arc::new(AtomicU64::new(0));
         tasks.spawn(admin_loop(admin.clone(), admin_rx));
         tasks.spawn(rocketchat_loop(
             events,
-            rest.clone(),
-            health.clone(),
-            admin_tx,
+            Relays {
+                rest: rest.clone(),
+                health: health.clone(),
+                admin: admin_tx,
+                outbound,
+            },
             progress.clone(),
             cancel.clone(),
         ));
         tasks.spawn(systemd::watchdog(progress, cancel.clone()));
+        tasks.spawn(pages::health_loop(
+            pages.clone(),
+            config.facebook.health_check,
+            cancel.clone(),
+        ));
+        tasks.spawn(store_maintenance(store.clone(), cancel.clone()));
 
         let router = http::with_limits(
             http::probes(http::ProbeState {
@@ -235,16 +234,89 @@ async fn admin_loop(
     }
 }
 
-/// Turns the DDP client's events into state changes and work for the core.
-async fn rocketchat_loop(
-    mut events: mpsc::Receiver<Event>,
+/// How long Meta may redeliver a webhook (it retries for well under an hour; a week is ample).
+const SEEN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Relayed-reply marks only guard back-fills, which never reach before a conversation's newest
+/// relayed reply; a month is ample.
+const RELAYED_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Forgets dedupe marks nobody can need any more, hourly, so the store does not grow forever.
+async fn store_maintenance(store: Store, cancel: CancellationToken) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = hourly.tick() => {}
+        }
+        let now = crate::health::now_ms();
+        let seen = store.prune_seen(now.saturating_sub(SEEN_RETENTION.as_millis() as u64));
+        let relayed = store.prune_relayed(now.saturating_sub(RELAYED_RETENTION.as_millis() as u64));
+        let states = store.prune_oauth_states(now);
+        match (seen, relayed, states) {
+            (Ok(seen), Ok(relayed), Ok(states)) if seen + relayed + states > 0 => {
+                info!(
+                    seen,
+                    relayed, states, "store maintenance: old marks forgotten"
+                );
+            }
+            (Ok(_), Ok(_), Ok(_)) => {}
+            (seen, relayed, states) => {
+                for err in [seen.err(), relayed.err(), states.err()]
+                    .into_iter()
+                    .flatten()
+                {
+                    error!(error = %err, "store maintenance failed");
+                }
+            }
+        }
+    }
+}
+
+/// Starts the realtime connection and registers the bot's own message stream.
+async fn connect_realtime(
+    config: &Config,
+    cancel: CancellationToken,
+) -> (DdpClient, mpsc::Receiver<Event>) {
+    let settings = DdpSettings {
+        keepalive: config.rocketchat.keepalive,
+        dead_link: config.rocketchat.dead_link,
+        ..DdpSettings::new(config.rocketchat.websocket_url())
+    };
+    let credentials = Credentials {
+        username: config.rocketchat.username.clone(),
+        password: config.rocketchat.password.clone(),
+        personal_token: config
+            .rocketchat
+            .personal_token
+            .as_ref()
+            .map(|t| t.auth_token.clone()),
+    };
+    let (ddp, events) = DdpClient::start(settings, credentials, cancel);
+    ddp.subscribe(
+        ROOM_MESSAGES_STREAM,
+        serde_json::json!([MY_MESSAGES, false]),
+    )
+    .await;
+    (ddp, events)
+}
+
+/// Where the realtime events go.
+struct Relays {
     rest: RestClient,
     health: Health,
     admin: mpsc::Sender<(realtime::ChatMessage, realtime::RoomContext)>,
+    outbound: Arc<Outbound>,
+}
+
+/// Turns the DDP client's events into state changes and work for the core.
+async fn rocketchat_loop(
+    mut events: mpsc::Receiver<Event>,
+    relays: Relays,
     progress: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut login_problem: Option<String> = None;
     loop {
         progress.fetch_add(1, Ordering::Relaxed);
         let event = tokio::select! {
@@ -258,28 +330,42 @@ async fn rocketchat_loop(
         match event {
             Event::Ready(session) => {
                 info!(user = %session.user_id, "logged in to rocket.chat; streams subscribed");
-                rest.set_auth(Some(Auth {
+                relays.rest.set_auth(Some(Auth {
                     user_id: session.user_id,
                     token: session.token,
                 }));
-                health.link_up();
+                relays.health.link_up();
+                login_problem = None;
+                // Whatever agents wrote while the link was down is caught up from history.
+                let outbound = relays.outbound.clone();
+                tokio::spawn(async move { outbound.backfill_all().await });
             }
-            Event::Disconnected { reason, .. } => health.link_down(reason),
+            Event::Disconnected { reason, .. } => relays.health.link_down(reason),
             Event::LoginFailed { message } => {
-                error!(problem = %message, "rocket.chat login refused");
-                health.login_failed(message);
+                // The client retries every minute or so: say it once per distinct problem.
+                if login_problem.as_deref() != Some(message.as_str()) {
+                    error!(problem = %message, "rocket.chat login refused");
+                    login_problem = Some(message.clone());
+                }
+                relays.health.login_failed(message);
             }
-            Event::Stream(event) => {
-                if event.collection == ROOM_MESSAGES_STREAM && event.event_name == MY_MESSAGES {
+            Event::Stream(event) if event.collection == ROOM_MESSAGES_STREAM => {
+                if event.event_name == MY_MESSAGES {
                     if let Some(message) = realtime::my_message(&event.args) {
-                        if admin.send(message).await.is_err() {
+                        if relays.admin.send(message).await.is_err() {
                             break;
                         }
                     }
+                } else {
+                    let rid = RoomId::new(event.event_name);
+                    relays.outbound.on_room_event(&rid, &event.args).await;
                 }
             }
+            Event::Stream(_) => {}
             Event::SubscriptionFailed { id, error } => {
-                warn!(subscription = ?id, error = %error, "rocket.chat refused a subscription");
+                info!(subscription = %id, error = %error, "rocket.chat ended a subscription; catching up from history");
+                let outbound = relays.outbound.clone();
+                tokio::spawn(async move { outbound.on_stream_failed(id).await });
             }
         }
     }

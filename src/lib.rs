@@ -5,6 +5,7 @@
 //! (`store`). See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod admin;
+pub mod check;
 pub mod commands;
 pub mod config;
 pub mod daemon;
@@ -16,6 +17,7 @@ pub mod notices;
 pub mod pages;
 pub mod relay;
 pub mod rocketchat;
+pub mod sandbox;
 pub mod sim;
 pub mod store;
 pub mod systemd;

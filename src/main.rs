@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use omni_gateway::config::Config;
-use omni_gateway::{daemon, tls};
+use omni_gateway::{check, daemon, sandbox, tls};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,6 +28,14 @@ struct Cli {
 enum Action {
     /// Run the gateway daemon (the default).
     Run,
+    /// Diagnose the set-up without starting the daemon: one line per check, non-zero exit if any fails.
+    Check,
+    /// Play a guided tour of the real gateway against built-in simulators, on loopback.
+    Sandbox {
+        /// Keep everything running after the tour and print how to poke it.
+        #[arg(long)]
+        interactive: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -38,7 +46,13 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let action = cli.command.unwrap_or(Action::Run);
+    // `check` and `sandbox` talk to a person on stdout; the daemon's info lines would drown them.
+    let default_level = match action {
+        Action::Run => "info",
+        Action::Check | Action::Sandbox { .. } => "warn",
+    };
+    init_logging(cli.log_format, default_level);
     tls::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -48,13 +62,26 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Action::Run) {
+        match action {
             Action::Run => {
                 let config = Config::load(&cli.config)?;
                 for warning in config.placeholder_warnings() {
                     tracing::warn!("{warning}");
                 }
                 daemon::run(config).await
+            }
+            Action::Check => {
+                let report = check::run(&cli.config, &mut |finding| println!("{finding}")).await;
+                if report.passed() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "some checks failed; fix the lines marked ✗"
+                    ))
+                }
+            }
+            Action::Sandbox { interactive } => {
+                Ok(sandbox::run(interactive, &mut |line| println!("{line}")).await?)
             }
         }
     });
@@ -69,9 +96,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `RUST_LOG` decides the levels (default `info`); `--log-format json` for log collectors.
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// `RUST_LOG` decides the levels (default `default_level`); `--log-format json` for log
+/// collectors.
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -7,12 +7,18 @@
 //! own token, then revoke the grant (revoking first would kill the page tokens and leave the pages
 //! subscribed), then forget the tokens. Page configuration survives so a later `authorize`
 //! restores it.
+//!
+//! A periodic health check (`check_health`, run by [`health_loop`]) asks Facebook about every
+//! connected page: a dead token marks the page "needs authorization", and a webhook subscription
+//! Meta dropped silently is put back, so admins hear of both before a customer does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use rand::RngCore;
 use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use url::Url;
 
@@ -65,12 +71,16 @@ pub enum Error {
     Unverified(String),
 }
 
-/// Connects pages; shared by the admin commands and the HTTP callback.
+/// Connects pages; shared by the admin commands, the HTTP callback and the health check.
 pub struct Pages {
     graph: GraphClient,
     store: Store,
     chat: Notifier,
     redirect_uri: String,
+    /// Held while pages are connected, disconnected or checked, so the health check never sees
+    /// a page between "stored" and "subscribed" (and re-subscribes it) or re-subscribes a page
+    /// that `unauthorize` is taking down.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Pages {
@@ -84,6 +94,7 @@ impl Pages {
             store,
             chat,
             redirect_uri,
+            changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -135,6 +146,7 @@ impl Pages {
             warn!(error = %err, "cannot persist the used oauth state");
         }
         if record.expires_ms < now_ms() {
+            warn!(user = %record.admin_username, "facebook login link used after it expired");
             self.chat
                 .reply(&record.room, "That Facebook Login link expired (links last 15 minutes). Run `/facebook authorize` for a new one.")
                 .await;
@@ -153,15 +165,20 @@ impl Pages {
                 return CallbackPage::Declined;
             }
         };
-        match self.connect(&record, &code).await {
+        let connected = {
+            let _changing = self.changes.lock().await;
+            self.connect(&record, &code).await
+        };
+        match connected {
             Ok((pages, failures)) => {
+                info!(target: "audit", user = %record.admin_username, action = "authorize", pages = %pages.join(", "), failed = failures.len(), "facebook login completed");
                 self.chat
                     .reply(&record.room, &connected_message(&pages, &failures))
                     .await;
                 CallbackPage::Connected { pages, failures }
             }
             Err(err) => {
-                warn!(user = %record.admin_username, error = %err, "facebook authorization failed");
+                info!(target: "audit", user = %record.admin_username, action = "authorize", error = %err, "facebook login failed");
                 self.chat
                     .reply(&record.room, &format!("Connecting your pages failed: {err}. Run `/facebook authorize` to try again."))
                     .await;
@@ -203,7 +220,7 @@ impl Pages {
                 .await
             {
                 Ok(()) => {
-                    info!(target: "audit", user = %record.admin_username, page = %account.id, "page connected");
+                    info!(page = %account.id, "page connected and subscribed");
                     connected.push(label);
                 }
                 Err(err) => {
@@ -237,19 +254,21 @@ impl Pages {
         }
         // Stored before subscribing: a webhook may arrive as soon as the subscription exists.
         self.store.put_page(&page)?;
+        self.subscribe_and_verify(id, token).await
+    }
+
+    /// Subscribes the app to the page's webhooks and reads the subscription back: Meta answers
+    /// `success` even when fields are not enabled for the app, so only the read-back proves it.
+    async fn subscribe_and_verify(&self, id: &PageId, token: &SecretString) -> Result<(), Error> {
         self.graph.subscribe_app(id, token).await?;
         match self.graph.subscribed_fields(id, token).await? {
-            Some(fields)
-                if graph::SUBSCRIBED_FIELDS
-                    .iter()
-                    .all(|f| fields.iter().any(|g| g == f)) =>
-            {
-                Ok(())
-            }
-            Some(fields) => Err(Error::Unverified(format!(
-                "the webhook subscription lacks fields (Facebook lists {})",
-                fields.join(",")
-            ))),
+            Some(fields) => match missing_fields(&fields) {
+                missing if missing.is_empty() => Ok(()),
+                missing => Err(Error::Unverified(format!(
+                    "the webhook subscription lacks {}; enable them for the app under Webhooks → Page in the Meta app dashboard",
+                    missing.join(",")
+                ))),
+            },
             None => Err(Error::Unverified(
                 "Facebook does not list the app on the page after subscribing".into(),
             )),
@@ -263,6 +282,7 @@ impl Pages {
         username: &str,
         only: Option<&PageId>,
     ) -> Result<String, Error> {
+        let _changing = self.changes.lock().await;
         let pages: Vec<Page> = self
             .store
             .pages()?
@@ -302,7 +322,7 @@ impl Pages {
                 p.token = None;
                 p.status = PageStatus::Disconnected;
             })?;
-            info!(target: "audit", user = %username, page = %page.id, "page disconnected");
+            info!(user = %username, page = %page.id, "page disconnected");
             if let Some(grant) = &page.grant {
                 if !grants.contains(grant) {
                     grants.push(grant.clone());
@@ -332,6 +352,162 @@ impl Pages {
         lines.push("Page settings are kept: `/facebook authorize` restores them.".into());
         Ok(lines.join("\n"))
     }
+
+    /// Asks Facebook about every connected page: is its token still valid (`debug_token`), and
+    /// is the app still subscribed with every field (`subscribed_apps`)? A dead token marks the
+    /// page "needs authorization" and tells its admins; a dropped or partial subscription is
+    /// put back and verified, and the admins are told it was repaired (or why it could not be).
+    /// Pages that already need authorization are left alone: their admins were told.
+    pub async fn check_health(&self) -> Result<(), Error> {
+        for id in self.store.pages()?.into_iter().map(|p| p.id) {
+            self.check_page(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// One page of [`Pages::check_health`]. The page is read again under the lock, so a page
+    /// `unauthorize` took down meanwhile is not re-subscribed, and the lock is held for one page
+    /// at a time, so an OAuth callback waits for one page's check at most.
+    async fn check_page(&self, id: &PageId) -> Result<(), Error> {
+        let _changing = self.changes.lock().await;
+        let Some(page) = self.store.page(id)? else {
+            return Ok(());
+        };
+        let Some(token) = page
+            .token
+            .as_ref()
+            .filter(|_| page.status == PageStatus::Connected)
+        else {
+            return Ok(());
+        };
+        match self.graph.debug_token(token).await {
+            Ok(info) if !info.is_valid => {
+                let reason = info.error.map_or_else(
+                    || "Facebook reports the page token as invalid".to_owned(),
+                    |e| {
+                        format!(
+                            "{} (code {}{})",
+                            e.message,
+                            e.code,
+                            e.subcode.map(|s| format!("/{s}")).unwrap_or_default()
+                        )
+                    },
+                );
+                lost_authorization(&self.store, &self.chat, &page.id, &reason).await;
+                return Ok(());
+            }
+            Ok(_) => {}
+            // The app token itself was refused or Facebook is unreachable: nothing is known
+            // about the page, so it is not marked; the next check asks again.
+            Err(err) => {
+                warn!(page = %page.id, error = %err.describe(), "page token check failed");
+                return Ok(());
+            }
+        }
+        let fields = match self.graph.subscribed_fields(&page.id, token).await {
+            Ok(fields) => fields,
+            Err(err) if err.is_token_invalid() => {
+                lost_authorization(&self.store, &self.chat, &page.id, &err.describe()).await;
+                return Ok(());
+            }
+            Err(err) => {
+                warn!(page = %page.id, error = %err.describe(), "page subscription check failed");
+                return Ok(());
+            }
+        };
+        let problem = match &fields {
+            None => "Facebook had dropped its webhook subscription".to_owned(),
+            Some(fields) => match missing_fields(fields) {
+                missing if missing.is_empty() => return Ok(()),
+                missing => format!("its webhook subscription lacked {}", missing.join(",")),
+            },
+        };
+        self.repair_subscription(&page, token, &problem).await;
+        Ok(())
+    }
+
+    async fn repair_subscription(&self, page: &Page, token: &SecretString, problem: &str) {
+        let text = match self.subscribe_and_verify(&page.id, token).await {
+            Ok(()) => {
+                warn!(page = %page.id, problem, "page webhook subscription repaired");
+                format!(
+                    "Page *{}* ({}): {problem}; the gateway subscribed it again. Messages sent to the page while it was unsubscribed did not reach Rocket.Chat.",
+                    page.name, page.id
+                )
+            }
+            Err(Error::Graph(err)) if err.is_token_invalid() => {
+                lost_authorization(&self.store, &self.chat, &page.id, &err.describe()).await;
+                return;
+            }
+            Err(err) => {
+                warn!(page = %page.id, problem, error = %err, "page webhook subscription could not be repaired");
+                format!(
+                    "Page *{}* ({}): {problem}, and subscribing it again failed: {err}. Messages to the page do not reach Rocket.Chat until this is fixed; `/facebook authorize` subscribes it again.",
+                    page.name, page.id
+                )
+            }
+        };
+        self.chat.notify(&page.subscribers, &text).await;
+    }
+}
+
+/// Runs [`Pages::check_health`] every `period` (the first time one period after start) until
+/// `cancel` fires.
+pub async fn health_loop(pages: Arc<Pages>, period: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(err) = pages.check_health().await {
+            warn!(error = %err, "page health check failed");
+        }
+    }
+}
+
+/// Marks the page "needs authorization" and tells its admins, once per loss: Graph error 190 on
+/// any call, or `debug_token` saying the token is invalid. Later calls while it stays marked do
+/// nothing, so admins get one notice however many calls fail.
+pub async fn lost_authorization(store: &Store, chat: &Notifier, page_id: &PageId, reason: &str) {
+    let mut newly = false;
+    let updated = store.update_page(page_id, |page| {
+        newly =
+            page.token.is_some() && !matches!(page.status, PageStatus::NeedsAuthorization { .. });
+        if newly {
+            page.status = PageStatus::NeedsAuthorization {
+                reason: reason.to_owned(),
+                since_ms: now_ms(),
+            };
+        }
+    });
+    let page = match updated {
+        Ok(Some(page)) if newly => page,
+        Ok(_) => return,
+        Err(store_err) => {
+            warn!(page = %page_id, error = %store_err, "cannot record that the page needs authorization");
+            return;
+        }
+    };
+    if let Err(store_err) = store.sync().await {
+        warn!(page = %page_id, error = %store_err, "cannot persist the page's state");
+    }
+    warn!(page = %page_id, reason = %reason, "page token invalid: the page needs authorization");
+    let text = format!(
+        "Facebook no longer accepts the access of page *{}* ({page_id}): {reason}.\nRun `/facebook authorize` to connect it again; messages are kept meanwhile.",
+        page.name
+    );
+    chat.notify(&page.subscribers, &text).await;
+}
+
+/// The fields of [`graph::SUBSCRIBED_FIELDS`] that `fields` lacks.
+fn missing_fields(fields: &[String]) -> Vec<&'static str> {
+    graph::SUBSCRIBED_FIELDS
+        .iter()
+        .copied()
+        .filter(|wanted| !fields.iter().any(|f| f == wanted))
+        .collect()
 }
 
 fn connected_message(pages: &[String], failures: &[String]) -> String {

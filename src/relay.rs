@@ -4,17 +4,38 @@
 //! one log line per outage instead of one per retry.
 
 pub mod inbound;
+pub mod outbound;
 pub mod render;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use tracing::{info, warn};
 
-use crate::health::now_ms;
 use crate::ids::{PageId, Psid};
 use crate::messenger::graph::{self, Content, GraphClient, Messaging, SendRequest};
 use crate::notices::Notifier;
-use crate::store::{Page, PageStatus, Store};
+use crate::pages;
+use crate::rocketchat::rest::RestClient;
+use crate::store::{Page, Store};
+use crate::telemetry::Telemetry;
+
+/// What both relays work with, wired once by the daemon.
+#[derive(Clone)]
+pub struct RelayContext {
+    pub store: Store,
+    pub rest: RestClient,
+    pub customer: CustomerMessenger,
+    pub chat: Notifier,
+    pub telemetry: Telemetry,
+    /// Where the relays' workers run, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    pub cancel: CancellationToken,
+}
 
 /// Sends the gateway's own messages (welcome, offline, finished) to customers and reads their
 /// names, marking a page "needs authorization" when Facebook says its token is dead.
@@ -80,34 +101,7 @@ impl CustomerMessenger {
 
     /// Graph error 190: marks the page and tells its admins, once per loss of authorization.
     pub async fn token_invalid(&self, page_id: &PageId, err: &graph::Error) {
-        let reason = err.describe();
-        let mut newly = false;
-        let updated = self.store.update_page(page_id, |page| {
-            newly = !matches!(page.status, PageStatus::NeedsAuthorization { .. });
-            if newly {
-                page.status = PageStatus::NeedsAuthorization {
-                    reason: reason.clone(),
-                    since_ms: now_ms(),
-                };
-            }
-        });
-        let page = match updated {
-            Ok(Some(page)) if newly => page,
-            Ok(_) => return,
-            Err(store_err) => {
-                warn!(page = %page_id, error = %store_err, "cannot record that the page needs authorization");
-                return;
-            }
-        };
-        if let Err(store_err) = self.store.sync().await {
-            warn!(page = %page_id, error = %store_err, "cannot persist the page's state");
-        }
-        warn!(page = %page_id, reason = %reason, "page token invalid: the page needs authorization");
-        let text = format!(
-            "Facebook no longer accepts the access of page *{}* ({page_id}): {reason}.\nRun `/facebook authorize` to connect it again; messages are kept meanwhile.",
-            page.name
-        );
-        self.chat.notify(&page.subscribers, &text).await;
+        pages::lost_authorization(&self.store, &self.chat, page_id, &err.describe()).await;
     }
 }
 
@@ -140,4 +134,10 @@ impl OutageLog {
             info!(peer = self.name, "outage over: delivering again");
         }
     }
+}
+
+/// Full jitter: a random wait between half and all of `base`, so retries of many workers spread.
+pub fn jitter(base: Duration) -> Duration {
+    let millis = base.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
 }

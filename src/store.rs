@@ -599,23 +599,60 @@ impl Store {
     /// Writes the conversation and, in the same transaction, points its room (if any) at it
     /// and drops the index entry of the room it had before.
     pub fn put_conversation(&self, conv: &Conversation) -> Result<()> {
-        let key = keys::conversation(&conv.key);
-        let value = records::encode_conversation(conv)?;
-        let index = records::encode_room_index(&conv.key)?;
+        self.update_conversation_with(&conv.key, |stored| {
+            *stored = Some(conv.clone());
+        })
+        .map(|_| ())
+    }
+
+    /// Atomic read-modify-write of an existing conversation (the inbound and outbound relays
+    /// change different fields of the same record concurrently); `None` if it does not exist.
+    pub fn update_conversation(
+        &self,
+        key: &ConversationKey,
+        mut f: impl FnMut(&mut Conversation),
+    ) -> Result<Option<Conversation>> {
+        self.update_conversation_with(key, |stored| {
+            if let Some(conv) = stored {
+                f(conv);
+            }
+        })
+    }
+
+    /// One transaction over the conversation and the room index: `f` sees the stored value
+    /// (`None` if absent) and leaves the value to store (`None` stores nothing). Retried by sled
+    /// on conflict, so `f` may run more than once.
+    fn update_conversation_with(
+        &self,
+        key: &ConversationKey,
+        f: impl FnMut(&mut Option<Conversation>),
+    ) -> Result<Option<Conversation>> {
+        let tree_key = keys::conversation(key);
+        // sled's transaction closure is `Fn`; the caller's `FnMut` is only ever called from it.
+        let f = std::cell::RefCell::new(f);
         (&self.inner.conversations, &self.inner.rooms)
             .transaction(|(conversations, rooms)| {
-                let old = conversations.insert(key.as_slice(), value.as_slice())?;
-                let old_room = match old {
-                    Some(bytes) => {
-                        records::decode_conversation(Self::at(Tree::Conversations, &key), &bytes)
-                            .map_err(ConflictableTransactionError::Abort)?
-                            .room
-                    }
+                let old = match conversations.get(tree_key.as_slice())? {
+                    Some(bytes) => Some(
+                        records::decode_conversation(
+                            Self::at(Tree::Conversations, &tree_key),
+                            &bytes,
+                        )
+                        .map_err(ConflictableTransactionError::Abort)?,
+                    ),
                     None => None,
                 };
-                if let Some(old_room) =
-                    old_room.filter(|old_room| Some(old_room) != conv.room.as_ref())
-                {
+                let mut new = old.clone();
+                (f.borrow_mut())(&mut new);
+                let Some(mut conv) = new else {
+                    return Ok(None);
+                };
+                conv.key = key.clone();
+                let value = records::encode_conversation(&conv)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                conversations.insert(tree_key.as_slice(), value.as_slice())?;
+                let old_room = old.and_then(|o| o.room);
+                if let Some(old_room) = old_room.filter(|r| Some(r) != conv.room.as_ref()) {
                     let room_key = old_room.as_str().as_bytes();
                     if let Some(bytes) = rooms.get(room_key)? {
                         let owner =
@@ -627,9 +664,11 @@ impl Store {
                     }
                 }
                 if let Some(room) = &conv.room {
+                    let index = records::encode_room_index(&conv.key)
+                        .map_err(ConflictableTransactionError::Abort)?;
                     rooms.insert(room.as_str().as_bytes(), index.as_slice())?;
                 }
-                Ok(())
+                Ok(Some(conv))
             })
             .map_err(tx_err("conversation write"))
     }

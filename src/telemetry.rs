@@ -20,6 +20,8 @@ struct Metrics {
     inbound_held: Counter,
     inbound_latency_seconds: Histogram,
     rocketchat_errors: Family<Labels, Counter>,
+    replies: Family<Labels, Counter>,
+    send_seconds: Histogram,
     inbox_depth: Gauge,
     outbox_depth: Gauge,
     held_conversations: Gauge,
@@ -49,6 +51,8 @@ impl Telemetry {
             inbound_held: Counter::default(),
             inbound_latency_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             rocketchat_errors: Family::default(),
+            replies: Family::default(),
+            send_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             inbox_depth: Gauge::default(),
             outbox_depth: Gauge::default(),
             held_conversations: Gauge::default(),
@@ -145,6 +149,31 @@ impl Telemetry {
         self.metrics
             .rocketchat_errors
             .get_or_create(&vec![("kind", kind.to_owned())])
+            .inc();
+    }
+
+    pub fn reply_sent(&self, seconds: f64) {
+        self.reply_outcome("sent", String::new());
+        self.metrics.send_seconds.observe(seconds);
+    }
+
+    pub fn reply_refused(&self) {
+        self.reply_outcome("refused", String::new());
+    }
+
+    /// A failed Send API attempt, by Graph error code (or HTTP/transport when there is none).
+    pub fn reply_failed(&self, err: &crate::messenger::graph::Error) {
+        let code = err
+            .graph_error()
+            .map(|g| g.code.to_string())
+            .unwrap_or_else(|| "transport".into());
+        self.reply_outcome("failed", code);
+    }
+
+    fn reply_outcome(&self, outcome: &'static str, code: String) {
+        self.metrics
+            .replies
+            .get_or_create(&vec![("outcome", outcome.to_owned()), ("code", code)])
             .inc();
     }
 

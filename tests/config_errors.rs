@@ -258,6 +258,14 @@ fn bad_cases() -> Vec<Case> {
             "[rocketchat].keepalive_ms: is 0; expected a positive number (default 20000)",
         ),
         case(
+            "zero health check interval",
+            &[(
+                "verify_token = \"S3CRET-verify-token\"",
+                "verify_token = \"S3CRET-verify-token\"\nhealth_check_secs = 0",
+            )],
+            "[facebook].health_check_secs: is 0; expected a positive number (default 3600)",
+        ),
+        case(
             "dead link not after keepalive",
             &[(
                 "admins = [\"alice\"]",

@@ -12,7 +12,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use omni_gateway::commands::{self, Parsed};
 use omni_gateway::daemon::Gateway;
 use omni_gateway::ids::PageId;
-use omni_gateway::sim::graph::GraphSim;
 use omni_gateway::store::{Page, PageStatus};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -20,14 +19,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use support::{
-    BOT, BOT_PASSWORD, Chat, PATIENCE, eventually, password_credentials, start_gateway,
-    start_gateway_with_graph, until_ready,
+    APP_SECRET, BOT, BOT_PASSWORD, Chat, Facebook, PAGES, PATIENCE, eventually,
+    password_credentials, start_gateway, start_gateway_with, until_ready,
 };
 
-const APP_ID: &str = "1234567890";
-const APP_SECRET: &str = "app-secret-for-tests";
 const VERIFY_TOKEN: &str = "verify-token-for-tests";
-const PAGE: &str = "1122334455";
+/// The page the tests connect (one of the pages the Graph simulator's admin manages).
+const PAGE: &str = PAGES[0].0;
 
 // ---- helpers ----
 
@@ -451,13 +449,10 @@ async fn commands_outside_direct_messages_with_the_bot_are_ignored() {
 async fn secrets_never_reach_the_log() {
     let logs = captured_logs();
     let chat = Chat::start().await;
-    let graph = GraphSim::start(APP_ID, APP_SECRET).await.unwrap();
-    graph.add_user("fb-ann", "Ann Admin");
-    graph.add_page("fb-ann", PAGE, "Shop", &["MESSAGING"]);
+    let facebook = Facebook::start().await;
+    let graph = &facebook.sim;
     graph.add_psid(PAGE, "6789", "Vera", "Visitor");
-    graph.set_dialog_user("fb-ann");
-    let running =
-        start_gateway_with_graph(&chat, &password_credentials(), graph.url().as_str()).await;
+    let running = start_gateway_with(&chat, Some(&facebook), &password_credentials(), "").await;
     until_ready(&running.gateway).await;
 
     // A full run: the page connected through Facebook Login, commands, Meta's handshake (right

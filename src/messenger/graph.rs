@@ -280,6 +280,17 @@ impl GraphClient {
         Ok(answer.data)
     }
 
+    /// Inspects the app token itself: a valid answer proves the Graph API is reachable and that
+    /// `app_id` and `app_secret` belong together (a wrong secret fails with code 190).
+    pub async fn app_token_info(&self) -> Result<TokenInfo, Error> {
+        let app_token = SecretString::from(format!(
+            "{}|{}",
+            self.app_id,
+            self.app_secret.expose_secret()
+        ));
+        self.debug_token(&app_token).await
+    }
+
     /// The User Profile API; needs the "Business Asset User Profile Access" feature, and fails
     /// with 2018218 for some accounts (messenger.md §7): callers fall back to a placeholder.
     pub async fn user_profile(

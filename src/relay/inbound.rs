@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::outbound::Outbound;
 use super::render::{self, Part};
-use super::{CustomerMessenger, OutageLog};
+use super::{CustomerMessenger, OutageLog, RelayContext, jitter};
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, RoomId, VisitorToken};
 use crate::messenger::webhook::{self, Attachment};
@@ -58,6 +59,8 @@ pub struct Inbound {
     customer: CustomerMessenger,
     chat: Notifier,
     telemetry: Telemetry,
+    /// Watches the rooms this relay opens, for the agents' replies.
+    outbound: Arc<Outbound>,
     downloads: reqwest::Client,
     workers: Mutex<HashMap<ConversationKey, ()>>,
     agents: AgentWatch,
@@ -67,15 +70,16 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(
-        store: Store,
-        rest: RestClient,
-        customer: CustomerMessenger,
-        chat: Notifier,
-        telemetry: Telemetry,
-        tasks: TaskTracker,
-        cancel: CancellationToken,
-    ) -> Arc<Inbound> {
+    pub fn new(context: RelayContext, outbound: Arc<Outbound>) -> Arc<Inbound> {
+        let RelayContext {
+            store,
+            rest,
+            customer,
+            chat,
+            telemetry,
+            tasks,
+            cancel,
+        } = context;
         crate::tls::install_crypto_provider();
         let downloads = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -89,6 +93,7 @@ impl Inbound {
             customer,
             chat,
             telemetry,
+            outbound,
             downloads,
             workers: Mutex::new(HashMap::new()),
             outage: OutageLog::new("rocket.chat"),
@@ -254,7 +259,11 @@ impl Inbound {
                     info!(conversation = %key, room = %rid, reason = err.error_type().unwrap_or("-"), "room is gone; opening a new one");
                     new_rooms += 1;
                     conversation.room = None;
-                    self.store.put_conversation(&conversation)?;
+                    self.store.update_conversation(key, |c| {
+                        if c.room.as_ref() == Some(&rid) {
+                            c.room = None;
+                        }
+                    })?;
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -322,7 +331,9 @@ impl Inbound {
             Err(err) => return Err(err.into()),
         };
         conversation.room = Some(room.rid.clone());
-        self.store.put_conversation(conversation)?;
+        self.store
+            .update_conversation(&key, |c| c.room = Some(room.rid.clone()))?;
+        self.outbound.watch(conversation).await;
         if room.created {
             info!(conversation = %key, room = %room.rid, department = department.as_deref().unwrap_or("-"), "conversation opened");
             if let Some(welcome) = page.and_then(|p| p.welcome.as_deref()) {
@@ -538,10 +549,4 @@ fn new_visitor_token() -> VisitorToken {
     let mut bytes = [0u8; 16];
     rand::rng().fill(&mut bytes);
     VisitorToken::new(format!("fb-{}", hex::encode(bytes)))
-}
-
-/// Full jitter: a random wait between half and all of `base`, so retries of many workers spread.
-fn jitter(base: Duration) -> Duration {
-    let millis = base.as_millis().max(2) as u64;
-    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::dates;
+use super::realtime::RoomMessage;
 use super::rest::{Access, Error, RestClient, Result};
 use crate::ids::{MessageId, RoomId, VisitorToken};
 
@@ -26,21 +28,6 @@ pub struct Visitor<'a> {
 pub struct VisitorRoom {
     pub rid: RoomId,
     pub created: bool,
-}
-
-/// A message as `livechat/messages.history` returns it (the fields the relay reads).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-pub struct HistoryMessage {
-    #[serde(rename = "_id")]
-    pub id: String,
-    #[serde(default)]
-    pub msg: String,
-    pub t: Option<String>,
-    pub token: Option<String>,
-    #[serde(default)]
-    pub ts: Value,
-    #[serde(flatten)]
-    pub rest: serde_json::Map<String, Value>,
 }
 
 impl RestClient {
@@ -191,29 +178,64 @@ impl RestClient {
     }
 
     /// `GET livechat/messages.history/:rid`: the room's messages newer than `since_ms`, oldest
-    /// first.
+    /// first. The route pages backwards from `end` (newest first), so it is read page by page
+    /// until a page reaches `since_ms`.
     pub async fn room_history(
         &self,
         token: &VisitorToken,
         rid: &RoomId,
         since_ms: u64,
-    ) -> Result<Vec<HistoryMessage>> {
+    ) -> Result<Vec<RoomMessage>> {
+        const PAGE: usize = 100;
+        const MAX_PAGES: usize = 50;
         #[derive(Deserialize)]
         struct Answer {
-            messages: Vec<HistoryMessage>,
+            messages: Vec<Value>,
         }
         let route = format!("livechat/messages.history/{}", rid.as_str());
-        let end = chrono_like_iso(since_ms);
-        let builder = self
-            .request(Method::GET, &route, Access::Anonymous)?
-            .query(&[
-                ("token", token.as_str()),
-                ("end", end.as_str()),
-                ("limit", "100"),
-            ]);
-        let mut answer: Answer = self.send(&route, builder).await?;
-        answer.messages.reverse();
-        Ok(answer.messages)
+        let mut newer: Vec<RoomMessage> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut end: Option<u64> = None;
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![
+                ("token", token.as_str().to_owned()),
+                ("limit", PAGE.to_string()),
+            ];
+            if let Some(end) = end {
+                query.push(("end", dates::iso(end)));
+            }
+            let builder = self
+                .request(Method::GET, &route, Access::Anonymous)?
+                .query(&query);
+            let answer: Answer = self.send(&route, builder).await?;
+            let count = answer.messages.len();
+            let mut oldest: Option<u64> = None;
+            for message in answer.messages.iter().filter_map(RoomMessage::from_value) {
+                oldest = Some(oldest.map_or(message.ts_ms, |o| o.min(message.ts_ms)));
+                if message.ts_ms > since_ms && seen.insert(message.id.clone()) {
+                    newer.push(message);
+                }
+            }
+            // `end` is exclusive (`ts < end`): ask again from just after the oldest, so messages
+            // sharing its millisecond are not skipped (the ones already seen are dropped above).
+            // When a whole page shares one millisecond, step past it rather than loop.
+            let next = match oldest {
+                Some(oldest) if oldest > since_ms && count == PAGE => {
+                    if end == Some(oldest + 1) {
+                        oldest
+                    } else {
+                        oldest + 1
+                    }
+                }
+                _ => break,
+            };
+            end = Some(next);
+        }
+        // Pages come newest first; reversed, then a stable sort keeps same-millisecond messages
+        // in the order the server listed them.
+        newer.reverse();
+        newer.sort_by_key(|m| m.ts_ms);
+        Ok(newer)
     }
 
     /// Downloads a file of a Livechat room as its visitor (reference §C7a): the bot is not a
@@ -243,48 +265,9 @@ pub fn is_room_problem(err: &Error) -> bool {
     )
 }
 
-/// ISO-8601 UTC with milliseconds, as Rocket.Chat's date query parameters expect.
-fn chrono_like_iso(epoch_ms: u64) -> String {
-    let secs = epoch_ms / 1000;
-    let millis = epoch_ms % 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(chrono_like_iso(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            chrono_like_iso(1_718_000_000_123),
-            "2024-06-10T06:13:20.123Z"
-        );
-        assert_eq!(chrono_like_iso(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn room_problems_are_recognised_by_code() {

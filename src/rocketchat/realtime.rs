@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::dates;
 use crate::ids::{MessageId, RoomId, UserId};
 
 /// The stream of every message the bot can see (reference/rocketchat.md §A4).
@@ -83,6 +84,100 @@ impl ChatMessage {
     }
 }
 
+/// A message of a Livechat room, as its visitor stream or `livechat/messages.history` delivers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomMessage {
+    pub id: MessageId,
+    /// System message type (`livechat-close`, transfers, …); `None` for what a person wrote.
+    pub kind: Option<String>,
+    /// Written by the visitor (the message carries the visitor's `token`).
+    pub from_visitor: bool,
+    pub author_username: String,
+    /// Set by bots and SDK clients (`bot` field): not a person's reply.
+    pub automated: bool,
+    pub text: String,
+    pub ts_ms: u64,
+    pub files: Vec<RoomFile>,
+}
+
+/// A file attached to a room message: where the server serves it, relative to its URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomFile {
+    pub path: String,
+    pub name: String,
+    pub mime: String,
+}
+
+impl RoomMessage {
+    /// Reads one room message; `None` when it has no id or date.
+    pub fn from_value(value: &Value) -> Option<RoomMessage> {
+        let id = value.get("_id").and_then(Value::as_str)?;
+        let ts_ms = value.get("ts").and_then(dates::epoch_ms)?;
+        Some(RoomMessage {
+            id: MessageId::new(id),
+            kind: value.get("t").and_then(Value::as_str).map(str::to_owned),
+            from_visitor: value.get("token").is_some_and(|t| !t.is_null()),
+            author_username: value
+                .get("u")
+                .and_then(|u| u.get("username"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            automated: value.get("bot").is_some_and(|b| !b.is_null()),
+            text: value
+                .get("msg")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            ts_ms,
+            files: room_files(value),
+        })
+    }
+}
+
+/// The files of a message: `files[]` (or the older `file`) for name and type, the matching
+/// attachment's `title_link` for the download path.
+fn room_files(message: &Value) -> Vec<RoomFile> {
+    let attachments = message
+        .get("attachments")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut listed: Vec<Value> = message
+        .get("files")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if listed.is_empty() {
+        if let Some(file) = message.get("file").filter(|f| f.is_object()) {
+            listed.push(file.clone());
+        }
+    }
+    listed
+        .iter()
+        .filter_map(|file| {
+            let id = file.get("_id").and_then(Value::as_str)?;
+            let name = file
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("file")
+                .to_owned();
+            let mime = file
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            let path = attachments
+                .iter()
+                .filter_map(|a| a.get("title_link").and_then(Value::as_str))
+                .find(|link| link.contains(id))
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("/file-upload/{id}/{name}"));
+            Some(RoomFile { path, name, mime })
+        })
+        .collect()
+}
+
 /// Reads a `__my_messages__` event: `args = [message, context]` on 6.x+, `[[message], context]`
 /// on some 4.x builds. Anything else is `None` (and ignored by the caller).
 pub fn my_message(args: &[Value]) -> Option<(ChatMessage, RoomContext)> {
@@ -130,6 +225,43 @@ mod tests {
             assert!(ctx.participant);
             assert_eq!(ctx.room_type.as_deref(), Some("d"));
         }
+    }
+
+    #[test]
+    fn room_messages() {
+        let agent = json!({"_id":"a","msg":"Hi","ts":{"$date":5},"u":{"username":"agent1"}});
+        let m = RoomMessage::from_value(&agent).expect("parsed");
+        assert_eq!(
+            (m.from_visitor, m.automated, m.kind.clone(), m.ts_ms),
+            (false, false, None, 5)
+        );
+        let visitor = json!({"_id":"b","msg":"yo","ts":"2024-06-10T06:13:20.123Z","token":"fb-1","u":{"username":"guest"}});
+        assert!(
+            RoomMessage::from_value(&visitor)
+                .expect("parsed")
+                .from_visitor
+        );
+        let file = json!({"_id":"c","msg":"","ts":{"$date":1},"u":{"username":"agent1"},"bot":{"i":"js.SDK"},
+            "files":[{"_id":"F1","name":"a.pdf","type":"application/pdf"}],"attachments":[{"title_link":"/file-upload/F1/a.pdf"}]});
+        let m = RoomMessage::from_value(&file).expect("parsed");
+        assert!(m.automated);
+        assert_eq!(
+            m.files,
+            vec![RoomFile {
+                path: "/file-upload/F1/a.pdf".into(),
+                name: "a.pdf".into(),
+                mime: "application/pdf".into()
+            }]
+        );
+        let legacy = json!({"_id":"d","ts":{"$date":1},"file":{"_id":"F2","name":"x.png","type":"image/png"}});
+        assert_eq!(
+            RoomMessage::from_value(&legacy).expect("parsed").files[0].path,
+            "/file-upload/F2/x.png"
+        );
+        assert!(
+            RoomMessage::from_value(&json!({"_id":"e"})).is_none(),
+            "no date"
+        );
     }
 
     #[test]

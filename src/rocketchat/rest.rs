@@ -317,21 +317,21 @@ impl RestClient {
 
     /// `POST im.create`: the direct-message room between the bot and `username` (created if needed).
     pub async fn direct_room(&self, username: &str) -> Result<RoomId> {
-        #[derive(Deserialize)]
-        struct Answer {
-            room: Room,
-        }
-        #[derive(Deserialize)]
-        struct Room {
-            #[serde(alias = "_id")]
-            rid: String,
-        }
         let route = "im.create";
         let builder = self
             .request(Method::POST, route, Access::Bot)?
             .json(&json!({ "username": username }));
-        let answer: Answer = self.send(route, builder).await?;
-        Ok(RoomId::new(answer.room.rid))
+        let answer: Value = self.send(route, builder).await?;
+        // The room carries both `_id` and `rid` (the same id); older servers only one of them.
+        answer
+            .get("room")
+            .and_then(|room| room.get("rid").or_else(|| room.get("_id")))
+            .and_then(Value::as_str)
+            .map(RoomId::new)
+            .ok_or_else(|| Error::Decode {
+                route: route.into(),
+                detail: "no room id in the answer".into(),
+            })
     }
 
     /// `GET livechat/department`: the Omnichannel departments (needs `view-livechat-departments`

@@ -227,6 +227,17 @@ impl GraphSim {
         self.shared.lock().fail_next(path_contains, n, error);
     }
 
+    /// Disarms every fault armed with [`fail_next`](Self::fail_next).
+    pub fn clear_faults(&self) {
+        self.shared.lock().clear_faults();
+    }
+
+    /// Every request received, as `METHOD /path` without the query, oldest first: lets a test
+    /// check the order of calls (unsubscribe before revoke).
+    pub fn calls(&self) -> Vec<String> {
+        self.shared.lock().calls.clone()
+    }
+
     pub fn stats(&self) -> GraphSimStats {
         self.shared.lock().stats
     }

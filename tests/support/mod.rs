@@ -2,12 +2,15 @@
 //! helpers that wait for what a person would see.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod pages;
+
 use std::path::Path;
 use std::time::Duration;
 
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
 use omni_gateway::ids::{RoomId, UserId};
+use omni_gateway::sim::graph::GraphSim;
 use omni_gateway::sim::rocketchat::{RocketChatSim, SimMessage, SimOptions};
 use tempfile::TempDir;
 
@@ -71,22 +74,51 @@ impl Chat {
     }
 }
 
+pub const APP_ID: &str = "1234567890";
+pub const APP_SECRET: &str = "app-secret-for-tests";
+/// The Facebook account that logs in through the simulated dialog.
+pub const FB_ADMIN: &str = "fb-alice";
+/// The two pages `FB_ADMIN` manages, as (id, name).
+pub const PAGES: [(&str, &str); 2] = [("1001", "Acme Bakery"), ("1002", "Acme Books")];
+
+/// A Graph API simulator for the test app, with `FB_ADMIN` logged in to the simulated browser
+/// and managing the two `PAGES`.
+pub struct Facebook {
+    pub sim: GraphSim,
+}
+
+impl Facebook {
+    pub async fn start() -> Facebook {
+        let sim = GraphSim::start(APP_ID, APP_SECRET)
+            .await
+            .expect("graph simulator starts");
+        sim.add_user(FB_ADMIN, "Alice Admin");
+        for (id, name) in PAGES {
+            sim.add_page(FB_ADMIN, id, name, &["MESSAGING", "MODERATE", "MANAGE"]);
+        }
+        sim.set_dialog_user(FB_ADMIN);
+        Facebook { sim }
+    }
+}
+
 /// A bot.toml for the simulators, with short timers so link failures are noticed quickly.
 pub fn config_text(rocketchat_url: &str, store: &Path, extra_rocketchat: &str) -> String {
-    config_text_with_graph(
+    config_text_with(
         rocketchat_url,
         "http://127.0.0.1:9",
         store,
         extra_rocketchat,
+        "",
     )
 }
 
-/// [`config_text`] with the Graph API (and its login dialog) at `graph_url`.
-pub fn config_text_with_graph(
+/// [`config_text`] with the Graph API at `graph_url` and extra `[facebook]` lines.
+pub fn config_text_with(
     rocketchat_url: &str,
     graph_url: &str,
     store: &Path,
     extra_rocketchat: &str,
+    extra_facebook: &str,
 ) -> String {
     format!(
         r#"
@@ -100,12 +132,13 @@ keepalive_ms = 200
 dead_link_ms = 1500
 
 [facebook]
-app_id = "1234567890"
-app_secret = "app-secret-for-tests"
+app_id = "{APP_ID}"
+app_secret = "{APP_SECRET}"
 verify_token = "verify-token-for-tests"
 graph_url = "{graph_url}"
 dialog_url = "{graph_url}"
 api_version = "v23.0"
+{extra_facebook}
 
 [http]
 listen = "127.0.0.1:0"
@@ -125,17 +158,28 @@ pub struct Running {
 }
 
 pub async fn start_gateway(chat: &Chat, credentials: &str) -> Running {
-    start_gateway_with_graph(chat, credentials, "http://127.0.0.1:9").await
+    start_gateway_with(chat, None, credentials, "").await
 }
 
-/// [`start_gateway`] with the Graph API at `graph_url` (a `GraphSim`'s URL).
-pub async fn start_gateway_with_graph(chat: &Chat, credentials: &str, graph_url: &str) -> Running {
+/// A gateway against `chat` and, when given, the Graph simulator of `facebook`, with extra
+/// `[facebook]` lines (e.g. `health_check_secs = 1`).
+pub async fn start_gateway_with(
+    chat: &Chat,
+    facebook: Option<&Facebook>,
+    credentials: &str,
+    extra_facebook: &str,
+) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = config_text_with_graph(
+    let graph_url = facebook.map_or_else(
+        || "http://127.0.0.1:9".to_owned(),
+        |fb| fb.sim.url().as_str().trim_end_matches('/').to_owned(),
+    );
+    let text = config_text_with(
         chat.sim.url().as_str().trim_end_matches('/'),
-        graph_url.trim_end_matches('/'),
+        &graph_url,
         &dir.path().join("data"),
         credentials,
+        extra_facebook,
     );
     let config = Config::parse(&text, &dir.path().join("bot.toml"), &|_| None)
         .expect("test config is valid");

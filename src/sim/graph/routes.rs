@@ -59,6 +59,7 @@ async fn guard(AxumState(shared): Sim, req: Request, next: Next) -> Response {
     let injected = {
         let mut state = shared.lock();
         state.stats.requests += 1;
+        state.calls.push(format!("{} {path}", req.method()));
         state.take_fault(&path)
     };
     let mut segments = path.trim_start_matches('/').split('/');

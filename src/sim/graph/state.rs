@@ -238,6 +238,8 @@ pub(super) struct State {
     human_agent: bool,
     rules: Vec<FailRule>,
     pub sent: Vec<SentMessage>,
+    /// Every request as `METHOD /path`, oldest first.
+    pub calls: Vec<String>,
     pub stats: GraphSimStats,
 }
 
@@ -256,6 +258,7 @@ impl State {
             human_agent: false,
             rules: Vec::new(),
             sent: Vec::new(),
+            calls: Vec::new(),
             stats: GraphSimStats::default(),
         }
     }
@@ -307,6 +310,10 @@ impl State {
             remaining: n,
             error,
         });
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.rules.clear();
     }
 
     /// The injected fault for this request path, if one is armed.
@@ -678,6 +685,12 @@ impl State {
         }
         let input =
             input.ok_or_else(|| Fault::param("(#100) The parameter input_token is required"))?;
+        if input == app_token {
+            // An app token never expires; Meta describes it with type APP and no user.
+            return Ok(json!({ "data": {
+                "app_id": self.app_id, "type": "APP", "application": "omni-gateway simulated app",
+                "is_valid": true, "scopes": [] } }));
+        }
         let Some(rec) = self.tokens.get(input) else {
             return Ok(json!({ "data": {
                 "error": { "code": 190, "message": "Invalid OAuth access token." },

@@ -269,8 +269,9 @@ async fn get_message(AxState(shared): St, Path(id): Path<String>, Query(q): Quer
     }
 }
 
-/// `GET livechat/messages.history/:rid?token=[&limit=20]`: newest first. `ls` and `end` are
-/// accepted; the simulator does not filter by them.
+/// `GET livechat/messages.history/:rid?token=[&end=<ISO date>][&limit=20]`: newest first, only
+/// messages before `end` when given (`loadMessageHistory` queries `ts < end`). `ls` (last seen)
+/// only counts unread messages on the real server and is accepted and ignored.
 async fn history(AxState(shared): St, Path(rid): Path<String>, Query(q): QueryList) -> Reply {
     let st = shared.lock();
     let Some(token) = param(&q, "token") else {
@@ -285,11 +286,18 @@ async fn history(AxState(shared): St, Path(rid): Path<String>, Query(q): QueryLi
     let limit = param(&q, "limit")
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(20);
+    let end = match param(&q, "end") {
+        Some(end) => match crate::rocketchat::dates::epoch_ms(&json!(end)) {
+            Some(ms) => Some(ms as i64),
+            None => return plain_failure("Match error: Expected a date in field end"),
+        },
+        None => None,
+    };
     let messages: Vec<Value> = st
         .msgs
         .iter()
         .rev()
-        .filter(|m| m.rid == rid)
+        .filter(|m| m.rid == rid && end.is_none_or(|end| m.ts_ms < end))
         .take(limit)
         .map(|m| m.to_json(DateForm::Iso))
         .collect();

@@ -35,6 +35,7 @@ const AUTH_ROUTES: &[&str] = &[
     "/api/v1/im.create",
     "/api/v1/settings/{id}",
     "/api/v1/livechat/department",
+    "/api/v1/permissions.listAll",
 ];
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
@@ -49,6 +50,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/im.create", post(im_create))
         .route("/api/v1/settings.public", get(settings_public))
         .route("/api/v1/settings/{id}", get(setting))
+        .route("/api/v1/permissions.listAll", get(permissions_list_all))
         .merge(livechat::routes())
         .route_layer(from_fn_with_state(shared.clone(), gate))
         .fallback(not_found)
@@ -533,6 +535,23 @@ async fn setting(AxState(shared): St, headers: HeaderMap, Path(id): Path<String>
         Some(value) => success(json!({ "_id": id, "value": value })),
         None => object_failure(json!({})),
     }
+}
+
+/// `GET /api/v1/permissions.listAll`: every permission with the roles holding it, for any
+/// logged-in user (`permissions.ts`); `{update: [{_id, roles, _updatedAt}], remove: []}`.
+async fn permissions_list_all(AxState(shared): St, headers: HeaderMap) -> Reply {
+    let st = shared.lock();
+    if authenticate(&st, &headers).is_none() {
+        return unauthorized();
+    }
+    let update: Vec<Value> = st
+        .perms
+        .iter()
+        .map(|(id, roles)| {
+            json!({ "_id": id, "roles": roles, "_updatedAt": date(now_ms(), DateForm::Iso) })
+        })
+        .collect();
+    success(json!({ "update": update, "remove": [] }))
 }
 
 /// The author record of a Livechat visitor's messages.

@@ -52,25 +52,7 @@ pub(super) fn date(ms: i64, form: DateForm) -> Value {
 
 /// `Date.prototype.toISOString()` for a millisecond timestamp (UTC, millisecond precision).
 pub(super) fn iso(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
+    crate::rocketchat::dates::iso(u64::try_from(ms).unwrap_or(0))
 }
 
 /// A `Meteor.Error` as DDP serialises it: `message` is `"reason [error]"`, or `"[error]"` when

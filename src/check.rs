@@ -1,0 +1,645 @@
+//! `omni-gateway check` (DESIGN.md §3): diagnoses a set-up without starting the daemon. Each
+//! check prints one line, `✓`, `⚠` or `✗`, and every `✗` says what to do; any `✗` makes the
+//! command exit non-zero. The checks follow the order an admin sets things up: the file, the
+//! store, Rocket.Chat (reachable, login, Omnichannel, settings, permissions), Meta, the public URL.
+//! A check that cannot run because an earlier one failed is not printed: fix the first `✗` first.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use url::{Host, Url};
+
+use crate::config::{Config, FacebookConfig, HttpConfig, StoreConfig};
+use crate::messenger::graph::{self, GraphClient, GraphSettings};
+use crate::rocketchat::rest::{self, Auth, RestClient};
+use crate::store::{self, Store, TokenKey};
+
+/// How long any one request of a check may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Permission that lets the bot see other users' roles (`users.info`).
+const READ_ROLES: &str = "view-full-other-user-info";
+/// Below this many REST calls per minute per route the limiter delays a busy page's messages.
+const MIN_CALLS_PER_MINUTE: f64 = 300.0;
+
+/// How a check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    /// Works, but something deserves attention; does not fail the command.
+    Warn,
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub status: Status,
+    /// Short, stable name of the check, e.g. `omnichannel`.
+    pub check: &'static str,
+    pub detail: String,
+    /// What to do, for `Warn` and `Fail`.
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn pass(check: &'static str, detail: impl Into<String>) -> Finding {
+        Finding {
+            status: Status::Pass,
+            check,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn warn(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+        Finding {
+            status: Status::Warn,
+            check,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+        Finding {
+            status: Status::Fail,
+            check,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = match self.status {
+            Status::Pass => "✓",
+            Status::Warn => "⚠",
+            Status::Fail => "✗",
+        };
+        write!(f, "{mark} {}: {}", self.check, self.detail)?;
+        if let Some(fix) = &self.fix {
+            write!(f, " — {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything the checks found, in order.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// No check failed (warnings allowed).
+    pub fn passed(&self) -> bool {
+        self.findings.iter().all(|f| f.status != Status::Fail)
+    }
+
+    /// The finding of the named check, if it ran.
+    pub fn get(&self, check: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.check == check)
+    }
+}
+
+/// Collects findings and hands each to the caller as it is made, so a slow check does not
+/// hide the lines before it.
+struct Recorder<'a> {
+    report: Report,
+    out: &'a mut dyn FnMut(&Finding),
+}
+
+impl Recorder<'_> {
+    fn add(&mut self, finding: Finding) -> Status {
+        (self.out)(&finding);
+        let status = finding.status;
+        self.report.findings.push(finding);
+        status
+    }
+}
+
+/// Runs every check on the configuration at `path`, passing each finding to `out` as it is made.
+pub async fn run(path: &Path, out: &mut dyn FnMut(&Finding)) -> Report {
+    crate::tls::install_crypto_provider();
+    let mut rec = Recorder {
+        report: Report::default(),
+        out,
+    };
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            rec.add(Finding::fail(
+                "config",
+                err.to_string(),
+                "fix that key (the example bot.toml documents every key)",
+            ));
+            return rec.report;
+        }
+    };
+    rec.add(Finding::pass(
+        "config",
+        format!("{} is valid", path.display()),
+    ));
+    for warning in config.placeholder_warnings() {
+        rec.add(Finding::fail(
+            "placeholder",
+            warning,
+            "the daemon refuses to start until it is set",
+        ));
+    }
+    rec.add(check_store(&config.store));
+    check_rocketchat(&config, &mut rec).await;
+    rec.add(check_graph(&config.facebook).await);
+    let https = rec.add(check_public_scheme(&config.http));
+    if https != Status::Fail {
+        rec.add(check_public_reachable(&config.http).await);
+    }
+    rec.report
+}
+
+/// The store directory can be opened (or created), is not held by another process, and its
+/// tokens decrypt with the key file.
+fn check_store(config: &StoreConfig) -> Finding {
+    const NAME: &str = "store";
+    let path = &config.path;
+    if !path.exists() {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        return if parent.is_dir() {
+            Finding::pass(
+                NAME,
+                format!("{} will be created on first start", path.display()),
+            )
+        } else {
+            Finding::fail(
+                NAME,
+                format!("{} does not exist", parent.display()),
+                "create the directory or change [store].path",
+            )
+        };
+    }
+    if !config.key_file.exists() {
+        return Finding::warn(
+            NAME,
+            format!(
+                "{} exists but its token key {} does not",
+                path.display(),
+                config.key_file.display()
+            ),
+            "restore the key file from your backup; without it a new key is made and every page must be authorized again",
+        );
+    }
+    let key = match TokenKey::load_or_create(&config.key_file) {
+        Ok(key) => key,
+        Err(err) => {
+            return Finding::fail(
+                NAME,
+                err.to_string(),
+                "fix the key file as the message says",
+            );
+        }
+    };
+    match Store::open(path, key, config.cache_capacity_bytes) {
+        Ok(store) => match store.pages() {
+            Ok(pages) => Finding::pass(
+                NAME,
+                format!(
+                    "{}: {} page(s), {} event(s) waiting, {} repl(ies) waiting",
+                    path.display(),
+                    pages.len(),
+                    store.inbox_len(),
+                    store.outbox_len()
+                ),
+            ),
+            Err(err) => Finding::fail(
+                NAME,
+                err.to_string(),
+                "restore the store and its key file from the same backup",
+            ),
+        },
+        Err(store::Error::Locked { .. }) => Finding::warn(
+            NAME,
+            format!("{} is in use by a running omni-gateway", path.display()),
+            "that is expected while the daemon runs; stop it to check the store itself",
+        ),
+        Err(err) => Finding::fail(
+            NAME,
+            err.to_string(),
+            "check that the directory belongs to the user the gateway runs as and the disk is not full",
+        ),
+    }
+}
+
+async fn check_rocketchat(config: &Config, rec: &mut Recorder<'_>) {
+    let rc = &config.rocketchat;
+    let client = match RestClient::new(&rc.url, TIMEOUT) {
+        Ok(client) => client,
+        Err(err) => {
+            rec.add(Finding::fail(
+                "rocketchat",
+                err.to_string(),
+                "check [rocketchat].url",
+            ));
+            return;
+        }
+    };
+    match client.server_info().await {
+        Ok(version) => rec.add(Finding::pass(
+            "rocketchat",
+            format!("{} answers (version {version})", rc.url),
+        )),
+        Err(err) => {
+            rec.add(Finding::fail(
+                "rocketchat",
+                err.to_string(),
+                "is Rocket.Chat running, and is [rocketchat].url its address as seen from this machine?",
+            ));
+            return;
+        }
+    };
+    let Some(me) = login(config, &client, rec).await else {
+        return;
+    };
+
+    match client
+        .public_settings(&["Livechat_enabled", "Message_AllowUnrecognizedSlashCommand"])
+        .await
+    {
+        Ok(settings) => {
+            let on = |id: &str| settings.get(id).and_then(Value::as_bool) == Some(true);
+            rec.add(if on("Livechat_enabled") {
+                Finding::pass("omnichannel", "Omnichannel is enabled")
+            } else {
+                Finding::fail(
+                    "omnichannel",
+                    "Omnichannel is disabled (Livechat_enabled)",
+                    "enable it under Administration → Settings → Omnichannel → Omnichannel enabled",
+                )
+            });
+            rec.add(if on("Message_AllowUnrecognizedSlashCommand") {
+                Finding::pass("slash commands", "`/facebook …` reaches the bot (Message_AllowUnrecognizedSlashCommand is on)")
+            } else {
+                Finding::fail(
+                    "slash commands",
+                    "Message_AllowUnrecognizedSlashCommand is off, so Rocket.Chat swallows `/facebook …` before the bot sees it",
+                    "turn on Administration → Settings → Message → Allow Unrecognized Slash Commands; until then `!facebook …` or the bare command in the bot's DM still work",
+                )
+            });
+        }
+        Err(err) => {
+            rec.add(Finding::fail(
+                "omnichannel",
+                err.to_string(),
+                "the public settings could not be read; is this a Rocket.Chat server?",
+            ));
+        }
+    }
+
+    rec.add(check_roles(config, &client, &me.roles).await);
+    rec.add(match client.departments().await {
+        Ok(departments) => Finding::pass(
+            "departments",
+            format!("the bot can list Omnichannel departments ({} found)", departments.len()),
+        ),
+        Err(err) => Finding::fail(
+            "departments",
+            err.to_string(),
+            "give the bot's role the `view-livechat-departments` permission (Administration → Permissions), or `edit <page> department` cannot validate names",
+        ),
+    });
+    rec.add(check_rate_limiter(&client).await);
+}
+
+/// Logs in over REST with the credentials the daemon will use; `None` after a failure.
+async fn login(
+    config: &Config,
+    client: &RestClient,
+    rec: &mut Recorder<'_>,
+) -> Option<crate::rocketchat::setup::Me> {
+    let rc = &config.rocketchat;
+    let how = if let Some(token) = &rc.personal_token {
+        client.set_auth(Some(Auth {
+            user_id: token.user_id.clone(),
+            token: token.auth_token.clone(),
+        }));
+        "personal access token"
+    } else if let Some(password) = &rc.password {
+        match client.login_with_password(&rc.username, password).await {
+            Ok(auth) => client.set_auth(Some(auth)),
+            Err(err) => {
+                rec.add(Finding::fail("login", login_problem(&err), LOGIN_FIX));
+                return None;
+            }
+        }
+        "password"
+    } else {
+        rec.add(Finding::fail(
+            "login",
+            "no credentials",
+            "set [rocketchat].password or auth_token and user_id",
+        ));
+        return None;
+    };
+    match client.me().await {
+        Ok(me) if me.username == rc.username => {
+            rec.add(Finding::pass(
+                "login",
+                format!(
+                    "{} logs in with its {how} (roles: {})",
+                    me.username,
+                    me.roles.join(", ")
+                ),
+            ));
+            Some(me)
+        }
+        Ok(me) => {
+            rec.add(Finding::fail(
+                "login",
+                format!(
+                    "the credentials belong to {}, not to {}",
+                    me.username, rc.username
+                ),
+                "make [rocketchat].username the bot the token or password belongs to",
+            ));
+            None
+        }
+        Err(err) => {
+            rec.add(Finding::fail("login", login_problem(&err), LOGIN_FIX));
+            None
+        }
+    }
+}
+
+fn login_problem(err: &rest::Error) -> String {
+    match err {
+        rest::Error::Unauthorized { .. } => "Rocket.Chat refused the bot's credentials".into(),
+        rest::Error::Api { message, .. } => format!("Rocket.Chat refused the login: {message}"),
+        other => other.to_string(),
+    }
+}
+
+const LOGIN_FIX: &str = "check [rocketchat].username and the password (or auth_token and user_id) in bot.toml or its credential files; a bot with two-factor authentication needs a personal access token (auth_token, user_id)";
+
+/// Whether the bot may read other users' roles, which `admin_roles` needs.
+async fn check_roles(config: &Config, client: &RestClient, bot_roles: &[String]) -> Finding {
+    const NAME: &str = "roles";
+    if config.rocketchat.admin_roles.is_empty() {
+        return Finding::pass(
+            NAME,
+            "admin_roles is empty: only the `admins` usernames may run commands",
+        );
+    }
+    match client.permission_roles().await {
+        Ok(permissions) => {
+            let holders = permissions.get(READ_ROLES).cloned().unwrap_or_default();
+            if bot_roles.iter().any(|r| holders.contains(r)) {
+                Finding::pass(
+                    NAME,
+                    format!(
+                        "the bot can read roles, so holders of {} may run commands",
+                        config.rocketchat.admin_roles.join(", ")
+                    ),
+                )
+            } else {
+                Finding::fail(
+                    NAME,
+                    format!(
+                        "the bot cannot read other users' roles ({READ_ROLES} is not granted to its roles)"
+                    ),
+                    format!(
+                        "grant {READ_ROLES} to the bot's role under Administration → Permissions; until then only the usernames in `admins` may run commands"
+                    ),
+                )
+            }
+        }
+        Err(err) => Finding::warn(
+            NAME,
+            format!("cannot list permissions: {err}"),
+            format!(
+                "make sure the bot's role holds {READ_ROLES}, or only the `admins` usernames may run commands"
+            ),
+        ),
+    }
+}
+
+/// The REST limiter: visitor routes are unauthenticated, so the bot's bypass permission does not
+/// help them, and the default of 10 calls a minute per route holds a busy page's messages back.
+async fn check_rate_limiter(client: &RestClient) -> Finding {
+    const NAME: &str = "rate limiter";
+    const ADVICE: &str = "raise Administration → Settings → Rate Limiter → API Rate Limiter → Default Number calls to the rate limiter (API_Enable_Rate_Limiter_Limit_Calls_Default, e.g. 1000 per 60000 ms) or turn the API rate limiter off (API_Enable_Rate_Limiter); livechat/visitor keeps its own 5 per minute unless the limiter is off";
+    let enabled = match client.privileged_setting("API_Enable_Rate_Limiter").await {
+        Ok(value) => value.as_bool().unwrap_or(true),
+        Err(_) => {
+            return Finding::warn(
+                NAME,
+                "cannot read the REST rate limiter settings (they need view-privileged-setting); Livechat visitor routes allow 10 calls per minute per IP by default, far too few for a busy page",
+                ADVICE,
+            );
+        }
+    };
+    if !enabled {
+        return Finding::pass(NAME, "the REST rate limiter is off");
+    }
+    let number = |v: Result<Value, rest::Error>, default: f64| {
+        v.ok().and_then(|v| v.as_f64()).unwrap_or(default)
+    };
+    let calls = number(
+        client
+            .privileged_setting("API_Enable_Rate_Limiter_Limit_Calls_Default")
+            .await,
+        10.0,
+    );
+    let window_ms = number(
+        client
+            .privileged_setting("API_Enable_Rate_Limiter_Limit_Time_Default")
+            .await,
+        60_000.0,
+    );
+    let per_minute = if window_ms > 0.0 {
+        calls * 60_000.0 / window_ms
+    } else {
+        calls
+    };
+    if per_minute >= MIN_CALLS_PER_MINUTE {
+        Finding::pass(
+            NAME,
+            format!("the REST rate limiter allows {calls} calls per {window_ms} ms per route"),
+        )
+    } else {
+        Finding::fail(
+            NAME,
+            format!(
+                "the REST rate limiter allows only {calls} calls per {window_ms} ms per route and IP; customer messages would wait"
+            ),
+            ADVICE,
+        )
+    }
+}
+
+/// Meta accepts the app id and secret (`debug_token` of the app token).
+async fn check_graph(config: &FacebookConfig) -> Finding {
+    const NAME: &str = "graph api";
+    let client = match GraphClient::new(GraphSettings {
+        graph_url: config.graph_url.clone(),
+        dialog_url: config.dialog_url.clone(),
+        api_version: config.api_version.clone(),
+        app_id: config.app_id.clone(),
+        app_secret: config.app_secret.clone(),
+        timeout: TIMEOUT,
+    }) {
+        Ok(client) => client,
+        Err(err) => return Finding::fail(NAME, err.to_string(), "check [facebook].graph_url"),
+    };
+    match client.app_token_info().await {
+        Ok(info) if info.is_valid && info.app_id.as_deref() == Some(config.app_id.as_str()) => {
+            Finding::pass(
+                NAME,
+                format!(
+                    "{} accepts app {} and its secret ({})",
+                    config.graph_url, config.app_id, config.api_version
+                ),
+            )
+        }
+        Ok(info) => Finding::fail(
+            NAME,
+            format!(
+                "Meta does not accept the app token{}",
+                info.error
+                    .map(|e| format!(": {}", e.message))
+                    .unwrap_or_default()
+            ),
+            "copy App ID and App Secret again from the Meta app dashboard (App settings → Basic)",
+        ),
+        Err(err @ graph::Error::Graph { .. }) => Finding::fail(
+            NAME,
+            err.describe(),
+            "copy App ID and App Secret again from the Meta app dashboard (App settings → Basic)",
+        ),
+        Err(err) => Finding::fail(
+            NAME,
+            err.to_string(),
+            "this machine must reach [facebook].graph_url over HTTPS (firewall, proxy, DNS)",
+        ),
+    }
+}
+
+/// Meta only calls HTTPS webhooks with a certificate from a public authority.
+fn check_public_scheme(config: &HttpConfig) -> Finding {
+    const NAME: &str = "public url";
+    let url = &config.public_url;
+    match url.scheme() {
+        "https" => Finding::pass(NAME, format!("{url} uses https")),
+        _ if is_loopback(url) => Finding::pass(
+            NAME,
+            format!(
+                "{url} is plain http on loopback: fine for the sandbox and tests, Meta itself needs https"
+            ),
+        ),
+        _ => Finding::fail(
+            NAME,
+            format!("{url} is not https; Meta refuses plain http and self-signed certificates"),
+            "put a reverse proxy with a public certificate (nginx, Caddy; README, \"TLS\") in front and set [http].public_url to its https address",
+        ),
+    }
+}
+
+/// `GET {public_url}/healthz` from this machine: when it answers, DNS, proxy and certificate lead
+/// to this gateway.
+async fn check_public_reachable(config: &HttpConfig) -> Finding {
+    const NAME: &str = "public url reachable";
+    let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
+        Ok(client) => client,
+        Err(err) => {
+            return Finding::fail(NAME, err.without_url().to_string(), "report this as a bug");
+        }
+    };
+    let public = config.public_route("/healthz");
+    let public_answer = get_status(&client, public.clone()).await;
+    if let Ok(200) = public_answer {
+        return Finding::pass(NAME, format!("{public} answers 200"));
+    }
+    let local_ip = match config.listen.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    let local = SocketAddr::new(local_ip, config.listen.port());
+    let local_up = match Url::parse(&format!("http://{local}/healthz")) {
+        Ok(url) => get_status(&client, url).await == Ok(200),
+        Err(_) => false,
+    };
+    let problem = match public_answer {
+        Ok(status) => format!("{public} answers HTTP {status}"),
+        Err(reason) => format!("{public} cannot be reached: {reason}"),
+    };
+    if local_up {
+        Finding::fail(
+            NAME,
+            format!("{problem}, although the gateway answers on {local}"),
+            "check DNS, the firewall and the reverse proxy: it must forward the public URL to [http].listen",
+        )
+    } else {
+        Finding::warn(
+            NAME,
+            format!(
+                "{problem}; the gateway is not running on {local}, so the public path could not be tested"
+            ),
+            "start the gateway (systemctl start omni-gateway) and run check again",
+        )
+    }
+}
+
+async fn get_status(client: &reqwest::Client, url: Url) -> Result<u16, String> {
+    client
+        .get(url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| {
+            let e = e.without_url();
+            match std::error::Error::source(&e) {
+                Some(source) => format!("{e} ({source})"),
+                None => e.to_string(),
+            }
+        })
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(name)) => name == "localhost",
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_may_use_plain_http() {
+        for (url, loopback) in [
+            ("http://127.0.0.1:8080", true),
+            ("http://[::1]:8080", true),
+            ("http://localhost:8080", true),
+            ("http://10.0.0.5", false),
+            ("http://fb-gateway.example.com", false),
+        ] {
+            let url = Url::parse(url).unwrap();
+            assert_eq!(is_loopback(&url), loopback, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_finding_is_one_line_with_its_fix() {
+        let line = Finding::fail("omnichannel", "off", "turn it on").to_string();
+        assert_eq!(line, "✗ omnichannel: off — turn it on");
+        assert_eq!(Finding::pass("x", "fine").to_string(), "✓ x: fine");
+    }
+}

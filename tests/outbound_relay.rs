@@ -1,0 +1,537 @@
+//! Agent replies and room closing, from the Rocket.Chat simulator through the real gateway to the
+//! Graph simulator's Send API: the right customer and token, the window policy, retries, token
+//! loss and recovery, back-fill after a dropped socket, and a restart mid-outbox.
+
+mod support;
+
+use std::time::Duration;
+
+use omni_gateway::config::Config;
+use omni_gateway::daemon::Gateway;
+use omni_gateway::health::now_ms;
+use omni_gateway::ids::RoomId;
+use omni_gateway::sim::graph::{GraphSim, SentMessage, SimError};
+use serde_json::json;
+use support::{BOT, Chat, PATIENCE, eventually, until_ready};
+
+const APP_ID: &str = "4242424242";
+const APP_SECRET: &str = "graph-app-secret";
+const PAGE: &str = "1111";
+const PSID: &str = "9000000001";
+
+/// Both simulators, the gateway, and one page connected through the real OAuth flow.
+struct World {
+    chat: Chat,
+    graph: GraphSim,
+    gateway: Option<Gateway>,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+    human_agent_tag: bool,
+}
+
+impl World {
+    async fn start(human_agent_tag: bool) -> World {
+        let chat = Chat::start().await;
+        chat.sim
+            .add_user("agent1", "agent-pw", &["user", "livechat-agent"]);
+        chat.sim.set_agent_online("agent1", true);
+        let graph = GraphSim::start(APP_ID, APP_SECRET)
+            .await
+            .expect("graph simulator");
+        graph.add_user("fb-alice", "Alice Admin");
+        graph.add_page("fb-alice", PAGE, "Acme Support", &["MESSAGING", "MODERATE"]);
+        graph.add_psid(PAGE, PSID, "Jane", "Customer");
+        graph.set_dialog_user("fb-alice");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        let mut world = World {
+            chat,
+            graph,
+            gateway: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+            http,
+            human_agent_tag,
+        };
+        world.start_gateway().await;
+        world.connect_page().await;
+        world
+    }
+
+    async fn start_gateway(&mut self) {
+        let graph_url = self.graph.url().as_str().trim_end_matches('/').to_owned();
+        let text = format!(
+            r#"
+[rocketchat]
+url = "{rc}"
+username = "{BOT}"
+password = "{password}"
+admins = []
+keepalive_ms = 200
+dead_link_ms = 1500
+
+[facebook]
+app_id = "{APP_ID}"
+app_secret = "{APP_SECRET}"
+verify_token = "verify-me"
+graph_url = "{graph_url}"
+dialog_url = "{graph_url}"
+api_version = "v23.0"
+human_agent_tag = {tag}
+
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://gateway.invalid"
+
+[store]
+path = "{store}"
+"#,
+            rc = self.chat.sim.url().as_str().trim_end_matches('/'),
+            password = support::BOT_PASSWORD,
+            tag = self.human_agent_tag,
+            store = self.dir.path().join("data").display(),
+        );
+        let config = Config::parse(&text, &self.dir.path().join("bot.toml"), &|_| None)
+            .expect("valid config");
+        let gateway = Gateway::start(config).await.expect("gateway starts");
+        until_ready(&gateway).await;
+        self.gateway = Some(gateway);
+    }
+
+    fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("gateway running")
+    }
+
+    async fn stop_gateway(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// `/facebook authorize` in chat, the simulated dialog, the callback: what an admin does.
+    async fn connect_page(&self) {
+        let dm = self.chat.alice_dm.clone();
+        let links = |chat: &Chat| {
+            chat.bot_messages(&dm)
+                .into_iter()
+                .filter(|m| m.contains("dialog/oauth"))
+                .collect::<Vec<_>>()
+        };
+        let earlier_links = links(&self.chat).len();
+        let before = self.chat.bot_messages(&dm).len();
+        self.chat.sim.post("alice", &dm, "/facebook authorize");
+        eventually("a fresh authorization link", || {
+            links(&self.chat).len() > earlier_links
+        })
+        .await;
+        let reply = links(&self.chat).pop().expect("a link");
+        let link = reply
+            .split_whitespace()
+            .find(|w| w.starts_with("http"))
+            .expect("a link in the reply")
+            .to_owned();
+        let dialog = self.http.get(&link).send().await.expect("dialog answers");
+        let location = dialog
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("the dialog redirects")
+            .to_owned();
+        let callback = url::Url::parse(&location).expect("redirect URL");
+        let local = format!(
+            "http://{}{}?{}",
+            self.gateway().http_addr,
+            callback.path(),
+            callback.query().unwrap_or_default()
+        );
+        let page = self
+            .http
+            .get(&local)
+            .send()
+            .await
+            .expect("callback answers");
+        assert_eq!(
+            page.status(),
+            200,
+            "{}",
+            page.text().await.unwrap_or_default()
+        );
+        eventually("the admin is told the page is connected", || {
+            self.chat.bot_messages(&dm).len() > before + 1
+                && self
+                    .chat
+                    .bot_messages(&dm)
+                    .iter()
+                    .any(|m| m.contains("Connected page"))
+        })
+        .await;
+    }
+
+    /// The customer writes to the page (a signed webhook), `ago_ms` in the past.
+    async fn customer_writes(&self, mid: &str, text: &str, ago_ms: u64) {
+        let ts = now_ms() - ago_ms;
+        let body = json!({"object":"page","entry":[{"id":PAGE,"time":ts,"messaging":[
+            {"sender":{"id":PSID},"recipient":{"id":PAGE},"timestamp":ts,"message":{"mid":mid,"text":text}}]}]});
+        let url = format!("http://{}/webhooks/messenger", self.gateway().http_addr);
+        let response = self
+            .graph
+            .deliver_webhook(&url, body.to_string().as_bytes())
+            .await
+            .expect("webhook delivered");
+        assert_eq!(response.status(), 200);
+    }
+
+    /// Waits for the customer's message to reach a Livechat room; returns the room.
+    async fn room_with(&self, text: &str) -> RoomId {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            for room in self.chat.sim.livechat_rooms() {
+                if self
+                    .chat
+                    .sim
+                    .messages(&room.id)
+                    .iter()
+                    .any(|m| m.msg == text)
+                {
+                    return room.id;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{text:?} never reached a room"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn sent(&self, text: &str) -> SentMessage {
+        self.graph
+            .wait_for_sent(|m| m.text.as_deref() == Some(text), PATIENCE)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{text:?} never reached the Send API; sent: {:#?}",
+                    self.graph.sent_messages()
+                )
+            })
+    }
+
+    fn sent_count(&self, text: &str) -> usize {
+        self.graph
+            .sent_messages()
+            .iter()
+            .filter(|m| m.text.as_deref() == Some(text))
+            .count()
+    }
+
+    /// Everything the bot said to `username` by direct message.
+    fn dm_to(&self, username: &str) -> Vec<String> {
+        let dm = self.chat.sim.direct_room(BOT, username);
+        self.chat.bot_messages(&dm)
+    }
+}
+
+#[tokio::test]
+async fn agent_reply_reaches_the_customer_with_the_page_token() {
+    let mut world = World::start(false).await;
+    world
+        .customer_writes("m-1", "Hi, my order is late", 0)
+        .await;
+    let rid = world.room_with("Hi, my order is late").await;
+
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "Sorry! Let me check.");
+    let sent = world.sent("Sorry! Let me check.").await;
+    assert_eq!(sent.page, PAGE);
+    assert_eq!(sent.recipient, PSID);
+    assert_eq!(
+        Some(sent.token.as_str()),
+        world.graph.page_token(PAGE).as_deref()
+    );
+    assert_eq!(sent.messaging_type.as_deref(), Some("RESPONSE"));
+    assert!(
+        world
+            .graph
+            .sent_messages()
+            .iter()
+            .any(|m| m.sender_action.as_deref() == Some("mark_seen")),
+        "the customer's messages are marked seen"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn long_replies_are_split_and_the_visitor_own_messages_are_not_echoed() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "Tell me everything", 0).await;
+    let rid = world.room_with("Tell me everything").await;
+
+    let long = "This sentence is part of a long answer. ".repeat(80);
+    world.chat.sim.agent_reply("agent1", &rid, long.trim());
+    let expected = omni_gateway::relay::outbound::split_text(long.trim(), 1999);
+    assert!(expected.len() > 1);
+    for piece in &expected {
+        world.sent(piece).await;
+    }
+    assert_eq!(
+        world.sent_count("Tell me everything"),
+        0,
+        "the visitor's own message is not sent back"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn closing_sends_the_finished_message_and_the_next_message_opens_a_new_room() {
+    let mut world = World::start(false).await;
+    world.chat.sim.post(
+        "alice",
+        &world.chat.alice_dm,
+        &format!("/facebook edit {PAGE} finished Thanks for contacting Acme!"),
+    );
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("finished message updated")
+        })
+        .await;
+    world.chat.sim.post(
+        "alice",
+        &world.chat.alice_dm,
+        &format!("/facebook edit {PAGE} welcome Welcome to Acme!"),
+    );
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("welcome message updated")
+        })
+        .await;
+
+    world.customer_writes("m-1", "first question", 0).await;
+    let first_room = world.room_with("first question").await;
+    world.sent("Welcome to Acme!").await;
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &first_room, "Answered.");
+    world.sent("Answered.").await;
+    world.chat.sim.close_room(&first_room, "agent1");
+    let finished = world.sent("Thanks for contacting Acme!").await;
+    assert_eq!(finished.recipient, PSID);
+
+    world.customer_writes("m-2", "second question", 0).await;
+    let second_room = world.room_with("second question").await;
+    assert_ne!(
+        first_room, second_room,
+        "a new conversation opens a new room"
+    );
+    eventually("a second welcome", || {
+        world.sent_count("Welcome to Acme!") == 2
+    })
+    .await;
+    assert_eq!(world.sent_count("Thanks for contacting Acme!"), 1);
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_and_the_reply_is_sent_once() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "hello?", 0).await;
+    let rid = world.room_with("hello?").await;
+
+    world.graph.fail_next(
+        "/messages",
+        2,
+        SimError::Graph {
+            code: 2,
+            subcode: None,
+            http_status: 500,
+        },
+    );
+    world.chat.sim.agent_reply("agent1", &rid, "Here I am.");
+    world.sent("Here I am.").await;
+    world.chat.sim.agent_reply("agent1", &rid, "Anything else?");
+    world.sent("Anything else?").await;
+    assert_eq!(
+        world.sent_count("Here I am."),
+        1,
+        "retries did not duplicate the reply"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn a_dead_token_holds_replies_notifies_admins_and_resumes_after_authorize() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "are you there?", 0).await;
+    let rid = world.room_with("are you there?").await;
+
+    world.graph.invalidate_user_tokens("fb-alice", 460);
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "Yes, one moment.");
+    eventually("the admin is told the page needs authorization", || {
+        world
+            .dm_to("alice")
+            .iter()
+            .any(|m| m.contains("no longer accepts") && m.contains("/facebook authorize"))
+    })
+    .await;
+    world
+        .chat
+        .sim
+        .post("alice", &world.chat.alice_dm, "/facebook pages");
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| m.contains("needs authorization"))
+        .await;
+    assert_eq!(world.sent_count("Yes, one moment."), 0);
+
+    world.connect_page().await;
+    let sent = world.sent("Yes, one moment.").await;
+    assert_eq!(
+        Some(sent.token.as_str()),
+        world.graph.page_token(PAGE).as_deref(),
+        "sent with the new token"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(world.sent_count("Yes, one moment."), 1);
+    let notices = world
+        .dm_to("alice")
+        .iter()
+        .filter(|m| m.contains("no longer accepts"))
+        .count();
+    assert_eq!(notices, 1, "one notice per loss of authorization");
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn replies_outside_the_window_are_refused_with_a_dm_to_the_agent() {
+    let mut world = World::start(false).await;
+    let day = 24 * 3600 * 1000;
+    world
+        .graph
+        .set_psid_window(PAGE, PSID, now_ms() - day - 3_600_000);
+    world
+        .customer_writes("m-old", "old question", day + 3_600_000)
+        .await;
+    let rid = world.room_with("old question").await;
+
+    world.chat.sim.agent_reply("agent1", &rid, "Late answer");
+    eventually("the agent is told why", || {
+        world.dm_to("agent1").iter().any(|m| {
+            m.contains("Late answer") && m.contains("24-hour") && m.contains("human_agent_tag")
+        })
+    })
+    .await;
+    assert_eq!(world.sent_count("Late answer"), 0);
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn human_agent_tag_extends_the_window_to_seven_days_for_people() {
+    let mut world = World::start(true).await;
+    world.graph.grant_human_agent(true);
+    let three_days = 3 * 24 * 3600 * 1000;
+    world
+        .graph
+        .set_psid_window(PAGE, PSID, now_ms() - three_days);
+    world
+        .customer_writes("m-old", "question from Monday", three_days)
+        .await;
+    let rid = world.room_with("question from Monday").await;
+
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "Sorry for the wait");
+    let sent = world.sent("Sorry for the wait").await;
+    assert_eq!(sent.messaging_type.as_deref(), Some("MESSAGE_TAG"));
+    assert_eq!(sent.tag.as_deref(), Some("HUMAN_AGENT"));
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn a_reply_written_while_the_socket_is_down_arrives_once_by_back_fill() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "hello", 0).await;
+    let rid = world.room_with("hello").await;
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "Before the drop");
+    world.sent("Before the drop").await;
+
+    let connections = world.chat.sim.stats().ws_connections;
+    world.chat.sim.refuse_connections(true);
+    world.chat.sim.drop_connections();
+    let health = world.gateway().health.clone();
+    eventually("the gateway sees the link down", || {
+        health.readiness().is_err()
+    })
+    .await;
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "Written while you were away");
+    world.chat.sim.refuse_connections(false);
+    eventually("the gateway reconnects", || {
+        world.chat.sim.stats().ws_connections > connections
+    })
+    .await;
+
+    world.sent("Written while you were away").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.sent_count("Written while you were away"), 1);
+    assert_eq!(
+        world.sent_count("Before the drop"),
+        1,
+        "the back-fill does not resend what was sent"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_outbox_sends_each_reply_once() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "hello", 0).await;
+    let rid = world.room_with("hello").await;
+
+    world
+        .graph
+        .fail_next("/messages", 100_000, SimError::Http5xx(503));
+    for n in 1..=3 {
+        world
+            .chat
+            .sim
+            .agent_reply("agent1", &rid, &format!("reply {n}"));
+    }
+    let store = world.gateway().store.clone();
+    eventually("the replies wait in the outbox", || store.outbox_len() == 3).await;
+    drop(store);
+    world.stop_gateway().await;
+
+    world.graph.clear_faults();
+    world.start_gateway().await;
+    for n in 1..=3 {
+        world.sent(&format!("reply {n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let texts: Vec<String> = world
+        .graph
+        .sent_messages()
+        .into_iter()
+        .filter_map(|m| m.text)
+        .filter(|t| t.starts_with("reply "))
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["reply 1", "reply 2", "reply 3"],
+        "each once, in order"
+    );
+    world.stop_gateway().await;
+}
