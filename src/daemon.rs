@@ -197,11 +197,32 @@ impl Gateway {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let gateway = Gateway::start(config).await?;
     let ready = tokio::spawn(systemd::notify_ready_when_up(gateway.health.clone()));
-    systemd::shutdown_signal().await;
+    let store_failed = tokio::select! {
+        _ = systemd::shutdown_signal() => false,
+        _ = until_store_failed(&gateway.store) => true,
+    };
     ready.abort();
-    info!("stopping");
     systemd::notify_stopping();
+    if store_failed {
+        error!(
+            "the store cannot be written (see the errors above); exiting so systemd restarts the gateway, which succeeds once the disk has room again"
+        );
+        // The final flush fails too; the exit status is what matters.
+        let _ = gateway.shutdown().await;
+        anyhow::bail!("the store cannot be written");
+    }
+    info!("stopping");
     gateway.shutdown().await
+}
+
+/// Returns once a store flush has failed. Webhooks are answered 503 meanwhile, so Meta keeps
+/// the events; a new process is the only way to write to the store again (see
+/// [`Store::has_failed`]).
+async fn until_store_failed(store: &Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !store.has_failed() {
+        tick.tick().await;
+    }
 }
 
 async fn admin_loop(

@@ -1,5 +1,6 @@
 //! The gateway's own HTTP server (DESIGN.md §4): Meta's webhooks, the OAuth callback, and the
-//! operator's probes. Request bodies are capped at 1 MiB and every request has a deadline.
+//! operator's probes. Request bodies are capped at 1 MiB, request heads at 64 KiB, connections
+//! at [`MAX_CONNECTIONS`], and every request has a deadline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +12,15 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, error, info, warn};
@@ -32,6 +38,19 @@ use crate::telemetry::{Snapshot, Telemetry};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A request that takes longer is answered 408, so a slow client cannot hold a connection.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once. Far above what Meta, a reverse proxy and probes open; beyond it
+/// new connections are closed at once. The unit's `LimitNOFILE` leaves room for it.
+pub const MAX_CONNECTIONS: usize = 8192;
+/// The largest request head (request line and headers); a bigger one is answered 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// A connection that has not sent a complete request head by then is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent requests on one HTTP/2 connection.
+const MAX_H2_STREAMS: u32 = 64;
+/// How long to wait after an accept error such as running out of file descriptors.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What the probe routes read.
 #[derive(Clone)]
@@ -89,16 +108,83 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     })
 }
 
-/// Serves until `cancel` fires, then stops accepting and lets in-flight requests finish.
+/// Serves until `cancel` fires, then stops accepting and lets in-flight requests finish (for at
+/// most [`SHUTDOWN_GRACE`]).
+///
+/// The accept loop is ours rather than `axum::serve` because the connection limits live here:
+/// at most [`MAX_CONNECTIONS`] at once (more are closed on accept, so a flood cannot use up file
+/// descriptors or memory), a request head within [`HEADER_READ_TIMEOUT`] (an idle or slow client
+/// cannot hold a connection for ever) and of at most [`MAX_HEADER_BYTES`] (431 beyond).
 pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) {
     let addr = listener.local_addr().ok();
-    info!(addr = ?addr, "http server listening");
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await;
-    if let Err(err) = result {
-        warn!(error = %err, "http server stopped with an error");
+    info!(addr = ?addr, max_connections = MAX_CONNECTIONS, "http server listening");
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(MAX_H2_STREAMS);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors or memory: wait for connections to close rather
+                    // than spin. Errors about one failed handshake need no pause.
+                    if !is_connection_error(&err) {
+                        error!(error = %err, "http accept failed; retrying shortly");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            // One line when the limit is first hit, then one per thousand refusals.
+            if refused % 1000 == 1 {
+                warn!(peer = %peer, refused, limit = MAX_CONNECTIONS, "http connection limit reached; closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(peer = %peer, error = %err, "http connection ended with an error");
+            }
+            drop(slot);
+        });
     }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            warn!("http connections still open after the shutdown grace period; closing them");
+        }
+    }
+}
+
+fn is_connection_error(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        err.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// The OAuth redirect target (`GET /oauth/facebook/callback`).

@@ -29,7 +29,7 @@ mod records;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use sled::Transactional;
@@ -98,7 +98,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The disk is full or read-only: the webhook answers 503 so Meta retries later, rather
+    /// The disk is full or read-only, or a file hit the process's size limit: the webhook answers 503 so Meta retries later, rather
     /// than 500.
     pub fn is_disk_full(&self) -> bool {
         let io = match self {
@@ -113,6 +113,7 @@ impl Error {
             Error::TokenKeyIo { source, .. } => source,
             _ => return false,
         };
+        const EFBIG: i32 = 27;
         const ENOSPC: i32 = 28;
         const EROFS: i32 = 30;
         const EDQUOT: i32 = 122;
@@ -121,7 +122,8 @@ impl Error {
             io::ErrorKind::StorageFull
                 | io::ErrorKind::ReadOnlyFilesystem
                 | io::ErrorKind::QuotaExceeded
-        ) || matches!(io.raw_os_error(), Some(ENOSPC | EROFS | EDQUOT))
+                | io::ErrorKind::FileTooLarge
+        ) || matches!(io.raw_os_error(), Some(EFBIG | ENOSPC | EROFS | EDQUOT))
     }
 }
 
@@ -168,6 +170,8 @@ struct Inner {
     inbox_len: AtomicIsize,
     outbox_len: AtomicIsize,
     flushes: AtomicU64,
+    /// Set by the first failed flush; see [`Store::has_failed`].
+    failed: AtomicBool,
     /// The group-commit queue, created by the first `sync()` (it needs a runtime) and again if
     /// its runtime went away.
     flusher: Mutex<Option<mpsc::Sender<oneshot::Sender<FlushResult>>>>,
@@ -175,7 +179,10 @@ struct Inner {
 
 impl Inner {
     fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(sled_err("flush"))?;
+        if let Err(err) = self.db.flush() {
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(sled_err("flush")(err));
+        }
         self.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -265,6 +272,7 @@ impl Store {
             inbox_len: AtomicIsize::new(0),
             outbox_len: AtomicIsize::new(0),
             flushes: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
             flusher: Mutex::new(None),
         };
         let store = Store {
@@ -394,6 +402,27 @@ impl Store {
     /// Flushes on the calling thread: for shutdown and other non-async callers.
     pub fn flush_blocking(&self) -> Result<()> {
         self.inner.flush()
+    }
+
+    /// Whether a flush has failed (disk full, file-size limit, I/O error). sled keeps the first
+    /// write error for the life of the database, so nothing more can be made durable until the
+    /// store is reopened: the daemon exits and systemd starts it again.
+    pub fn has_failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Relaxed)
+    }
+
+    /// Records an I/O failure of a queue write for [`has_failed`](Self::has_failed): sled's own
+    /// background flush may meet a full disk before any `sync()` does, and then every write
+    /// fails.
+    fn noting_failure<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Sled {
+            source: sled::Error::Io(_),
+            ..
+        }) = &result
+        {
+            self.inner.failed.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     /// How many flushes this handle's database has done (for tests and metrics).
@@ -678,6 +707,10 @@ impl Store {
     /// event whose `(page, dedupe_key)` was seen before (in an earlier call or earlier in this
     /// batch) is skipped. Does not flush: call [`sync`](Self::sync) before acknowledging.
     pub fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
+        self.noting_failure(self.try_enqueue_inbound(events))
+    }
+
+    fn try_enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
         let mut prepared = Vec::with_capacity(events.len());
         for event in &events {
             let seq = self.inner.db.generate_id().map_err(sled_err("inbox id"))?;
@@ -809,6 +842,10 @@ impl Store {
     /// back-fill after a reconnect sees messages the live stream already delivered): then
     /// `false`. Does not flush.
     pub fn enqueue_outbound(&self, item: OutboundItem) -> Result<bool> {
+        self.noting_failure(self.try_enqueue_outbound(item))
+    }
+
+    fn try_enqueue_outbound(&self, item: OutboundItem) -> Result<bool> {
         let seq = self.inner.db.generate_id().map_err(sled_err("outbox id"))?;
         let key = keys::queue(&item.key, item.created_ms, seq);
         let value = records::encode_outbound(&item)?;
@@ -895,6 +932,7 @@ mod tests {
             (sled_io(io::Error::from_raw_os_error(28)), true),
             (sled_io(io::Error::from_raw_os_error(30)), true),
             (sled_io(io::Error::from_raw_os_error(122)), true),
+            (sled_io(io::Error::from_raw_os_error(27)), true),
             (sled_io(io::Error::from_raw_os_error(5)), false),
             (sled_io(io::Error::from(io::ErrorKind::StorageFull)), true),
             (

@@ -317,6 +317,21 @@ impl RocketChatSim {
 
     /// A public channel (`t:"c"`) with these members subscribed.
     pub fn channel(&self, name: &str, members: &[&str]) -> RoomId {
+        self.room_of_kind(RoomKind::Channel, name, members)
+    }
+
+    /// A private group (`t:"p"`) with these members subscribed.
+    pub fn private_group(&self, name: &str, members: &[&str]) -> RoomId {
+        self.room_of_kind(RoomKind::Private, name, members)
+    }
+
+    /// A Livechat room (`t:"l"`) with these users subscribed, as when agents were added to it;
+    /// it has no visitor, so the Livechat routes treat it as closed.
+    pub fn livechat_room_with(&self, name: &str, members: &[&str]) -> RoomId {
+        self.room_of_kind(RoomKind::Livechat, name, members)
+    }
+
+    fn room_of_kind(&self, kind: RoomKind, name: &str, members: &[&str]) -> RoomId {
         self.shared().mutate(|st| {
             let uids: Vec<String> = members.iter().map(|m| Self::uid(st, m)).collect();
             let rid = random_id();
@@ -324,7 +339,7 @@ impl RocketChatSim {
                 rid.clone(),
                 Room {
                     id: rid.clone(),
-                    kind: RoomKind::Channel,
+                    kind,
                     name: Some(name.to_owned()),
                     members: uids.iter().cloned().collect(),
                     ts_ms: now_ms(),

@@ -39,6 +39,8 @@ pub(super) struct LoginToken {
 pub(super) enum RoomKind {
     Direct,
     Channel,
+    /// A private group: only its members see it.
+    Private,
     Livechat,
 }
 
@@ -47,6 +49,7 @@ impl RoomKind {
         match self {
             RoomKind::Direct => "d",
             RoomKind::Channel => "c",
+            RoomKind::Private => "p",
             RoomKind::Livechat => "l",
         }
     }
@@ -434,7 +437,7 @@ impl State {
         }
         match room.kind {
             RoomKind::Channel => self.has_permission(uid, "view-c-room"),
-            RoomKind::Direct => false,
+            RoomKind::Direct | RoomKind::Private => false,
             RoomKind::Livechat => {
                 self.has_permission(uid, "view-livechat-rooms")
                     || room.live.as_ref().and_then(|l| l.served_by.as_deref()) == Some(uid)

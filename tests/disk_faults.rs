@@ -1,0 +1,174 @@
+//! A store that cannot be written (disk full, file-size limit): webhooks are answered 503 so Meta
+//! retries, the log says why, and once the disk takes writes again a restarted gateway accepts
+//! the retried events, each stored once.
+//!
+//! The fault is real, not a test hook: `RLIMIT_FSIZE` makes every write past the limit fail with
+//! `EFBIG`, for root too (a read-only `chmod` does not stop root, and sled writes through file
+//! handles it already holds). The limit is process-wide, so this binary holds this one test.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, KeyInit, Mac};
+use omni_gateway::config::Config;
+use omni_gateway::daemon::Gateway;
+use omni_gateway::ids::PageId;
+use omni_gateway::store::{Page, PageStatus};
+use secrecy::SecretString;
+use sha2::Sha256;
+
+use support::{Chat, password_credentials};
+
+const PAGE: &str = "1122334455";
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn webhook(mid: &str) -> Vec<u8> {
+    format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":1700000000000,"messaging":[{{"sender":{{"id":"6789"}},"recipient":{{"id":"{PAGE}"}},"timestamp":1700000000000,"message":{{"mid":"{mid}","text":"hello"}}}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+async fn post(gateway: &Gateway, body: Vec<u8>) -> u16 {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"app-secret-for-tests").unwrap();
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    reqwest::Client::new()
+        .post(format!("http://{}/webhooks/messenger", gateway.http_addr))
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Sets the soft limit on the size of files this process writes.
+fn limit_file_size(bytes: libc::rlim_t) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct. SIGXFSZ is ignored so a write past the limit
+    // fails with EFBIG instead of killing the process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit), 0);
+        limit.rlim_cur = bytes.min(limit.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+}
+
+async fn start(chat: &Chat, dir: &std::path::Path) -> Gateway {
+    let text = support::config_text(
+        chat.sim.url().as_str().trim_end_matches('/'),
+        &dir.join("data"),
+        &password_credentials(),
+    );
+    let config = Config::parse(&text, &dir.join("bot.toml"), &|_| None).unwrap();
+    Gateway::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_written_answers_503_and_recovers() {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish(),
+    )
+    .unwrap();
+
+    let chat = Chat::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(&chat, dir.path()).await;
+    let mut page = Page::new(PageId::new(PAGE), "Shop".to_owned());
+    page.token = Some(SecretString::from("page-token".to_owned()));
+    page.status = PageStatus::Connected;
+    gateway.store.put_page(&page).unwrap();
+    gateway.store.sync().await.unwrap();
+    assert_eq!(post(&gateway, webhook("m_before")).await, 200);
+
+    // The disk fills up: no file may grow past its current size.
+    let db_file = dir.path().join("data").join("db");
+    limit_file_size(std::fs::metadata(&db_file).unwrap().len());
+    let mut refused = Vec::new();
+    for n in 0..50 {
+        let mid = format!("m_during_{n}");
+        match post(&gateway, webhook(&mid)).await {
+            200 => {}
+            503 => refused.push(mid),
+            other => panic!("webhook {mid} answered {other}"),
+        }
+        if refused.len() >= 3 {
+            break;
+        }
+    }
+    assert!(
+        refused.len() >= 3,
+        "the full disk never turned webhooks away"
+    );
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("cannot store webhook events") && text.contains("File too large"),
+        "the log says why: {text}"
+    );
+
+    // sled keeps a write error for the life of the database: `run` sees this flag, exits, and
+    // systemd starts the gateway again. Meanwhile the disk has room again, and Meta retries.
+    assert!(gateway.store.has_failed(), "the store reports the failure");
+    limit_file_size(libc::RLIM_INFINITY);
+    assert!(
+        gateway.shutdown().await.is_err(),
+        "the final flush reports the broken store"
+    );
+    let gateway = start(&chat, dir.path()).await;
+    for mid in &refused {
+        assert_eq!(post(&gateway, webhook(mid)).await, 200, "retry of {mid}");
+        assert_eq!(
+            post(&gateway, webhook(mid)).await,
+            200,
+            "second retry of {mid}"
+        );
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", gateway.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.contains("webhook_events_total") && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count("stored"),
+        refused.len() as u64,
+        "each retry stored once"
+    );
+    assert_eq!(count("duplicate"), refused.len() as u64);
+    gateway.shutdown().await.unwrap();
+}
