@@ -395,13 +395,21 @@ async fn receive_webhook(
         );
     }
     let mut events = Vec::new();
+    let mut stale_pages = Vec::new();
     for envelope in parsed.events {
         if !is_relayed(&webhook::event(&envelope.raw)) {
             state.telemetry.webhook_event("ignored", 1);
             continue;
         }
         match state.store.page(&envelope.page) {
-            Ok(Some(page)) if page.token.is_some() || page.status != PageStatus::Disconnected => {}
+            Ok(Some(page)) if page.token.is_some() || page.status != PageStatus::Disconnected => {
+                let fresh = page
+                    .last_webhook_ms
+                    .is_some_and(|at| now_ms().saturating_sub(at) < LAST_WEBHOOK_RESOLUTION_MS);
+                if !fresh && !stale_pages.contains(&page.id) {
+                    stale_pages.push(page.id);
+                }
+            }
             Ok(_) => {
                 warn!(page = %envelope.page, "webhook event for a page that is not connected; acknowledged and dropped");
                 state.telemetry.webhook_event("unknown_page", 1);
@@ -436,6 +444,16 @@ async fn receive_webhook(
         for key in &keys {
             state.inbound.wake(key);
         }
+        // For `status`; it needs no flush of its own (the next one carries it).
+        for page in &stale_pages {
+            let now = now_ms();
+            if let Err(err) = state
+                .store
+                .update_page(page, |p| p.last_webhook_ms = Some(now))
+            {
+                warn!(page = %page, error = %err, "cannot record the page's last webhook");
+            }
+        }
         debug!(
             stored = outcome.stored,
             duplicates = outcome.duplicates,
@@ -469,6 +487,10 @@ fn store_failure(err: &store::Error) -> Response {
     )
         .into_response()
 }
+
+/// `Page.last_webhook_ms` is rewritten at most this often, so a busy page costs no extra write
+/// per webhook.
+const LAST_WEBHOOK_RESOLUTION_MS: u64 = 60_000;
 
 /// What `/metrics` reads.
 #[derive(Clone)]

@@ -399,6 +399,8 @@ async fn no_agent_online_holds_then_delivers_in_order() {
         .chat
         .bot_says(&world.chat.alice_dm, |m| {
             m.contains("held conversations: 1")
+                && m.contains("last webhook: ")
+                && !m.contains("last webhook: never")
         })
         .await;
     world
