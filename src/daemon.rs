@@ -132,6 +132,7 @@ impl Gateway {
                 rest: rest.clone(),
                 health: health.clone(),
                 admin: admin_tx,
+                inbound: inbound.clone(),
                 outbound,
             },
             progress.clone(),
@@ -305,6 +306,7 @@ struct Relays {
     rest: RestClient,
     health: Health,
     admin: mpsc::Sender<(realtime::ChatMessage, realtime::RoomContext)>,
+    inbound: Arc<Inbound>,
     outbound: Arc<Outbound>,
 }
 
@@ -335,6 +337,7 @@ async fn rocketchat_loop(
                     token: session.token,
                 }));
                 relays.health.link_up();
+                relays.inbound.rocketchat_is_back();
                 login_problem = None;
                 // Whatever agents wrote while the link was down is caught up from history.
                 let outbound = relays.outbound.clone();

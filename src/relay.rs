@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -107,9 +108,15 @@ impl CustomerMessenger {
 
 /// Logs one warning when a far end starts failing and one line when it recovers, however many
 /// retries happen in between.
+///
+/// It also shortens outages for everyone: a worker waiting to retry can wait for
+/// [`recovery`](Self::recovery) too, which fires when any worker gets through or the daemon knows
+/// the far end is back, so one success restarts every conversation instead of each waiting out
+/// its own backoff.
 pub struct OutageLog {
     name: &'static str,
     down: AtomicBool,
+    back: Notify,
 }
 
 impl OutageLog {
@@ -117,6 +124,7 @@ impl OutageLog {
         OutageLog {
             name,
             down: AtomicBool::new(false),
+            back: Notify::new(),
         }
     }
 
@@ -132,7 +140,21 @@ impl OutageLog {
     pub fn recovered(&self) {
         if self.down.swap(false, Ordering::Relaxed) {
             info!(peer = self.name, "outage over: delivering again");
+            self.back.notify_waiters();
         }
+    }
+
+    /// The far end is reachable again (e.g. the realtime link logged in): wake the waiting
+    /// retries now.
+    pub fn nudge(&self) {
+        if self.down.load(Ordering::Relaxed) {
+            self.back.notify_waiters();
+        }
+    }
+
+    /// Resolves when the outage is over (see the type's doc).
+    pub async fn recovery(&self) {
+        self.back.notified().await;
     }
 }
 

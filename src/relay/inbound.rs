@@ -115,6 +115,11 @@ impl Inbound {
         self.tasks.spawn(async move { relay.work(key).await });
     }
 
+    /// Rocket.Chat is reachable again (the realtime link logged in): retry now.
+    pub fn rocketchat_is_back(&self) {
+        self.outage.nudge();
+    }
+
     /// Restarts delivery of everything left in the inbox (after a restart or a crash).
     pub fn resume_pending(self: &Arc<Self>) -> Result<usize, store::Error> {
         let pending = self.store.pending_inbound_conversations()?;
@@ -196,16 +201,24 @@ impl Inbound {
                 }
                 Err(Failure::RocketChat(err)) => {
                     self.telemetry.rocketchat_error(err.kind());
-                    let wait = if err.is_retryable() {
+                    if err.is_retryable() {
                         self.outage.failed(&err.to_string());
                         let wait = err.retry_after().unwrap_or_else(|| jitter(retry));
                         retry = (retry * 2).min(RETRY_MAX);
-                        wait
+                        // A rate limit's wait is the server's word; an outage ends early when
+                        // any conversation gets through.
+                        if err.retry_after().is_some() {
+                            self.pause(wait).await;
+                        } else {
+                            tokio::select! {
+                                _ = self.pause(wait) => {}
+                                _ = self.outage.recovery() => {}
+                            }
+                        }
                     } else {
                         warn!(conversation = %key, error = %err, "rocket.chat refused a customer's message; it stays queued and is retried");
-                        STUCK_RETRY
-                    };
-                    self.pause(wait).await;
+                        self.pause(STUCK_RETRY).await;
+                    }
                 }
                 Err(Failure::Store(err)) => {
                     error!(conversation = %key, error = %err, "store failure while delivering; retrying");

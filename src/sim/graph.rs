@@ -243,11 +243,14 @@ impl GraphSim {
     }
 
     /// Signs `body` and POSTs it to `url` the way Meta delivers webhooks.
+    /// Like Meta, the simulator learns from what it delivers: each customer message or postback
+    /// in the body makes its PSID known to the page and opens its messaging window.
     pub async fn deliver_webhook(
         &self,
         url: &str,
         body: &[u8],
     ) -> reqwest::Result<reqwest::Response> {
+        self.learn_from_webhook(body);
         self.http
             .post(url)
             .header("content-type", "application/json")
@@ -255,6 +258,44 @@ impl GraphSim {
             .body(body.to_vec())
             .send()
             .await
+    }
+
+    fn learn_from_webhook(&self, body: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let entries = value
+            .get("entry")
+            .and_then(|e| e.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut state = self.shared.lock();
+        for entry in entries {
+            let items = entry
+                .get("messaging")
+                .and_then(|m| m.as_array())
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                let from_customer = item.get("postback").is_some()
+                    || item
+                        .get("message")
+                        .is_some_and(|m| m.get("is_echo").and_then(|e| e.as_bool()) != Some(true));
+                let sender = item
+                    .get("sender")
+                    .and_then(|s| s.get("id"))
+                    .and_then(|i| i.as_str());
+                let page = item
+                    .get("recipient")
+                    .and_then(|r| r.get("id"))
+                    .and_then(|i| i.as_str());
+                let at = item.get("timestamp").and_then(|t| t.as_u64());
+                if let (true, Some(psid), Some(page), Some(at)) = (from_customer, sender, page, at)
+                {
+                    state.record_user_message(page, psid, at);
+                }
+            }
+        }
     }
 
     /// `sha256=<lowercase hex HMAC-SHA256(app_secret, body)>` over the exact bytes.

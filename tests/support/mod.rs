@@ -20,8 +20,9 @@ pub const BOT_PASSWORD: &str = "bot-s3cret";
 pub const APP_ID: &str = "1234567890";
 pub const APP_SECRET: &str = "app-secret-for-tests";
 pub const VERIFY_TOKEN: &str = "verify-token-for-tests";
-/// How long a test waits for something that should happen at once.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+/// How long a test waits for something that should happen at once (generous: CI shares two
+/// cores, and a failing test is the only one that waits this long).
+pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A Rocket.Chat simulator with the bot, an admin (alice, role admin), a plain user (bob) and
 /// their DMs with the bot.

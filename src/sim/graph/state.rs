@@ -205,8 +205,9 @@ struct Code {
 }
 
 struct MessengerUser {
-    first: String,
-    last: String,
+    /// `None` for people Meta has no profile of (phone-number accounts, or known only from a
+    /// webhook): the profile API answers 2018218.
+    name: Option<(String, String)>,
     last_user_message_ms: u64,
 }
 
@@ -287,11 +288,23 @@ impl State {
         self.psids.insert(
             (page.to_owned(), psid.to_owned()),
             MessengerUser {
-                first: first.to_owned(),
-                last: last.to_owned(),
+                name: Some((first.to_owned(), last.to_owned())),
                 last_user_message_ms: unix_now_ms(),
             },
         );
+    }
+
+    /// A person wrote to the page (Meta delivered a webhook for it): Meta knows the PSID from
+    /// then on and the messaging window opens at `at_ms`.
+    pub fn record_user_message(&mut self, page: &str, psid: &str, at_ms: u64) {
+        let user = self
+            .psids
+            .entry((page.to_owned(), psid.to_owned()))
+            .or_insert(MessengerUser {
+                name: None,
+                last_user_message_ms: 0,
+            });
+        user.last_user_message_ms = user.last_user_message_ms.max(at_ms);
     }
 
     pub fn set_psid_window(&mut self, page: &str, psid: &str, last_user_message_ms: u64) {
@@ -725,9 +738,10 @@ impl State {
         fields: Option<&str>,
     ) -> Result<Value, Fault> {
         let page = self.page_of(token, "me")?;
-        let user = self
+        let (first, last) = self
             .psids
             .get(&(page, id.to_owned()))
+            .and_then(|user| user.name.as_ref())
             .ok_or_else(|| Fault::new(100, Some(2018218), "No profile available for this user."))?;
         let mut out = json!({ "id": id });
         for field in fields
@@ -736,9 +750,9 @@ impl State {
         {
             let value = match field.trim() {
                 "id" => continue,
-                "first_name" => json!(user.first),
-                "last_name" => json!(user.last),
-                "name" => json!(format!("{} {}", user.first, user.last).trim()),
+                "first_name" => json!(first),
+                "last_name" => json!(last),
+                "name" => json!(format!("{first} {last}").trim()),
                 "profile_pic" => json!(format!(
                     "https://platform-lookaside.fbsbx.com/platform/profilepic/?psid={id}"
                 )),
