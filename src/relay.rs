@@ -7,6 +7,8 @@ pub mod inbound;
 pub mod outbound;
 pub mod render;
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use tracing::{info, warn};
 
-use crate::ids::{PageId, Psid};
+use crate::ids::{ConversationKey, PageId, Psid};
 use crate::messenger::graph::{self, Content, GraphClient, Messaging, SendRequest};
 use crate::notices::Notifier;
 use crate::pages;
@@ -36,6 +38,38 @@ pub struct RelayContext {
     /// Where the relays' workers run, so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
+}
+
+/// The conversations that have a worker running, for one direction. A worker runs while its
+/// conversation's queue has items; [`retire`](Self::retire) looks at the queue again under the
+/// lock, so an item queued while a worker decides to stop is either seen by it or starts a new
+/// worker, never left behind.
+#[derive(Default)]
+pub struct Workers {
+    running: Mutex<HashSet<ConversationKey>>,
+}
+
+impl Workers {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<ConversationKey>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `true` when no worker runs for `key` yet: the caller starts one.
+    pub fn claim(&self, key: &ConversationKey) -> bool {
+        self.running().insert(key.clone())
+    }
+
+    /// Called by a worker whose queue looked empty: `true` (stop now) when `queue_is_empty`
+    /// confirms it under the lock.
+    pub fn retire(&self, key: &ConversationKey, queue_is_empty: impl FnOnce() -> bool) -> bool {
+        let mut running = self.running();
+        if queue_is_empty() {
+            running.remove(key);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Sends the gateway's own messages (welcome, offline, finished) to customers and reads their

@@ -15,20 +15,17 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::outbound::Outbound;
 use super::render::{self, Part};
-use super::{CustomerMessenger, OutageLog, RelayContext, jitter};
+use super::{OutageLog, RelayContext, Workers, jitter};
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, RoomId, VisitorToken};
 use crate::messenger::webhook::{self, Attachment};
-use crate::notices::Notifier;
 use crate::rocketchat::livechat::{self, Visitor};
 use crate::rocketchat::rest::{self, RestClient};
-use crate::store::{self, Conversation, InboundEvent, Page, Store};
-use crate::telemetry::Telemetry;
+use crate::store::{self, Conversation, InboundEvent, Page};
 
 /// Largest customer file the gateway downloads (Messenger's own limit is 25 MB).
 const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
@@ -54,32 +51,17 @@ enum Failure {
 
 /// The inbound relay. Shared (`Arc`) by the webhook handler, which wakes it, and its workers.
 pub struct Inbound {
-    store: Store,
-    rest: RestClient,
-    customer: CustomerMessenger,
-    chat: Notifier,
-    telemetry: Telemetry,
+    ctx: RelayContext,
     /// Watches the rooms this relay opens, for the agents' replies.
     outbound: Arc<Outbound>,
     downloads: reqwest::Client,
-    workers: Mutex<HashMap<ConversationKey, ()>>,
+    workers: Workers,
     agents: AgentWatch,
     outage: OutageLog,
-    tasks: TaskTracker,
-    cancel: CancellationToken,
 }
 
 impl Inbound {
-    pub fn new(context: RelayContext, outbound: Arc<Outbound>) -> Arc<Inbound> {
-        let RelayContext {
-            store,
-            rest,
-            customer,
-            chat,
-            telemetry,
-            tasks,
-            cancel,
-        } = context;
+    pub fn new(ctx: RelayContext, outbound: Arc<Outbound>) -> Arc<Inbound> {
         crate::tls::install_crypto_provider();
         let downloads = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -87,32 +69,24 @@ impl Inbound {
             .build()
             .unwrap_or_default();
         Arc::new(Inbound {
-            agents: AgentWatch::new(rest.clone(), cancel.clone()),
-            store,
-            rest,
-            customer,
-            chat,
-            telemetry,
+            agents: AgentWatch::new(ctx.rest.clone(), ctx.cancel.clone()),
+            ctx,
             outbound,
             downloads,
-            workers: Mutex::new(HashMap::new()),
+            workers: Workers::default(),
             outage: OutageLog::new("rocket.chat"),
-            tasks,
-            cancel,
         })
     }
 
     /// Makes sure a worker is delivering this conversation's inbox. Call after the events are
     /// durably stored.
     pub fn wake(self: &Arc<Self>, key: &ConversationKey) {
-        let mut workers = self.lock_workers();
-        if workers.contains_key(key) || self.cancel.is_cancelled() {
+        if self.ctx.cancel.is_cancelled() || !self.workers.claim(key) {
             return;
         }
-        workers.insert(key.clone(), ());
         let relay = self.clone();
         let key = key.clone();
-        self.tasks.spawn(async move { relay.work(key).await });
+        self.ctx.tasks.spawn(async move { relay.work(key).await });
     }
 
     /// Rocket.Chat is reachable again (the realtime link logged in): retry now.
@@ -122,31 +96,27 @@ impl Inbound {
 
     /// Restarts delivery of everything left in the inbox (after a restart or a crash).
     pub fn resume_pending(self: &Arc<Self>) -> Result<usize, store::Error> {
-        let pending = self.store.pending_inbound_conversations()?;
+        let pending = self.ctx.store.pending_inbound_conversations()?;
         for key in &pending {
             self.wake(key);
         }
         if !pending.is_empty() {
             info!(
                 conversations = pending.len(),
-                events = self.store.inbox_len(),
+                events = self.ctx.store.inbox_len(),
                 "resuming delivery of stored webhook events"
             );
         }
         Ok(pending.len())
     }
 
-    fn lock_workers(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationKey, ()>> {
-        self.workers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// One conversation's worker: delivers the oldest event until the inbox is empty.
     async fn work(self: Arc<Self>, key: ConversationKey) {
         loop {
-            if self.cancel.is_cancelled() {
+            if self.ctx.cancel.is_cancelled() {
                 return;
             }
-            let next = match self.store.oldest_inbound(&key) {
+            let next = match self.ctx.store.oldest_inbound(&key) {
                 Ok(next) => next,
                 Err(err) => {
                     error!(conversation = %key, error = %err, "cannot read the inbox; retrying");
@@ -155,11 +125,11 @@ impl Inbound {
                 }
             };
             let Some((id, event)) = next else {
-                // Checked again under the lock, so an event stored after the first look either
-                // finds this worker still registered or starts a new one.
-                let mut workers = self.lock_workers();
-                if matches!(self.store.oldest_inbound(&key), Ok(None)) {
-                    workers.remove(&key);
+                let store = &self.ctx.store;
+                if self
+                    .workers
+                    .retire(&key, || matches!(store.oldest_inbound(&key), Ok(None)))
+                {
                     return;
                 }
                 continue;
@@ -167,7 +137,7 @@ impl Inbound {
             if !self.deliver_until_accepted(&key, &event).await {
                 return;
             }
-            if let Err(err) = self.store.remove_inbound(&id) {
+            if let Err(err) = self.ctx.store.remove_inbound(&id) {
                 // Redelivery after a restart is harmless: the message ids are derived from `mid`.
                 error!(conversation = %key, error = %err, "cannot remove a delivered event from the inbox");
             }
@@ -179,28 +149,28 @@ impl Inbound {
         let mut retry = RETRY_MIN;
         let mut progress = 0usize;
         loop {
-            if self.cancel.is_cancelled() {
+            if self.ctx.cancel.is_cancelled() {
                 return false;
             }
             match self.deliver(key, event, &mut progress).await {
                 Ok(()) => {
                     self.outage.recovered();
                     let latency_ms = now_ms().saturating_sub(event.received_ms);
-                    self.telemetry.inbound_delivered(latency_ms);
+                    self.ctx.telemetry.inbound_delivered(latency_ms);
                     return true;
                 }
                 Err(Failure::NoAgent { department }) => {
-                    self.telemetry.rocketchat_error("no_agent_online");
+                    self.ctx.telemetry.rocketchat_error("no_agent_online");
                     if let Err(err) = self.hold(key).await {
                         warn!(conversation = %key, error = %err, "cannot record the hold");
                     }
                     self.agents
-                        .wait_until_online(department, &self.cancel)
+                        .wait_until_online(department, &self.ctx.cancel)
                         .await;
                     retry = RETRY_MIN;
                 }
                 Err(Failure::RocketChat(err)) => {
-                    self.telemetry.rocketchat_error(err.kind());
+                    self.ctx.telemetry.rocketchat_error(err.kind());
                     if err.is_retryable() {
                         self.outage.failed(&err.to_string());
                         let wait = err.retry_after().unwrap_or_else(|| jitter(retry));
@@ -241,7 +211,7 @@ impl Inbound {
             debug!(conversation = %key, "event is not relayed");
             return Ok(());
         };
-        let page = self.store.page(&key.page)?;
+        let page = self.ctx.store.page(&key.page)?;
         let mut conversation = self.conversation(key)?;
         let dedupe = event
             .dedupe_key
@@ -253,7 +223,8 @@ impl Inbound {
             let id = render::message_id(&key.page, &dedupe, *progress);
             let posted = match &parts[*progress] {
                 Part::Text(text) => {
-                    self.rest
+                    self.ctx
+                        .rest
                         .send_visitor_message(&conversation.visitor_token, &rid, &id, text)
                         .await
                 }
@@ -272,7 +243,7 @@ impl Inbound {
                     info!(conversation = %key, room = %rid, reason = err.error_type().unwrap_or("-"), "room is gone; opening a new one");
                     new_rooms += 1;
                     conversation.room = None;
-                    self.store.update_conversation(key, |c| {
+                    self.ctx.store.update_conversation(key, |c| {
                         if c.room.as_ref() == Some(&rid) {
                             c.room = None;
                         }
@@ -290,7 +261,7 @@ impl Inbound {
         );
         conversation.held_since_ms = None;
         conversation.offline_notice_sent = false;
-        self.store.put_conversation(&conversation)?;
+        self.ctx.store.put_conversation(&conversation)?;
         if was_held {
             info!(conversation = %key, "held conversation delivered: an agent can take it now");
         }
@@ -299,7 +270,7 @@ impl Inbound {
 
     /// The conversation's record, created with a fresh visitor token on first contact.
     fn conversation(&self, key: &ConversationKey) -> Result<Conversation, store::Error> {
-        if let Some(existing) = self.store.conversation(key)? {
+        if let Some(existing) = self.ctx.store.conversation(key)? {
             return Ok(existing);
         }
         let conversation = Conversation {
@@ -311,7 +282,7 @@ impl Inbound {
             offline_notice_sent: false,
             last_agent_message_ms: None,
         };
-        self.store.put_conversation(&conversation)?;
+        self.ctx.store.put_conversation(&conversation)?;
         Ok(conversation)
     }
 
@@ -328,15 +299,21 @@ impl Inbound {
         let department = page
             .and_then(|p| p.department.as_ref())
             .map(|d| d.id.clone());
-        let name = self.customer.display_name(page, &key.psid).await;
-        self.rest
+        let name = self.ctx.customer.display_name(page, &key.psid).await;
+        self.ctx
+            .rest
             .register_visitor(&Visitor {
                 token: &conversation.visitor_token,
                 name: &name,
                 department: department.as_deref(),
             })
             .await?;
-        let room = match self.rest.visitor_room(&conversation.visitor_token).await {
+        let room = match self
+            .ctx
+            .rest
+            .visitor_room(&conversation.visitor_token)
+            .await
+        {
             Ok(room) => room,
             Err(err) if err.error_type() == Some("no-agent-online") => {
                 return Err(Failure::NoAgent { department });
@@ -344,13 +321,15 @@ impl Inbound {
             Err(err) => return Err(err.into()),
         };
         conversation.room = Some(room.rid.clone());
-        self.store
+        self.ctx
+            .store
             .update_conversation(&key, |c| c.room = Some(room.rid.clone()))?;
         self.outbound.watch(conversation).await;
         if room.created {
             info!(conversation = %key, room = %room.rid, department = department.as_deref().unwrap_or("-"), "conversation opened");
             if let Some(welcome) = page.and_then(|p| p.welcome.as_deref()) {
-                self.customer
+                self.ctx
+                    .customer
                     .send_text(page, &key.psid, welcome, "welcome")
                     .await;
             }
@@ -373,6 +352,7 @@ impl Inbound {
             Ok((bytes, mime)) => {
                 let name = render::file_name(url, &attachment.kind, &mime);
                 match self
+                    .ctx
                     .rest
                     .upload_visitor_file(token, rid, &name, &mime, bytes, None)
                     .await
@@ -388,7 +368,10 @@ impl Inbound {
         };
         warn!(room = %rid, kind = %attachment.kind, reason = %failure, "customer file posted as a link");
         let text = format!("{fallback}\n_({failure})_");
-        self.rest.send_visitor_message(token, rid, id, &text).await
+        self.ctx
+            .rest
+            .send_visitor_message(token, rid, id, &text)
+            .await
     }
 
     async fn download(&self, url: &str) -> Result<(Vec<u8>, String), String> {
@@ -434,36 +417,37 @@ impl Inbound {
         let mut conversation = self.conversation(key)?;
         if conversation.held_since_ms.is_none() {
             conversation.held_since_ms = Some(now_ms());
-            self.telemetry.inbound_held();
+            self.ctx.telemetry.inbound_held();
             info!(conversation = %key, "no agent online: holding the conversation until one is");
         }
         if conversation.offline_notice_sent {
-            self.store.put_conversation(&conversation)?;
+            self.ctx.store.put_conversation(&conversation)?;
             return Ok(());
         }
         conversation.offline_notice_sent = true;
-        self.store.put_conversation(&conversation)?;
-        self.store.sync().await?;
-        let page = self.store.page(&key.page)?;
+        self.ctx.store.put_conversation(&conversation)?;
+        self.ctx.store.sync().await?;
+        let page = self.ctx.store.page(&key.page)?;
         if let Some(offline) = page.as_ref().and_then(|p| p.offline.as_deref()) {
-            self.customer
+            self.ctx
+                .customer
                 .send_text(page.as_ref(), &key.psid, offline, "offline")
                 .await;
         }
         if let Some(page) = &page {
-            let name = self.customer.display_name(Some(page), &key.psid).await;
+            let name = self.ctx.customer.display_name(Some(page), &key.psid).await;
             let text = format!(
                 "No agent is online for page *{}*: the conversation with {name} is held. Its messages are kept in order and delivered as soon as an agent is available.",
                 page.name
             );
-            self.chat.notify(&page.subscribers, &text).await;
+            self.ctx.chat.notify(&page.subscribers, &text).await;
         }
         Ok(())
     }
 
     async fn pause(&self, wait: Duration) {
         tokio::select! {
-            _ = self.cancel.cancelled() => {}
+            _ = self.ctx.cancel.cancelled() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -6,29 +6,24 @@
 //! `livechat/messages.history`; the outbox refuses a Rocket.Chat message id it has seen before, so
 //! the stream and the back-fill can overlap without sending a reply twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::{CustomerMessenger, OutageLog, RelayContext, jitter};
+use super::{OutageLog, RelayContext, Workers, jitter};
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, RoomId};
 use crate::messenger::graph::{
     self, AttachmentKind, Content, ErrorKind, GraphClient, Messaging, SendRequest, SenderAction,
 };
-use crate::notices::Notifier;
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{ROOM_MESSAGES_STREAM, RoomMessage};
-use crate::rocketchat::rest::RestClient;
-use crate::store::{self, Conversation, OutboundItem, Page, PageStatus, Store};
-use crate::telemetry::Telemetry;
+use crate::store::{self, Conversation, OutboundItem, Page, PageStatus};
 
 /// Meta's text limit: "UTF-8 and less than 2000 characters".
 const MAX_TEXT_CHARS: usize = 1999;
@@ -79,52 +74,31 @@ enum Sent {
 }
 
 pub struct Outbound {
-    store: Store,
-    rest: RestClient,
+    ctx: RelayContext,
     graph: GraphClient,
-    customer: CustomerMessenger,
-    chat: Notifier,
-    telemetry: Telemetry,
     ddp: DdpClient,
     human_agent_tag: bool,
     streams: Mutex<HashMap<RoomId, SubscriptionId>>,
-    workers: Mutex<HashSet<ConversationKey>>,
+    workers: Workers,
     outage: OutageLog,
-    tasks: TaskTracker,
-    cancel: CancellationToken,
 }
 
 impl Outbound {
     /// `human_agent_tag`: the app is approved for Meta's HUMAN_AGENT tag (bot.toml).
     pub fn new(
-        context: RelayContext,
+        ctx: RelayContext,
         graph: GraphClient,
         ddp: DdpClient,
         human_agent_tag: bool,
     ) -> Arc<Outbound> {
-        let RelayContext {
-            store,
-            rest,
-            customer,
-            chat,
-            telemetry,
-            tasks,
-            cancel,
-        } = context;
         Arc::new(Outbound {
-            store,
-            rest,
+            ctx,
             graph,
-            customer,
-            chat,
-            telemetry,
             ddp,
             human_agent_tag,
             streams: Mutex::new(HashMap::new()),
-            workers: Mutex::new(HashSet::new()),
+            workers: Workers::default(),
             outage: OutageLog::new("facebook send api"),
-            tasks,
-            cancel,
         })
     }
 
@@ -136,9 +110,9 @@ impl Outbound {
         // The stream is live a moment after the subscription is sent; a reply written in that
         // moment is caught up from history.
         let relay = self.clone();
-        self.tasks.spawn(async move {
+        self.ctx.tasks.spawn(async move {
             relay.pause(NEW_STREAM_CATCH_UP).await;
-            if !relay.cancel.is_cancelled() {
+            if !relay.ctx.cancel.is_cancelled() {
                 relay.backfill_room(&rid).await;
             }
         });
@@ -164,10 +138,10 @@ impl Outbound {
     /// Watches every stored open room and resumes every pending outbox (start-up; the back-fill
     /// after the first login catches the rooms up).
     pub async fn resume(self: &Arc<Self>) -> Result<(), store::Error> {
-        for conversation in self.store.conversations()? {
+        for conversation in self.ctx.store.conversations()? {
             self.subscribe_room(&conversation).await;
         }
-        for key in self.store.pending_outbound_conversations()? {
+        for key in self.ctx.store.pending_outbound_conversations()? {
             self.wake(&key);
         }
         Ok(())
@@ -203,7 +177,7 @@ impl Outbound {
 
     /// Catches every open room up from its history (after a reconnect or a restart).
     pub async fn backfill_all(self: &Arc<Self>) {
-        let rooms: Vec<RoomId> = match self.store.conversations() {
+        let rooms: Vec<RoomId> = match self.ctx.store.conversations() {
             Ok(all) => all.into_iter().filter_map(|c| c.room).collect(),
             Err(err) => {
                 error!(error = %err, "cannot list conversations for the back-fill");
@@ -216,7 +190,7 @@ impl Outbound {
     }
 
     async fn backfill_room(self: &Arc<Self>, rid: &RoomId) {
-        let conversation = match self.store.conversation_by_room(rid) {
+        let conversation = match self.ctx.store.conversation_by_room(rid) {
             Ok(Some(conversation)) => conversation,
             Ok(None) => return,
             Err(err) => {
@@ -231,6 +205,7 @@ impl Outbound {
             .unwrap_or(1)
             .saturating_sub(1);
         match self
+            .ctx
             .rest
             .room_history(&conversation.visitor_token, rid, since)
             .await
@@ -263,7 +238,7 @@ impl Outbound {
         rid: &RoomId,
         message: &RoomMessage,
     ) -> Result<bool, store::Error> {
-        let Some(conversation) = self.store.conversation_by_room(rid)? else {
+        let Some(conversation) = self.ctx.store.conversation_by_room(rid)? else {
             debug!(room = %rid, "message for a room no conversation uses (any more)");
             return Ok(false);
         };
@@ -282,11 +257,11 @@ impl Outbound {
             created_ms: outgoing.ts_ms(),
             payload: serde_json::to_value(&outgoing).unwrap_or(Value::Null),
         };
-        if !self.store.enqueue_outbound(item)? {
+        if !self.ctx.store.enqueue_outbound(item)? {
             return Ok(false);
         }
         let closing = matches!(outgoing, Outgoing::Close { .. });
-        self.store.update_conversation(&key, |c| {
+        self.ctx.store.update_conversation(&key, |c| {
             // The back-fill after a gap starts here.
             c.last_agent_message_ms = Some(c.last_agent_message_ms.unwrap_or(0).max(message.ts_ms));
             // After a close the next customer message must open a new room (with a new welcome).
@@ -301,19 +276,18 @@ impl Outbound {
             }
             info!(conversation = %key, room = %rid, "room closed by an agent");
         }
-        self.store.sync().await?;
+        self.ctx.store.sync().await?;
         self.wake(&key);
         Ok(true)
     }
 
     fn wake(self: &Arc<Self>, key: &ConversationKey) {
-        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        if self.cancel.is_cancelled() || !workers.insert(key.clone()) {
+        if self.ctx.cancel.is_cancelled() || !self.workers.claim(key) {
             return;
         }
         let relay = self.clone();
         let key = key.clone();
-        self.tasks.spawn(async move { relay.work(key).await });
+        self.ctx.tasks.spawn(async move { relay.work(key).await });
     }
 
     fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, SubscriptionId>> {
@@ -323,7 +297,7 @@ impl Outbound {
     /// One conversation's worker: sends the oldest outbox item until the outbox is empty.
     async fn work(self: Arc<Self>, key: ConversationKey) {
         loop {
-            let next = match self.store.oldest_outbound(&key) {
+            let next = match self.ctx.store.oldest_outbound(&key) {
                 Ok(next) => next,
                 Err(err) => {
                     error!(conversation = %key, error = %err, "cannot read the outbox; retrying");
@@ -332,9 +306,11 @@ impl Outbound {
                 }
             };
             let Some((id, item)) = next else {
-                let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-                if matches!(self.store.oldest_outbound(&key), Ok(None)) {
-                    workers.remove(&key);
+                let store = &self.ctx.store;
+                if self
+                    .workers
+                    .retire(&key, || matches!(store.oldest_outbound(&key), Ok(None)))
+                {
                     return;
                 }
                 continue;
@@ -342,15 +318,18 @@ impl Outbound {
             let started = tokio::time::Instant::now();
             match self.send(&key, &item).await {
                 Sent::Stopped => return,
-                Sent::Delivered => self.telemetry.reply_sent(started.elapsed().as_secs_f64()),
+                Sent::Delivered => self
+                    .ctx
+                    .telemetry
+                    .reply_sent(started.elapsed().as_secs_f64()),
                 Sent::Refused => {}
             }
-            if let Err(err) = self.store.remove_outbound(&id).and(Ok(())) {
+            if let Err(err) = self.ctx.store.remove_outbound(&id).and(Ok(())) {
                 error!(conversation = %key, error = %err, "cannot remove a sent reply from the outbox");
             }
             // A crash after a send but before this flush would send the reply again: keep the
             // window small.
-            if let Err(err) = self.store.sync().await {
+            if let Err(err) = self.ctx.store.sync().await {
                 error!(conversation = %key, error = %err, "cannot persist the outbox");
             }
         }
@@ -369,10 +348,10 @@ impl Outbound {
         // Parts of a reply already sent, so a retry does not repeat them.
         let mut progress = 0;
         loop {
-            if self.cancel.is_cancelled() {
+            if self.ctx.cancel.is_cancelled() {
                 return Sent::Stopped;
             }
-            let page = match self.store.page(&key.page) {
+            let page = match self.ctx.store.page(&key.page) {
                 Ok(page) => page,
                 Err(err) => {
                     error!(conversation = %key, error = %err, "cannot read the page");
@@ -423,10 +402,10 @@ impl Outbound {
                         .await;
                 }
                 Err(Failure::Graph(err)) => {
-                    self.telemetry.reply_failed(&err);
+                    self.ctx.telemetry.reply_failed(&err);
                     match err.kind() {
                         ErrorKind::TokenInvalid => {
-                            self.customer.token_invalid(&key.page, &err).await;
+                            self.ctx.customer.token_invalid(&key.page, &err).await;
                         }
                         ErrorKind::Transient | ErrorKind::RateLimited => {
                             self.outage.failed(&err.describe());
@@ -460,7 +439,7 @@ impl Outbound {
         let Some(text) = page.finished.as_deref() else {
             return Ok(());
         };
-        let conversation = self.store.conversation(key).ok().flatten();
+        let conversation = self.ctx.store.conversation(key).ok().flatten();
         let messaging = policy(conversation.as_ref(), now_ms(), false, false).map_err(|_| {
             Failure::Window(
                 "the customer last wrote more than 24 hours ago".into(),
@@ -487,7 +466,7 @@ impl Outbound {
         else {
             return Ok(());
         };
-        let conversation = self.store.conversation(key).ok().flatten();
+        let conversation = self.ctx.store.conversation(key).ok().flatten();
         let messaging = policy(conversation.as_ref(), now_ms(), self.human_agent_tag, *automated).map_err(|reason| {
             Failure::Window(
                 reason,
@@ -562,12 +541,14 @@ impl Outbound {
             return Ok(());
         };
         let conversation = self
+            .ctx
             .store
             .conversation(key)
             .ok()
             .flatten()
             .ok_or_else(|| Failure::Download("the conversation is gone".into()))?;
         let bytes = self
+            .ctx
             .rest
             .download_as_visitor(&file.path, &conversation.visitor_token, &item.room)
             .await
@@ -609,9 +590,13 @@ impl Outbound {
         fix: &str,
     ) -> Sent {
         warn!(conversation = %key, message = %item.rc_message_id, reason, "reply not delivered to Messenger");
-        self.telemetry.reply_refused();
-        let page = self.store.page(&key.page).ok().flatten();
-        let customer = self.customer.display_name(page.as_ref(), &key.psid).await;
+        self.ctx.telemetry.reply_refused();
+        let page = self.ctx.store.page(&key.page).ok().flatten();
+        let customer = self
+            .ctx
+            .customer
+            .display_name(page.as_ref(), &key.psid)
+            .await;
         let page_name = page
             .as_ref()
             .map(|p| p.name.clone())
@@ -634,13 +619,13 @@ impl Outbound {
                 }
             }
         }
-        self.chat.notify(&recipients, &text).await;
+        self.ctx.chat.notify(&recipients, &text).await;
         Sent::Refused
     }
 
     async fn pause(&self, wait: Duration) {
         tokio::select! {
-            _ = self.cancel.cancelled() => {}
+            _ = self.ctx.cancel.cancelled() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
