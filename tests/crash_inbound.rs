@@ -5,83 +5,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use omni_gateway::config::Config;
 use omni_gateway::store::{Department, Store, TokenKey};
+use support::daemon::{Daemon, free_port};
 use support::messenger::{Facebook, PageSetup, body, now_ms, page_record, text_event};
-use support::{Chat, PATIENCE, config_text_with, password_credentials};
+use support::{Chat, config_text_with, password_credentials};
 
 const AGENT: &str = "agent.smith";
 const CONVERSATIONS: usize = 4;
 const PER_CONVERSATION: usize = 10;
-
-/// The daemon as a child process, killed (SIGKILL) when dropped so a failing test leaves nothing.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, log: PathBuf) -> Daemon {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_omni-gateway"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("the binary starts");
-        Daemon { child, log }
-    }
-
-    /// SIGKILL: no shutdown, no final flush.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL delivered");
-        self.child.wait().expect("the process is reaped");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback bind");
-    listener.local_addr().expect("bound address").port()
-}
-
-async fn until_healthy(http: &reqwest::Client, base: &str, daemon: &Daemon) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Ok(answer) = http.get(format!("{base}/healthz")).send().await {
-            if answer.status().is_success() {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the daemon did not become healthy; its log:\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
@@ -134,7 +68,7 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
     let mut daemon = Daemon::start(&config_path, log.clone());
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    until_healthy(&http, &base, &daemon).await;
+    daemon.until_healthy(&http, &base).await;
 
     // Every event is acknowledged; the conversations' webhooks race each other.
     let t0 = now_ms();
@@ -169,7 +103,7 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
 
     chat.sim.refuse_connections(false);
     let daemon = Daemon::start(&config_path, log);
-    until_healthy(&http, &base, &daemon).await;
+    daemon.until_healthy(&http, &base).await;
 
     let want = CONVERSATIONS * PER_CONVERSATION;
     let delivered = || {
