@@ -7,11 +7,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use omni_gateway::config::Config;
-use omni_gateway::store::{Department, Store, TokenKey};
-use support::daemon::{Daemon, free_port};
-use support::messenger::{Facebook, PageSetup, body, now_ms, page_record, text_event};
-use support::{Chat, config_text_with, password_credentials};
+use omni_gateway::store::Department;
+use support::Chat;
+use support::daemon::Installed;
+use support::messenger::{Facebook, PageSetup, body, now_ms, text_event};
 
 const AGENT: &str = "agent.smith";
 const CONVERSATIONS: usize = 4;
@@ -26,47 +25,23 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
     chat.sim.set_agent_online(AGENT, true);
     let fb = Facebook::start().await;
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let text = config_text_with(
-        chat.sim.url().as_str().trim_end_matches('/'),
-        fb.sim.url().as_str(),
-        &dir.path().join("data"),
-        &password_credentials(),
-        "",
-    )
-    .replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let config_path = dir.path().join("bot.toml");
-    std::fs::write(&config_path, &text).expect("bot.toml written");
-
     // The page is connected before the daemon starts, as after an earlier `authorize`.
-    let config = Config::parse(&text, &config_path, &|_| None).expect("valid config");
-    {
-        let key = TokenKey::load_or_create(&config.store.key_file).expect("token key");
-        let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
-            .expect("store opens");
-        let page = page_record(
-            &fb,
-            PageSetup {
-                department: Some(Department {
-                    id: department,
-                    name: "Sales".into(),
-                }),
-                ..PageSetup::default()
-            },
-        )
-        .await;
-        store.put_page(&page).expect("page stored");
-        store.flush_blocking().expect("page flushed");
-    }
+    let installed = Installed::new(
+        &chat,
+        &fb,
+        PageSetup {
+            department: Some(Department {
+                id: department,
+                name: "Sales".into(),
+            }),
+            ..PageSetup::default()
+        },
+    )
+    .await;
 
     chat.sim.refuse_connections(true);
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon::start(&config_path, log.clone());
-    let base = format!("http://127.0.0.1:{port}");
+    let mut daemon = installed.start();
+    let base = installed.base.clone();
     let http = reqwest::Client::new();
     daemon.until_healthy(&http, &base).await;
 
@@ -102,7 +77,7 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
     );
 
     chat.sim.refuse_connections(false);
-    let daemon = Daemon::start(&config_path, log);
+    let daemon = installed.start();
     daemon.until_healthy(&http, &base).await;
 
     let want = CONVERSATIONS * PER_CONVERSATION;

@@ -5,7 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::PATIENCE;
+use omni_gateway::config::Config;
+use omni_gateway::store::{Store, TokenKey};
+use tempfile::TempDir;
+
+use super::messenger::{Facebook, PageSetup, page_record};
+use super::{Chat, PATIENCE, config_text_with, password_credentials};
 
 /// The daemon as a child process, killed (SIGKILL) when dropped so a failing test leaves nothing.
 pub struct Daemon {
@@ -73,4 +78,54 @@ impl Drop for Daemon {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback bind");
     listener.local_addr().expect("bound address").port()
+}
+
+/// A gateway installed for the binary: bot.toml on a fixed port and a store in which the page is
+/// already connected (as after an earlier `authorize`), in a temporary directory.
+pub struct Installed {
+    /// Holds the directory for the test's life.
+    pub dir: TempDir,
+    pub config: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Installed {
+    pub async fn new(chat: &Chat, fb: &Facebook, setup: PageSetup) -> Installed {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let text = config_text_with(
+            chat.sim.url().as_str().trim_end_matches('/'),
+            fb.sim.url().as_str(),
+            &dir.path().join("data"),
+            &password_credentials(),
+            "",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let config_path = dir.path().join("bot.toml");
+        std::fs::write(&config_path, &text).expect("bot.toml written");
+        let config = Config::parse(&text, &config_path, &|_| None).expect("valid config");
+        let key = TokenKey::load_or_create(&config.store.key_file).expect("token key");
+        let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
+            .expect("store opens");
+        store
+            .put_page(&page_record(fb, setup).await)
+            .expect("page stored");
+        store.flush_blocking().expect("page flushed");
+        Installed {
+            log: dir.path().join("daemon.log"),
+            config: config_path,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    /// Starts the binary on this installation (the log accumulates across runs).
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.config, self.log.clone())
+    }
 }
