@@ -25,6 +25,14 @@ struct Case {
 
 fn main() {
     omni_gateway::tls::install_crypto_provider();
+    // The gateway's warnings go to stderr (RUST_LOG overrides), so a stuck run says why.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     println!("| concurrency | conversations | conversations/s | p50 ms | p99 ms | max ms |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -82,21 +90,33 @@ async fn run(case: &Case) -> (f64, f64, f64, f64) {
                 .customer_writes(SHOP_PAGE, &psid, &format!("question {n}"))
                 .await
                 .expect("webhook accepted");
-            sandbox
+            let sent = sandbox
                 .facebook
                 .wait_for_sent(
                     |m| m.text.as_deref() == Some(answer.as_str()),
-                    Duration::from_secs(120),
+                    Duration::from_secs(60),
                 )
-                .await
-                .expect("the answer reaches the Send API");
-            t0.elapsed()
+                .await;
+            if sent.is_none() {
+                eprintln!(
+                    "conversation {n} ({psid}): the answer did not reach the Send API within 60 s"
+                );
+                dump_conversation(&sandbox, n);
+            }
+            sent.map(|_| t0.elapsed())
         }));
     }
     let mut latencies = Vec::new();
     for conversation in conversations {
-        latencies.push(conversation.await.expect("conversation task"));
+        if let Some(latency) = conversation.await.expect("conversation task") {
+            latencies.push(latency);
+        }
     }
+    assert_eq!(
+        latencies.len(),
+        case.conversations,
+        "every conversation completes"
+    );
     let elapsed = started.elapsed();
     desk.abort();
     latencies.sort();
@@ -134,5 +154,20 @@ async fn agent_desk(sandbox: Arc<Sandbox>) {
             seen_messages.insert(room.id.to_string(), messages.len());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Where conversation `n` got stuck: its room's messages and what the Send API received.
+fn dump_conversation(sandbox: &Sandbox, n: usize) {
+    let question = format!("question {n}");
+    for room in sandbox.chat.livechat_rooms() {
+        let messages = sandbox.chat.messages(&room.id);
+        if messages.iter().any(|m| m.msg == question) {
+            let lines: Vec<String> = messages
+                .iter()
+                .map(|m| format!("{}: {}", m.username, m.msg))
+                .collect();
+            eprintln!("  room {} (open {}): {lines:?}", room.id, room.open);
+        }
     }
 }

@@ -5,83 +5,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use omni_gateway::config::Config;
-use omni_gateway::store::{Department, Store, TokenKey};
-use support::messenger::{Facebook, PageSetup, body, now_ms, page_record, text_event};
-use support::{Chat, PATIENCE, config_text_with, password_credentials};
+use omni_gateway::store::Department;
+use support::Chat;
+use support::daemon::Installed;
+use support::messenger::{Facebook, PageSetup, body, now_ms, text_event};
 
 const AGENT: &str = "agent.smith";
 const CONVERSATIONS: usize = 4;
 const PER_CONVERSATION: usize = 10;
-
-/// The daemon as a child process, killed (SIGKILL) when dropped so a failing test leaves nothing.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, log: PathBuf) -> Daemon {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_omni-gateway"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("the binary starts");
-        Daemon { child, log }
-    }
-
-    /// SIGKILL: no shutdown, no final flush.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL delivered");
-        self.child.wait().expect("the process is reaped");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback bind");
-    listener.local_addr().expect("bound address").port()
-}
-
-async fn until_healthy(http: &reqwest::Client, base: &str, daemon: &Daemon) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Ok(answer) = http.get(format!("{base}/healthz")).send().await {
-            if answer.status().is_success() {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the daemon did not become healthy; its log:\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
@@ -92,49 +25,25 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
     chat.sim.set_agent_online(AGENT, true);
     let fb = Facebook::start().await;
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let text = config_text_with(
-        chat.sim.url().as_str().trim_end_matches('/'),
-        fb.sim.url().as_str(),
-        &dir.path().join("data"),
-        &password_credentials(),
-        "",
-    )
-    .replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let config_path = dir.path().join("bot.toml");
-    std::fs::write(&config_path, &text).expect("bot.toml written");
-
     // The page is connected before the daemon starts, as after an earlier `authorize`.
-    let config = Config::parse(&text, &config_path, &|_| None).expect("valid config");
-    {
-        let key = TokenKey::load_or_create(&config.store.key_file).expect("token key");
-        let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
-            .expect("store opens");
-        let page = page_record(
-            &fb,
-            PageSetup {
-                department: Some(Department {
-                    id: department,
-                    name: "Sales".into(),
-                }),
-                ..PageSetup::default()
-            },
-        )
-        .await;
-        store.put_page(&page).expect("page stored");
-        store.flush_blocking().expect("page flushed");
-    }
+    let installed = Installed::new(
+        &chat,
+        &fb,
+        PageSetup {
+            department: Some(Department {
+                id: department,
+                name: "Sales".into(),
+            }),
+            ..PageSetup::default()
+        },
+    )
+    .await;
 
     chat.sim.refuse_connections(true);
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon::start(&config_path, log.clone());
-    let base = format!("http://127.0.0.1:{port}");
+    let mut daemon = installed.start();
+    let base = installed.base.clone();
     let http = reqwest::Client::new();
-    until_healthy(&http, &base, &daemon).await;
+    daemon.until_healthy(&http, &base).await;
 
     // Every event is acknowledged; the conversations' webhooks race each other.
     let t0 = now_ms();
@@ -168,8 +77,8 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
     );
 
     chat.sim.refuse_connections(false);
-    let daemon = Daemon::start(&config_path, log);
-    until_healthy(&http, &base, &daemon).await;
+    let daemon = installed.start();
+    daemon.until_healthy(&http, &base).await;
 
     let want = CONVERSATIONS * PER_CONVERSATION;
     let delivered = || {

@@ -49,6 +49,16 @@ enum Failure {
     Store(#[from] store::Error),
 }
 
+/// How retrying one event ended.
+enum Outcome {
+    /// Rocket.Chat has every part: remove it from the inbox.
+    Delivered,
+    /// Nothing was posted yet: take the oldest event again (it may be another one now).
+    Requeue,
+    /// The gateway is stopping.
+    Stopped,
+}
+
 /// The inbound relay. Shared (`Arc`) by the webhook handler, which wakes it, and its workers.
 pub struct Inbound {
     ctx: RelayContext,
@@ -112,6 +122,9 @@ impl Inbound {
 
     /// One conversation's worker: delivers the oldest event until the inbox is empty.
     async fn work(self: Arc<Self>, key: ConversationKey) {
+        // Shared by the attempts at successive events, so going back to the queue after a failed
+        // attempt does not restart the backoff.
+        let mut retry = RETRY_MIN;
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return;
@@ -134,8 +147,10 @@ impl Inbound {
                 }
                 continue;
             };
-            if !self.deliver_until_accepted(&key, &event).await {
-                return;
+            match self.deliver_until_accepted(&key, &event, &mut retry).await {
+                Outcome::Delivered => {}
+                Outcome::Requeue => continue,
+                Outcome::Stopped => return,
             }
             if let Err(err) = self.ctx.store.remove_inbound(&id) {
                 // Redelivery after a restart is harmless: the message ids are derived from `mid`.
@@ -144,20 +159,28 @@ impl Inbound {
         }
     }
 
-    /// Retries one event until Rocket.Chat accepts it; `false` only when the gateway stops.
-    async fn deliver_until_accepted(&self, key: &ConversationKey, event: &InboundEvent) -> bool {
-        let mut retry = RETRY_MIN;
+    /// Retries one event until Rocket.Chat accepts it. While nothing of it is posted, a failed
+    /// attempt hands back to the queue instead: an event with an older Meta timestamp may have
+    /// arrived during the wait (Meta retries late, an outage or a hold queues many), and it goes
+    /// first.
+    async fn deliver_until_accepted(
+        &self,
+        key: &ConversationKey,
+        event: &InboundEvent,
+        retry: &mut Duration,
+    ) -> Outcome {
         let mut progress = 0usize;
         loop {
             if self.ctx.cancel.is_cancelled() {
-                return false;
+                return Outcome::Stopped;
             }
             match self.deliver(key, event, &mut progress).await {
                 Ok(()) => {
                     self.outage.recovered();
+                    *retry = RETRY_MIN;
                     let latency_ms = now_ms().saturating_sub(event.received_ms);
                     self.ctx.telemetry.inbound_delivered(latency_ms);
-                    return true;
+                    return Outcome::Delivered;
                 }
                 Err(Failure::NoAgent { department }) => {
                     self.ctx.telemetry.rocketchat_error("no_agent_online");
@@ -167,14 +190,14 @@ impl Inbound {
                     self.agents
                         .wait_until_online(department, &self.ctx.cancel)
                         .await;
-                    retry = RETRY_MIN;
+                    *retry = RETRY_MIN;
                 }
                 Err(Failure::RocketChat(err)) => {
                     self.ctx.telemetry.rocketchat_error(err.kind());
                     if err.is_retryable() {
                         self.outage.failed(&err.to_string());
-                        let wait = err.retry_after().unwrap_or_else(|| jitter(retry));
-                        retry = (retry * 2).min(RETRY_MAX);
+                        let wait = err.retry_after().unwrap_or_else(|| jitter(*retry));
+                        *retry = (*retry * 2).min(RETRY_MAX);
                         // A rate limit's wait is the server's word; an outage ends early when
                         // any conversation gets through.
                         if err.retry_after().is_some() {
@@ -194,6 +217,9 @@ impl Inbound {
                     error!(conversation = %key, error = %err, "store failure while delivering; retrying");
                     self.pause(RETRY_MAX).await;
                 }
+            }
+            if progress == 0 {
+                return Outcome::Requeue;
             }
         }
     }

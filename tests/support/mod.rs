@@ -2,8 +2,10 @@
 //! helpers that wait for what a person would see.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod daemon;
 pub mod messenger;
 pub mod pages;
+pub mod traffic;
 
 use std::path::Path;
 use std::time::Duration;

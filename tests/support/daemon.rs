@@ -1,0 +1,131 @@
+//! The real binary as a child process, for the crash tests: started on a fixed port, killed with
+//! SIGKILL (no shutdown, no final flush), and started again on the same store.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use omni_gateway::config::Config;
+use omni_gateway::store::{Store, TokenKey};
+use tempfile::TempDir;
+
+use super::messenger::{Facebook, PageSetup, page_record};
+use super::{Chat, PATIENCE, config_text_with, password_credentials};
+
+/// The daemon as a child process, killed (SIGKILL) when dropped so a failing test leaves nothing.
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Runs `omni-gateway run --config <config>`, appending its log to `log`.
+    pub fn start(config: &Path, log: PathBuf) -> Daemon {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_omni-gateway"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("the binary starts");
+        Daemon { child, log }
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL delivered");
+        self.child.wait().expect("the process is reaped");
+    }
+
+    /// Everything the daemon logged so far (all runs that shared the log file).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/healthz` answers 200 at `base`.
+    pub async fn until_healthy(&self, http: &reqwest::Client, base: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(answer) = http.get(format!("{base}/healthz")).send().await {
+                if answer.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the daemon did not become healthy; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback bind");
+    listener.local_addr().expect("bound address").port()
+}
+
+/// A gateway installed for the binary: bot.toml on a fixed port and a store in which the page is
+/// already connected (as after an earlier `authorize`), in a temporary directory.
+pub struct Installed {
+    /// Holds the directory for the test's life.
+    pub dir: TempDir,
+    pub config: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Installed {
+    pub async fn new(chat: &Chat, fb: &Facebook, setup: PageSetup) -> Installed {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let text = config_text_with(
+            chat.sim.url().as_str().trim_end_matches('/'),
+            fb.sim.url().as_str(),
+            &dir.path().join("data"),
+            &password_credentials(),
+            "",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let config_path = dir.path().join("bot.toml");
+        std::fs::write(&config_path, &text).expect("bot.toml written");
+        let config = Config::parse(&text, &config_path, &|_| None).expect("valid config");
+        let key = TokenKey::load_or_create(&config.store.key_file).expect("token key");
+        let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
+            .expect("store opens");
+        store
+            .put_page(&page_record(fb, setup).await)
+            .expect("page stored");
+        store.flush_blocking().expect("page flushed");
+        Installed {
+            log: dir.path().join("daemon.log"),
+            config: config_path,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    /// Starts the binary on this installation (the log accumulates across runs).
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.config, self.log.clone())
+    }
+}
