@@ -35,7 +35,7 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How often a page that needs authorization is looked at again.
 const REAUTH_POLL: Duration = Duration::from_secs(2);
 /// When a new room's history is read once, in case a reply beat the stream's subscription.
-const NEW_STREAM_CATCH_UP: Duration = Duration::from_secs(3);
+const NEW_STREAM_CATCH_UP: Duration = Duration::from_secs(1);
 /// Largest agent file sent to Messenger (Meta's attachment limit).
 const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
 
