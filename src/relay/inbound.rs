@@ -440,18 +440,23 @@ impl Inbound {
     /// Marks the conversation held; the first time in a hold, the customer gets the page's
     /// offline message and the page's admins a notice.
     async fn hold(&self, key: &ConversationKey) -> Result<(), store::Error> {
-        let mut conversation = self.conversation(key)?;
-        if conversation.held_since_ms.is_none() {
-            conversation.held_since_ms = Some(now_ms());
+        self.conversation(key)?;
+        // Read-modify-write of the hold's own fields only: the outbound relay may be writing the
+        // same record.
+        let (mut newly_held, mut first_notice) = (false, false);
+        self.ctx.store.update_conversation(key, |c| {
+            newly_held = c.held_since_ms.is_none();
+            first_notice = !c.offline_notice_sent;
+            c.held_since_ms.get_or_insert_with(now_ms);
+            c.offline_notice_sent = true;
+        })?;
+        if newly_held {
             self.ctx.telemetry.inbound_held();
             info!(conversation = %key, "no agent online: holding the conversation until one is");
         }
-        if conversation.offline_notice_sent {
-            self.ctx.store.put_conversation(&conversation)?;
+        if !first_notice {
             return Ok(());
         }
-        conversation.offline_notice_sent = true;
-        self.ctx.store.put_conversation(&conversation)?;
         self.ctx.store.sync().await?;
         let page = self.ctx.store.page(&key.page)?;
         if let Some(offline) = page.as_ref().and_then(|p| p.offline.as_deref()) {
