@@ -157,6 +157,11 @@ pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationTo
             drop(stream);
             continue;
         };
+        // Answers are small and Meta waits on them: send each at once rather than let Nagle's
+        // algorithm hold it for the peer's delayed ACK.
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!(peer = %peer, error = %err, "cannot set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(router.clone());
         let connection = graceful.watch(
             builder

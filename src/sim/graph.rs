@@ -17,6 +17,7 @@ mod state;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::net::TcpListener;
@@ -115,7 +116,14 @@ impl GraphSim {
         });
         let app = routes::router(shared.clone());
         let task = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
+            if let Err(error) = axum::serve(
+                listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                app,
+            )
+            .await
+            {
                 tracing::warn!(error = %error, "graph simulator stopped");
             }
         });

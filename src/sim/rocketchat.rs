@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -178,7 +179,13 @@ impl RocketChatSim {
         let app = rest::router(shared.clone());
         let cancel = shared.cancel.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
+            let serve = axum::serve(
+                listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                app,
+            )
+            .with_graceful_shutdown(cancel.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::warn!(error = %error, "rocket.chat simulator stopped with an error");
             }
