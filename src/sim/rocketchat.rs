@@ -445,6 +445,33 @@ impl RocketChatSim {
         }
     }
 
+    /// Waits up to `timeout` for messages stored after the first `from` (every room, oldest
+    /// first) and returns them with the cursor to pass next time. Lets a long-running driver (the
+    /// soak bench) follow thousands of rooms without rescanning their history; edits made in place
+    /// are not reported again.
+    pub async fn messages_after(&self, from: usize, timeout: Duration) -> (Vec<SimMessage>, usize) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.shared().changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (new, next) = {
+                let st = self.shared().lock();
+                let new: Vec<SimMessage> = st
+                    .msgs
+                    .get(from..)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| sim_message(&st, m))
+                    .collect();
+                (new, st.msgs.len())
+            };
+            if !new.is_empty() || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return (new, next);
+            }
+        }
+    }
+
     // ---- livechat / omnichannel ----------------------------------------------------------
 
     /// Sets a server setting, e.g. `("Livechat_accept_chats_with_no_agents", json!(true))`.
