@@ -523,7 +523,9 @@ impl Actor {
     async fn connect_and_serve(&mut self) -> End {
         let opening = timeout(
             self.settings.connect_timeout,
-            tokio_tungstenite::connect_async(self.settings.url.as_str()),
+            // Nagle off: DDP frames are small and each one waits for an answer; with it on, a
+            // `sub` written behind an unacknowledged frame waits for the server's delayed ACK.
+            tokio_tungstenite::connect_async_with_config(self.settings.url.as_str(), None, true),
         );
         let ws = tokio::select! {
             _ = self.cancel.cancelled() => return End { reason: "stopped".into(), retry: Retry::Never, ready_for: None },

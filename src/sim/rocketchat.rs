@@ -178,6 +178,11 @@ impl RocketChatSim {
         let app = rest::router(shared.clone());
         let cancel = shared.cancel.clone();
         let task = tokio::spawn(async move {
+            // Node (Rocket.Chat) answers with Nagle off; with it on, a frame written behind an
+            // unacknowledged one waits for the client's delayed ACK (about 40 ms).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::warn!(error = %error, "rocket.chat simulator stopped with an error");
