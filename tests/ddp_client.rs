@@ -166,6 +166,7 @@ fn settings(url: &Url) -> DdpSettings {
         dead_link: Duration::from_secs(5),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
+        login_retry: Duration::from_millis(300),
         connect_timeout: Duration::from_secs(2),
         call_timeout: Duration::from_secs(2),
     }
@@ -366,8 +367,8 @@ async fn totp_required_reports_login_failed_and_retries_slowly() {
     let (_, retry_in) = client.expect_disconnected().await;
     assert_eq!(
         retry_in,
-        Duration::from_millis(200),
-        "retries at backoff_max"
+        Duration::from_millis(300),
+        "retries slowly, at login_retry"
     );
     let mut peer = server.accept().await;
     peer.handshake().await;

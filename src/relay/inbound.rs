@@ -239,6 +239,13 @@ impl Inbound {
         };
         let page = self.ctx.store.page(&key.page)?;
         let mut conversation = self.conversation(key)?;
+        // The customer's write opens the Send API window, whether or not Rocket.Chat has the
+        // message yet: recorded before posting, because an agent (or a bot) may answer the moment
+        // the message lands in the room, and the outbox checks the window.
+        let written_ms = event.timestamp_ms;
+        self.ctx.store.update_conversation(key, |c| {
+            c.last_inbound_ms = Some(c.last_inbound_ms.unwrap_or(0).max(written_ms));
+        })?;
         let dedupe = event
             .dedupe_key
             .clone()
@@ -279,15 +286,12 @@ impl Inbound {
             }
         }
         let was_held = conversation.held_since_ms.is_some();
-        conversation.last_inbound_ms = Some(
-            conversation
-                .last_inbound_ms
-                .unwrap_or(0)
-                .max(event.timestamp_ms),
-        );
-        conversation.held_since_ms = None;
-        conversation.offline_notice_sent = false;
-        self.ctx.store.put_conversation(&conversation)?;
+        // Only the fields this relay owns: `conversation` is a copy from before the posts, and
+        // the outbound relay may have closed the room or moved its watermark meanwhile.
+        self.ctx.store.update_conversation(key, |c| {
+            c.held_since_ms = None;
+            c.offline_notice_sent = false;
+        })?;
         if was_held {
             info!(conversation = %key, "held conversation delivered: an agent can take it now");
         }

@@ -47,8 +47,12 @@ pub struct DdpSettings {
     pub keepalive: Duration,
     /// No frame at all for this long means the link is dead: close it and reconnect.
     pub dead_link: Duration,
+    /// Reconnect backoff: doubles from `backoff_min` up to `backoff_max`, with jitter.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How long to wait after a login a person must fix was refused (bad password, 2FA): slow,
+    /// so the bot does not trip the server's brute-force protection.
+    pub login_retry: Duration,
     /// Bound on opening the socket and on the DDP `connect` handshake.
     pub connect_timeout: Duration,
     /// Bound on a method call (including `login`) and on subscriptions becoming ready.
@@ -58,13 +62,16 @@ pub struct DdpSettings {
 impl DdpSettings {
     /// The recommended timings (reference/rocketchat.md §A1): the server drops a client after
     /// about 30 s of silence, so we ping every 25 s and give up on a link silent for 60 s.
+    /// Reconnects back off to at most 15 s: the gateway sits next to its Rocket.Chat, and each
+    /// second after a restart of the server is a second of agent replies waiting.
     pub fn new(url: Url) -> DdpSettings {
         DdpSettings {
             url,
             keepalive: Duration::from_secs(25),
             dead_link: Duration::from_secs(60),
             backoff_min: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(15),
+            login_retry: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
         }
@@ -140,7 +147,7 @@ pub enum Event {
     /// The link went down; the client is reconnecting after `retry_in`.
     Disconnected { reason: String, retry_in: Duration },
     /// Login refused with an error a person must fix; `message` says what to do. The client
-    /// keeps retrying at `backoff_max`.
+    /// keeps retrying every `login_retry`.
     LoginFailed { message: String },
     /// A stream event (`changed` frame with eventName/args) from any subscription.
     Stream(StreamEvent),
@@ -473,7 +480,7 @@ impl Actor {
             let retry_in = match end.retry {
                 Retry::Never => return,
                 Retry::After(wait) => wait.max(self.settings.backoff_min),
-                Retry::Slowly => self.settings.backoff_max,
+                Retry::Slowly => self.settings.login_retry,
                 Retry::Backoff => {
                     let delay = backoff_delay(
                         self.settings.backoff_min,
@@ -523,7 +530,9 @@ impl Actor {
     async fn connect_and_serve(&mut self) -> End {
         let opening = timeout(
             self.settings.connect_timeout,
-            tokio_tungstenite::connect_async(self.settings.url.as_str()),
+            // Nagle off: DDP frames are small and each one waits for an answer; with it on, a
+            // `sub` written behind an unacknowledged frame waits for the server's delayed ACK.
+            tokio_tungstenite::connect_async_with_config(self.settings.url.as_str(), None, true),
         );
         let ws = tokio::select! {
             _ = self.cancel.cancelled() => return End { reason: "stopped".into(), retry: Retry::Never, ready_for: None },

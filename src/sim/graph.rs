@@ -218,6 +218,28 @@ impl GraphSim {
         }
     }
 
+    /// Waits up to `timeout` for messages accepted after the first `from` and returns them with
+    /// the cursor to pass next time, so a long-running driver (the soak bench) follows every send
+    /// without rescanning the history.
+    pub async fn sent_after(&self, from: usize, timeout: Duration) -> (Vec<SentMessage>, usize) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.sent.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (new, next) = {
+                let state = self.shared.lock();
+                (
+                    state.sent.get(from..).unwrap_or_default().to_vec(),
+                    state.sent.len(),
+                )
+            };
+            if !new.is_empty() || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return (new, next);
+            }
+        }
+    }
+
     /// When the customer last wrote to the page (epoch ms): decides the Send API window.
     pub fn set_psid_window(&self, page: &str, psid: &str, last_user_message_ms: u64) {
         self.shared

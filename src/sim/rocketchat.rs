@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -179,13 +178,12 @@ impl RocketChatSim {
         let app = rest::router(shared.clone());
         let cancel = shared.cancel.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(
-                listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                app,
-            )
-            .with_graceful_shutdown(cancel.cancelled_owned());
+            // Node (Rocket.Chat) answers with Nagle off; with it on, a frame written behind an
+            // unacknowledged one waits for the client's delayed ACK (about 40 ms).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::warn!(error = %error, "rocket.chat simulator stopped with an error");
             }
@@ -448,6 +446,33 @@ impl RocketChatSim {
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return None;
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for messages stored after the first `from` (every room, oldest
+    /// first) and returns them with the cursor to pass next time. Lets a long-running driver (the
+    /// soak bench) follow thousands of rooms without rescanning their history; edits made in place
+    /// are not reported again.
+    pub async fn messages_after(&self, from: usize, timeout: Duration) -> (Vec<SimMessage>, usize) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.shared().changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (new, next) = {
+                let st = self.shared().lock();
+                let new: Vec<SimMessage> = st
+                    .msgs
+                    .get(from..)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| sim_message(&st, m))
+                    .collect();
+                (new, st.msgs.len())
+            };
+            if !new.is_empty() || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return (new, next);
             }
         }
     }
