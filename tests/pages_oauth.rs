@@ -327,6 +327,12 @@ async fn a_declined_login_is_told_in_chat_and_connects_nothing() {
 #[tokio::test]
 async fn a_190_during_a_call_needs_authorization_once_and_authorize_restores_it() {
     let w = World::start("").await;
+    // An agent is online, so the customers' conversations open rooms instead of being held (a
+    // hold would DM alice too, between her commands and their answers).
+    w.chat
+        .sim
+        .add_user("agent1", "agent-pw", &["user", "livechat-agent"]);
+    w.chat.sim.set_agent_online("agent1", true);
     w.connect_pages().await;
     w.fb.sim
         .add_psid("1001", "24000000001", "Carla", "Customer");
@@ -354,8 +360,18 @@ async fn a_190_during_a_call_needs_authorization_once_and_authorize_restores_it(
     .await;
     assert_eq!(w.told_alice(notice), 1, "notified once");
 
-    for command in ["/facebook pages", "/facebook status"] {
-        let shown = w.ask(command).await;
+    // Each answer is picked by its heading rather than by arriving next, so a notice in the same
+    // DM cannot be taken for it.
+    for (command, heading) in [
+        ("/facebook pages", "Connected pages ("),
+        ("/facebook status", "omni-gateway status"),
+    ] {
+        w.chat.sim.post("alice", &w.chat.alice_dm, command);
+        let shown = w
+            .chat
+            .bot_says(&w.chat.alice_dm, |m| m.contains(heading))
+            .await
+            .msg;
         assert!(
             shown.contains("needs authorization") && shown.contains("/facebook authorize"),
             "{command}: {shown}"
