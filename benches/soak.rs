@@ -23,7 +23,8 @@
 //! another. The page is connected through the real OAuth flow: `/facebook authorize` in the
 //! admin's DM, the simulated dialog, the gateway's callback.
 //!
-//! `cargo bench --bench soak -- --minutes 10 --rate 20`. Not part of CI.
+//! `cargo bench --bench soak -- --minutes 10 --rate 50`; `--think-ms N` (default 1000),
+//! `--cache-mib N` (sled's cache, default the gateway's 64 MiB), `--binary PATH`. Not part of CI.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ struct Args {
     rate: f64,
     /// How long the agent takes to answer.
     think: Duration,
+    /// `[store] cache_capacity_bytes`, in MiB; the gateway's default (64 MiB) when absent.
+    cache_mib: Option<u64>,
     binary: PathBuf,
 }
 
@@ -99,6 +102,10 @@ fn parse_args() -> Args {
             v.parse()
                 .unwrap_or_else(|_| panic!("--think-ms takes milliseconds, not {v:?}"))
         })),
+        cache_mib: value("--cache-mib").map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("--cache-mib takes MiB, not {v:?}"))
+        }),
         binary: value("--binary").map_or_else(
             || PathBuf::from(env!("CARGO_BIN_EXE_omni-gateway")),
             PathBuf::from,
@@ -176,7 +183,11 @@ async fn soak(args: &Args) -> bool {
         .expect("a free loopback port")
         .port();
     let config = dir.path().join("bot.toml");
-    std::fs::write(&config, config_text(&chat, &facebook, port, dir.path())).expect("bot.toml");
+    let mut text = config_text(&chat, &facebook, port, dir.path());
+    if let Some(mib) = args.cache_mib {
+        text.push_str(&format!("cache_capacity_bytes = {}\n", mib * 1024 * 1024));
+    }
+    std::fs::write(&config, text).expect("bot.toml");
     let log = dir.path().join("gateway.log");
     let mut daemon = Daemon::start(&args.binary, &config, &log);
     let base = format!("http://127.0.0.1:{port}");
@@ -303,6 +314,35 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One reading of the child, taken every [`RSS_EVERY`].
+struct Sample {
+    /// Since the load started.
+    at: Duration,
+    rss_kib: u64,
+    /// CPU time (user + system) used so far by the gateway and by this process (the
+    /// simulators and the load), in seconds.
+    gateway_cpu: f64,
+    driver_cpu: f64,
+}
+
+/// User + system CPU seconds of a process, from /proc/<pid>/stat (fields 14 and 15).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // After the name, utime is the 12th field and stime the 13th (0-based 11 and 12).
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / per_second,
+        _ => f64::NAN,
     }
 }
 
@@ -549,14 +589,14 @@ async fn send_api_watcher(
     }
 }
 
-/// Reads the child's VmRSS every [`RSS_EVERY`] until stopped, once more at the end; returns
-/// (time since the load started, KiB).
+/// Reads the child's VmRSS and both processes' CPU time every [`RSS_EVERY`] until stopped, and
+/// once more at the end.
 async fn sample_rss(
     pid: u32,
     started: Instant,
     tracker: Shared,
     stop: tokio_util::sync::CancellationToken,
-) -> Vec<(Duration, u64)> {
+) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut every = tokio::time::interval(RSS_EVERY);
     loop {
@@ -564,20 +604,27 @@ async fn sample_rss(
             _ = every.tick() => false,
             _ = stop.cancelled() => true,
         };
-        let Some(kib) = rss_kib(pid) else {
+        let Some(rss_kib) = rss_kib(pid) else {
             eprintln!("cannot read /proc/{pid}/status: the gateway is gone");
             return samples;
         };
-        let at = started.elapsed();
-        samples.push((at, kib));
+        let sample = Sample {
+            at: started.elapsed(),
+            rss_kib,
+            gateway_cpu: cpu_seconds(&pid.to_string()),
+            driver_cpu: cpu_seconds("self"),
+        };
         let t = lock(&tracker);
         eprintln!(
-            "{:>6.0} s  VmRSS {:>7} KiB  answered {:>6}  waiting {:>4}",
-            at.as_secs_f64(),
-            kib,
+            "{:>6.0} s  VmRSS {:>7} KiB  CPU s gateway {:>7.1} simulators+load {:>7.1}  answered {:>6}  waiting {:>4}",
+            sample.at.as_secs_f64(),
+            sample.rss_kib,
+            sample.gateway_cpu,
+            sample.driver_cpu,
             t.answered.len(),
             t.waiting.len()
         );
+        samples.push(sample);
         if stopped {
             return samples;
         }
@@ -592,14 +639,14 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-fn report(args: &Args, t: &Tracker, rss: &[(Duration, u64)], load_ended: Duration, total: u64) {
+fn report(args: &Args, t: &Tracker, rss: &[Sample], load_ended: Duration, total: u64) {
     let minutes = args.minutes.ceil() as usize;
     let mib = |kib: u64| kib as f64 / 1024.0;
     let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
     println!(
-        "\n| minute | conversations | conversations/s | p50 ms | p99 ms | max ms | inbound p99 ms | outbound p99 ms | VmRSS MiB |"
+        "\n| minute | conversations | conversations/s | p50 ms | p99 ms | max ms | inbound p99 ms | outbound p99 ms | VmRSS MiB | gateway CPU % | simulators+load CPU % |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for minute in 0..minutes {
         let these: Vec<&Answered> = t
             .answered
@@ -615,12 +662,18 @@ fn report(args: &Args, t: &Tracker, rss: &[(Duration, u64)], load_ended: Duratio
         let inbound = sorted(&|a| a.inbound);
         let outbound = sorted(&|a| a.outbound);
         let span = (load_ended.as_secs_f64() - minute as f64 * 60.0).clamp(1.0, 60.0);
-        let rss_at_end = rss
-            .iter()
-            .rfind(|(at, _)| at.as_secs() <= (minute as u64 + 1) * 60)
-            .map_or(f64::NAN, |(_, kib)| mib(*kib));
+        let in_minute = |s: &&Sample| s.at.as_secs() <= (minute as u64 + 1) * 60;
+        let first = rss.iter().rfind(|s| s.at.as_secs() <= minute as u64 * 60);
+        let last = rss.iter().rfind(in_minute);
+        let rss_at_end = last.map_or(f64::NAN, |s| mib(s.rss_kib));
+        let cpu = |f: &dyn Fn(&Sample) -> f64| match (first, last) {
+            (Some(a), Some(b)) if b.at > a.at => {
+                100.0 * (f(b) - f(a)) / (b.at - a.at).as_secs_f64()
+            }
+            _ => f64::NAN,
+        };
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
             minute + 1,
             totals.len(),
             totals.len() as f64 / span,
@@ -629,16 +682,18 @@ fn report(args: &Args, t: &Tracker, rss: &[(Duration, u64)], load_ended: Duratio
             ms(totals.last()),
             percentile(&inbound, 0.99),
             percentile(&outbound, 0.99),
-            rss_at_end
+            rss_at_end,
+            cpu(&|s| s.gateway_cpu),
+            cpu(&|s| s.driver_cpu),
         );
     }
     let mut all: Vec<Duration> = t.answered.iter().map(Answered::total).collect();
     all.sort();
     let mut acks = t.acks.clone();
     acks.sort();
-    let rss_start = rss.first().map_or(0, |(_, kib)| *kib);
-    let rss_end = rss.last().map_or(0, |(_, kib)| *kib);
-    let rss_max = rss.iter().map(|(_, kib)| *kib).max().unwrap_or(0);
+    let rss_start = rss.first().map_or(0, |s| s.rss_kib);
+    let rss_end = rss.last().map_or(0, |s| s.rss_kib);
+    let rss_max = rss.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     println!(
         "\nsummary: {} of {total} planned conversations answered over {:.1} min of load ({:.1}/s asked, \
          {:.2}/s achieved); gateway latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (agent think \
