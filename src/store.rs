@@ -234,6 +234,8 @@ impl Store {
     /// `cache_capacity_bytes`. Checks the schema version: a newer one is refused, an older one
     /// migrated.
     pub fn open(path: &Path, key: TokenKey, cache_capacity_bytes: u64) -> Result<Store> {
+        /// How long a held lock is waited for before the store counts as in use.
+        const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
         let open_err = |source: sled::Error| {
             // sled reports a held lock only as text in an `io::ErrorKind::Other` error.
             if matches!(&source, sled::Error::Io(err) if err.to_string().contains("could not acquire lock"))
@@ -249,11 +251,21 @@ impl Store {
             }
         };
         std::fs::create_dir_all(path).map_err(|err| open_err(sled::Error::Io(err)))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
-            .cache_capacity(cache_capacity_bytes)
-            .open()
-            .map_err(open_err)?;
+            .cache_capacity(cache_capacity_bytes);
+        // A store closed a moment ago in this process (a restart of the gateway in-process) keeps
+        // its lock until sled's background flusher has exited: wait a little for it. Another
+        // process holding the store is still refused after that.
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open().map_err(open_err) {
+                Err(Error::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let open_tree = |tree: Tree| db.open_tree(tree.name()).map_err(open_err);
         let inner = Inner {
             meta: open_tree(Tree::Meta)?,
