@@ -1,0 +1,103 @@
+//! The store's memory under the soak's write pattern, without the HTTP, relay or simulators: per
+//! conversation a conversation record, one inbox event (stored, read, removed, leaving its `seen`
+//! mark) and one outbox item (the same, leaving its `relayed` mark), with a group-commit sync
+//! every 100 conversations. Prints the process's VmRSS every 20,000 conversations, so the soak's
+//! RSS growth can be split between sled and the rest of the gateway.
+//!
+//! `cargo bench --bench store_memory` (all kinds); `-- conv|inbox|outbox` for one kind alone;
+//! `-- all 200000` for more conversations.
+
+use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, VisitorToken};
+use omni_gateway::store::{Conversation, InboundEvent, OutboundItem, Store, TokenKey};
+use serde_json::json;
+
+/// sled's page cache in the measurement: small, so what grows beyond it is visible.
+const CACHE_BYTES: u64 = 4 << 20;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    let mode = args.get(1).cloned().unwrap_or_else(|| "all".into());
+    let total: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(60_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store =
+        Store::open(dir.path(), TokenKey::from_bytes([7; 32]), CACHE_BYTES).expect("store opens");
+    let start = rss_kib();
+    println!("| kind | conversations | VmRSS MiB | growth MiB |");
+    println!("|---|---:|---:|---:|");
+    for n in 1..=total {
+        let key = ConversationKey::new(
+            PageId::new("111111111111111"),
+            Psid::new(format!("{}", 7_000_000_000_000_000 + n)),
+        );
+        if mode == "all" || mode == "conv" {
+            store
+                .put_conversation(&Conversation {
+                    key: key.clone(),
+                    visitor_token: VisitorToken::new(format!("fb-{n:032x}")),
+                    room: Some(RoomId::new(format!("{n:017}"))),
+                    last_inbound_ms: Some(n),
+                    held_since_ms: None,
+                    offline_notice_sent: false,
+                    last_agent_message_ms: None,
+                })
+                .expect("conversation written");
+        }
+        if mode == "all" || mode == "inbox" {
+            let event = InboundEvent {
+                key: key.clone(),
+                timestamp_ms: n,
+                dedupe_key: Some(format!("m:m_{n:040}")),
+                received_ms: n,
+                standby: false,
+                payload: json!({"message": {"mid": format!("m_{n:040}"), "text": "Hi, has my order shipped?"}}),
+            };
+            store.enqueue_inbound(vec![event]).expect("event stored");
+            let (id, _) = store
+                .oldest_inbound(&key)
+                .expect("inbox read")
+                .expect("the event");
+            store.remove_inbound(&id).expect("event removed");
+        }
+        if mode == "all" || mode == "outbox" {
+            let item = OutboundItem {
+                key: key.clone(),
+                rc_message_id: MessageId::new(format!("{n:017}")),
+                room: RoomId::new(format!("{n:017}")),
+                agent_username: Some("sam".into()),
+                created_ms: n,
+                payload: json!({"kind": "close", "ts_ms": n}),
+            };
+            store.enqueue_outbound(item).expect("item stored");
+            let (id, _) = store
+                .oldest_outbound(&key)
+                .expect("outbox read")
+                .expect("the item");
+            store.remove_outbound(&id).expect("item removed");
+        }
+        if n % 100 == 0 {
+            store.sync().await.expect("flushed");
+        }
+        if n % 20_000 == 0 || n == total {
+            let now = rss_kib();
+            println!(
+                "| {mode} | {n} | {:.1} | {:.1} |",
+                now as f64 / 1024.0,
+                now.saturating_sub(start) as f64 / 1024.0
+            );
+        }
+    }
+}
