@@ -604,3 +604,45 @@ async fn an_answer_while_the_first_message_is_still_arriving_is_sent() {
     .await;
     world.stop_gateway().await;
 }
+
+/// An agent's file goes to Messenger as a multipart upload of the same bytes: downloaded from
+/// Rocket.Chat as the room's visitor (the bot is not a member; a default server refuses its own
+/// credentials), so no file URL, and no token, is handed to Meta.
+#[tokio::test]
+async fn an_agent_file_is_uploaded_to_messenger_as_multipart() {
+    let mut world = World::start(false).await;
+    world
+        .customer_writes("m-1", "can you send the invoice?", 0)
+        .await;
+    let rid = world.room_with("can you send the invoice?").await;
+
+    let pdf = b"%PDF-1.4 invoice 1042".to_vec();
+    world.chat.sim.agent_upload(
+        "agent1",
+        &rid,
+        "invoice-1042.pdf",
+        "application/pdf",
+        pdf.clone(),
+    );
+    let sent = world
+        .graph
+        .wait_for_sent(|m| m.file.is_some(), PATIENCE)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no file reached the Send API; the agent was told {:?}",
+                world.dm_to("agent1")
+            )
+        });
+    let file = sent.file.expect("a file");
+    assert_eq!(file.bytes, pdf, "the same bytes");
+    assert_eq!(file.name.as_deref(), Some("invoice-1042.pdf"));
+    assert_eq!(sent.recipient, PSID);
+    let attachment = sent.attachment.expect("the attachment part");
+    assert_eq!(attachment["type"], "file");
+    assert!(
+        attachment["payload"].get("url").is_none(),
+        "no URL is handed to Meta: {attachment}"
+    );
+    world.stop_gateway().await;
+}

@@ -714,7 +714,7 @@ pub fn policy(
 }
 
 /// Splits a text into pieces of at most `max` characters, at a sentence end, else a line break,
-/// else a space, else anywhere.
+/// else a space, else anywhere. A blank text has no pieces (a file sent without a caption).
 pub fn split_text(text: &str, max: usize) -> Vec<String> {
     let mut pieces = Vec::new();
     let mut rest = text.trim();
@@ -733,7 +733,7 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
         pieces.push(rest[..split_at].trim_end().to_owned());
         rest = rest[split_at..].trim_start();
     }
-    if !rest.is_empty() || pieces.is_empty() {
+    if !rest.is_empty() {
         pieces.push(rest.to_owned());
     }
     pieces
@@ -805,7 +805,8 @@ mod tests {
     fn splitting_prefers_sentences_then_words() {
         let cases: Vec<(&str, usize, Vec<&str>)> = vec![
             ("short", 10, vec!["short"]),
-            ("", 10, vec![""]),
+            ("", 10, vec![]),
+            ("  \n ", 10, vec![]),
             (
                 "One two. Three four five.",
                 12,
