@@ -212,6 +212,37 @@ async fn first_message_creates_visitor_room_message_and_welcome() {
     world.stop().await;
 }
 
+/// A reply to an earlier message starts with a link to that message in the room (Rocket.Chat
+/// shows its own message links as quotes): the link names the quoted message's id, derived from
+/// its `mid`.
+#[tokio::test]
+async fn a_reply_links_to_the_message_it_answers() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event(
+            "psid-1",
+            "m_question",
+            t0,
+            "Do you ship to Norway?",
+        )])
+        .await;
+    let mut reply = text_event("psid-1", "m_reply", t0 + 1, "(to Oslo)");
+    reply["message"]["reply_to"] = serde_json::json!({"mid": "m_question", "is_self_reply": true});
+    world.post_ok(&[reply]).await;
+    let rid = world.room_with("Peter Chang", 2).await;
+    let messages = world.customer_messages(&rid);
+    let quoted = &messages[0];
+    let answer = &messages[1].msg;
+    let link = format!("/live/{}?msg={}", rid.as_str(), quoted.id.as_str());
+    assert!(
+        answer.starts_with("↩️ [replying to an earlier message](") && answer.contains(&link),
+        "{answer:?} should link to {link}"
+    );
+    assert!(answer.ends_with("\n(to Oslo)"), "{answer:?}");
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn a_redelivered_webhook_makes_no_second_message() {
     let world = World::start(true).await;

@@ -21,7 +21,7 @@ use super::outbound::Outbound;
 use super::render::{self, Part};
 use super::{OutageLog, RelayContext, Workers, jitter};
 use crate::health::now_ms;
-use crate::ids::{ConversationKey, RoomId, VisitorToken};
+use crate::ids::{ConversationKey, PageId, RoomId, VisitorToken};
 use crate::messenger::webhook::{self, Attachment};
 use crate::rocketchat::livechat::{self, Visitor};
 use crate::rocketchat::rest::{self, RestClient};
@@ -255,10 +255,14 @@ impl Inbound {
             let rid = self.room(page.as_ref(), &mut conversation).await?;
             let id = render::message_id(&key.page, &dedupe, *progress);
             let posted = match &parts[*progress] {
-                Part::Text(text) => {
+                Part::Text { text, quoting } => {
+                    let text = match quoting {
+                        Some(mid) => format!("{}\n{text}", self.quote(&key.page, &rid, mid)),
+                        None => text.clone(),
+                    };
                     self.ctx
                         .rest
-                        .send_visitor_message(&conversation.visitor_token, &rid, &id, text)
+                        .send_visitor_message(&conversation.visitor_token, &rid, &id, &text)
                         .await
                 }
                 Part::File {
@@ -296,6 +300,19 @@ impl Inbound {
             info!(conversation = %key, "held conversation delivered: an agent can take it now");
         }
         Ok(())
+    }
+
+    /// The line that shows which message a reply answers: a link to it in the room (its id is
+    /// derived from its `mid`, as for every relayed message).
+    fn quote(&self, page: &PageId, rid: &RoomId, mid: &str) -> String {
+        let target = render::message_id(page, &format!("m:{mid}"), 0);
+        match self.ctx.rest.server_url(&format!("live/{}", rid.as_str())) {
+            Ok(mut url) => {
+                url.set_query(Some(&format!("msg={}", target.as_str())));
+                render::quote_line(url.as_str())
+            }
+            Err(_) => "↩️ _replying to an earlier message_".into(),
+        }
     }
 
     /// The conversation's record, created with a fresh visitor token on first contact.

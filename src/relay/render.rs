@@ -8,8 +8,12 @@ use crate::messenger::webhook::{Attachment, Event};
 /// What to post in the room for one Messenger event, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
-    /// A text message.
-    Text(String),
+    /// A text message; `quoting` is the `mid` of the Messenger message it answers, shown as a
+    /// link to that message in the room (Rocket.Chat renders its own message links as quotes).
+    Text {
+        text: String,
+        quoting: Option<String>,
+    },
     /// A file to download from Meta and upload to the room; `fallback` is posted instead when
     /// that fails (with the reason appended).
     File {
@@ -30,9 +34,6 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
         } => {
             let mut parts = Vec::new();
             let mut lines = Vec::new();
-            if reply_to.is_some() {
-                lines.push("↩️ _replying to an earlier message_".to_string());
-            }
             if let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) {
                 lines.push(text.to_owned());
             }
@@ -40,7 +41,10 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
                 lines.push(describe(attachment));
             }
             if !lines.is_empty() {
-                parts.push(Part::Text(lines.join("\n")));
+                parts.push(Part::Text {
+                    text: lines.join("\n"),
+                    quoting: reply_to.clone(),
+                });
             }
             for attachment in attachments.iter().filter(|a| a.is_file()) {
                 parts.push(Part::File {
@@ -53,14 +57,27 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
                 });
             }
             if parts.is_empty() {
-                parts.push(Part::Text("[an empty message]".into()));
+                parts.push(text_part("[an empty message]"));
             }
             Some(parts)
         }
-        Event::Postback { title, .. } => Some(vec![Part::Text(format!("🔘 {title}"))]),
-        Event::Edit { text, .. } => Some(vec![Part::Text(format!("{text} _(edited)_"))]),
+        Event::Postback { title, .. } => Some(vec![text_part(&format!("🔘 {title}"))]),
+        Event::Edit { text, .. } => Some(vec![text_part(&format!("{text} _(edited)_"))]),
         Event::Echo { .. } | Event::Other(_) => None,
     }
+}
+
+fn text_part(text: &str) -> Part {
+    Part::Text {
+        text: text.to_owned(),
+        quoting: None,
+    }
+}
+
+/// The first line of a reply: a link to the quoted message, whose Rocket.Chat id is derived from
+/// its `mid` like every relayed message's; `link` is that message's URL in the room.
+pub fn quote_line(link: &str) -> String {
+    format!("↩️ [replying to an earlier message]({link})")
 }
 
 /// Readable text for content that is not a file.
@@ -213,7 +230,14 @@ mod tests {
                 .expect("relayed")
                 .into_iter()
                 .map(|p| match p {
-                    Part::Text(t) => t,
+                    Part::Text {
+                        text,
+                        quoting: None,
+                    } => text,
+                    Part::Text {
+                        text,
+                        quoting: Some(mid),
+                    } => format!("{text} (quoting {mid})"),
                     Part::File { .. } => "file".into(),
                 })
                 .collect();
@@ -233,7 +257,7 @@ mod tests {
         );
         let parts = parts(&event).expect("relayed");
         assert_eq!(parts.len(), 3);
-        assert_eq!(parts[0], Part::Text("two photos".into()));
+        assert_eq!(parts[0], text_part("two photos"));
         assert!(
             matches!(&parts[2], Part::File { fallback, .. } if fallback == "[image] https://cdn/b.jpg")
         );
