@@ -172,7 +172,7 @@ mod tests {
             (message(Some("hello"), vec![], None), vec!["hello"]),
             (
                 message(Some("yes"), vec![], Some("m0")),
-                vec!["↩️ _replying to an earlier message_\nyes"],
+                vec!["yes (quoting m0)"],
             ),
             (
                 message(
