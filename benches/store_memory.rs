@@ -4,7 +4,8 @@
 //! every 100 conversations. Prints the process's VmRSS every 20,000 conversations, so the soak's
 //! RSS growth can be split between sled and the rest of the gateway.
 //!
-//! `cargo bench --bench store_memory` (all kinds); `-- conv|inbox|outbox` for one kind alone;
+//! `cargo bench --bench store_memory` (all kinds); `-- conv|inbox|outbox` for one kind alone,
+//! `-- updates` for a conversation record rewritten six times as the soak does;
 //! `-- all 200000` for more conversations.
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, VisitorToken};
@@ -43,7 +44,7 @@ async fn main() {
             PageId::new("111111111111111"),
             Psid::new(format!("{}", 7_000_000_000_000_000 + n)),
         );
-        if mode == "all" || mode == "conv" {
+        if mode == "all" || mode == "conv" || mode == "updates" {
             store
                 .put_conversation(&Conversation {
                     key: key.clone(),
@@ -55,6 +56,22 @@ async fn main() {
                     last_agent_message_ms: None,
                 })
                 .expect("conversation written");
+        }
+        if mode == "updates" {
+            // The soak's pattern: the record is rewritten several times per conversation (room
+            // set, customer's write, hold cleared, watermark, room cleared on close).
+            for step in 0..6u64 {
+                store
+                    .update_conversation(&key, |c| {
+                        c.last_inbound_ms = Some(n * 10 + step);
+                        c.room = if step % 2 == 0 {
+                            Some(RoomId::new(format!("{n:017}")))
+                        } else {
+                            None
+                        };
+                    })
+                    .expect("conversation updated");
+            }
         }
         if mode == "all" || mode == "inbox" {
             let event = InboundEvent {
