@@ -21,18 +21,22 @@ fn client(sim: &RocketChatSim) -> RestClient {
     RestClient::new(&sim.url(), Duration::from_secs(10)).expect("client")
 }
 
+async fn register(rest: &RestClient, token: &VisitorToken) {
+    rest.register_visitor(&Visitor {
+        token,
+        name: "Jane",
+        department: None,
+    })
+    .await
+    .expect("visitor registered");
+}
+
 #[tokio::test]
 async fn history_pages_back_to_the_watermark_in_order() {
     let sim = sim_with_agent().await;
     let rest = client(&sim);
     let token = VisitorToken::new("fb-history-test");
-    rest.register_visitor(&Visitor {
-        token: &token,
-        name: "Jane",
-        department: None,
-    })
-    .await
-    .expect("visitor");
+    register(&rest, &token).await;
     let room = rest.visitor_room(&token).await.expect("room");
     assert!(room.created);
 
@@ -83,13 +87,7 @@ async fn a_repeated_message_id_counts_as_delivered_and_closed_rooms_are_recognis
     let sim = sim_with_agent().await;
     let rest = client(&sim);
     let token = VisitorToken::new("fb-repeat-test");
-    rest.register_visitor(&Visitor {
-        token: &token,
-        name: "Jane",
-        department: None,
-    })
-    .await
-    .expect("visitor");
+    register(&rest, &token).await;
     let room = rest.visitor_room(&token).await.expect("room");
     let id = MessageId::new("fb-repeated");
     rest.send_visitor_message(&token, &room.rid, &id, "once")
@@ -126,13 +124,7 @@ async fn no_agent_online_is_a_typed_error_and_config_says_when_one_is() {
     sim.add_user("agent1", "pw", &["user", "livechat-agent"]);
     let rest = client(&sim);
     let token = VisitorToken::new("fb-offline-test");
-    rest.register_visitor(&Visitor {
-        token: &token,
-        name: "Jane",
-        department: None,
-    })
-    .await
-    .expect("visitor");
+    register(&rest, &token).await;
     let err = rest
         .visitor_room(&token)
         .await
