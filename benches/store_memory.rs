@@ -6,7 +6,7 @@
 //!
 //! `cargo bench --bench store_memory` (all kinds); `-- conv|inbox|outbox` for one kind alone,
 //! `-- updates` for a conversation record rewritten six times as the soak does;
-//! `-- all 200000` for more conversations.
+//! `-- all 200000` for more conversations; `-- all 60000 1` to flush after every conversation.
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, VisitorToken};
 use omni_gateway::store::{Conversation, InboundEvent, OutboundItem, Store, TokenKey};
@@ -33,6 +33,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     let mode = args.get(1).cloned().unwrap_or_else(|| "all".into());
     let total: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(60_000);
+    // The soak flushes for every webhook (group commit); 100 is a busy gateway's batch.
+    let sync_every: u64 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(100);
     let dir = tempfile::tempdir().expect("temp dir");
     let store =
         Store::open(dir.path(), TokenKey::from_bytes([7; 32]), CACHE_BYTES).expect("store opens");
@@ -105,7 +107,7 @@ async fn main() {
                 .expect("the item");
             store.remove_outbound(&id).expect("item removed");
         }
-        if n % 100 == 0 {
+        if n % sync_every == 0 {
             store.sync().await.expect("flushed");
         }
         if n % 20_000 == 0 || n == total {
