@@ -651,17 +651,7 @@ impl RocketChatSim {
     // ---- observation ---------------------------------------------------------------------
 
     pub fn stats(&self) -> SimStats {
-        let c = self.shared().lock().counters.clone();
-        SimStats {
-            ws_connections: c.ws_connections,
-            logins_password: c.logins_password,
-            logins_resume: c.logins_resume,
-            pings_sent: c.pings_sent,
-            pongs_received: c.pongs_received,
-            protocol_errors: c.protocol_errors,
-            method_calls_by_name: c.method_calls_by_name,
-            rest_calls_by_route: c.rest_calls_by_route,
-        }
+        self.shared().lock().counters.clone()
     }
 }
 

@@ -222,18 +222,6 @@ pub(super) struct Faults {
     pub rate_limit_next: usize,
 }
 
-#[derive(Default, Clone)]
-pub(super) struct Counters {
-    pub ws_connections: usize,
-    pub logins_password: usize,
-    pub logins_resume: usize,
-    pub pings_sent: usize,
-    pub pongs_received: usize,
-    pub protocol_errors: usize,
-    pub method_calls_by_name: BTreeMap<String, usize>,
-    pub rest_calls_by_route: BTreeMap<String, usize>,
-}
-
 /// One window of Meteor's `RateLimiter` for one key (IP + route + method).
 pub(super) struct RateWindow {
     pub started: Instant,
@@ -254,7 +242,7 @@ pub(super) struct State {
     pub next_conn: u64,
     pub guest_seq: u64,
     pub faults: Faults,
-    pub counters: Counters,
+    pub counters: super::SimStats,
     pub rate: HashMap<String, RateWindow>,
 }
 
@@ -365,7 +353,7 @@ impl State {
             next_conn: 0,
             guest_seq: 0,
             faults: Faults::default(),
-            counters: Counters::default(),
+            counters: super::SimStats::default(),
             rate: HashMap::new(),
         }
     }
