@@ -87,7 +87,7 @@ impl CustomerMessenger {
     }
 
     /// The customer's name from the User Profile API, with fallbacks: `first last`, `name`,
-    /// then "Facebook user …1234" (profiles are often unavailable, messenger.md §7).
+    /// then "Facebook user …1234" (profiles are often unavailable, `docs/messenger.md` §9).
     pub async fn display_name(&self, page: Option<&Page>, psid: &Psid) -> String {
         let fallback = || {
             format!(
