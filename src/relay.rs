@@ -3,6 +3,7 @@
 //! both directions share: talking to the customer through the Send API (with token health), and
 //! one log line per outage instead of one per retry.
 
+pub mod agent_text;
 pub mod inbound;
 pub mod outbound;
 pub mod render;
