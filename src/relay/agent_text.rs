@@ -18,6 +18,10 @@
 //!   does not render link markup, and the customer needs the address to follow it. A link whose
 //!   text is empty or the address itself becomes the bare address; an image `![alt](url)` reads
 //!   like a link. Addresses are never touched by the other rules (a `@` or `:` in a URL stays).
+//! - **Quotes**: Rocket.Chat's clients write a quote as a blank link to the quoted message put
+//!   before the reply (`[ ](https://chat.example/live/<room>?msg=<id>) reply`); the server turns
+//!   it into a quote attachment. The marker is dropped: the quote itself is relayed as a reply,
+//!   and an address inside the agents' Rocket.Chat is useless to the customer.
 //! - **Mentions**: `@here` and `@all` notify the agents of the room and mean nothing to the
 //!   customer, so they are dropped; `@username` becomes the plain name, since the customer cannot
 //!   open a Rocket.Chat profile but should still read whom the agent means. An `@` after a letter
@@ -37,6 +41,7 @@ use regex::{Captures, Regex};
 pub fn to_messenger(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
+    let text = without_leading_quotes(text);
     for caps in VERBATIM.captures_iter(text) {
         let whole = caps.get_match();
         plain(&text[last..whole.start()], &mut out);
@@ -82,6 +87,11 @@ fn verbatim(caps: &Captures<'_>, out: &mut String) {
             .name("text")
             .or_else(|| caps.name("atext"))
             .map_or("", |t| t.as_str().trim());
+        if text.is_empty() && is_quote_marker(href.as_str()) {
+            // Rocket.Chat writes a quote as a blank link to the quoted message; the relay
+            // answers the quote itself, and the room's address means nothing to the customer.
+            return;
+        }
         if text.is_empty() || text == href.as_str() {
             out.push_str(href.as_str());
         } else {
@@ -93,6 +103,33 @@ fn verbatim(caps: &Captures<'_>, out: &mut String) {
     } else {
         out.push_str(caps.get_match().as_str());
     }
+}
+
+/// A blank link at the start of the text, as Rocket.Chat's clients write a quote.
+static LEADING_QUOTE: LazyLock<Regex> = LazyLock::new(|| {
+    // A literal pattern: it compiles, so this cannot panic (the unit tests force it).
+    Regex::new(r"^\s*\[\s*\]\((?P<href>[^)\s]+)\)\s*").expect("literal regex compiles")
+});
+
+/// The text after the quote markers Rocket.Chat's web client puts first, one per quoted message
+/// and separated by spaces (`apps/meteor/client/lib/utils/prependReplies.ts`).
+fn without_leading_quotes(mut text: &str) -> &str {
+    while let Some(caps) = LEADING_QUOTE.captures(text) {
+        if !caps
+            .name("href")
+            .is_some_and(|h| is_quote_marker(h.as_str()))
+        {
+            break;
+        }
+        text = &text[caps.get_match().end()..];
+    }
+    text
+}
+
+/// A permalink to a Rocket.Chat message: its query names the message (`?msg=<id>`).
+fn is_quote_marker(href: &str) -> bool {
+    href.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("msg=")))
 }
 
 /// Applies the shortcode and mention rules to text outside code and links.
@@ -483,6 +520,16 @@ mod tests {
                 "https://medium.com/@writer/post:smile:x",
                 "https://medium.com/@writer/post:smile:x",
             ),
+            // Quotes: the web client prepends `[ ](<permalink>) ` per quoted message.
+            (
+                "[ ](https://chat.example/live/R1?msg=M1) sure, done :+1:",
+                "sure, done 👍",
+            ),
+            (
+                "[ ](https://chat.example/live/R1?msg=M1) [ ](https://chat.example/live/R1?msg=M2) both",
+                "both",
+            ),
+            ("[ ](https://chat.example/live/R1?msg=M1)\nok", "ok"),
             // Mentions.
             ("@here the customer is back", "the customer is back"),
             ("please help @all", "please help"),
