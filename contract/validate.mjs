@@ -16,6 +16,10 @@ register(pathToFileURL(join(import.meta.dirname, 'resolve-hooks.mjs')));
 
 // Route → the validator the package exports for it, and which part of the request it checks.
 // The names are the package's; a version that lacks one leaves the route unchecked (reported).
+// The server applies these through `validateParams` (apps/meteor/app/api/server/ApiClass.ts),
+// except `livechat/room` and `livechat/visitor/:token`, which it checks with Meteor `check()`
+// for the same fields (apps/meteor/app/livechat/server/api/v1/room.ts, visitor.ts); their
+// schemas here are the package's description of those routes.
 const ROUTES = {
   'POST /api/v1/login': { validator: 'isLoginProps', part: 'body' },
   'GET /api/v1/me': null,

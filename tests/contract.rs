@@ -198,7 +198,8 @@ async fn every_request_of_an_end_to_end_run_matches_rocket_chat_s_published_sche
         health.readiness().is_err()
     })
     .await;
-    chat.sim.agent_reply(AGENT, &rid, "Written while you were away");
+    chat.sim
+        .agent_reply(AGENT, &rid, "Written while you were away");
     chat.sim.refuse_connections(false);
     eventually("the gateway reconnects", || {
         chat.sim.stats().ws_connections > connections
@@ -216,7 +217,10 @@ async fn every_request_of_an_end_to_end_run_matches_rocket_chat_s_published_sche
     chat.sim.close_room(&rid, AGENT);
     deliver(vec![text_event(PSID, "m-3", t0 + 2, "one more thing")]).await;
     eventually("a second room", || {
-        chat.sim.livechat_rooms().iter().any(|r| r.open && r.id != rid)
+        chat.sim
+            .livechat_rooms()
+            .iter()
+            .any(|r| r.open && r.id != rid)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -225,7 +229,13 @@ async fn every_request_of_an_end_to_end_run_matches_rocket_chat_s_published_sche
     let requests = chat.sim.rest_requests();
     let reached: Vec<String> = requests
         .iter()
-        .map(|r| format!("{} {}", r["method"].as_str().unwrap_or(""), r["route"].as_str().unwrap_or("")))
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap_or(""),
+                r["route"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     for route in EXPECTED_ROUTES {
         assert!(
@@ -304,12 +314,18 @@ async fn without_network_or_cache_the_check_fails_with_the_reason() {
         dir.path(),
         &[request],
         &[
-            ("OMNI_CONTRACT_CACHE", cache.to_str().expect("UTF-8 temp path")),
+            (
+                "OMNI_CONTRACT_CACHE",
+                cache.to_str().expect("UTF-8 temp path"),
+            ),
             // Nothing listens on port 9: the registry is unreachable, at once.
             ("npm_config_registry", "http://127.0.0.1:9/"),
             ("npm_config_fetch_retries", "0"),
             ("npm_config_offline", "false"),
-            ("npm_config_cache", dir.path().join("npm").to_str().expect("UTF-8")),
+            (
+                "npm_config_cache",
+                dir.path().join("npm").to_str().expect("UTF-8"),
+            ),
         ],
     );
     assert_eq!(verdict.code, Some(2), "{}", verdict.output);
