@@ -653,6 +653,27 @@ impl RocketChatSim {
     pub fn stats(&self) -> SimStats {
         self.shared().lock().counters.clone()
     }
+
+    /// From now on, keeps every REST request received (see `rest_requests`).
+    pub fn record_rest_requests(&self) {
+        self.shared()
+            .lock()
+            .rest_log
+            .requests
+            .get_or_insert_with(Vec::new);
+    }
+
+    /// The REST requests received since `record_rest_requests`, oldest first, one JSON object
+    /// each: `method`, `route` (the pattern, e.g. `/api/v1/livechat/messages.history/{rid}`),
+    /// `path`, `query` (raw), `content_type`, `body` (the JSON body, or null).
+    pub fn rest_requests(&self) -> Vec<Value> {
+        self.shared()
+            .lock()
+            .rest_log
+            .requests
+            .clone()
+            .unwrap_or_default()
+    }
 }
 
 /// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference.
