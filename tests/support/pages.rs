@@ -76,7 +76,7 @@ impl World {
         );
         assert_eq!(
             param("scope"),
-            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement"
+            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management"
         );
         // 128 bits are 22 characters of base64.
         assert!(param("state").len() >= 22, "state too short: {link}");
