@@ -273,6 +273,12 @@ impl GraphSim {
             .await
     }
 
+    /// The person's user tokens expire (a long-lived one lasts about 60 days); page tokens
+    /// obtained with a long-lived one keep working.
+    pub fn expire_user_tokens(&self, fb_user_id: &str) {
+        self.shared.lock().expire_user_tokens(fb_user_id);
+    }
+
     /// Every accepted `POST /{page}/messages`, oldest first.
     pub fn sent_messages(&self) -> Vec<SentMessage> {
         self.shared.lock().sent.clone()

@@ -384,6 +384,15 @@ impl State {
         }
     }
 
+    /// The person's user tokens reach their expiry (the ~60 days of a long-lived one).
+    pub fn expire_user_tokens(&mut self, user: &str) {
+        for rec in self.tokens.values_mut() {
+            if rec.subject == Subject::User(user.to_owned()) {
+                rec.expires_at = 1;
+            }
+        }
+    }
+
     /// Kills every token of the person and every page token derived from them.
     pub fn invalidate_user_tokens(&mut self, user: &str, subcode: i64) {
         for rec in self.tokens.values_mut() {
@@ -435,8 +444,15 @@ impl State {
         if rec.expires_at != 0 && unix_now_ms() / 1000 > rec.expires_at {
             return Err(Fault::new(190, Some(463), standard_message(190, Some(463))));
         }
+        // A token dies with the grant it came from, but not when the token it was exchanged
+        // from merely expires: a long-lived user token outlives the short-lived one, and page
+        // tokens from a long-lived user token do not expire with it
+        // (https://developers.facebook.com/docs/facebook-login/guides/access-tokens/get-long-lived).
         if let Some(parent) = &rec.parent {
-            self.check(parent)?;
+            match self.check(parent) {
+                Err(fault) if fault.subcode != Some(463) => return Err(fault),
+                _ => {}
+            }
         }
         Ok(rec)
     }
