@@ -8,6 +8,8 @@
 //!   token obtained through them die with 190/458, as a de-authorized app loses its tokens.
 //! - Text longer than 2000 characters is refused; exactly 2000 passes, as Meta's own error text
 //!   ("must be less than or equal to 2000") says.
+//! - `appsecret_proof` is not checked on calls made with the app token `{app-id}|{secret}`: the
+//!   token carries the secret, and a wrong secret is refused by the token check (190).
 //! - `MESSAGE_TAG`/`HUMAN_AGENT` from an app without the Human Agent feature is refused with a
 //!   code 10 permission error without the window subcode; with it, up to 7 days pass.
 
