@@ -565,7 +565,10 @@ async fn check_app_webhooks(config: &Config, client: &GraphClient) -> Finding {
         Err(err) => {
             return Finding::fail(
                 NAME,
-                format!("the app's webhook subscriptions cannot be read: {}", err.describe()),
+                format!(
+                    "the app's webhook subscriptions cannot be read: {}",
+                    err.describe()
+                ),
                 "check App ID and App Secret (App settings → Basic)",
             );
         }
@@ -574,15 +577,21 @@ async fn check_app_webhooks(config: &Config, client: &GraphClient) -> Finding {
         return Finding::warn(
             NAME,
             "the app has no page webhook subscription yet",
-            format!("the gateway sets it to {callback} when a page is connected; Meta verifies that URL at once, so the gateway must be running and reachable"),
+            format!(
+                "the gateway sets it to {callback} when a page is connected; Meta verifies that URL at once, so the gateway must be running and reachable"
+            ),
         );
     };
     let current = page.callback_url.unwrap_or_default();
     if !current.is_empty() && current != callback {
         return Finding::fail(
             NAME,
-            format!("the app's page webhooks go to {current}, not to {callback}; the gateway does not overwrite another callback"),
-            format!("in the app dashboard, Webhooks → Page: set the callback URL to {callback} (or remove the subscription, and the gateway sets it)"),
+            format!(
+                "the app's page webhooks go to {current}, not to {callback}; the gateway does not overwrite another callback"
+            ),
+            format!(
+                "in the app dashboard, Webhooks → Page: set the callback URL to {callback} (or remove the subscription, and the gateway sets it)"
+            ),
         );
     }
     let missing: Vec<&str> = graph::SUBSCRIBED_FIELDS

@@ -214,7 +214,7 @@ pub fn oauth(pages: Arc<Pages>) -> Router {
 
 /// The `signed_request` form field of a Meta callback, verified; a bad one is a 400 that
 /// changes nothing.
-fn signed_user(pages: &Pages, body: &[u8]) -> Result<String, Response> {
+fn signed_user(pages: &Pages, body: &[u8]) -> Result<String, (StatusCode, String)> {
     let raw = url::form_urlencoded::parse(body)
         .find(|(k, _)| k == "signed_request")
         .map(|(_, v)| v.into_owned());
@@ -222,13 +222,12 @@ fn signed_user(pages: &Pages, body: &[u8]) -> Result<String, Response> {
         warn!("meta callback without a signed_request field");
         return Err((
             StatusCode::BAD_REQUEST,
-            "the form field signed_request is missing\n",
-        )
-            .into_response());
+            "the form field signed_request is missing\n".to_owned(),
+        ));
     };
     pages.verify_signed_request(&raw).map_err(|err| {
         warn!(error = %err, "meta callback refused");
-        (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
+        (StatusCode::BAD_REQUEST, format!("{err}\n"))
     })
 }
 
@@ -236,14 +235,18 @@ fn signed_user(pages: &Pages, body: &[u8]) -> Result<String, Response> {
 async fn deauthorize_callback(State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
     let user = match signed_user(&pages, &body) {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     match pages.deauthorize(&user).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(err) => {
             error!(error = %err, "deauthorize callback failed");
             // A 5xx makes Meta try again later.
-            (StatusCode::SERVICE_UNAVAILABLE, "the gateway's store failed\n").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway's store failed\n",
+            )
+                .into_response()
         }
     }
 }
@@ -253,7 +256,7 @@ async fn deauthorize_callback(State(pages): State<Arc<Pages>>, body: Bytes) -> R
 async fn data_deletion_callback(State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
     let user = match signed_user(&pages, &body) {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     match pages.delete_data(&user).await {
         Ok(receipt) => axum::Json(serde_json::json!({
@@ -263,7 +266,11 @@ async fn data_deletion_callback(State(pages): State<Arc<Pages>>, body: Bytes) ->
         .into_response(),
         Err(err) => {
             error!(error = %err, "data deletion callback failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "the gateway's store failed\n").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway's store failed\n",
+            )
+                .into_response()
         }
     }
 }

@@ -158,8 +158,7 @@ impl Pages {
         admin_id: &UserId,
         room: &RoomId,
     ) -> Result<Url, Error> {
-        self.login_link(admin_username, admin_id, room, false)
-            .await
+        self.login_link(admin_username, admin_id, room, false).await
     }
 
     /// A Login link; `rerequest` asks again for permissions the person declined.
@@ -256,7 +255,9 @@ impl Pages {
                 let text = self.declined_message(&record, &names).await;
                 self.chat.reply(&record.room, &text).await;
                 CallbackPage::Failed {
-                    reason: format!("these permissions were declined: {declined}; the gateway cannot connect a page without them. A new link was sent to your Rocket.Chat room"),
+                    reason: format!(
+                        "these permissions were declined: {declined}; the gateway cannot connect a page without them. A new link was sent to your Rocket.Chat room"
+                    ),
                 }
             }
             Err(err) => {
@@ -564,10 +565,7 @@ impl Pages {
         if let Some(problem) = &problem {
             warn!(problem = %problem, "app-level webhook subscription");
         }
-        *self
-            .app_webhooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = problem.clone();
+        *self.app_webhooks.lock().unwrap_or_else(|p| p.into_inner()) = problem.clone();
         problem
     }
 

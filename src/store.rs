@@ -557,7 +557,9 @@ impl Store {
             .get(key)
             .map_err(sled_err("deletion request read"))?
         {
-            Some(bytes) => records::decode_deletion(Self::at(Tree::Deletions, key), &bytes).map(Some),
+            Some(bytes) => {
+                records::decode_deletion(Self::at(Tree::Deletions, key), &bytes).map(Some)
+            }
             None => Ok(None),
         }
     }

@@ -145,7 +145,8 @@ fn apply(setup: &Setup, change: Change) {
             if matches!(change, Change::AppWebhooksElsewhere) {
                 sub.callback_url = "https://other.example.com/hook".into();
             } else {
-                sub.fields.retain(|f| f != "standby" && f != "message_echoes");
+                sub.fields
+                    .retain(|f| f != "standby" && f != "message_echoes");
             }
             setup.facebook.set_app_subscription(Some(sub));
         }
@@ -282,7 +283,11 @@ async fn each_misconfiguration_is_named_with_its_fix() {
             Change::AppWebhooksElsewhere,
             "app webhooks",
             Status::Fail,
-            &["https://other.example.com/hook", "does not overwrite", "Webhooks → Page"],
+            &[
+                "https://other.example.com/hook",
+                "does not overwrite",
+                "Webhooks → Page",
+            ],
         ),
         (
             Change::AppWebhooksPartial,

@@ -124,7 +124,9 @@ async fn login_exchanges_and_paged_accounts() {
     assert_eq!(param(&query, "response_type"), Some("code"));
     assert_eq!(
         param(&query, "scope"),
-        Some("pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management")
+        Some(
+            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management"
+        )
     );
 
     let params = open_dialog(&client, "state-1").await;

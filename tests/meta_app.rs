@@ -49,10 +49,8 @@ async fn app_level_webhooks_are_set_completed_and_never_taken_from_another_callb
 
     // Someone unticked fields in the dashboard and added one of theirs: the health check puts
     // ours back and keeps theirs.
-    w.fb.sim.set_app_subscription(ours(
-        &w,
-        vec!["messages".into(), "messaging_seen".into()],
-    ));
+    w.fb.sim
+        .set_app_subscription(ours(&w, vec!["messages".into(), "messaging_seen".into()]));
     eventually("the app-level fields are completed", || {
         w.fb.sim
             .app_subscription()
@@ -85,7 +83,9 @@ async fn app_level_webhooks_are_set_completed_and_never_taken_from_another_callb
     );
     let status = w.ask("/facebook status").await;
     assert!(
-        status.contains("app webhooks: The Meta app's page webhooks go to https://other.example.com/hook"),
+        status.contains(
+            "app webhooks: The Meta app's page webhooks go to https://other.example.com/hook"
+        ),
         "{status}"
     );
     w.stop().await;
@@ -133,8 +133,11 @@ async fn declined_permissions_are_named_and_re_asked() {
         .bot_says(&w.chat.alice_dm, |m| m.starts_with("Connected pages"))
         .await;
     assert!(
-        told.msg.contains("You declined permissions the gateway needs:")
-            && told.msg.contains("`business_management`: lists pages owned by a business portfolio"),
+        told.msg
+            .contains("You declined permissions the gateway needs:")
+            && told
+                .msg
+                .contains("`business_management`: lists pages owned by a business portfolio"),
         "{}",
         told.msg
     );
@@ -210,14 +213,22 @@ async fn every_call_carries_appsecret_proof_when_the_app_requires_it() {
     assert_eq!(w.page("1001").status, PageStatus::Connected);
     // The health check's calls (debug_token, subscriptions) pass too.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(w.fb.sim.stats().error_responses, 0, "{:#?}", w.fb.sim.calls());
+    assert_eq!(
+        w.fb.sim.stats().error_responses,
+        0,
+        "{:#?}",
+        w.fb.sim.calls()
+    );
 
     // The simulator refuses a call without a proof, or with a wrong one, as Graph does.
     let token = w.fb.sim.page_token("1001").unwrap();
     let url = format!("{}v23.0/1001/subscribed_apps", w.fb.sim.url().as_str());
     let http = reqwest::Client::new();
     let cases = [
-        (None, "API calls from the server require an appsecret_proof argument"),
+        (
+            None,
+            "API calls from the server require an appsecret_proof argument",
+        ),
         (
             Some("00".repeat(32)),
             "Invalid appsecret_proof provided in the API argument",
@@ -293,12 +304,11 @@ async fn data_deletion_forgets_the_person_and_shows_a_status_page() {
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
     assert!(w.running.gateway.store.grant(FB_ADMIN).unwrap().is_some());
 
-    let answer = w
-        .fb
-        .sim
-        .request_data_deletion(FB_ADMIN, url.as_str())
-        .await
-        .unwrap();
+    let answer =
+        w.fb.sim
+            .request_data_deletion(FB_ADMIN, url.as_str())
+            .await
+            .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     let body: serde_json::Value = answer.json().await.unwrap();
     let code = body["confirmation_code"].as_str().unwrap().to_owned();

@@ -30,11 +30,11 @@ use url::Url;
 use crate::ids::{PageId, Psid};
 
 pub use error::{Error, ErrorKind, GraphError};
+pub use types::{AppSubscription, Permission, SubscriptionField};
 pub use types::{
     AttachmentKind, Content, FbUser, Messaging, PageAccount, Profile, SendRequest, SendResponse,
     SenderAction, TokenInfo, TokenInfoError, UserToken,
 };
-pub use types::{AppSubscription, Permission, SubscriptionField};
 
 /// The webhook fields a page is subscribed to: the recommended live-chat set of messenger.md
 /// §3.11. They must also be enabled for the app in the App Dashboard.

@@ -168,9 +168,7 @@ impl Tree {
             | Tree::Grants
             | Tree::Deletions
             | Tree::Rooms
-            | Tree::Relayed => {
-                String::from_utf8_lossy(key).into_owned()
-            }
+            | Tree::Relayed => String::from_utf8_lossy(key).into_owned(),
         }
     }
 }

@@ -61,8 +61,14 @@ impl World {
             &password_credentials(),
             extra_facebook,
         )
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
-        .replace("public_url = \"http://127.0.0.1:8080\"", &format!("public_url = \"{public_url}\""));
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "public_url = \"http://127.0.0.1:8080\"",
+            &format!("public_url = \"{public_url}\""),
+        );
         let config = Config::parse(&text, &dir.path().join("bot.toml"), &|_| None)
             .expect("test config is valid");
         let gateway = Gateway::start(config).await.expect("gateway starts");

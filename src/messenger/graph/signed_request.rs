@@ -37,7 +37,10 @@ pub struct SignedRequest {
 /// Checks the signature in constant time, then decodes the payload.
 pub fn verify(app_secret: &str, raw: &str) -> Result<SignedRequest, SignedRequestError> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let (signature, payload) = raw.trim().split_once('.').ok_or(SignedRequestError::Malformed)?;
+    let (signature, payload) = raw
+        .trim()
+        .split_once('.')
+        .ok_or(SignedRequestError::Malformed)?;
     // Meta pads neither part, but a padded copy is the same value.
     let signature = b64
         .decode(signature.trim_end_matches('='))
@@ -62,7 +65,9 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D:
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) => Ok(s),
         serde_json::Value::Number(n) => Ok(n.to_string()),
-        _ => Err(serde::de::Error::custom("user_id must be a string or a number")),
+        _ => Err(serde::de::Error::custom(
+            "user_id must be a string or a number",
+        )),
     }
 }
 
@@ -80,7 +85,10 @@ mod tests {
 
     #[test]
     fn verifies_meta_signed_requests_and_refuses_the_rest() {
-        let good = sign("s", r#"{"algorithm":"HMAC-SHA256","issued_at":1,"user_id":"42"}"#);
+        let good = sign(
+            "s",
+            r#"{"algorithm":"HMAC-SHA256","issued_at":1,"user_id":"42"}"#,
+        );
         assert_eq!(verify("s", &good).unwrap().user_id, "42");
         let numeric = sign("s", r#"{"algorithm":"HMAC-SHA256","user_id":42}"#);
         assert_eq!(verify("s", &numeric).unwrap().user_id, "42");

@@ -129,7 +129,11 @@ async fn check_proof(shared: &Shared, req: Request) -> (Request, Option<Fault>) 
     let query: HashMap<String, String> = parts
         .uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let params = merged(query, &parts.headers, &form);
     let refused = token(&parts.headers, &params).and_then(|t| {
@@ -336,7 +340,14 @@ async fn set_app_subscription(
             shared.lock().app_subscription = Some(wanted);
             axum::Json(json!({ "success": true })).into_response()
         }
-        Err(reason) => fault_response(&Fault::new(2200, None, format!("(#2200) callback verification failed: {reason}")), &app),
+        Err(reason) => fault_response(
+            &Fault::new(
+                2200,
+                None,
+                format!("(#2200) callback verification failed: {reason}"),
+            ),
+            &app,
+        ),
     }
 }
 

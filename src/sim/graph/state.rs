@@ -852,7 +852,9 @@ impl State {
         let callback_url = params
             .get("callback_url")
             .filter(|u| url::Url::parse(u).is_ok())
-            .ok_or_else(|| Fault::param("(#100) The parameter callback_url is required and must be a URL"))?;
+            .ok_or_else(|| {
+                Fault::param("(#100) The parameter callback_url is required and must be a URL")
+            })?;
         let fields = params
             .get("fields")
             .map(|f| parse_list(f))
@@ -880,7 +882,9 @@ impl State {
             Err(Fault::new(
                 100,
                 Some(33),
-                format!("Unsupported get request. Object with ID '{app}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."),
+                format!(
+                    "Unsupported get request. Object with ID '{app}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
             ))
         }
     }
