@@ -231,6 +231,8 @@ impl Pages {
                 return CallbackPage::Declined;
             }
         };
+        // App level first: a field reaches the gateway only when it is subscribed at both levels.
+        let app_problem = self.ensure_app_webhooks().await;
         let connected = {
             let _changing = self.changes.lock().await;
             self.connect(&record, &code).await
@@ -243,7 +245,7 @@ impl Pages {
                     text.push('\n');
                     text.push_str(&self.declined_message(&record, &declined).await);
                 }
-                if let Some(problem) = self.ensure_app_webhooks().await {
+                if let Some(problem) = app_problem {
                     text.push_str(&format!("\n✗ {problem}"));
                 }
                 self.chat.reply(&record.room, &text).await;

@@ -45,7 +45,13 @@ async fn app_level_webhooks_are_set_completed_and_never_taken_from_another_callb
     let set = calls
         .iter()
         .position(|c| c == &format!("POST /v23.0/{APP_ID}/subscriptions"));
-    assert!(read.is_some() && read < set, "{calls:#?}");
+    let first_page = calls
+        .iter()
+        .position(|c| c == "POST /v23.0/1001/subscribed_apps");
+    assert!(
+        read.is_some() && read < set && set < first_page,
+        "read, then set, before any page is subscribed: {calls:#?}"
+    );
 
     // Someone unticked fields in the dashboard and added one of theirs: the health check puts
     // ours back and keeps theirs.
