@@ -760,7 +760,8 @@ impl State {
         self.permissions.remove(user);
     }
 
-    /// `GET /me/permissions`: every permission the person was asked for, with its status.
+    /// `GET /me/permissions`: every permission the person was asked for, with its status
+    /// (https://developers.facebook.com/docs/graph-api/reference/user/permissions/).
     pub fn permissions(&self, token: Option<&str>) -> Result<Value, Fault> {
         let user = self.user_of(token)?;
         let data: Vec<Value> = self
