@@ -400,7 +400,7 @@ impl Pages {
             Some(fields) => match missing_fields(&fields) {
                 missing if missing.is_empty() => Ok(()),
                 missing => Err(Error::Unverified(format!(
-                    "the webhook subscription lacks {}; enable them for the app under Webhooks → Page in the Meta app dashboard",
+                    "the webhook subscription lacks {}; Meta keeps only fields the app subscribes to as well: run `omni-gateway check` and fix its `app webhooks` line",
                     missing.join(",")
                 ))),
             },
