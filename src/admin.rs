@@ -231,6 +231,9 @@ impl Admin {
                 status_label(&page.status)
             ));
         }
+        if let Some(problem) = self.pages.app_webhook_problem() {
+            text.push_str(&format!("\n• app webhooks: {problem}"));
+        }
         if self
             .roles_hidden_reported
             .load(std::sync::atomic::Ordering::Relaxed)

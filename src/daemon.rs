@@ -89,6 +89,7 @@ impl Gateway {
             store.clone(),
             chat.clone(),
             &config.http.public_url,
+            config.facebook.verify_token.clone(),
         ));
         let telemetry = Telemetry::new();
         let customer = CustomerMessenger::new(graph.clone(), store.clone(), chat.clone());

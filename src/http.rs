@@ -192,11 +192,124 @@ fn is_connection_error(err: &std::io::Error) -> bool {
     )
 }
 
-/// The OAuth redirect target (`GET /oauth/facebook/callback`).
+/// The OAuth redirect target (`GET /oauth/facebook/callback`) and Meta's callbacks for apps
+/// with Facebook Login: deauthorize, data deletion and the deletion status page.
 pub fn oauth(pages: Arc<Pages>) -> Router {
     Router::new()
         .route(pages::CALLBACK_PATH, get(oauth_callback))
+        .route(
+            pages::DEAUTHORIZE_PATH,
+            axum::routing::post(deauthorize_callback),
+        )
+        .route(
+            pages::DATA_DELETION_PATH,
+            axum::routing::post(data_deletion_callback),
+        )
+        .route(
+            &format!("{}/{{code}}", pages::DATA_DELETION_PATH),
+            get(data_deletion_status),
+        )
         .with_state(pages)
+}
+
+/// The `signed_request` form field of a Meta callback, verified; a bad one is a 400 that
+/// changes nothing.
+fn signed_user(pages: &Pages, body: &[u8]) -> Result<String, (StatusCode, String)> {
+    let raw = url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "signed_request")
+        .map(|(_, v)| v.into_owned());
+    let Some(raw) = raw else {
+        warn!("meta callback without a signed_request field");
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "the form field signed_request is missing\n".to_owned(),
+        ));
+    };
+    pages.verify_signed_request(&raw).map_err(|err| {
+        warn!(error = %err, "meta callback refused");
+        (StatusCode::BAD_REQUEST, format!("{err}\n"))
+    })
+}
+
+/// `POST /oauth/facebook/deauthorize`: Meta tells that a person removed the app.
+async fn deauthorize_callback(State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
+    let user = match signed_user(&pages, &body) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
+    };
+    match pages.deauthorize(&user).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(err) => {
+            error!(error = %err, "deauthorize callback failed");
+            // A 5xx makes Meta try again later.
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway's store failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `POST /oauth/facebook/data-deletion`: answers with the status URL and confirmation code, as
+/// Meta requires (https://developers.facebook.com/docs/development/create-an-app/app-dashboard/data-deletion-callback).
+async fn data_deletion_callback(State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
+    let user = match signed_user(&pages, &body) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
+    };
+    match pages.delete_data(&user).await {
+        Ok(receipt) => axum::Json(serde_json::json!({
+            "url": receipt.status_url,
+            "confirmation_code": receipt.code,
+        }))
+        .into_response(),
+        Err(err) => {
+            error!(error = %err, "data deletion callback failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway's store failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /oauth/facebook/data-deletion/{code}`: the page a person reaches from Facebook.
+async fn data_deletion_status(
+    State(pages): State<Arc<Pages>>,
+    axum::extract::Path(code): axum::extract::Path<String>,
+) -> Response {
+    match pages.deletion(&code) {
+        Ok(Some(request)) => {
+            let status = match request.completed_ms {
+                Some(_) => "completed: the gateway holds no data about you any more",
+                None => "in progress",
+            };
+            html_page(
+                StatusCode::OK,
+                "Data deletion request",
+                &format!(
+                    "Confirmation code <code>{}</code>: {}.",
+                    escape_html(&request.code),
+                    status
+                ),
+            )
+        }
+        Ok(None) => html_page(
+            StatusCode::NOT_FOUND,
+            "Unknown confirmation code",
+            "No data deletion request has this confirmation code.",
+        ),
+        Err(err) => {
+            error!(error = %err, "cannot read a data deletion request");
+            html_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again later",
+                "The gateway's store failed.",
+            )
+        }
+    }
 }
 
 #[derive(Deserialize)]

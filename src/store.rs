@@ -39,8 +39,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use crypto::TokenKey;
 pub use keys::{InboxId, OutboxId};
 pub use records::{
-    Conversation, Department, EnqueueOutcome, Grant, InboundEvent, OAuthState, OutboundItem, Page,
-    PageStatus,
+    Conversation, DeletionRequest, Department, EnqueueOutcome, Grant, InboundEvent, OAuthState,
+    OutboundItem, Page, PageStatus,
 };
 
 use crate::ids::{ConversationKey, PageId, RoomId};
@@ -156,6 +156,8 @@ struct Inner {
     meta: sled::Tree,
     pages: sled::Tree,
     grants: sled::Tree,
+    /// Data deletion requests from Meta, by confirmation code.
+    deletions: sled::Tree,
     oauth_states: sled::Tree,
     conversations: sled::Tree,
     /// Secondary index: Livechat room id → conversation, written in the same transaction as
@@ -192,6 +194,7 @@ impl Inner {
             Tree::Meta => &self.meta,
             Tree::Pages => &self.pages,
             Tree::Grants => &self.grants,
+            Tree::Deletions => &self.deletions,
             Tree::OAuthStates => &self.oauth_states,
             Tree::Conversations => &self.conversations,
             Tree::Rooms => &self.rooms,
@@ -271,6 +274,7 @@ impl Store {
             meta: open_tree(Tree::Meta)?,
             pages: open_tree(Tree::Pages)?,
             grants: open_tree(Tree::Grants)?,
+            deletions: open_tree(Tree::Deletions)?,
             oauth_states: open_tree(Tree::OAuthStates)?,
             conversations: open_tree(Tree::Conversations)?,
             rooms: open_tree(Tree::Rooms)?,
@@ -532,6 +536,32 @@ impl Store {
             .remove(fb_user_id.as_bytes())
             .map_err(sled_err("grant remove"))?;
         Ok(())
+    }
+
+    // ---- data deletion requests ----
+
+    pub fn put_deletion(&self, request: &DeletionRequest) -> Result<()> {
+        let bytes = records::encode_deletion(request)?;
+        self.inner
+            .deletions
+            .insert(request.code.as_bytes(), bytes)
+            .map_err(sled_err("deletion request write"))?;
+        Ok(())
+    }
+
+    pub fn deletion(&self, code: &str) -> Result<Option<DeletionRequest>> {
+        let key = code.as_bytes();
+        match self
+            .inner
+            .deletions
+            .get(key)
+            .map_err(sled_err("deletion request read"))?
+        {
+            Some(bytes) => {
+                records::decode_deletion(Self::at(Tree::Deletions, key), &bytes).map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
     // ---- OAuth states ----

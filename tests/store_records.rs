@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, UserId, VisitorToken};
 use omni_gateway::store::{
-    Conversation, Department, Error, Grant, InboundEvent, OAuthState, OutboundItem, Page,
-    PageStatus, Store, TokenKey,
+    Conversation, DeletionRequest, Department, Error, Grant, InboundEvent, OAuthState,
+    OutboundItem, Page, PageStatus, Store, TokenKey,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -168,6 +168,25 @@ fn grants_round_trip_and_are_removed() {
     store.remove_grant("fbuser1").unwrap();
     assert_eq!(store.grant("fbuser1").unwrap(), None);
     store.remove_grant("fbuser1").unwrap();
+}
+
+#[test]
+fn deletion_requests_round_trip_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = DeletionRequest {
+        code: "9f8e7d".into(),
+        requested_ms: 10,
+        completed_ms: Some(12),
+        pages_disconnected: 2,
+    };
+    {
+        let store = open(dir.path());
+        assert_eq!(store.deletion("9f8e7d").unwrap(), None);
+        store.put_deletion(&request).unwrap();
+        assert_eq!(store.deletion("9f8e7d").unwrap(), Some(request.clone()));
+        assert_eq!(store.deletion("other").unwrap(), None);
+    }
+    assert_eq!(open(dir.path()).deletion("9f8e7d").unwrap(), Some(request));
 }
 
 #[test]

@@ -122,6 +122,7 @@ pub(super) enum Tree {
     Meta,
     Pages,
     Grants,
+    Deletions,
     OAuthStates,
     Conversations,
     Rooms,
@@ -137,6 +138,7 @@ impl Tree {
             Tree::Meta => "meta",
             Tree::Pages => "pages",
             Tree::Grants => "grants",
+            Tree::Deletions => "deletions",
             Tree::OAuthStates => "oauth_states",
             Tree::Conversations => "conversations",
             Tree::Rooms => "rooms",
@@ -161,9 +163,12 @@ impl Tree {
                 let state = String::from_utf8_lossy(key);
                 format!("{}…", state.chars().take(4).collect::<String>())
             }
-            Tree::Meta | Tree::Pages | Tree::Grants | Tree::Rooms | Tree::Relayed => {
-                String::from_utf8_lossy(key).into_owned()
-            }
+            Tree::Meta
+            | Tree::Pages
+            | Tree::Grants
+            | Tree::Deletions
+            | Tree::Rooms
+            | Tree::Relayed => String::from_utf8_lossy(key).into_owned(),
         }
     }
 }

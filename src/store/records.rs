@@ -114,6 +114,18 @@ impl PartialEq for Page {
     }
 }
 
+/// A data deletion request Meta sent for a person (the Data Deletion Request callback). It
+/// holds no trace of who asked: only the confirmation code Meta showed them and what was done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletionRequest {
+    pub code: String,
+    pub requested_ms: u64,
+    /// When everything the gateway held about the person was gone.
+    pub completed_ms: Option<u64>,
+    /// Pages that were connected through the person's grant and were disconnected.
+    pub pages_disconnected: u32,
+}
+
 /// The long-lived user token of the admin who authorized the app, kept to list and re-read
 /// that admin's pages.
 #[derive(Clone, Debug)]
@@ -240,6 +252,15 @@ struct GrantV1 {
     user_token: String,
     admin_username: String,
     created_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeletionV1 {
+    v: u32,
+    code: String,
+    requested_ms: u64,
+    completed_ms: Option<u64>,
+    pages_disconnected: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -454,6 +475,39 @@ pub(super) fn decode_grant(key: &TokenKey, at: At<'_>, bytes: &[u8]) -> Result<G
         user_token,
         admin_username: stored.admin_username,
         created_ms: stored.created_ms,
+    })
+}
+
+pub(super) fn encode_deletion(request: &DeletionRequest) -> Result<Vec<u8>> {
+    let DeletionRequest {
+        code,
+        requested_ms,
+        completed_ms,
+        pages_disconnected,
+    } = request.clone();
+    encode(
+        Tree::Deletions,
+        &DeletionV1 {
+            v: V1,
+            code,
+            requested_ms,
+            completed_ms,
+            pages_disconnected,
+        },
+    )
+}
+
+pub(super) fn decode_deletion(at: At<'_>, bytes: &[u8]) -> Result<DeletionRequest> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: DeletionV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok(DeletionRequest {
+        code: stored.code,
+        requested_ms: stored.requested_ms,
+        completed_ms: stored.completed_ms,
+        pages_disconnected: stored.pages_disconnected,
     })
 }
 
@@ -743,6 +797,25 @@ mod tests {
         assert!(
             key().open("page:u7", sealed).is_none(),
             "a grant token must not open as a page token"
+        );
+    }
+
+    #[test]
+    fn deletion_request_snapshot() {
+        let request = DeletionRequest {
+            code: "c0de".into(),
+            requested_ms: 5,
+            completed_ms: Some(6),
+            pages_disconnected: 2,
+        };
+        let bytes = encode_deletion(&request).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"code":"c0de","requested_ms":5,"completed_ms":6,"pages_disconnected":2})
+        );
+        assert_eq!(
+            decode_deletion(at(Tree::Deletions, b"c0de"), &bytes).unwrap(),
+            request
         );
     }
 
