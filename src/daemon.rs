@@ -16,7 +16,6 @@ use tracing::{error, info};
 use crate::admin::{Admin, AdminPolicy};
 use crate::config::Config;
 use crate::health::Health;
-use crate::ids::RoomId;
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::notices::Notifier;
 use crate::pages::{self, Pages};
@@ -24,7 +23,7 @@ use crate::relay::inbound::Inbound;
 use crate::relay::outbound::Outbound;
 use crate::relay::{CustomerMessenger, RelayContext};
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
-use crate::rocketchat::realtime::{self, MY_MESSAGES, ROOM_MESSAGES_STREAM};
+use crate::rocketchat::realtime::{self, Streamed};
 use crate::rocketchat::rest::{Auth, RestClient};
 use crate::store::{Store, TokenKey};
 use crate::telemetry::Telemetry;
@@ -293,11 +292,7 @@ async fn connect_realtime(
             .map(|t| t.auth_token.clone()),
     };
     let (ddp, events) = DdpClient::start(settings, credentials, cancel);
-    ddp.subscribe(
-        ROOM_MESSAGES_STREAM,
-        serde_json::json!([MY_MESSAGES, false]),
-    )
-    .await;
+    ddp.watch_my_messages().await;
     (ddp, events)
 }
 
@@ -352,19 +347,17 @@ async fn rocketchat_loop(
                 }
                 relays.health.login_failed(message);
             }
-            Event::Stream(event) if event.collection == ROOM_MESSAGES_STREAM => {
-                if event.event_name == MY_MESSAGES {
-                    if let Some(message) = realtime::my_message(&event.args) {
-                        if relays.admin.send(message).await.is_err() {
-                            break;
-                        }
+            Event::Stream(event) => match Streamed::read(&event) {
+                Some(Streamed::MyMessage(message, room)) => {
+                    if relays.admin.send((message, room)).await.is_err() {
+                        break;
                     }
-                } else {
-                    let rid = RoomId::new(event.event_name);
-                    relays.outbound.on_room_event(&rid, &event.args).await;
                 }
-            }
-            Event::Stream(_) => {}
+                Some(Streamed::Room(rid, message)) => {
+                    relays.outbound.on_room_event(&rid, &message).await;
+                }
+                None => {}
+            },
             Event::SubscriptionFailed { id, error } => {
                 info!(subscription = %id, error = %error, "rocket.chat ended a subscription; catching up from history");
                 let outbound = relays.outbound.clone();

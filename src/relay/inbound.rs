@@ -306,11 +306,8 @@ impl Inbound {
     /// derived from its `mid`, as for every relayed message).
     fn quote(&self, page: &PageId, rid: &RoomId, mid: &str) -> String {
         let target = render::message_id(page, &format!("m:{mid}"), 0);
-        match self.ctx.rest.server_url(&format!("live/{}", rid.as_str())) {
-            Ok(mut url) => {
-                url.set_query(Some(&format!("msg={}", target.as_str())));
-                render::quote_line(url.as_str())
-            }
+        match self.ctx.rest.room_message_link(rid, &target) {
+            Ok(url) => render::quote_line(url.as_str()),
             Err(_) => "↩️ _replying to an earlier message_".into(),
         }
     }
@@ -362,7 +359,7 @@ impl Inbound {
             .await
         {
             Ok(room) => room,
-            Err(err) if err.error_type() == Some("no-agent-online") => {
+            Err(err) if err.is_no_agent_online() => {
                 return Err(Failure::NoAgent { department });
             }
             Err(err) => return Err(err.into()),
@@ -408,7 +405,7 @@ impl Inbound {
                     Err(err) if err.is_retryable() || livechat::is_room_problem(&err) => {
                         return Err(err);
                     }
-                    Err(err) => upload_refusal(&err),
+                    Err(err) => err.upload_refusal(),
                 }
             }
             Err(reason) => reason,
@@ -587,23 +584,6 @@ async fn poll_until_online(
         "an agent is online: delivering held conversations"
     );
     notify.notify_waiters();
-}
-
-/// Why Rocket.Chat refused a customer's file, for the agent reading the fallback link.
-fn upload_refusal(err: &rest::Error) -> String {
-    match err.error_type() {
-        Some(code @ "error-type-not-allowed") => {
-            format!("Rocket.Chat does not accept this file type ({code})")
-        }
-        Some(code @ "error-size-not-allowed") => {
-            format!("the file is larger than Rocket.Chat accepts ({code})")
-        }
-        Some(code @ "error-file-upload-disabled") => {
-            format!("file uploads are turned off in Rocket.Chat ({code})")
-        }
-        Some(code) => format!("Rocket.Chat refused the upload ({code})"),
-        None => format!("Rocket.Chat refused the upload: {err}"),
-    }
 }
 
 /// A new random visitor token. It grants access to the visitor's room and files, so it is

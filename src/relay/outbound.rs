@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tracing::{debug, error, info, warn};
 
 use super::{OutageLog, RelayContext, Workers, jitter};
@@ -22,7 +21,7 @@ use crate::messenger::graph::{
     self, AttachmentKind, Content, ErrorKind, GraphClient, Messaging, SendRequest, SenderAction,
 };
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
-use crate::rocketchat::realtime::{ROOM_MESSAGES_STREAM, RoomMessage};
+use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
 use crate::store::{self, Conversation, OutboundItem, Page, PageStatus};
 
 /// Meta's text limit: "UTF-8 and less than 2000 characters".
@@ -125,8 +124,10 @@ impl Outbound {
         if self.lock_streams().contains_key(&rid) {
             return None;
         }
-        let params = json!([rid.as_str(), {"useCollection": false, "args": [{"visitorToken": conversation.visitor_token.as_str()}]}]);
-        let id = self.ddp.subscribe(ROOM_MESSAGES_STREAM, params).await;
+        let id = self
+            .ddp
+            .watch_visitor_room(&rid, &conversation.visitor_token)
+            .await;
         let previous = self.lock_streams().insert(rid.clone(), id);
         if let Some(previous) = previous {
             // Two callers raced; keep one subscription.
@@ -147,12 +148,9 @@ impl Outbound {
         Ok(())
     }
 
-    /// A stream event of a room we watch: `event_name` is the room id, `args[0]` the message.
-    pub async fn on_room_event(self: &Arc<Self>, rid: &RoomId, args: &[Value]) {
-        let Some(message) = args.first().and_then(RoomMessage::from_value) else {
-            return;
-        };
-        if let Err(err) = self.take(rid, &message).await {
+    /// A message of a room we watch, from its stream.
+    pub async fn on_room_event(self: &Arc<Self>, rid: &RoomId, message: &RoomMessage) {
+        if let Err(err) = self.take(rid, message).await {
             error!(room = %rid, error = %err, "cannot queue an agent message; back-fill will retry");
         }
     }
@@ -255,7 +253,7 @@ impl Outbound {
                 Outgoing::Close { .. } => None,
             },
             created_ms: outgoing.ts_ms(),
-            payload: serde_json::to_value(&outgoing).unwrap_or(Value::Null),
+            payload: serde_json::to_value(&outgoing).unwrap_or(serde_json::Value::Null),
         };
         if !self.ctx.store.enqueue_outbound(item)? {
             return Ok(false);
@@ -649,14 +647,14 @@ impl Outgoing {
 /// Decides what a room message means for the customer: an agent reply, the room's closing, or
 /// nothing (the visitor's own messages, other system messages, empty messages).
 pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
-    match message.kind.as_deref() {
-        Some("livechat-close") => {
+    match message.kind {
+        RoomMessageKind::Closed => {
             return Some(Outgoing::Close {
                 ts_ms: message.ts_ms,
             });
         }
-        Some(_) => return None,
-        None => {}
+        RoomMessageKind::System(_) => return None,
+        RoomMessageKind::Written => {}
     }
     if message.from_visitor || (message.text.trim().is_empty() && message.files.is_empty()) {
         return None;
@@ -831,35 +829,54 @@ mod tests {
 
     #[test]
     fn classifies_room_messages() {
+        let message =
+            |kind: RoomMessageKind, from_visitor: bool, text: &str, files: Vec<&str>| RoomMessage {
+                id: crate::ids::MessageId::new("m"),
+                kind,
+                from_visitor,
+                author_username: "agent1".into(),
+                automated: false,
+                text: text.into(),
+                ts_ms: 5,
+                files: files
+                    .into_iter()
+                    .map(|path| crate::rocketchat::realtime::RoomFile {
+                        path: path.into(),
+                        name: "a.pdf".into(),
+                        mime: "application/pdf".into(),
+                    })
+                    .collect(),
+            };
+        let written = RoomMessageKind::Written;
         let cases = vec![
             (
-                json!({"_id":"a","msg":"Hello!","u":{"username":"agent1"},"ts":{"$date":5}}),
+                message(written.clone(), false, "Hello!", vec![]),
                 Some("reply agent1 Hello!"),
             ),
             (
-                json!({"_id":"b","msg":"from the customer","token":"fb-x","u":{"username":"guest"},"ts":{"$date":5}}),
+                message(written.clone(), true, "from the customer", vec![]),
                 None,
             ),
             (
-                json!({"_id":"c","t":"livechat-close","msg":"","u":{"username":"agent1"},"ts":{"$date":9}}),
+                message(RoomMessageKind::Closed, false, "", vec![]),
                 Some("close"),
             ),
             (
-                json!({"_id":"d","t":"livechat_transfer_history","msg":"","ts":{"$date":9}}),
+                message(
+                    RoomMessageKind::System("transfer".into()),
+                    false,
+                    "",
+                    vec![],
+                ),
                 None,
             ),
+            (message(written.clone(), false, "  ", vec![]), None),
             (
-                json!({"_id":"e","msg":"  ","u":{"username":"agent1"},"ts":{"$date":9}}),
-                None,
-            ),
-            (
-                json!({"_id":"f","msg":"","u":{"username":"agent1"},"ts":{"$date":9},"files":[{"_id":"F1","name":"a.pdf","type":"application/pdf"}],
-                       "attachments":[{"title_link":"/file-upload/F1/a.pdf"}]}),
+                message(written, false, "", vec!["/file-upload/F1/a.pdf"]),
                 Some("reply agent1  files:/file-upload/F1/a.pdf"),
             ),
         ];
         for (message, expected) in cases {
-            let message = RoomMessage::from_value(&message).expect("a room message");
             let got = classify(&message).map(|o| match o {
                 Outgoing::Reply {
                     text, files, agent, ..
