@@ -133,6 +133,7 @@ impl Gateway {
                 admin: admin_tx,
                 inbound: inbound.clone(),
                 outbound,
+                tasks: tasks.clone(),
             },
             progress.clone(),
             cancel.clone(),
@@ -303,6 +304,8 @@ struct Relays {
     admin: mpsc::Sender<(realtime::ChatMessage, realtime::RoomContext)>,
     inbound: Arc<Inbound>,
     outbound: Arc<Outbound>,
+    /// The daemon's tracker: shutdown waits for the back-fills before the final flush.
+    tasks: TaskTracker,
 }
 
 /// Turns the DDP client's events into state changes and work for the core.
@@ -336,7 +339,9 @@ async fn rocketchat_loop(
                 login_problem = None;
                 // Whatever agents wrote while the link was down is caught up from history.
                 let outbound = relays.outbound.clone();
-                tokio::spawn(async move { outbound.backfill_all().await });
+                relays
+                    .tasks
+                    .spawn(async move { outbound.backfill_all().await });
             }
             Event::Disconnected { reason, .. } => relays.health.link_down(reason),
             Event::LoginFailed { message } => {
@@ -361,7 +366,9 @@ async fn rocketchat_loop(
             Event::SubscriptionFailed { id, error } => {
                 info!(subscription = %id, error = %error, "rocket.chat ended a subscription; catching up from history");
                 let outbound = relays.outbound.clone();
-                tokio::spawn(async move { outbound.on_stream_failed(id).await });
+                relays
+                    .tasks
+                    .spawn(async move { outbound.on_stream_failed(id).await });
             }
         }
     }

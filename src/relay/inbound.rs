@@ -15,6 +15,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::outbound::Outbound;
@@ -49,6 +50,21 @@ enum Failure {
     Store(#[from] store::Error),
 }
 
+/// Why a customer's file is posted as a link instead of uploaded (the agent reads it).
+#[derive(thiserror::Error, Debug)]
+enum FileFallback {
+    #[error("the file could not be downloaded from Messenger: {0}")]
+    Unreachable(reqwest::Error),
+    #[error("Messenger answered HTTP {0} for the file")]
+    Status(u16),
+    #[error("the file is larger than 25 MB")]
+    TooLarge,
+    #[error("the download broke off: {0}")]
+    BrokeOff(reqwest::Error),
+    #[error("{}", .0.upload_refusal())]
+    Refused(rest::Error),
+}
+
 /// How retrying one event ended.
 enum Outcome {
     /// Rocket.Chat has every part: remove it from the inbox.
@@ -79,7 +95,7 @@ impl Inbound {
             .build()
             .unwrap_or_default();
         Arc::new(Inbound {
-            agents: AgentWatch::new(ctx.rest.clone(), ctx.cancel.clone()),
+            agents: AgentWatch::new(ctx.rest.clone(), ctx.tasks.clone(), ctx.cancel.clone()),
             ctx,
             outbound,
             downloads,
@@ -405,7 +421,7 @@ impl Inbound {
                     Err(err) if err.is_retryable() || livechat::is_room_problem(&err) => {
                         return Err(err);
                     }
-                    Err(err) => err.upload_refusal(),
+                    Err(err) => FileFallback::Refused(err),
                 }
             }
             Err(reason) => reason,
@@ -418,24 +434,21 @@ impl Inbound {
             .await
     }
 
-    async fn download(&self, url: &str) -> Result<(Vec<u8>, String), String> {
-        let response = self.downloads.get(url).send().await.map_err(|e| {
-            format!(
-                "the file could not be downloaded from Messenger: {}",
-                e.without_url()
-            )
-        })?;
+    async fn download(&self, url: &str) -> Result<(Vec<u8>, String), FileFallback> {
+        let response = self
+            .downloads
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FileFallback::Unreachable(e.without_url()))?;
         if !response.status().is_success() {
-            return Err(format!(
-                "Messenger answered HTTP {} for the file",
-                response.status().as_u16()
-            ));
+            return Err(FileFallback::Status(response.status().as_u16()));
         }
         if response
             .content_length()
             .is_some_and(|n| n as usize > MAX_FILE_BYTES)
         {
-            return Err("the file is larger than 25 MB".into());
+            return Err(FileFallback::TooLarge);
         }
         let mime = response
             .headers()
@@ -448,9 +461,9 @@ impl Inbound {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| format!("the download broke off: {}", e.without_url()))?;
+            .map_err(|e| FileFallback::BrokeOff(e.without_url()))?;
         if bytes.len() > MAX_FILE_BYTES {
-            return Err("the file is larger than 25 MB".into());
+            return Err(FileFallback::TooLarge);
         }
         Ok((bytes.to_vec(), mime))
     }
@@ -506,14 +519,17 @@ impl Inbound {
 /// many conversations are held (the endpoint is rate-limited per IP).
 struct AgentWatch {
     rest: RestClient,
+    /// The daemon's tracker: shutdown waits for the pollers too.
+    tasks: TaskTracker,
     cancel: CancellationToken,
     pollers: Arc<Mutex<HashMap<Option<String>, Arc<Notify>>>>,
 }
 
 impl AgentWatch {
-    fn new(rest: RestClient, cancel: CancellationToken) -> AgentWatch {
+    fn new(rest: RestClient, tasks: TaskTracker, cancel: CancellationToken) -> AgentWatch {
         AgentWatch {
             rest,
+            tasks,
             cancel,
             pollers: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -528,7 +544,7 @@ impl AgentWatch {
                 .entry(department.clone())
                 .or_insert_with(|| {
                     let notify = Arc::new(Notify::new());
-                    tokio::spawn(poll_until_online(
+                    self.tasks.spawn(poll_until_online(
                         self.rest.clone(),
                         department.clone(),
                         notify.clone(),

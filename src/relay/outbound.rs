@@ -183,6 +183,9 @@ impl Outbound {
             }
         };
         for rid in rooms {
+            if self.ctx.cancel.is_cancelled() {
+                return;
+            }
             self.backfill_room(&rid).await;
         }
     }
@@ -385,19 +388,25 @@ impl Outbound {
                     self.outage.recovered();
                     return Sent::Delivered;
                 }
-                Err(Failure::Window(reason, fix)) => {
-                    return self.refuse(key, item, &outgoing, &reason, &fix).await;
+                Err(Failure::Window { reason, fix }) => {
+                    return self
+                        .refuse(key, item, &outgoing, &reason.to_string(), fix)
+                        .await;
                 }
-                Err(Failure::Download(reason)) => {
+                Err(Failure::File(reason)) => {
                     return self
                         .refuse(
                             key,
                             item,
                             &outgoing,
-                            &reason,
+                            &reason.to_string(),
                             "Send the file again, or describe it in text.",
                         )
                         .await;
+                }
+                Err(Failure::Store(err)) => {
+                    error!(conversation = %key, error = %err, "cannot read the conversation; retrying");
+                    self.pause(RETRY_MAX).await;
                 }
                 Err(Failure::Graph(err)) => {
                     self.ctx.telemetry.reply_failed(&err);
@@ -437,13 +446,12 @@ impl Outbound {
         let Some(text) = page.finished.as_deref() else {
             return Ok(());
         };
-        let conversation = self.ctx.store.conversation(key).ok().flatten();
-        let messaging = policy(conversation.as_ref(), now_ms(), false, false).map_err(|_| {
-            Failure::Window(
-                "the customer last wrote more than 24 hours ago".into(),
-                "The conversation finished message was not sent.".into(),
-            )
-        })?;
+        let conversation = self.ctx.store.conversation(key)?;
+        let messaging =
+            policy(conversation.as_ref(), now_ms(), false, false).map_err(|_| Failure::Window {
+                reason: OutsideWindow::FinishedTooLate,
+                fix: "The conversation finished message was not sent.",
+            })?;
         self.send_text(page, key, text, messaging).await
     }
 
@@ -464,16 +472,16 @@ impl Outbound {
         else {
             return Ok(());
         };
-        let conversation = self.ctx.store.conversation(key).ok().flatten();
+        let conversation = self.ctx.store.conversation(key)?;
         let messaging = policy(conversation.as_ref(), now_ms(), self.human_agent_tag, *automated).map_err(|reason| {
-            Failure::Window(
+            Failure::Window {
                 reason,
-                if self.human_agent_tag {
-                    "Messenger allows a person's reply up to 7 days after the customer's last message; wait for the customer to write again.".into()
+                fix: if self.human_agent_tag {
+                    "Messenger allows a person's reply up to 7 days after the customer's last message; wait for the customer to write again."
                 } else {
-                    "Messenger allows replies within 24 hours of the customer's last message; wait for the customer to write again. (An app approved for the HUMAN_AGENT tag can reply for 7 days: set human_agent_tag = true.)".into()
+                    "Messenger allows replies within 24 hours of the customer's last message; wait for the customer to write again. (An app approved for the HUMAN_AGENT tag can reply for 7 days: set human_agent_tag = true.)"
                 },
-            )
+            }
         })?;
         if *progress == 0 {
             // Best effort: the customer sees their messages were read.
@@ -541,25 +549,16 @@ impl Outbound {
         let conversation = self
             .ctx
             .store
-            .conversation(key)
-            .ok()
-            .flatten()
-            .ok_or_else(|| Failure::Download("the conversation is gone".into()))?;
+            .conversation(key)?
+            .ok_or(Failure::File(FileProblem::ConversationGone))?;
         let bytes = self
             .ctx
             .rest
             .download_as_visitor(&file.path, &conversation.visitor_token, &item.room)
             .await
-            .map_err(|err| {
-                Failure::Download(format!(
-                    "the file could not be read from Rocket.Chat: {err}"
-                ))
-            })?;
+            .map_err(|err| Failure::File(FileProblem::Unreadable(err)))?;
         if bytes.len() > MAX_FILE_BYTES {
-            return Err(Failure::Download(format!(
-                "{} is larger than Messenger's 25 MB limit",
-                file.name
-            )));
+            return Err(Failure::File(FileProblem::TooLarge(file.name.clone())));
         }
         let kind = AttachmentKind::from_mime(&file.mime);
         self.graph
@@ -589,7 +588,14 @@ impl Outbound {
     ) -> Sent {
         warn!(conversation = %key, message = %item.rc_message_id, reason, "reply not delivered to Messenger");
         self.ctx.telemetry.reply_refused();
-        let page = self.ctx.store.page(&key.page).ok().flatten();
+        let page = match self.ctx.store.page(&key.page) {
+            Ok(page) => page,
+            Err(err) => {
+                // The notice still goes to the agent; only the page's admins are unknown.
+                error!(conversation = %key, error = %err, "cannot read the page for the refusal notice");
+                None
+            }
+        };
         let customer = self
             .ctx
             .customer
@@ -629,11 +635,52 @@ impl Outbound {
     }
 }
 
+/// Why one attempt to send an outbox item did not finish.
+#[derive(thiserror::Error, Debug)]
 enum Failure {
+    #[error(transparent)]
     Graph(graph::Error),
-    /// Outside the messaging window: reason and what to do.
-    Window(String, String),
-    Download(String),
+    /// Outside the messaging window: why, and what the agent can do.
+    #[error("{reason}")]
+    Window {
+        reason: OutsideWindow,
+        fix: &'static str,
+    },
+    #[error(transparent)]
+    File(FileProblem),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Why an agent's file cannot be sent to Messenger.
+#[derive(thiserror::Error, Debug)]
+enum FileProblem {
+    #[error("the conversation is gone")]
+    ConversationGone,
+    #[error("the file could not be read from Rocket.Chat: {0}")]
+    Unreadable(crate::rocketchat::rest::Error),
+    #[error("{0} is larger than Messenger's 25 MB limit")]
+    TooLarge(String),
+}
+
+/// Why the Send API policy refuses a message (see [`policy`]).
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum OutsideWindow {
+    #[error("the customer has not written to the page yet")]
+    NeverWrote,
+    #[error("the customer last wrote {}, outside Messenger's {}-{} window", age(*hours), if *human_agent { 7 } else { 24 }, if *human_agent { "day" } else { "hour" })]
+    TooLate { hours: u64, human_agent: bool },
+    /// The "conversation finished" message: sent only within the standard window.
+    #[error("the customer last wrote more than 24 hours ago")]
+    FinishedTooLate,
+}
+
+fn age(hours: u64) -> String {
+    if hours >= 48 {
+        format!("{} days ago", hours / 24)
+    } else {
+        format!("{hours} hours ago")
+    }
 }
 
 impl Outgoing {
@@ -684,9 +731,9 @@ pub fn policy(
     now: u64,
     human_agent_tag: bool,
     automated: bool,
-) -> Result<Messaging, String> {
+) -> Result<Messaging, OutsideWindow> {
     let Some(last) = conversation.and_then(|c| c.last_inbound_ms) else {
-        return Err("the customer has not written to the page yet".into());
+        return Err(OutsideWindow::NeverWrote);
     };
     let age = now.saturating_sub(last);
     if age <= RESPONSE_WINDOW_MS {
@@ -695,20 +742,10 @@ pub fn policy(
     if human_agent_tag && !automated && age <= HUMAN_AGENT_WINDOW_MS {
         return Ok(Messaging::HumanAgent);
     }
-    let hours = age / 3_600_000;
-    Err(format!(
-        "the customer last wrote {} ago, outside Messenger's {} window",
-        if hours >= 48 {
-            format!("{} days", hours / 24)
-        } else {
-            format!("{hours} hours")
-        },
-        if human_agent_tag && !automated {
-            "7-day"
-        } else {
-            "24-hour"
-        }
-    ))
+    Err(OutsideWindow::TooLate {
+        hours: age / 3_600_000,
+        human_agent: human_agent_tag && !automated,
+    })
 }
 
 /// Splits a text into pieces of at most `max` characters, at a sentence end, else a line break,
@@ -791,7 +828,9 @@ mod tests {
             let got = policy(Some(&conversation(last)), now, tag, automated);
             match (got, expected) {
                 (Ok(m), Ok(e)) => assert_eq!(m, e, "{last:?} {tag} {automated}"),
-                (Err(reason), Err(part)) => assert!(reason.contains(part), "{reason}"),
+                (Err(reason), Err(part)) => {
+                    assert!(reason.to_string().contains(part), "{reason}")
+                }
                 (got, expected) => {
                     panic!("{last:?} {tag} {automated}: got {got:?}, expected {expected:?}")
                 }
