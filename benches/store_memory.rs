@@ -86,10 +86,11 @@ async fn main() {
             };
             store.enqueue_inbound(vec![event]).expect("event stored");
             let (id, _) = store
-                .oldest_inbound(&key)
+                .inbox()
+                .oldest(&key)
                 .expect("inbox read")
                 .expect("the event");
-            store.remove_inbound(&id).expect("event removed");
+            store.inbox().remove(&id).expect("event removed");
         }
         if mode == "all" || mode == "outbox" {
             let item = OutboundItem {
@@ -102,10 +103,11 @@ async fn main() {
             };
             store.enqueue_outbound(item).expect("item stored");
             let (id, _) = store
-                .oldest_outbound(&key)
+                .outbox()
+                .oldest(&key)
                 .expect("outbox read")
                 .expect("the item");
-            store.remove_outbound(&id).expect("item removed");
+            store.outbox().remove(&id).expect("item removed");
         }
         if n % sync_every == 0 {
             store.sync().await.expect("flushed");

@@ -217,8 +217,8 @@ impl Admin {
         let mut text = format!(
             "*omni-gateway status*\n• Rocket.Chat: {link}\n• pages: {}\n• held conversations: {held}\n• inbox: {} · outbox: {}\n• last webhook: {}",
             pages.len(),
-            self.store.inbox_len(),
-            self.store.outbox_len(),
+            self.store.inbox().len(),
+            self.store.outbox().len(),
             last_webhook
                 .map(format_age)
                 .unwrap_or_else(|| "never".into()),

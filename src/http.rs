@@ -519,8 +519,8 @@ async fn render_metrics(State(state): State<MetricsState>) -> Response {
         .map(|all| all.iter().filter(|c| c.held_since_ms.is_some()).count())
         .unwrap_or(0);
     let snapshot = Snapshot {
-        inbox_depth: state.store.inbox_len(),
-        outbox_depth: state.store.outbox_len(),
+        inbox_depth: state.store.inbox().len(),
+        outbox_depth: state.store.outbox().len(),
         held_conversations: held,
         rocketchat_up: matches!(state.health.link(), Link::Up { .. }),
         pages: pages

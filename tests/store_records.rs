@@ -283,17 +283,18 @@ fn reopening_keeps_everything() {
         store.conversation_by_room(&RoomId::new("R1")).unwrap(),
         Some(conversation("1", "100", Some("R1")))
     );
-    assert_eq!((store.inbox_len(), store.outbox_len()), (1, 1));
+    assert_eq!((store.inbox().len(), store.outbox().len()), (1, 1));
     assert_eq!(
-        store.pending_inbound_conversations().unwrap(),
+        store.inbox().pending_conversations().unwrap(),
         [conv_key("1", "100")]
     );
     assert_eq!(
-        store.pending_outbound_conversations().unwrap(),
+        store.outbox().pending_conversations().unwrap(),
         [conv_key("1", "100")]
     );
     let (_, event) = store
-        .oldest_inbound(&conv_key("1", "100"))
+        .inbox()
+        .oldest(&conv_key("1", "100"))
         .unwrap()
         .unwrap();
     assert_eq!(event.payload["message"]["text"], "hello");

@@ -14,7 +14,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
-use super::{OutageLog, RelayContext, Workers, jitter};
+use super::{
+    Direction, Handled, MAX_FILE_BYTES, OutageLog, RETRY_MAX, RelayContext, Workers, pause,
+};
+use crate::backoff::Backoff;
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, RoomId};
 use crate::messenger::graph::{
@@ -22,21 +25,17 @@ use crate::messenger::graph::{
 };
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
-use crate::store::{self, Conversation, OutboundItem, Page, PageStatus};
+use crate::store::{self, Conversation, OutboundItem, Page, PageStatus, Queue, Store};
 
 /// Meta's text limit: "UTF-8 and less than 2000 characters".
 const MAX_TEXT_CHARS: usize = 1999;
 /// The standard messaging window, and the HUMAN_AGENT one.
 const RESPONSE_WINDOW_MS: u64 = 24 * 3600 * 1000;
 const HUMAN_AGENT_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
-const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How often a page that needs authorization is looked at again.
 const REAUTH_POLL: Duration = Duration::from_secs(2);
 /// When a new room's history is read once, in case a reply beat the stream's subscription.
 const NEW_STREAM_CATCH_UP: Duration = Duration::from_secs(1);
-/// Largest agent file sent to Messenger (Meta's attachment limit).
-const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
 
 /// What waits in the outbox (stored as the item's payload, versioned by the store).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,9 +141,7 @@ impl Outbound {
         for conversation in self.ctx.store.conversations()? {
             self.subscribe_room(&conversation).await;
         }
-        for key in self.ctx.store.pending_outbound_conversations()? {
-            self.wake(&key);
-        }
+        super::resume(self)?;
         Ok(())
     }
 
@@ -283,61 +280,15 @@ impl Outbound {
     }
 
     fn wake(self: &Arc<Self>, key: &ConversationKey) {
-        if self.ctx.cancel.is_cancelled() || !self.workers.claim(key) {
-            return;
-        }
-        let relay = self.clone();
-        let key = key.clone();
-        self.ctx.tasks.spawn(async move { relay.work(key).await });
+        super::wake(self, key);
     }
 
     fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, SubscriptionId>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One conversation's worker: sends the oldest outbox item until the outbox is empty.
-    async fn work(self: Arc<Self>, key: ConversationKey) {
-        loop {
-            let next = match self.ctx.store.oldest_outbound(&key) {
-                Ok(next) => next,
-                Err(err) => {
-                    error!(conversation = %key, error = %err, "cannot read the outbox; retrying");
-                    self.pause(RETRY_MAX).await;
-                    continue;
-                }
-            };
-            let Some((id, item)) = next else {
-                let store = &self.ctx.store;
-                if self
-                    .workers
-                    .retire(&key, || matches!(store.oldest_outbound(&key), Ok(None)))
-                {
-                    return;
-                }
-                continue;
-            };
-            let started = tokio::time::Instant::now();
-            match self.send(&key, &item).await {
-                Sent::Stopped => return,
-                Sent::Delivered => self
-                    .ctx
-                    .telemetry
-                    .reply_sent(started.elapsed().as_secs_f64()),
-                Sent::Refused => {}
-            }
-            if let Err(err) = self.ctx.store.remove_outbound(&id).and(Ok(())) {
-                error!(conversation = %key, error = %err, "cannot remove a sent reply from the outbox");
-            }
-            // A crash after a send but before this flush would send the reply again: keep the
-            // window small.
-            if let Err(err) = self.ctx.store.sync().await {
-                error!(conversation = %key, error = %err, "cannot persist the outbox");
-            }
-        }
-    }
-
     /// Sends one item, retrying what can succeed later, holding while the page needs authorization.
-    async fn send(&self, key: &ConversationKey, item: &OutboundItem) -> Sent {
+    async fn send(&self, key: &ConversationKey, item: &OutboundItem, retry: &mut Backoff) -> Sent {
         let outgoing: Outgoing = match serde_json::from_value(item.payload.clone()) {
             Ok(outgoing) => outgoing,
             Err(err) => {
@@ -345,7 +296,7 @@ impl Outbound {
                 return Sent::Refused;
             }
         };
-        let mut retry = RETRY_MIN;
+        retry.reset();
         // Parts of a reply already sent, so a retry does not repeat them.
         let mut progress = 0;
         loop {
@@ -416,8 +367,8 @@ impl Outbound {
                         }
                         ErrorKind::Transient | ErrorKind::RateLimited => {
                             self.outage.failed(&err.describe());
-                            let wait = err.retry_after().unwrap_or_else(|| jitter(retry));
-                            retry = (retry * 2).min(RETRY_MAX);
+                            let backoff = retry.next_wait();
+                            let wait = err.retry_after().unwrap_or(backoff);
                             self.pause(wait).await;
                         }
                         ErrorKind::OutsideWindow => {
@@ -628,9 +579,45 @@ impl Outbound {
     }
 
     async fn pause(&self, wait: Duration) {
-        tokio::select! {
-            _ = self.ctx.cancel.cancelled() => {}
-            _ = tokio::time::sleep(wait) => {}
+        pause(&self.ctx.cancel, wait).await;
+    }
+}
+
+impl Direction for Outbound {
+    type Item = OutboundItem;
+    const QUEUE: &'static str = "outbox";
+    // A crash after a send but before the flush would send the reply again: keep the window
+    // small.
+    const FLUSH_AFTER_REMOVE: bool = true;
+
+    fn context(&self) -> &RelayContext {
+        &self.ctx
+    }
+
+    fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    fn queue(store: &Store) -> Queue<'_, OutboundItem> {
+        store.outbox()
+    }
+
+    async fn handle(
+        &self,
+        key: &ConversationKey,
+        item: &OutboundItem,
+        retry: &mut Backoff,
+    ) -> Handled {
+        let started = tokio::time::Instant::now();
+        match self.send(key, item, retry).await {
+            Sent::Stopped => Handled::Stopped,
+            Sent::Delivered => {
+                self.ctx
+                    .telemetry
+                    .reply_sent(started.elapsed().as_secs_f64());
+                Handled::Done
+            }
+            Sent::Refused => Handled::Done,
         }
     }
 }
