@@ -52,14 +52,7 @@ impl Gateway {
     /// Opens the store, binds the HTTP port and starts every loop. Fails fast, with the reason,
     /// on anything a person must fix (store locked or unreadable, port taken).
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
-        let key = TokenKey::load_or_create(&config.store.key_file).with_context(|| {
-            format!(
-                "cannot load the token key {}",
-                config.store.key_file.display()
-            )
-        })?;
-        let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
-            .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+        let store = open_store(&config)?;
         let listener = http::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
 
@@ -67,22 +60,9 @@ impl Gateway {
         let tasks = TaskTracker::new();
         let health = Health::new();
 
-        let rest = RestClient::new(&config.rocketchat.url, REST_TIMEOUT)?;
-        if let Some(token) = &config.rocketchat.personal_token {
-            rest.set_auth(Some(Auth {
-                user_id: token.user_id.clone(),
-                token: token.auth_token.clone(),
-            }));
-        }
+        let rest = rest_client(&config)?;
         let chat = Notifier::new(rest.clone());
-        let graph = GraphClient::new(GraphSettings {
-            graph_url: config.facebook.graph_url.clone(),
-            dialog_url: config.facebook.dialog_url.clone(),
-            api_version: config.facebook.api_version.clone(),
-            app_id: config.facebook.app_id.clone(),
-            app_secret: config.facebook.app_secret.clone(),
-            timeout: GRAPH_TIMEOUT,
-        })?;
+        let graph = graph_client(&config)?;
         let pages = Arc::new(Pages::new(
             graph.clone(),
             store.clone(),
@@ -121,7 +101,6 @@ impl Gateway {
                 admin_roles: config.rocketchat.admin_roles.clone(),
             },
         ));
-
         let (admin_tx, admin_rx) = mpsc::channel(ADMIN_QUEUE);
         let progress = Arc::new(AtomicU64::new(0));
         tasks.spawn(admin_loop(admin.clone(), admin_rx));
@@ -146,25 +125,7 @@ impl Gateway {
         ));
         tasks.spawn(store_maintenance(store.clone(), cancel.clone()));
 
-        let router = http::with_limits(
-            http::probes(http::ProbeState {
-                health: health.clone(),
-                store: store.clone(),
-            })
-            .merge(http::oauth(pages))
-            .merge(http::webhooks(http::WebhookState {
-                store: store.clone(),
-                inbound,
-                telemetry: telemetry.clone(),
-                app_secret: config.facebook.app_secret.clone(),
-                verify_token: config.facebook.verify_token.clone(),
-            }))
-            .merge(http::metrics(http::MetricsState {
-                telemetry,
-                store: store.clone(),
-                health: health.clone(),
-            })),
-        );
+        let router = router(&config, &store, &health, pages, inbound, telemetry);
         tasks.spawn(http::serve(listener, router, cancel.clone()));
         tasks.close();
 
@@ -192,6 +153,71 @@ impl Gateway {
         info!("gateway stopped; store flushed");
         Ok(())
     }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let key = TokenKey::load_or_create(&config.store.key_file).with_context(|| {
+        format!(
+            "cannot load the token key {}",
+            config.store.key_file.display()
+        )
+    })?;
+    Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
+        .with_context(|| format!("cannot open the store at {}", config.store.path.display()))
+}
+
+/// The REST client, with the personal access token when bot.toml has one (otherwise the DDP
+/// login's session is set once it logs in).
+fn rest_client(config: &Config) -> anyhow::Result<RestClient> {
+    let rest = RestClient::new(&config.rocketchat.url, REST_TIMEOUT)?;
+    if let Some(token) = &config.rocketchat.personal_token {
+        rest.set_auth(Some(Auth {
+            user_id: token.user_id.clone(),
+            token: token.auth_token.clone(),
+        }));
+    }
+    Ok(rest)
+}
+
+fn graph_client(config: &Config) -> anyhow::Result<GraphClient> {
+    Ok(GraphClient::new(GraphSettings {
+        graph_url: config.facebook.graph_url.clone(),
+        dialog_url: config.facebook.dialog_url.clone(),
+        api_version: config.facebook.api_version.clone(),
+        app_id: config.facebook.app_id.clone(),
+        app_secret: config.facebook.app_secret.clone(),
+        timeout: GRAPH_TIMEOUT,
+    })?)
+}
+
+/// Every HTTP route: probes, the OAuth callback, the Messenger webhook and metrics.
+fn router(
+    config: &Config,
+    store: &Store,
+    health: &Health,
+    pages: Arc<Pages>,
+    inbound: Arc<Inbound>,
+    telemetry: Telemetry,
+) -> axum::Router {
+    http::with_limits(
+        http::probes(http::ProbeState {
+            health: health.clone(),
+            store: store.clone(),
+        })
+        .merge(http::oauth(pages))
+        .merge(http::webhooks(http::WebhookState {
+            store: store.clone(),
+            inbound,
+            telemetry: telemetry.clone(),
+            app_secret: config.facebook.app_secret.clone(),
+            verify_token: config.facebook.verify_token.clone(),
+        }))
+        .merge(http::metrics(http::MetricsState {
+            telemetry,
+            store: store.clone(),
+            health: health.clone(),
+        })),
+    )
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, telling systemd when it is ready and stopping.

@@ -334,60 +334,60 @@ impl Outbound {
                         .await
                 }
             };
-            match result {
+            let failure = match result {
                 Ok(()) => {
                     self.outage.recovered();
                     return Sent::Delivered;
                 }
-                Err(Failure::Window { reason, fix }) => {
-                    return self
-                        .refuse(key, item, &outgoing, &reason.to_string(), fix)
-                        .await;
-                }
-                Err(Failure::File(reason)) => {
-                    return self
-                        .refuse(
-                            key,
-                            item,
-                            &outgoing,
-                            &reason.to_string(),
-                            "Send the file again, or describe it in text.",
-                        )
-                        .await;
-                }
-                Err(Failure::Store(err)) => {
-                    error!(conversation = %key, error = %err, "cannot read the conversation; retrying");
-                    self.pause(RETRY_MAX).await;
-                }
-                Err(Failure::Graph(err)) => {
-                    self.ctx.telemetry.reply_failed(&err);
-                    match err.kind() {
-                        ErrorKind::TokenInvalid => {
-                            self.ctx.customer.token_invalid(&key.page, &err).await;
-                        }
-                        ErrorKind::Transient | ErrorKind::RateLimited => {
-                            self.outage.failed(&err.describe());
-                            let backoff = retry.next_wait();
-                            let wait = err.retry_after().unwrap_or(backoff);
-                            self.pause(wait).await;
-                        }
-                        ErrorKind::OutsideWindow => {
-                            return self
-                                .refuse(key, item, &outgoing, &err.describe(), "Messenger only allows replies within 24 hours of the customer's last message; wait for the customer to write again.")
-                                .await;
-                        }
-                        ErrorKind::Final => {
-                            return self
-                                .refuse(
-                                    key,
-                                    item,
-                                    &outgoing,
-                                    &err.describe(),
-                                    "Facebook refused this message; it will not be retried.",
-                                )
-                                .await;
-                        }
+                Err(failure) => failure,
+            };
+            if let Some((reason, fix)) = self.after_failure(key, failure, retry).await {
+                return self.refuse(key, item, &outgoing, &reason, fix).await;
+            }
+        }
+    }
+
+    /// Deals with a failed attempt: waits before the retry (`None`), or gives the reason and the
+    /// fix of a final refusal.
+    async fn after_failure(
+        &self,
+        key: &ConversationKey,
+        failure: Failure,
+        retry: &mut Backoff,
+    ) -> Option<(String, &'static str)> {
+        match failure {
+            Failure::Window { reason, fix } => Some((reason.to_string(), fix)),
+            Failure::File(reason) => Some((
+                reason.to_string(),
+                "Send the file again, or describe it in text.",
+            )),
+            Failure::Store(err) => {
+                error!(conversation = %key, error = %err, "cannot read the conversation; retrying");
+                self.pause(RETRY_MAX).await;
+                None
+            }
+            Failure::Graph(err) => {
+                self.ctx.telemetry.reply_failed(&err);
+                match err.kind() {
+                    ErrorKind::TokenInvalid => {
+                        self.ctx.customer.token_invalid(&key.page, &err).await;
+                        None
                     }
+                    ErrorKind::Transient | ErrorKind::RateLimited => {
+                        self.outage.failed(&err.describe());
+                        let backoff = retry.next_wait();
+                        let wait = err.retry_after().unwrap_or(backoff);
+                        self.pause(wait).await;
+                        None
+                    }
+                    ErrorKind::OutsideWindow => Some((
+                        err.describe(),
+                        "Messenger only allows replies within 24 hours of the customer's last message; wait for the customer to write again.",
+                    )),
+                    ErrorKind::Final => Some((
+                        err.describe(),
+                        "Facebook refused this message; it will not be retried.",
+                    )),
                 }
             }
         }
