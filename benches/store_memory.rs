@@ -9,7 +9,7 @@
 //! `-- all 200000` for more conversations; `-- all 60000 1` to flush after every conversation.
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, VisitorToken};
-use omni_gateway::store::{Conversation, InboundEvent, OutboundItem, Store, TokenKey};
+use omni_gateway::store::{Conversation, InboundEvent, OutboundItem, Outgoing, Store, TokenKey};
 use serde_json::json;
 
 /// sled's page cache in the measurement: small, so what grows beyond it is visible.
@@ -99,7 +99,7 @@ async fn main() {
                 room: RoomId::new(format!("{n:017}")),
                 agent_username: Some("sam".into()),
                 created_ms: n,
-                payload: json!({"kind": "close", "ts_ms": n}),
+                payload: Outgoing::Close { ts_ms: n },
             };
             store.enqueue_outbound(item).expect("item stored");
             let (id, _) = store

@@ -39,8 +39,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use crypto::TokenKey;
 pub use keys::QueueId;
 pub use records::{
-    Conversation, Department, EnqueueOutcome, Grant, InboundEvent, OAuthState, OutboundItem, Page,
-    PageStatus,
+    AgentFile, Conversation, Department, EnqueueOutcome, Grant, InboundEvent, OAuthState,
+    OutboundItem, Outgoing, Page, PageStatus,
 };
 
 use crate::ids::{ConversationKey, PageId, RoomId};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId};
-use omni_gateway::store::{EnqueueOutcome, InboundEvent, OutboundItem, Store, TokenKey};
+use omni_gateway::store::{EnqueueOutcome, InboundEvent, OutboundItem, Outgoing, Store, TokenKey};
 use serde_json::json;
 
 fn open(dir: &std::path::Path) -> Store {
@@ -206,7 +206,7 @@ fn item(key: &ConversationKey, id: &str, created_ms: u64) -> OutboundItem {
         room: RoomId::new("R1"),
         agent_username: Some("bob".into()),
         created_ms,
-        payload: json!({ "_id": id }),
+        payload: Outgoing::Close { ts_ms: created_ms },
     }
 }
 

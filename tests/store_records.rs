@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, UserId, VisitorToken};
 use omni_gateway::store::{
-    Conversation, Department, Error, Grant, InboundEvent, OAuthState, OutboundItem, Page,
+    Conversation, Department, Error, Grant, InboundEvent, OAuthState, OutboundItem, Outgoing, Page,
     PageStatus, Store, TokenKey,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -259,7 +259,7 @@ fn fill(store: &Store) {
         room: RoomId::new("R1"),
         agent_username: Some("bob".into()),
         created_ms: 3,
-        payload: json!({"msg": "hi"}),
+        payload: Outgoing::Close { ts_ms: 3 },
     };
     assert!(store.enqueue_outbound(item).unwrap());
 }

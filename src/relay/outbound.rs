@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use super::{
@@ -26,6 +25,7 @@ use crate::messenger::graph::{
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
 use crate::store::{self, Conversation, OutboundItem, Page, PageStatus, Queue, Store};
+pub use crate::store::{AgentFile, Outgoing};
 
 /// Meta's text limit: "UTF-8 and less than 2000 characters".
 const MAX_TEXT_CHARS: usize = 1999;
@@ -36,31 +36,6 @@ const HUMAN_AGENT_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
 const REAUTH_POLL: Duration = Duration::from_secs(2);
 /// When a new room's history is read once, in case a reply beat the stream's subscription.
 const NEW_STREAM_CATCH_UP: Duration = Duration::from_secs(1);
-
-/// What waits in the outbox (stored as the item's payload, versioned by the store).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Outgoing {
-    /// An agent's message: text and files.
-    Reply {
-        text: String,
-        files: Vec<AgentFile>,
-        agent: String,
-        /// Written by a bot agent (`bot` set on the message): never sent with HUMAN_AGENT.
-        automated: bool,
-        ts_ms: u64,
-    },
-    /// The agent closed the room: send the page's "conversation finished" message.
-    Close { ts_ms: u64 },
-}
-
-/// A file an agent attached, as Rocket.Chat serves it (a path relative to the server).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentFile {
-    pub path: String,
-    pub name: String,
-    pub mime: String,
-}
 
 /// How one outbox item ended.
 enum Sent {
@@ -253,7 +228,7 @@ impl Outbound {
                 Outgoing::Close { .. } => None,
             },
             created_ms: outgoing.ts_ms(),
-            payload: serde_json::to_value(&outgoing).unwrap_or(serde_json::Value::Null),
+            payload: outgoing.clone(),
         };
         if !self.ctx.store.enqueue_outbound(item)? {
             return Ok(false);
@@ -289,13 +264,7 @@ impl Outbound {
 
     /// Sends one item, retrying what can succeed later, holding while the page needs authorization.
     async fn send(&self, key: &ConversationKey, item: &OutboundItem, retry: &mut Backoff) -> Sent {
-        let outgoing: Outgoing = match serde_json::from_value(item.payload.clone()) {
-            Ok(outgoing) => outgoing,
-            Err(err) => {
-                error!(conversation = %key, error = %err, "unreadable outbox item skipped");
-                return Sent::Refused;
-            }
-        };
+        let outgoing = &item.payload;
         retry.reset();
         // Parts of a reply already sent, so a retry does not repeat them.
         let mut progress = 0;
@@ -667,14 +636,6 @@ fn age(hours: u64) -> String {
         format!("{} days ago", hours / 24)
     } else {
         format!("{hours} hours ago")
-    }
-}
-
-impl Outgoing {
-    fn ts_ms(&self) -> u64 {
-        match self {
-            Outgoing::Reply { ts_ms, .. } | Outgoing::Close { ts_ms } => *ts_ms,
-        }
     }
 }
 
