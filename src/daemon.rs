@@ -380,7 +380,8 @@ async fn rocketchat_loop(
             }
             Event::Stream(event) => match Streamed::read(&event) {
                 Some(Streamed::MyMessage(message, room)) => {
-                    if relays.admin.send((message, room)).await.is_err() {
+                    let queued = relays.admin.send((message, room)).await;
+                    if queued.is_err() {
                         break;
                     }
                 }

@@ -373,7 +373,7 @@ async fn receive_webhook(
     let started = tokio::time::Instant::now();
     let parsed = match verified_webhook(&state, &headers, &body) {
         Ok(parsed) => parsed,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     if parsed.object != "page" {
         info!(object = %parsed.object, "webhook for another product ignored");
@@ -405,7 +405,7 @@ fn verified_webhook(
     state: &WebhookState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<webhook::Parsed, Response> {
+) -> Result<webhook::Parsed, (StatusCode, String)> {
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
@@ -413,11 +413,11 @@ fn verified_webhook(
         webhook::verify_signature(state.app_secret.expose_secret().as_bytes(), signature, body)
     {
         warn!(error = %err, bytes = body.len(), "webhook refused");
-        return Err((StatusCode::UNAUTHORIZED, format!("{err}\n")).into_response());
+        return Err((StatusCode::UNAUTHORIZED, format!("{err}\n")));
     }
     webhook::parse(body).map_err(|err| {
         warn!(error = %err, "webhook body refused");
-        (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
+        (StatusCode::BAD_REQUEST, format!("{err}\n"))
     })
 }
 

@@ -228,12 +228,12 @@ impl Outbound {
                 Outgoing::Close { .. } => None,
             },
             created_ms: outgoing.ts_ms(),
-            payload: outgoing.clone(),
+            payload: outgoing,
         };
+        let closing = matches!(item.payload, Outgoing::Close { .. });
         if !self.ctx.store.enqueue_outbound(item)? {
             return Ok(false);
         }
-        let closing = matches!(outgoing, Outgoing::Close { .. });
         self.ctx.store.update_conversation(&key, |c| {
             // The back-fill after a gap starts here.
             c.last_agent_message_ms = Some(c.last_agent_message_ms.unwrap_or(0).max(message.ts_ms));
@@ -285,7 +285,7 @@ impl Outbound {
                     .refuse(
                         key,
                         item,
-                        &outgoing,
+                        outgoing,
                         "the page is no longer connected to the gateway",
                         "Reconnect it with `/facebook authorize`.",
                     )
@@ -296,10 +296,10 @@ impl Outbound {
                 self.pause(REAUTH_POLL).await;
                 continue;
             }
-            let result = match &outgoing {
+            let result = match outgoing {
                 Outgoing::Close { .. } => self.send_finished(&page, key).await,
                 Outgoing::Reply { .. } => {
-                    self.send_reply(&page, key, item, &outgoing, &mut progress)
+                    self.send_reply(&page, key, item, outgoing, &mut progress)
                         .await
                 }
             };
@@ -311,7 +311,7 @@ impl Outbound {
                 Err(failure) => failure,
             };
             if let Some((reason, fix)) = self.after_failure(key, failure, retry).await {
-                return self.refuse(key, item, &outgoing, &reason, fix).await;
+                return self.refuse(key, item, outgoing, &reason, fix).await;
             }
         }
     }
