@@ -215,8 +215,8 @@ fn check_store(config: &StoreConfig) -> Finding {
                     "{}: {} page(s), {} event(s) waiting, {} repl(ies) waiting",
                     path.display(),
                     pages.len(),
-                    store.inbox_len(),
-                    store.outbox_len()
+                    store.inbox().len(),
+                    store.outbox().len()
                 ),
             ),
             Err(err) => Finding::fail(

@@ -352,7 +352,11 @@ async fn bad_requests_are_refused_and_unknown_pages_acknowledged() {
         let status = request.send().await.expect("gateway answers").status();
         assert_eq!(status.as_u16(), want, "{what}");
     }
-    assert_eq!(world.running.gateway.store.inbox_len(), 0, "nothing stored");
+    assert_eq!(
+        world.running.gateway.store.inbox().len(),
+        0,
+        "nothing stored"
+    );
 
     // Verification: the challenge verbatim, or 403.
     let verify = |token: &str, mode: &str| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, UserId, VisitorToken};
 use omni_gateway::store::{
     Conversation, DeletionRequest, Department, Error, Grant, InboundEvent, OAuthState,
-    OutboundItem, Page, PageStatus, Store, TokenKey,
+    OutboundItem, Outgoing, Page, PageStatus, Store, TokenKey,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -278,7 +278,7 @@ fn fill(store: &Store) {
         room: RoomId::new("R1"),
         agent_username: Some("bob".into()),
         created_ms: 3,
-        payload: json!({"msg": "hi"}),
+        payload: Outgoing::Close { ts_ms: 3 },
     };
     assert!(store.enqueue_outbound(item).unwrap());
 }
@@ -302,17 +302,18 @@ fn reopening_keeps_everything() {
         store.conversation_by_room(&RoomId::new("R1")).unwrap(),
         Some(conversation("1", "100", Some("R1")))
     );
-    assert_eq!((store.inbox_len(), store.outbox_len()), (1, 1));
+    assert_eq!((store.inbox().len(), store.outbox().len()), (1, 1));
     assert_eq!(
-        store.pending_inbound_conversations().unwrap(),
+        store.inbox().pending_conversations().unwrap(),
         [conv_key("1", "100")]
     );
     assert_eq!(
-        store.pending_outbound_conversations().unwrap(),
+        store.outbox().pending_conversations().unwrap(),
         [conv_key("1", "100")]
     );
     let (_, event) = store
-        .oldest_inbound(&conv_key("1", "100"))
+        .inbox()
+        .oldest(&conv_key("1", "100"))
         .unwrap()
         .unwrap();
     assert_eq!(event.payload["message"]["text"], "hello");

@@ -10,23 +10,14 @@ use std::fmt;
 
 use crate::ids::{ConversationKey, PageId, Psid};
 
-/// Where an inbound event sits in the inbox. Opaque; pass it back to `remove_inbound`.
+/// Where an item sits in its queue (inbox or outbox). Opaque; pass it back to the queue's
+/// `remove`.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct InboxId(pub(super) Vec<u8>);
+pub struct QueueId(pub(super) Vec<u8>);
 
-/// Where an outbound item sits in the outbox. Opaque; pass it back to `remove_outbound`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct OutboxId(pub(super) Vec<u8>);
-
-impl fmt::Debug for InboxId {
+impl fmt::Debug for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InboxId({})", describe_queue_key(&self.0))
-    }
-}
-
-impl fmt::Debug for OutboxId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OutboxId({})", describe_queue_key(&self.0))
+        write!(f, "QueueId({})", describe_queue_key(&self.0))
     }
 }
 

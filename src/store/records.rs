@@ -212,8 +212,42 @@ pub struct OutboundItem {
     /// Orders the conversation's outbox (ties keep enqueue order): pass the Rocket.Chat
     /// message time so back-filled messages line up with live ones.
     pub created_ms: u64,
-    /// The Rocket.Chat message.
-    pub payload: serde_json::Value,
+    /// What to send.
+    pub payload: Outgoing,
+}
+
+/// What waits in the outbox. Stored as the item's `payload`, tagged by `kind`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outgoing {
+    /// An agent's message: text and files.
+    Reply {
+        text: String,
+        files: Vec<AgentFile>,
+        agent: String,
+        /// Written by a bot agent (`bot` set on the message): never sent with HUMAN_AGENT.
+        automated: bool,
+        ts_ms: u64,
+    },
+    /// The agent closed the room: send the page's "conversation finished" message.
+    Close { ts_ms: u64 },
+}
+
+impl Outgoing {
+    /// When Rocket.Chat says the message was written.
+    pub fn ts_ms(&self) -> u64 {
+        match self {
+            Outgoing::Reply { ts_ms, .. } | Outgoing::Close { ts_ms } => *ts_ms,
+        }
+    }
+}
+
+/// A file an agent attached, as Rocket.Chat serves it (a path relative to the server).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFile {
+    pub path: String,
+    pub name: String,
+    pub mime: String,
 }
 
 /// What `enqueue_inbound` did with a batch.
@@ -314,7 +348,9 @@ struct OutboundV1 {
     room: RoomId,
     agent_username: Option<String>,
     created_ms: u64,
-    payload: serde_json::Value,
+    /// Typed since the queue worker was shared; the bytes are those the relay wrote before as
+    /// untyped JSON, so version 1 records of earlier builds read unchanged.
+    payload: Outgoing,
 }
 
 /// A dedupe mark: when it was set, so it can be pruned by age.
@@ -850,7 +886,23 @@ mod tests {
             room: RoomId::new("R2"),
             agent_username: Some("bob".into()),
             created_ms: 20,
-            payload: json!({"msg":"hello"}),
+            payload: Outgoing::Reply {
+                text: "hello".into(),
+                files: vec![AgentFile {
+                    path: "/file-upload/F1/a.pdf".into(),
+                    name: "a.pdf".into(),
+                    mime: "application/pdf".into(),
+                }],
+                agent: "bob".into(),
+                automated: false,
+                ts_ms: 20,
+            },
+        };
+        let closing = OutboundItem {
+            rc_message_id: MessageId::new("M2"),
+            agent_username: None,
+            payload: Outgoing::Close { ts_ms: 21 },
+            ..outbound.clone()
         };
         let cases = [
             (
@@ -874,13 +926,41 @@ mod tests {
             (
                 encode_outbound(&outbound),
                 json!({"v":1,"page":"1001","psid":"2002","rc_message_id":"M1","room":"R2","agent_username":"bob",
-                       "created_ms":20,"payload":{"msg":"hello"}}),
+                       "created_ms":20,"payload":{"kind":"reply","text":"hello","files":[{"path":"/file-upload/F1/a.pdf",
+                       "name":"a.pdf","mime":"application/pdf"}],"agent":"bob","automated":false,"ts_ms":20}}),
+            ),
+            (
+                encode_outbound(&closing),
+                json!({"v":1,"page":"1001","psid":"2002","rc_message_id":"M2","room":"R2","agent_username":null,
+                       "created_ms":20,"payload":{"kind":"close","ts_ms":21}}),
             ),
             (encode_mark(Tree::Seen, 42), json!({"v":1,"at_ms":42})),
         ];
         for (encoded, expected) in cases {
             assert_eq!(stored(encoded.unwrap()), expected);
         }
+    }
+
+    /// An outbox record as builds before the typed payload wrote it (the relay serialised its
+    /// own `Outgoing` into an untyped payload): it reads as the same typed item.
+    #[test]
+    fn outbox_records_of_the_untyped_build_read() {
+        let written = br#"{"v":1,"page":"1001","psid":"2002","rc_message_id":"M1","room":"R2","agent_username":"bob","created_ms":20,"payload":{"kind":"reply","text":"hello","files":[],"agent":"bob","automated":true,"ts_ms":20}}"#;
+        let item = decode_outbound(at(Tree::Outbox, b"q"), written).unwrap();
+        assert_eq!(
+            item.payload,
+            Outgoing::Reply {
+                text: "hello".into(),
+                files: vec![],
+                agent: "bob".into(),
+                automated: true,
+                ts_ms: 20,
+            }
+        );
+        let closing = br#"{"v":1,"page":"1001","psid":"2002","rc_message_id":"M2","room":"R2","agent_username":null,"created_ms":21,"payload":{"kind":"close","ts_ms":21}}"#;
+        let item = decode_outbound(at(Tree::Outbox, b"q"), closing).unwrap();
+        assert_eq!(item.payload, Outgoing::Close { ts_ms: 21 });
+        assert_eq!(encode_outbound(&item).unwrap(), closing.to_vec());
     }
 
     #[test]
