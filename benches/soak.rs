@@ -32,10 +32,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use omni_gateway::ids::RoomId;
 use omni_gateway::sandbox::webhook_body;
-use omni_gateway::sim::graph::GraphSim;
-use omni_gateway::sim::rocketchat::{RocketChatSim, SimOptions};
+use omni_sim::graph::GraphSim;
+use omni_sim::ids::RoomId;
+use omni_sim::rocketchat::{RocketChatSim, SimOptions};
 use serde_json::json;
 use tokio::time::Instant;
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
 use omni_gateway::ids::PageId;
-use omni_gateway::sim::graph::GraphSim;
-use omni_gateway::sim::rocketchat::{RocketChatSim, SimOptions};
 use omni_gateway::store::{Page, PageStatus};
+use omni_sim::graph::GraphSim;
+use omni_sim::rocketchat::{RocketChatSim, SimOptions};
 use serde_json::json;
 use tokio::time::Instant;
 

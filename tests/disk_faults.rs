@@ -6,8 +6,6 @@
 //! `EFBIG`, for root too (a read-only `chmod` does not stop root, and sled writes through file
 //! handles it already holds). The limit is process-wide, so this binary holds this one test.
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +17,7 @@ use omni_gateway::store::{Page, PageStatus};
 use secrecy::SecretString;
 use sha2::Sha256;
 
-use support::{Chat, password_credentials};
+use omni_testkit::{Chat, password_credentials};
 
 const PAGE: &str = "1122334455";
 
@@ -74,7 +72,7 @@ fn limit_file_size(bytes: libc::rlim_t) {
 }
 
 async fn start(chat: &Chat, dir: &std::path::Path) -> Gateway {
-    let text = support::config_text(
+    let text = omni_testkit::config_text(
         chat.sim.url().as_str().trim_end_matches('/'),
         &dir.join("data"),
         &password_credentials(),

@@ -3,21 +3,19 @@
 //! over many conversations, and Meta timestamps far from our clock. The promise under test:
 //! nothing acknowledged is lost, nothing arrives twice, and each conversation keeps its order.
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use omni_gateway::ids::RoomId;
-use omni_gateway::sim::graph::SimError;
-use serde_json::Value;
-use support::messenger::{
+use omni_sim::graph::SimError;
+use omni_sim::ids::RoomId;
+use omni_testkit::messenger::{
     Facebook, PAGE_ID, PageSetup, body, connect_page, now_ms, post_webhook, start_gateway,
     text_event,
 };
-use support::traffic::{agent_replies, customer_messages, settle, text};
-use support::{Chat, PATIENCE, Running, eventually, until_ready};
+use omni_testkit::traffic::{agent_replies, customer_messages, settle, text};
+use omni_testkit::{Chat, PATIENCE, Running, eventually, until_ready};
+use serde_json::Value;
 
 const AGENT: &str = "agent.smith";
 const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;

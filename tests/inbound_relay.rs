@@ -3,21 +3,19 @@
 //! messages and uploads. Every test checks what an agent would see in the room and what the
 //! customer would see in Messenger.
 
-mod support;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use omni_gateway::ids::RoomId;
-use omni_gateway::sim::rocketchat::{SimLivechatRoom, SimMessage, SimVisitor};
 use omni_gateway::store::Department;
-use rand::seq::SliceRandom;
-use serde_json::json;
-use support::messenger::{
+use omni_sim::ids::RoomId;
+use omni_sim::rocketchat::{SimLivechatRoom, SimMessage, SimVisitor};
+use omni_testkit::messenger::{
     Facebook, OFFLINE, PAGE_ID, PageSetup, WELCOME, attachment_event, body, body_for, connect_page,
     now_ms, post_webhook, start_gateway, text_event,
 };
-use support::{Chat, PATIENCE, Running, eventually, until_ready};
+use omni_testkit::{Chat, PATIENCE, Running, eventually, until_ready};
+use rand::seq::SliceRandom;
+use serde_json::json;
 
 const AGENT: &str = "agent.smith";
 
@@ -360,12 +358,12 @@ async fn bad_requests_are_refused_and_unknown_pages_acknowledged() {
     };
     let cases = [
         (
-            verify(support::VERIFY_TOKEN, "subscribe"),
+            verify(omni_testkit::VERIFY_TOKEN, "subscribe"),
             200,
             Some("1158201444 x"),
         ),
         (verify("wrong", "subscribe"), 403, None),
-        (verify(support::VERIFY_TOKEN, "unsubscribe"), 403, None),
+        (verify(omni_testkit::VERIFY_TOKEN, "unsubscribe"), 403, None),
     ];
     for (target, want, text) in cases {
         let answer = http.get(&target).send().await.expect("gateway answers");

@@ -2,12 +2,10 @@
 //! Alone in its binary so that no other test's threads race the log capture (tracing caches
 //! per-callsite interest process-wide).
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use support::pages::World;
+use omni_testkit::pages::World;
 
 /// Collects formatted log lines for one test.
 #[derive(Clone, Default)]

@@ -2,8 +2,6 @@
 //! verification handshake, who may run commands and where, secrets kept out of the log, and the
 //! HTTP limits (body, header, connections).
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -18,7 +16,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{
+use omni_testkit::{
     APP_SECRET, BOT, BOT_PASSWORD, Chat, Facebook, PAGES, PATIENCE, eventually,
     password_credentials, start_gateway, start_gateway_with, until_ready,
 };

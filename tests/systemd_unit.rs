@@ -3,8 +3,6 @@
 //! are in flight, exits within the unit's `TimeoutStopSec` and loses nothing: after a restart
 //! every acknowledged webhook event reaches Rocket.Chat exactly once, in order.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -13,9 +11,9 @@ use std::time::Duration;
 
 use omni_gateway::ids::PageId;
 use omni_gateway::sandbox::webhook_body;
-use omni_gateway::sim::graph::GraphSim;
 use omni_gateway::store::{Page, PageStatus, Store, TokenKey};
-use support::{BOT, BOT_PASSWORD, Chat};
+use omni_sim::graph::GraphSim;
+use omni_testkit::{BOT, BOT_PASSWORD, Chat};
 use tokio::time::Instant;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/omni-gateway.service");
@@ -212,7 +210,7 @@ path = "{store}"
 }
 
 async fn until_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + support::PATIENCE;
+    let deadline = Instant::now() + omni_testkit::PATIENCE;
     loop {
         let ready = http
             .get(format!("{base}/readyz"))
@@ -295,7 +293,7 @@ async fn sigterm_mid_delivery_loses_nothing_and_stops_in_time() {
             acknowledged
         }));
     }
-    support::eventually("some deliveries before the stop", || {
+    omni_testkit::eventually("some deliveries before the stop", || {
         delivered(&chat).len() >= 3
     })
     .await;
@@ -319,7 +317,7 @@ async fn sigterm_mid_delivery_loses_nothing_and_stops_in_time() {
     chat.sim.set_rest_latency(Duration::ZERO);
     let mut daemon = Daemon::start(&config_path);
     until_ready(&http, &base).await;
-    support::eventually("every acknowledged event delivered", || {
+    omni_testkit::eventually("every acknowledged event delivered", || {
         delivered(&chat).len() >= acknowledged.len()
     })
     .await;

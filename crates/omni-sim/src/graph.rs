@@ -105,7 +105,8 @@ pub struct GraphSim {
 impl GraphSim {
     /// Starts the simulator for one app on a fresh loopback port.
     pub async fn start(app_id: &str, app_secret: &str) -> std::io::Result<GraphSim> {
-        crate::tls::install_crypto_provider();
+        // reqwest is built without a default TLS provider; an error means one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let url = Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;

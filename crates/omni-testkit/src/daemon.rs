@@ -2,15 +2,25 @@
 //! SIGKILL (no shutdown, no final flush), and started again on the same store.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use omni_gateway::config::Config;
 use omni_gateway::store::{Store, TokenKey};
 use tempfile::TempDir;
 
-use super::messenger::{Facebook, PageSetup, page_record};
-use super::{Chat, PATIENCE, config_text_with, password_credentials};
+use crate::messenger::{Facebook, PageSetup, page_record};
+use crate::{Chat, PATIENCE, config_text_with, password_credentials};
+
+/// The path of the `omni-gateway` binary cargo built for the calling test or bench. A macro so
+/// `env!` reads the caller's build environment (cargo sets `CARGO_BIN_EXE_*` only for the
+/// package's own tests and benches).
+#[macro_export]
+macro_rules! gateway_binary {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_omni-gateway"))
+    };
+}
 
 /// The daemon as a child process, killed (SIGKILL) when dropped so a failing test leaves nothing.
 pub struct Daemon {
@@ -19,28 +29,57 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Runs `omni-gateway run --config <config>`, appending its log to `log`.
-    pub fn start(config: &Path, log: PathBuf) -> Daemon {
+    /// Runs `<binary> run --config <config>` at log level info, appending its log to `log`.
+    pub fn start(binary: &Path, config: &Path, log: PathBuf) -> Daemon {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_omni-gateway"))
+        let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("the binary starts");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         Daemon { child, log }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no shutdown, no final flush.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL delivered");
         self.child.wait().expect("the process is reaped");
+    }
+
+    /// SIGTERM, as systemd stops a service; does not wait.
+    pub fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid; it has not been reaped yet, so the pid is ours.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM delivered");
+    }
+
+    /// Waits up to `limit` for the child to exit; its status, or `None` if it still runs.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Everything the daemon logged so far (all runs that shared the log file).
@@ -69,8 +108,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -124,8 +165,9 @@ impl Installed {
         }
     }
 
-    /// Starts the binary on this installation (the log accumulates across runs).
-    pub fn start(&self) -> Daemon {
-        Daemon::start(&self.config, self.log.clone())
+    /// Starts `binary` ([`gateway_binary!`](crate::gateway_binary)) on this installation (the
+    /// log accumulates across runs).
+    pub fn start(&self, binary: &Path) -> Daemon {
+        Daemon::start(binary, &self.config, self.log.clone())
     }
 }

@@ -1,6 +1,5 @@
 //! Shared set-up for the end-to-end tests: the simulators, a gateway configured against them, and
 //! helpers that wait for what a person would see.
-#![allow(dead_code)] // each test binary uses a different subset
 
 pub mod daemon;
 pub mod messenger;
@@ -12,9 +11,9 @@ use std::time::Duration;
 
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
-use omni_gateway::ids::{RoomId, UserId};
-use omni_gateway::sim::graph::GraphSim;
-use omni_gateway::sim::rocketchat::{RocketChatSim, SimMessage, SimOptions};
+use omni_sim::graph::GraphSim;
+use omni_sim::ids::{RoomId, UserId};
+use omni_sim::rocketchat::{RocketChatSim, SimMessage, SimOptions};
 use tempfile::TempDir;
 
 pub const BOT: &str = "facebook.bot";

@@ -10,7 +10,7 @@ use omni_gateway::store::Page;
 use reqwest::StatusCode;
 use url::Url;
 
-use super::{
+use crate::{
     APP_ID, Chat, Facebook, Running, eventually, password_credentials, start_gateway_with,
     until_ready,
 };
