@@ -1,10 +1,14 @@
-//! Shared set-up for the end-to-end tests: the simulators, a gateway configured against them, and
-//! helpers that wait for what a person would see.
+//! omni-gateway's test kit, shared by its tests and benches: the simulators set up as a world
+//! (a Rocket.Chat with the bot and two admins, a Graph API with pages), a bot.toml written for
+//! them, a gateway started against them and waited on until ready, log capture, signed webhook
+//! bodies, and the real binary as a child process.
 
 pub mod daemon;
+pub mod logs;
 pub mod messenger;
 pub mod pages;
 pub mod traffic;
+pub mod webhook;
 
 use std::path::Path;
 use std::time::Duration;
