@@ -175,7 +175,7 @@ async fn sigkill_during_webhooks_and_replies_loses_and_repeats_nothing() {
     let sent_before_restart = agent_replies(&fb.sim);
 
     fb.sim.clear_faults();
-    let daemon = installed.start(omni_testkit::gateway_binary!());
+    let mut daemon = installed.start(omni_testkit::gateway_binary!());
     daemon.until_healthy(&http, &installed.base).await;
     // Meta retries what it did not see acknowledged.
     for (c, burst) in bursts.iter().enumerate() {

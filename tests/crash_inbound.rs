@@ -75,7 +75,7 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
     );
 
     chat.sim.refuse_connections(false);
-    let daemon = installed.start(omni_testkit::gateway_binary!());
+    let mut daemon = installed.start(omni_testkit::gateway_binary!());
     daemon.until_healthy(&http, &base).await;
 
     let want = CONVERSATIONS * PER_CONVERSATION;

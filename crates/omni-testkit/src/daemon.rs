@@ -10,7 +10,7 @@ use omni_gateway::store::{Store, TokenKey};
 use tempfile::TempDir;
 
 use crate::messenger::{Facebook, PageSetup, page_record};
-use crate::{Chat, PATIENCE, config_text_with, password_credentials};
+use crate::{Chat, PATIENCE, config_text_on_port};
 
 /// The path of the `omni-gateway` binary cargo built for the calling test or bench. A macro so
 /// `env!` reads the caller's build environment (cargo sets `CARGO_BIN_EXE_*` only for the
@@ -87,18 +87,30 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until `/healthz` answers 200 at `base`.
-    pub async fn until_healthy(&self, http: &reqwest::Client, base: &str) {
+    /// Waits until `/healthz` answers 200 at `base` (the process serves HTTP).
+    pub async fn until_healthy(&mut self, http: &reqwest::Client, base: &str) {
+        self.until_ok(http, &format!("{base}/healthz")).await;
+    }
+
+    /// Waits until `/readyz` answers 200 at `base` (logged in, streams subscribed).
+    pub async fn until_ready(&mut self, http: &reqwest::Client, base: &str) {
+        self.until_ok(http, &format!("{base}/readyz")).await;
+    }
+
+    /// Polls `url` until it answers 200; panics with the log if the daemon exits or the
+    /// patience runs out.
+    async fn until_ok(&mut self, http: &reqwest::Client, url: &str) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if let Ok(answer) = http.get(format!("{base}/healthz")).send().await {
+            if let Ok(answer) = http.get(url).send().await {
                 if answer.status().is_success() {
                     return;
                 }
             }
+            let exited = self.child.try_wait().ok().flatten();
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "the daemon did not become healthy; its log:\n{}",
+                exited.is_none() && tokio::time::Instant::now() < deadline,
+                "{url} never answered 200 (exit: {exited:?}); the daemon's log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -136,16 +148,11 @@ impl Installed {
     pub async fn new(chat: &Chat, fb: &Facebook, setup: PageSetup) -> Installed {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let text = config_text_with(
-            chat.sim.url().as_str().trim_end_matches('/'),
+        let text = config_text_on_port(
+            chat.sim.url().as_str(),
             fb.sim.url().as_str(),
             &dir.path().join("data"),
-            &password_credentials(),
-            "",
-        )
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
+            port,
         );
         let config_path = dir.path().join("bot.toml");
         std::fs::write(&config_path, &text).expect("bot.toml written");

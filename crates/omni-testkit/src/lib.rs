@@ -159,6 +159,20 @@ path = "{store}"
     )
 }
 
+/// [`config_text_with`] for a daemon of its own: password login, listening on `port` of
+/// 127.0.0.1, which is also its public URL.
+pub fn config_text_on_port(rocketchat_url: &str, graph_url: &str, store: &Path, port: u16) -> String {
+    config_text_with(
+        rocketchat_url.trim_end_matches('/'),
+        graph_url.trim_end_matches('/'),
+        store,
+        &password_credentials(),
+        "",
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+}
+
 /// A gateway running against `chat`, with its own throw-away store.
 pub struct Running {
     pub gateway: Gateway,
