@@ -27,7 +27,7 @@
 //! `--cache-mib N` (sled's cache, default the gateway's 64 MiB), `--binary PATH`. Not part of CI.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,15 +36,12 @@ use omni_sim::ids::RoomId;
 use omni_sim::rocketchat::{RocketChatSim, SimOptions};
 use omni_testkit::daemon::Daemon;
 use omni_testkit::webhook;
+use omni_testkit::{APP_ID, APP_SECRET, BOT, BOT_PASSWORD, config_text_on_port};
 use serde_json::json;
 use tokio::time::Instant;
 
-const BOT: &str = "facebook.bot";
-const BOT_PASSWORD: &str = "soak-bot-password";
 const ADMIN: &str = "alice";
 const AGENT: &str = "sam";
-const APP_ID: &str = "100000000000001";
-const APP_SECRET: &str = "soak-app-secret";
 const FB_ADMIN: &str = "900000000000001";
 const PAGE: &str = "111111111111111";
 const WELCOME: &str = "Hi! An agent will be with you shortly.";
@@ -183,7 +180,12 @@ async fn soak(args: &Args) -> bool {
         .expect("a free loopback port")
         .port();
     let config = dir.path().join("bot.toml");
-    let mut text = config_text(&chat, &facebook, port, dir.path());
+    let mut text = config_text_on_port(
+        chat.url().as_str(),
+        facebook.url().as_str(),
+        &dir.path().join("data"),
+        port,
+    );
     if let Some(mib) = args.cache_mib {
         text.push_str(&format!("cache_capacity_bytes = {}\n", mib * 1024 * 1024));
     }
@@ -393,7 +395,12 @@ async fn load(
         };
         // The customer exists on Facebook and has just written, so the Send API window is open.
         facebook.add_psid(PAGE, &psid, "Customer", &n.to_string());
-        let body = webhook::text_body(PAGE, &psid, &format!("m_soak_{n}"), &format!("question {n}"));
+        let body = webhook::text_body(
+            PAGE,
+            &psid,
+            &format!("m_soak_{n}"),
+            &format!("question {n}"),
+        );
         let facebook = facebook.clone();
         let url = url.clone();
         let tracker = tracker.clone();
@@ -650,33 +657,4 @@ fn report(args: &Args, t: &Tracker, rss: &[Sample], load_ended: Duration, total:
         t.closes,
         t.finished
     );
-}
-
-fn config_text(chat: &RocketChatSim, facebook: &GraphSim, port: u16, dir: &Path) -> String {
-    let graph = facebook.url();
-    let graph = graph.as_str().trim_end_matches('/');
-    format!(
-        r#"
-[rocketchat]
-url = "{rc}"
-username = "{BOT}"
-password = "{BOT_PASSWORD}"
-
-[facebook]
-app_id = "{APP_ID}"
-app_secret = "{APP_SECRET}"
-verify_token = "soak-verify-token"
-graph_url = "{graph}"
-dialog_url = "{graph}"
-
-[http]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-
-[store]
-path = "{store}"
-"#,
-        rc = chat.url().as_str().trim_end_matches('/'),
-        store = dir.join("data").display(),
-    )
 }

@@ -24,7 +24,13 @@ fn webhook(mid: &str) -> Vec<u8> {
 
 async fn post(gateway: &Gateway, body: Vec<u8>) -> u16 {
     let signature = webhook::signature(APP_SECRET, &body);
-    webhook::post(&reqwest::Client::new(), gateway.http_addr, body, Some(&signature)).await
+    webhook::post(
+        &reqwest::Client::new(),
+        gateway.http_addr,
+        body,
+        Some(&signature),
+    )
+    .await
 }
 
 /// Sets the soft limit on the size of files this process writes.

@@ -19,7 +19,6 @@ use serde_json::Value;
 const AGENT: &str = "agent.smith";
 const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
 
-
 /// Both simulators, an online agent, and a gateway with the page connected; `conversations`
 /// customers (`psid-0`…) known to the Graph simulator.
 struct World {

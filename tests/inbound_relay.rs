@@ -13,6 +13,7 @@ use omni_testkit::messenger::{
     Facebook, OFFLINE, PAGE_ID, PageSetup, WELCOME, attachment_event, body, body_for, connect_page,
     now_ms, post_webhook, start_gateway, text_event,
 };
+use omni_testkit::webhook;
 use omni_testkit::{Chat, PATIENCE, Running, eventually, until_ready};
 use rand::seq::SliceRandom;
 use serde_json::json;
@@ -340,15 +341,8 @@ async fn bad_requests_are_refused_and_unknown_pages_acknowledged() {
     ];
     for (what, bytes, signature, want) in cases {
         let signature = signature.or_else(|| (want == 200).then(|| world.fb.sim.sign(&bytes)));
-        let mut request = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(bytes);
-        if let Some(signature) = signature {
-            request = request.header("x-hub-signature-256", signature);
-        }
-        let status = request.send().await.expect("gateway answers").status();
-        assert_eq!(status.as_u16(), want, "{what}");
+        let status = webhook::post(&http, addr, bytes, signature.as_deref()).await;
+        assert_eq!(status, want, "{what}");
     }
     assert_eq!(world.running.gateway.store.inbox_len(), 0, "nothing stored");
 

@@ -10,7 +10,7 @@ use omni_gateway::store::{Store, TokenKey};
 use tempfile::TempDir;
 
 use crate::messenger::{Facebook, PageSetup, page_record};
-use crate::{Chat, PATIENCE, config_text_on_port};
+use crate::{Chat, PATIENCE, config_text_with, password_credentials};
 
 /// The path of the `omni-gateway` binary cargo built for the calling test or bench. A macro so
 /// `env!` reads the caller's build environment (cargo sets `CARGO_BIN_EXE_*` only for the
@@ -148,11 +148,16 @@ impl Installed {
     pub async fn new(chat: &Chat, fb: &Facebook, setup: PageSetup) -> Installed {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let text = config_text_on_port(
+        let text = config_text_with(
             chat.sim.url().as_str(),
             fb.sim.url().as_str(),
             &dir.path().join("data"),
-            port,
+            &password_credentials(),
+            "",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
         );
         let config_path = dir.path().join("bot.toml");
         std::fs::write(&config_path, &text).expect("bot.toml written");

@@ -128,16 +128,64 @@ pub fn config_text_with(
     extra_rocketchat: &str,
     extra_facebook: &str,
 ) -> String {
+    let rocketchat = format!(
+        "{extra_rocketchat}
+admins = [\"carol\"]
+admin_roles = [\"admin\", \"livechat-manager\"]
+keepalive_ms = 200
+dead_link_ms = 1500"
+    );
+    let facebook = format!("api_version = \"v23.0\"\n{extra_facebook}");
+    toml_for(
+        rocketchat_url,
+        graph_url,
+        store,
+        &rocketchat,
+        &facebook,
+        0,
+        8080,
+    )
+}
+
+/// A bot.toml for a daemon of its own (a child process, a benchmark): password login, the
+/// gateway's default timers, listening on `port` of 127.0.0.1 (0: any free port), which is also
+/// its public URL.
+pub fn config_text_on_port(
+    rocketchat_url: &str,
+    graph_url: &str,
+    store: &Path,
+    port: u16,
+) -> String {
+    let credentials = password_credentials();
+    let public_port = if port == 0 { 8080 } else { port };
+    toml_for(
+        rocketchat_url,
+        graph_url,
+        store,
+        &credentials,
+        "",
+        port,
+        public_port,
+    )
+}
+
+/// The one bot.toml writer: both simulators' URLs, the test app, a store, and extra lines for
+/// the `[rocketchat]` and `[facebook]` tables.
+fn toml_for(
+    rocketchat_url: &str,
+    graph_url: &str,
+    store: &Path,
+    rocketchat: &str,
+    facebook: &str,
+    listen_port: u16,
+    public_port: u16,
+) -> String {
     format!(
         r#"
 [rocketchat]
 url = "{rocketchat_url}"
 username = "{BOT}"
-{extra_rocketchat}
-admins = ["carol"]
-admin_roles = ["admin", "livechat-manager"]
-keepalive_ms = 200
-dead_link_ms = 1500
+{rocketchat}
 
 [facebook]
 app_id = "{APP_ID}"
@@ -145,32 +193,19 @@ app_secret = "{APP_SECRET}"
 verify_token = "{VERIFY_TOKEN}"
 graph_url = "{graph_url}"
 dialog_url = "{graph_url}"
-api_version = "v23.0"
-{extra_facebook}
+{facebook}
 
 [http]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080"
+listen = "127.0.0.1:{listen_port}"
+public_url = "http://127.0.0.1:{public_port}"
 
 [store]
 path = "{store}"
 "#,
+        rocketchat_url = rocketchat_url.trim_end_matches('/'),
+        graph_url = graph_url.trim_end_matches('/'),
         store = store.display()
     )
-}
-
-/// [`config_text_with`] for a daemon of its own: password login, listening on `port` of
-/// 127.0.0.1, which is also its public URL.
-pub fn config_text_on_port(rocketchat_url: &str, graph_url: &str, store: &Path, port: u16) -> String {
-    config_text_with(
-        rocketchat_url.trim_end_matches('/'),
-        graph_url.trim_end_matches('/'),
-        store,
-        &password_credentials(),
-        "",
-    )
-    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-    .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
 }
 
 /// A gateway running against `chat`, with its own throw-away store.
