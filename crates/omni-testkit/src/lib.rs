@@ -3,6 +3,7 @@
 //! them, a gateway started against them and waited on until ready, log capture, signed webhook
 //! bodies, and the real binary as a child process.
 
+pub mod bench;
 pub mod daemon;
 pub mod logs;
 pub mod messenger;
