@@ -215,6 +215,13 @@ pub struct Running {
     pub dir: TempDir,
 }
 
+impl Running {
+    /// Shuts the gateway down as SIGTERM would, and fails the test if the shutdown fails.
+    pub async fn stop(self) {
+        self.gateway.shutdown().await.expect("clean shutdown");
+    }
+}
+
 pub async fn start_gateway(chat: &Chat, credentials: &str) -> Running {
     start_gateway_with(chat, None, credentials, "").await
 }
