@@ -18,8 +18,8 @@ pub mod notices;
 pub mod pages;
 pub mod relay;
 pub mod rocketchat;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
-pub mod sim;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

@@ -11,15 +11,15 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use omni_sim::graph::GraphSim;
+use omni_sim::ids::{MessageId, RoomId};
+use omni_sim::rocketchat::{RocketChatSim, SimOptions};
 use rand::Rng;
 use serde_json::json;
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::daemon::Gateway;
-use crate::ids::{MessageId, RoomId};
-use crate::sim::graph::GraphSim;
-use crate::sim::rocketchat::{RocketChatSim, SimOptions};
 
 /// Longest a hop may take by default; the held conversation waits for the relay's
 /// `livechat/config` poll, which backs off from 2 s.

@@ -1,15 +1,15 @@
 //! `omni-gateway check` against the simulators: every line ✓ on a good set-up, and each thing an
 //! admin can get wrong named by the line that fails, with its fix.
 
-mod support;
-
 use std::path::Path;
 
 use omni_gateway::check::{self, Report, Status};
 use omni_gateway::messenger::graph::SUBSCRIBED_FIELDS;
-use omni_gateway::sim::graph::{AppSubscription, GraphSim};
+use omni_sim::graph::{AppSubscription, GraphSim};
+use omni_testkit::{
+    BOT, BOT_PASSWORD, Chat, Running, password_credentials, start_gateway, until_ready,
+};
 use serde_json::json;
-use support::{BOT, BOT_PASSWORD, Chat, Running, password_credentials, start_gateway, until_ready};
 
 const APP_ID: &str = "555000000000001";
 const APP_SECRET: &str = "app-secret-for-check";

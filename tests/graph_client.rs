@@ -8,7 +8,7 @@ use omni_gateway::messenger::graph::{
     AttachmentKind, Content, Error, ErrorKind, GraphClient, GraphSettings, Messaging,
     SUBSCRIBED_FIELDS, SendRequest, SenderAction, UserToken,
 };
-use omni_gateway::sim::graph::{DialogDecision, GraphSim, SimError};
+use omni_sim::graph::{DialogDecision, GraphSim, SimError};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 

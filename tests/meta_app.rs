@@ -4,16 +4,15 @@
 //! Deauthorize and Data Deletion Request callbacks with their `signed_request`. All against the
 //! Graph simulator, which models each of them.
 
-mod support;
 
 use std::time::Duration;
 
 use omni_gateway::messenger::graph::SUBSCRIBED_FIELDS;
-use omni_gateway::sim::graph::AppSubscription;
+use omni_sim::graph::AppSubscription;
 use omni_gateway::store::PageStatus;
 use reqwest::StatusCode;
-use support::pages::{World, query};
-use support::{APP_ID, FB_ADMIN, VERIFY_TOKEN, eventually};
+use omni_testkit::pages::{World, query};
+use omni_testkit::{APP_ID, FB_ADMIN, VERIFY_TOKEN, eventually};
 use url::Url;
 
 fn our_fields() -> Vec<String> {
@@ -108,7 +107,7 @@ async fn a_subscription_meta_cannot_verify_is_refused_and_reported() {
             "{}v23.0/{APP_ID}/subscriptions",
             w.fb.sim.url().as_str()
         ))
-        .bearer_auth(format!("{APP_ID}|{}", support::APP_SECRET))
+        .bearer_auth(format!("{APP_ID}|{}", omni_testkit::APP_SECRET))
         .form(&[
             ("object", "page"),
             (

@@ -13,7 +13,7 @@ use url::Url;
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
 
-use super::{
+use crate::{
     APP_ID, Chat, Facebook, Running, config_text_with, eventually, password_credentials,
     start_gateway_with, until_ready,
 };

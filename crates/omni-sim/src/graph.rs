@@ -107,7 +107,8 @@ pub struct GraphSim {
 impl GraphSim {
     /// Starts the simulator for one app on a fresh loopback port.
     pub async fn start(app_id: &str, app_secret: &str) -> std::io::Result<GraphSim> {
-        crate::tls::install_crypto_provider();
+        // reqwest is built without a default TLS provider; an error means one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let url = Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
@@ -420,12 +421,19 @@ impl GraphSim {
     /// `sha256=<lowercase hex HMAC-SHA256(app_secret, body)>` over the exact bytes.
     pub fn sign(&self, body: &[u8]) -> String {
         let secret = self.shared.lock().app_secret.clone();
-        // HMAC takes keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
-            .unwrap_or_else(|_| unreachable!("hmac accepts any key length"));
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        webhook_signature(&secret, body)
     }
+}
+
+/// The `X-Hub-Signature-256` value Meta sends with a webhook delivery: `sha256=` and the lowercase
+/// hex HMAC-SHA256 of the exact body bytes, keyed with the app secret
+/// (<https://developers.facebook.com/docs/messenger-platform/webhooks#validate-payloads>).
+pub fn webhook_signature(app_secret: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(app_secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("hmac accepts any key length"));
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 #[cfg(test)]
