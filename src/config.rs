@@ -223,12 +223,15 @@ impl Config {
             .collect()
     }
 
-    /// Fails with the first placeholder found, so the shipped example cannot run by accident.
-    pub fn reject_placeholders(&self, origin: &Path) -> Result<(), ConfigError> {
-        match self.placeholders().into_iter().next() {
-            Some((location, problem)) => Err(ConfigError::new(origin, Some(location), problem)),
-            None => Ok(()),
-        }
+    /// Every secret (or App ID) still at the example value, one error line each, so the shipped
+    /// example cannot run by accident.
+    pub fn reject_placeholders(&self, origin: &Path) -> Result<(), Vec<ConfigError>> {
+        let found: Vec<ConfigError> = self
+            .placeholders()
+            .into_iter()
+            .map(|(location, problem)| ConfigError::new(origin, Some(location), problem))
+            .collect();
+        if found.is_empty() { Ok(()) } else { Err(found) }
     }
 
     fn placeholders(&self) -> Vec<(String, String)> {

@@ -32,7 +32,7 @@ fn unit_for_this_build(dir: &Path) -> PathBuf {
     let path = dir.join("omni-gateway.service");
     std::fs::write(
         &path,
-        unit_text().replace("/usr/local/bin/omni-gateway", BINARY),
+        unit_text().replace("/usr/bin/omni-gateway", BINARY),
     )
     .unwrap();
     path
