@@ -90,7 +90,7 @@ impl Gateway {
             chat.clone(),
             &config.http.public_url,
         ));
-        let telemetry = Telemetry::new();
+        let telemetry = Telemetry::with_rate_limits(rest.rate_limits());
         let customer = CustomerMessenger::new(graph.clone(), store.clone(), chat.clone());
         let (ddp, events) = connect_realtime(&config, cancel.child_token()).await;
         let context = RelayContext {
