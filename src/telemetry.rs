@@ -14,6 +14,22 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// What [`Telemetry::webhook_event`] is called with.
+const WEBHOOK_OUTCOMES: [&str; 4] = ["stored", "duplicate", "ignored", "unknown_page"];
+/// What [`Telemetry::rocketchat_error`] is called with: `rest::Error::kind` and `no_agent_online`.
+const ROCKETCHAT_ERROR_KINDS: [&str; 8] = [
+    "api",
+    "rate_limited",
+    "unauthorized",
+    "server",
+    "transport",
+    "decode",
+    "not_logged_in",
+    "no_agent_online",
+];
+/// The routes with their own, low limit (see [`LIVECHAT_LIMITS`]).
+const LIMITED_ROUTES: [&str; 2] = ["livechat/visitor", "livechat/room"];
+
 /// The window `/facebook status` and `check` report 429s over.
 pub const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(3600);
 
@@ -227,6 +243,30 @@ impl Telemetry {
             "Connected pages by token state (1 = in that state)",
             metrics.pages.clone(),
         );
+        // Known label values start at 0, so `/metrics` declares every family from the first
+        // scrape and `increase()` sees the first event.
+        for outcome in WEBHOOK_OUTCOMES {
+            metrics
+                .webhook_events
+                .get_or_create(&vec![("outcome", outcome.to_owned())]);
+        }
+        for kind in ROCKETCHAT_ERROR_KINDS {
+            metrics
+                .rocketchat_errors
+                .get_or_create(&vec![("kind", kind.to_owned())]);
+        }
+        for outcome in ["sent", "refused"] {
+            metrics.replies.get_or_create(&vec![
+                ("outcome", outcome.to_owned()),
+                ("code", String::new()),
+            ]);
+        }
+        for route in LIMITED_ROUTES {
+            metrics
+                .rate_limits
+                .total
+                .get_or_create(&vec![("route", route.to_owned())]);
+        }
         Telemetry {
             metrics: Arc::new(Metrics {
                 registry,
