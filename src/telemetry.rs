@@ -248,24 +248,30 @@ impl Telemetry {
         for outcome in WEBHOOK_OUTCOMES {
             metrics
                 .webhook_events
-                .get_or_create(&vec![("outcome", outcome.to_owned())]);
+                .get_or_create(&vec![("outcome", outcome.to_owned())])
+                .inc_by(0);
         }
         for kind in ROCKETCHAT_ERROR_KINDS {
             metrics
                 .rocketchat_errors
-                .get_or_create(&vec![("kind", kind.to_owned())]);
+                .get_or_create(&vec![("kind", kind.to_owned())])
+                .inc_by(0);
         }
         for outcome in ["sent", "refused"] {
-            metrics.replies.get_or_create(&vec![
-                ("outcome", outcome.to_owned()),
-                ("code", String::new()),
-            ]);
+            metrics
+                .replies
+                .get_or_create(&vec![
+                    ("outcome", outcome.to_owned()),
+                    ("code", String::new()),
+                ])
+                .inc_by(0);
         }
         for route in LIMITED_ROUTES {
             metrics
                 .rate_limits
                 .total
-                .get_or_create(&vec![("route", route.to_owned())]);
+                .get_or_create(&vec![("route", route.to_owned())])
+                .inc_by(0);
         }
         Telemetry {
             metrics: Arc::new(Metrics {
