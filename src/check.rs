@@ -148,7 +148,7 @@ pub async fn run(path: &Path, out: &mut dyn FnMut(&Finding)) -> Report {
         rec.add(Finding::fail(
             "placeholder",
             warning,
-            "the daemon refuses to start until it is set",
+            "`omni-gateway run` refuses to start (exit status 78) until it is set",
         ));
     }
     rec.add(check_store(&config.store));

@@ -15,7 +15,6 @@
 //! accepts it, so `omni-gateway check` can validate the example's shape and then report each
 //! placeholder through [`Config::placeholder_warnings`]; the daemon calls
 //! [`Config::reject_placeholders`] so the example can never run by accident.
-
 //!
 //! The parts: [`raw`] mirrors the file, [`validate`] turns it into these types, [`secrets`]
 //! resolves secrets, [`locate`] names the key a TOML error is about from toml's spans, and
