@@ -174,3 +174,44 @@ fn version_names_the_commit() {
     .expect("regex");
     assert!(expected.is_match(&text), "{text:?}");
 }
+
+/// The README's first command is the sandbox tour, which needs nothing but the repository: the
+/// binary plays it and exits 0. The production command follows it, then the test command.
+#[test]
+fn the_readme_starts_with_the_sandbox_tour_and_it_passes() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a sh block");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "cargo run --locked -- sandbox",
+            "cargo run --locked -- run --config bot.toml",
+            "bash .ci/run"
+        ],
+        "{block}"
+    );
+    assert!(
+        readme.lines().take(30).any(|l| l.contains("sandbox")),
+        "the sandbox is named in the first 30 lines"
+    );
+    let output = Command::new(BINARY)
+        .arg("sandbox")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("runs");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.lines().count() >= 16,
+        "the tour, one line per hop:\n{shown}"
+    );
+}
