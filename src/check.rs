@@ -528,7 +528,7 @@ async fn check_throttling(config: &HttpConfig) -> Finding {
         Finding::warn(
             NAME,
             format!("Rocket.Chat answered 429 in the last hour: {seen}; {limits}"),
-            "customers' messages were delayed, not lost; if this repeats, raise the API rate limiter's default or turn it off (see the rate limiter line)",
+            "customers' messages were delayed, not lost; the rate limiter line says which setting lifts which limit",
         )
     }
 }

@@ -44,7 +44,7 @@ enum Action {
 
 /// What `main` does once the command line and, for `run`, the configuration are read.
 enum Job {
-    Run(Config),
+    Run(Box<Config>),
     Check,
     Sandbox { interactive: bool },
 }
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
     let job = match action {
         Action::Run => match Config::load(&cli.config) {
             Ok(config) => match config.reject_placeholders(&cli.config) {
-                Ok(()) => Job::Run(config),
+                Ok(()) => Job::Run(Box::new(config)),
                 Err(problems) => {
                     for problem in &problems {
                         logging::error_line(style, &problem.to_string());
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match job {
-            Job::Run(config) => daemon::run(config).await,
+            Job::Run(config) => daemon::run(*config).await,
             Job::Check => {
                 let report = check::run(&cli.config, &mut |finding| println!("{finding}")).await;
                 if report.passed() {
