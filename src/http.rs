@@ -652,15 +652,22 @@ pub fn metrics(state: MetricsState) -> Router {
 
 async fn render_metrics(State(state): State<MetricsState>) -> Response {
     let pages = state.store.pages().unwrap_or_default();
-    let held = state
+    let held_since: Vec<u64> = state
         .store
         .conversations()
-        .map(|all| all.iter().filter(|c| c.held_since_ms.is_some()).count())
-        .unwrap_or(0);
+        .map(|all| all.iter().filter_map(|c| c.held_since_ms).collect())
+        .unwrap_or_default();
+    let now_ms = crate::health::now_ms();
+    let oldest_held = held_since
+        .iter()
+        .min()
+        .map(|since| Duration::from_millis(now_ms.saturating_sub(*since)))
+        .unwrap_or_default();
     let snapshot = Snapshot {
         inbox_depth: state.store.inbox().len(),
         outbox_depth: state.store.outbox().len(),
-        held_conversations: held,
+        held_conversations: held_since.len(),
+        oldest_held,
         rocketchat_up: matches!(state.health.link(), Link::Up { .. }),
         pages: pages
             .iter()
