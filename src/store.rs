@@ -24,6 +24,7 @@
 //! skipped.
 
 mod crypto;
+mod journal;
 mod keys;
 mod records;
 
