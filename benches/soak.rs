@@ -27,24 +27,21 @@
 //! `--cache-mib N` (sled's cache, default the gateway's 64 MiB), `--binary PATH`. Not part of CI.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use omni_gateway::ids::RoomId;
-use omni_gateway::sandbox::webhook_body;
-use omni_gateway::sim::graph::GraphSim;
-use omni_gateway::sim::rocketchat::{RocketChatSim, SimOptions};
+use omni_sim::graph::GraphSim;
+use omni_sim::ids::RoomId;
+use omni_sim::rocketchat::{RocketChatSim, SimOptions};
+use omni_testkit::daemon::Daemon;
+use omni_testkit::webhook;
+use omni_testkit::{APP_ID, APP_SECRET, BOT, BOT_PASSWORD, config_text_on_port};
 use serde_json::json;
 use tokio::time::Instant;
 
-const BOT: &str = "facebook.bot";
-const BOT_PASSWORD: &str = "soak-bot-password";
 const ADMIN: &str = "alice";
 const AGENT: &str = "sam";
-const APP_ID: &str = "100000000000001";
-const APP_SECRET: &str = "soak-app-secret";
 const FB_ADMIN: &str = "900000000000001";
 const PAGE: &str = "111111111111111";
 const WELCOME: &str = "Hi! An agent will be with you shortly.";
@@ -183,25 +180,30 @@ async fn soak(args: &Args) -> bool {
         .expect("a free loopback port")
         .port();
     let config = dir.path().join("bot.toml");
-    let mut text = config_text(&chat, &facebook, port, dir.path());
+    let mut text = config_text_on_port(
+        chat.url().as_str(),
+        facebook.url().as_str(),
+        &dir.path().join("data"),
+        port,
+    );
     if let Some(mib) = args.cache_mib {
         text.push_str(&format!("cache_capacity_bytes = {}\n", mib * 1024 * 1024));
     }
     std::fs::write(&config, text).expect("bot.toml");
     let log = dir.path().join("gateway.log");
-    let mut daemon = Daemon::start(&args.binary, &config, &log);
+    let mut daemon = Daemon::start(&args.binary, &config, log.clone());
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()
         .expect("http client");
-    until_ready(&http, &base, &mut daemon).await;
+    daemon.until_ready(&http, &base).await;
     connect_page(&chat, &http).await;
     eprintln!(
         "gateway pid {} ready, page connected; VmRSS {} KiB; {} conversations/s for {} min",
-        daemon.child.id(),
-        daemon.rss_kib().unwrap_or(0),
+        daemon.pid(),
+        rss_kib(daemon.pid()).unwrap_or(0),
         args.rate,
         args.minutes
     );
@@ -222,7 +224,7 @@ async fn soak(args: &Args) -> bool {
         started,
         stop.clone(),
     ));
-    let pid = daemon.child.id();
+    let pid = daemon.pid();
     let sampler = tokio::spawn(sample_rss(pid, started, tracker.clone(), stop.clone()));
 
     let duration = Duration::from_secs_f64(args.minutes * 60.0);
@@ -245,7 +247,11 @@ async fn soak(args: &Args) -> bool {
     let rss = sampler.await.expect("sampler");
     desk.await.expect("agent desk");
     watcher.await.expect("send api watcher");
-    let exit = daemon.terminate();
+    daemon.sigterm();
+    let exit = match daemon.wait_exit(Duration::from_secs(10)).await {
+        Some(status) => status.to_string(),
+        None => "still running after 10 s, killed".to_owned(),
+    };
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     chat.shutdown().await;
 
@@ -265,56 +271,6 @@ async fn soak(args: &Args) -> bool {
         println!("  {line}");
     }
     tracker.waiting.is_empty() && tracker.refused == 0
-}
-
-/// The gateway as a child process, killed if still running when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(binary: &Path, config: &Path, log: &Path) -> Daemon {
-        let stderr = std::fs::File::create(log).expect("log file");
-        let child = Command::new(binary)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        Daemon {
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.child.id())
-    }
-
-    /// SIGTERM, then up to 10 s for the graceful stop; says how it ended.
-    fn terminate(&mut self) -> String {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on our own child's pid; it has not been reaped yet, so the pid is ours.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        for _ in 0..100 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.to_string();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        "still running after 10 s, killed".into()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One reading of the child, taken every [`RSS_EVERY`].
@@ -351,25 +307,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-async fn until_ready(http: &reqwest::Client, base: &str, daemon: &mut Daemon) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(answer) = http.get(format!("{base}/readyz")).send().await {
-            if answer.status().is_success() {
-                return;
-            }
-        }
-        let exited = daemon.child.try_wait().ok().flatten();
-        if exited.is_some() || Instant::now() > deadline {
-            panic!(
-                "the gateway did not become ready ({exited:?}); its log:\n{}",
-                std::fs::read_to_string(&daemon.log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The admin connects the page through the real OAuth flow and configures it, as in the sandbox
@@ -458,7 +395,7 @@ async fn load(
         };
         // The customer exists on Facebook and has just written, so the Send API window is open.
         facebook.add_psid(PAGE, &psid, "Customer", &n.to_string());
-        let body = webhook_body(
+        let body = webhook::text_body(
             PAGE,
             &psid,
             &format!("m_soak_{n}"),
@@ -471,7 +408,7 @@ async fn load(
             let sent = Instant::now();
             lock(&tracker).waiting.insert(n, sent);
             let status = facebook
-                .deliver_webhook(&url, body.as_bytes())
+                .deliver_webhook(&url, &body)
                 .await
                 .map(|r| r.status().as_u16());
             let mut tracker = lock(&tracker);
@@ -720,33 +657,4 @@ fn report(args: &Args, t: &Tracker, rss: &[Sample], load_ended: Duration, total:
         t.closes,
         t.finished
     );
-}
-
-fn config_text(chat: &RocketChatSim, facebook: &GraphSim, port: u16, dir: &Path) -> String {
-    let graph = facebook.url();
-    let graph = graph.as_str().trim_end_matches('/');
-    format!(
-        r#"
-[rocketchat]
-url = "{rc}"
-username = "{BOT}"
-password = "{BOT_PASSWORD}"
-
-[facebook]
-app_id = "{APP_ID}"
-app_secret = "{APP_SECRET}"
-verify_token = "soak-verify-token"
-graph_url = "{graph}"
-dialog_url = "{graph}"
-
-[http]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-
-[store]
-path = "{store}"
-"#,
-        rc = chat.url().as_str().trim_end_matches('/'),
-        store = dir.join("data").display(),
-    )
 }

@@ -12,15 +12,15 @@ use std::time::Duration;
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
 use omni_gateway::ids::PageId;
-use omni_gateway::sim::graph::GraphSim;
-use omni_gateway::sim::rocketchat::{RocketChatSim, SimOptions};
 use omni_gateway::store::{Page, PageStatus};
+use omni_sim::graph::GraphSim;
+use omni_sim::rocketchat::{RocketChatSim, SimOptions};
+use omni_testkit::webhook;
+use omni_testkit::{APP_ID, APP_SECRET, BOT, BOT_PASSWORD, config_text_on_port};
 use serde_json::json;
 use tokio::time::Instant;
 
 const PAGE: &str = "444000000000001";
-const APP_ID: &str = "1234567890";
-const APP_SECRET: &str = "bench-app-secret";
 /// Conversations the load is spread over (one ordered worker each).
 const CUSTOMERS: usize = 200;
 
@@ -64,13 +64,7 @@ fn main() {
 }
 
 fn cases_from_args() -> Vec<Case> {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<usize>().ok())
-    };
+    let value = omni_testkit::bench::arg;
     match value("--concurrency") {
         Some(concurrency) => vec![Case {
             concurrency,
@@ -101,37 +95,18 @@ async fn run(case: &Case) -> Outcome {
     let chat = RocketChatSim::start(SimOptions::default())
         .await
         .expect("rocket.chat simulator");
-    chat.add_user("facebook.bot", "bench-password", &["bot"]);
+    chat.add_user(BOT, BOT_PASSWORD, &["bot"]);
     chat.add_user("sam", "sam-pw", &["user", "livechat-agent"]);
     chat.set_agent_online("sam", true);
     let facebook = GraphSim::start(APP_ID, APP_SECRET)
         .await
         .expect("graph simulator");
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = format!(
-        r#"
-[rocketchat]
-url = "{rc}"
-username = "facebook.bot"
-password = "bench-password"
-
-[facebook]
-app_id = "{APP_ID}"
-app_secret = "{APP_SECRET}"
-verify_token = "bench-verify-token"
-graph_url = "{graph}"
-dialog_url = "{graph}"
-
-[http]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080"
-
-[store]
-path = "{store}"
-"#,
-        rc = chat.url().as_str().trim_end_matches('/'),
-        graph = facebook.url().as_str().trim_end_matches('/'),
-        store = dir.path().join("data").display(),
+    let text = config_text_on_port(
+        chat.url().as_str(),
+        facebook.url().as_str(),
+        &dir.path().join("data"),
+        0,
     );
     let config = Config::parse(&text, &dir.path().join("bot.toml"), &|_| None).expect("config");
     let gateway = Gateway::start(config).await.expect("gateway");
@@ -142,7 +117,7 @@ path = "{store}"
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let url = format!("http://{}/webhooks/messenger", gateway.http_addr);
+    let addr = gateway.http_addr;
     let bodies: Vec<(Vec<u8>, String)> = (0..case.requests)
         .map(|n| {
             let body = webhook(n, case.events_per_request);
@@ -160,8 +135,7 @@ path = "{store}"
     let started = Instant::now();
     let mut senders = Vec::new();
     for _ in 0..case.concurrency {
-        let (client, url, bodies, next) =
-            (client.clone(), url.clone(), bodies.clone(), next.clone());
+        let (client, bodies, next) = (client.clone(), bodies.clone(), next.clone());
         senders.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -170,15 +144,8 @@ path = "{store}"
                     return latencies;
                 };
                 let sent = Instant::now();
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-hub-signature-256", signature)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .expect("webhook answered");
-                assert_eq!(response.status().as_u16(), 200, "webhook refused");
+                let status = webhook::post(&client, addr, body.clone(), Some(signature)).await;
+                assert_eq!(status, 200, "webhook refused");
                 latencies.push(sent.elapsed());
             }
         }));
@@ -189,7 +156,7 @@ path = "{store}"
     }
     let elapsed = started.elapsed();
     let flushes = gateway.store.flush_count() - flushes_before;
-    while gateway.store.inbox_len() > 0 {
+    while !gateway.store.inbox().is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drained_in = started.elapsed();

@@ -5,6 +5,7 @@
 //! (`store`). See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod admin;
+pub mod backoff;
 pub mod check;
 pub mod commands;
 pub mod config;
@@ -17,8 +18,8 @@ pub mod notices;
 pub mod pages;
 pub mod relay;
 pub mod rocketchat;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
-pub mod sim;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

@@ -1,11 +1,13 @@
-//! `omni-gateway` command line (DESIGN.md §3): `run` (the default), `check`, `sandbox`.
+//! `omni-gateway` command line (`docs/contract.md` §2): `run` (the default), `check`, `sandbox`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use omni_gateway::config::Config;
-use omni_gateway::{check, daemon, sandbox, tls};
+#[cfg(feature = "sandbox")]
+use omni_gateway::sandbox;
+use omni_gateway::{check, daemon, tls};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -31,6 +33,7 @@ enum Action {
     /// Diagnose the set-up without starting the daemon: one line per check, non-zero exit if any fails.
     Check,
     /// Play a guided tour of the real gateway against built-in simulators, on loopback.
+    #[cfg(feature = "sandbox")]
     Sandbox {
         /// Keep everything running after the tour and print how to poke it.
         #[arg(long)]
@@ -50,7 +53,9 @@ fn main() -> ExitCode {
     // `check` and `sandbox` talk to a person on stdout; the daemon's info lines would drown them.
     let default_level = match action {
         Action::Run => "info",
-        Action::Check | Action::Sandbox { .. } => "warn",
+        Action::Check => "warn",
+        #[cfg(feature = "sandbox")]
+        Action::Sandbox { .. } => "warn",
     };
     init_logging(cli.log_format, default_level);
     tls::install_crypto_provider();
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
                     ))
                 }
             }
+            #[cfg(feature = "sandbox")]
             Action::Sandbox { interactive } => {
                 Ok(sandbox::run(interactive, &mut |line| println!("{line}")).await?)
             }

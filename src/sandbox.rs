@@ -1,5 +1,5 @@
-//! `omni-gateway sandbox` (DESIGN.md §3): the real gateway between the built-in simulators of
-//! Rocket.Chat and Facebook, on loopback, with a throw-away store, and a guided tour of what it
+//! `omni-gateway sandbox` (`docs/contract.md` §2): the real gateway between the built-in simulators
+//! of Rocket.Chat and Facebook, on loopback, with a throw-away store, and a guided tour of what it
 //! does, one line per hop: an admin connects two pages and configures them, a customer writes, an
 //! agent answers and closes the room, and a conversation is held while no agent is online and then
 //! delivered. The far ends are simulated; everything in between is production code, started with
@@ -11,15 +11,15 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use omni_sim::graph::GraphSim;
+use omni_sim::ids::{MessageId, RoomId};
+use omni_sim::rocketchat::{RocketChatSim, SimOptions};
 use rand::Rng;
 use serde_json::json;
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::daemon::Gateway;
-use crate::ids::{MessageId, RoomId};
-use crate::sim::graph::GraphSim;
-use crate::sim::rocketchat::{RocketChatSim, SimOptions};
 
 /// Longest a hop may take by default; the held conversation waits for the relay's
 /// `livechat/config` poll, which backs off from 2 s.

@@ -1,11 +1,9 @@
 //! The bot against the Rocket.Chat simulator on loopback: login, commands in DMs, refusals, and
 //! surviving a dropped socket, an unanswered ping and garbage frames.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Chat, eventually, password_credentials, start_gateway, until_ready};
+use omni_testkit::{Chat, eventually, password_credentials, start_gateway, until_ready};
 
 #[tokio::test]
 async fn admin_gets_help_in_the_same_room() {
@@ -111,7 +109,7 @@ async fn ignores_channels_its_own_messages_system_messages_and_edits() {
     let running = start_gateway(&chat, &password_credentials()).await;
     until_ready(&running.gateway).await;
 
-    let general = chat.sim.channel("general", &["alice", support::BOT]);
+    let general = chat.sim.channel("general", &["alice", omni_testkit::BOT]);
     chat.sim.post("alice", &general, "/facebook help");
     chat.sim.post_system(&chat.alice_dm, "uj", "/facebook help");
     let asked = chat.sim.post("alice", &chat.alice_dm, "/facebook status");
@@ -142,7 +140,7 @@ async fn ignores_channels_its_own_messages_system_messages_and_edits() {
 async fn admins_listed_in_the_config_need_no_role() {
     let chat = Chat::start().await;
     chat.sim.add_user("carol", "carol-pw", &["user"]);
-    let carol_dm = chat.sim.direct_room(support::BOT, "carol");
+    let carol_dm = chat.sim.direct_room(omni_testkit::BOT, "carol");
     let running = start_gateway(&chat, &password_credentials()).await;
     until_ready(&running.gateway).await;
 
@@ -158,7 +156,7 @@ async fn hidden_roles_refuse_role_admins_and_say_why() {
     chat.sim
         .revoke_permission("bot", "view-full-other-user-info");
     chat.sim.add_user("carol", "carol-pw", &["user"]);
-    let carol_dm = chat.sim.direct_room(support::BOT, "carol");
+    let carol_dm = chat.sim.direct_room(omni_testkit::BOT, "carol");
     let running = start_gateway(&chat, &password_credentials()).await;
     until_ready(&running.gateway).await;
 
@@ -243,7 +241,7 @@ async fn survives_garbage_frames() {
 #[tokio::test]
 async fn logs_in_with_a_personal_access_token() {
     let chat = Chat::start().await;
-    let token = chat.sim.personal_access_token(support::BOT);
+    let token = chat.sim.personal_access_token(omni_testkit::BOT);
     let credentials = format!("auth_token = \"{token}\"\nuser_id = \"{}\"", chat.bot);
     let running = start_gateway(&chat, &credentials).await;
     until_ready(&running.gateway).await;
@@ -262,7 +260,7 @@ async fn logs_in_with_a_personal_access_token() {
 #[tokio::test]
 async fn two_factor_accounts_are_told_to_use_a_token() {
     let chat = Chat::start().await;
-    chat.sim.enable_totp(support::BOT);
+    chat.sim.enable_totp(omni_testkit::BOT);
     let running = start_gateway(&chat, &password_credentials()).await;
 
     eventually("the login problem is reported", || {

@@ -8,16 +8,14 @@
 //! The test closes that window: the Send API refuses (HTTP 503) from before the burst until after
 //! the restart, so no send can succeed anywhere near the kill, and it asserts exactly once.
 
-mod support;
-
 use std::time::Duration;
 
-use omni_gateway::ids::RoomId;
-use omni_gateway::sim::graph::SimError;
-use support::daemon::Installed;
-use support::messenger::{Facebook, PAGE_ID, PageSetup, body, now_ms, text_event};
-use support::traffic::{agent_replies, customer_messages, settle, text};
-use support::{Chat, PATIENCE};
+use omni_sim::graph::SimError;
+use omni_sim::ids::RoomId;
+use omni_testkit::daemon::Installed;
+use omni_testkit::messenger::{Facebook, PAGE_ID, PageSetup, body, now_ms, text_event};
+use omni_testkit::traffic::{agent_replies, customer_messages, settle, text};
+use omni_testkit::{Chat, PATIENCE};
 
 const AGENT: &str = "agent.smith";
 const CONVERSATIONS: usize = 4;
@@ -65,7 +63,7 @@ async fn sigkill_during_webhooks_and_replies_loses_and_repeats_nothing() {
     let installed = Installed::new(&chat, &fb, PageSetup::default()).await;
     let http = reqwest::Client::new();
     let url = format!("{}/webhooks/messenger", installed.base);
-    let mut daemon = installed.start();
+    let mut daemon = installed.start(omni_testkit::gateway_binary!());
     daemon.until_healthy(&http, &installed.base).await;
 
     // Warm-up: every conversation has its room and one reply sent, so its stream is live.
@@ -177,7 +175,7 @@ async fn sigkill_during_webhooks_and_replies_loses_and_repeats_nothing() {
     let sent_before_restart = agent_replies(&fb.sim);
 
     fb.sim.clear_faults();
-    let daemon = installed.start();
+    let mut daemon = installed.start(omni_testkit::gateway_binary!());
     daemon.until_healthy(&http, &installed.base).await;
     // Meta retries what it did not see acknowledged.
     for (c, burst) in bursts.iter().enumerate() {

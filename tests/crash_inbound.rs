@@ -2,15 +2,13 @@
 //! unreachable, the process is killed with SIGKILL, Rocket.Chat comes back, the binary starts
 //! again on the same store, and every acknowledged event reaches a Livechat room exactly once.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use omni_gateway::store::Department;
-use support::Chat;
-use support::daemon::Installed;
-use support::messenger::{Facebook, PageSetup, body, now_ms, text_event};
+use omni_testkit::Chat;
+use omni_testkit::daemon::Installed;
+use omni_testkit::messenger::{Facebook, PageSetup, body, now_ms, text_event};
 
 const AGENT: &str = "agent.smith";
 const CONVERSATIONS: usize = 4;
@@ -40,7 +38,7 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
     .await;
 
     chat.sim.refuse_connections(true);
-    let mut daemon = installed.start();
+    let mut daemon = installed.start(omni_testkit::gateway_binary!());
     let base = installed.base.clone();
     let http = reqwest::Client::new();
     daemon.until_healthy(&http, &base).await;
@@ -77,7 +75,7 @@ async fn acknowledged_events_survive_sigkill_and_arrive_exactly_once() {
     );
 
     chat.sim.refuse_connections(false);
-    let daemon = installed.start();
+    let mut daemon = installed.start(omni_testkit::gateway_binary!());
     daemon.until_healthy(&http, &base).await;
 
     let want = CONVERSATIONS * PER_CONVERSATION;

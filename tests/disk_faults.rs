@@ -6,55 +6,31 @@
 //! `EFBIG`, for root too (a read-only `chmod` does not stop root, and sled writes through file
 //! handles it already holds). The limit is process-wide, so this binary holds this one test.
 
-mod support;
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use hmac::{Hmac, KeyInit, Mac};
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
 use omni_gateway::ids::PageId;
 use omni_gateway::store::{Page, PageStatus};
 use secrecy::SecretString;
-use sha2::Sha256;
 
-use support::{Chat, password_credentials};
+use omni_testkit::logs::Logs;
+use omni_testkit::webhook;
+use omni_testkit::{APP_SECRET, Chat, password_credentials};
 
 const PAGE: &str = "1122334455";
 
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn webhook(mid: &str) -> Vec<u8> {
-    format!(
-        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":1700000000000,"messaging":[{{"sender":{{"id":"6789"}},"recipient":{{"id":"{PAGE}"}},"timestamp":1700000000000,"message":{{"mid":"{mid}","text":"hello"}}}}]}}]}}"#
-    )
-    .into_bytes()
+    webhook::text_body(PAGE, "6789", mid, "hello")
 }
 
 async fn post(gateway: &Gateway, body: Vec<u8>) -> u16 {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"app-secret-for-tests").unwrap();
-    mac.update(&body);
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    reqwest::Client::new()
-        .post(format!("http://{}/webhooks/messenger", gateway.http_addr))
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let signature = webhook::signature(APP_SECRET, &body);
+    webhook::post(
+        &reqwest::Client::new(),
+        gateway.http_addr,
+        body,
+        Some(&signature),
+    )
+    .await
 }
 
 /// Sets the soft limit on the size of files this process writes.
@@ -74,7 +50,7 @@ fn limit_file_size(bytes: libc::rlim_t) {
 }
 
 async fn start(chat: &Chat, dir: &std::path::Path) -> Gateway {
-    let text = support::config_text(
+    let text = omni_testkit::config_text(
         chat.sim.url().as_str().trim_end_matches('/'),
         &dir.join("data"),
         &password_credentials(),
@@ -85,16 +61,8 @@ async fn start(chat: &Chat, dir: &std::path::Path) -> Gateway {
 
 #[tokio::test]
 async fn a_store_that_cannot_be_written_answers_503_and_recovers() {
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = logs.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .finish(),
-    )
-    .unwrap();
+    // Global: the store's failing writes are logged from blocking threads.
+    let logs = Logs::global("info");
 
     let chat = Chat::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -125,7 +93,7 @@ async fn a_store_that_cannot_be_written_answers_503_and_recovers() {
         refused.len() >= 3,
         "the full disk never turned webhooks away"
     );
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(
         text.contains("cannot store webhook events") && text.contains("File too large"),
         "the log says why: {text}"

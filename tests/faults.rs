@@ -3,68 +3,21 @@
 //! over many conversations, and Meta timestamps far from our clock. The promise under test:
 //! nothing acknowledged is lost, nothing arrives twice, and each conversation keeps its order.
 
-mod support;
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use omni_gateway::ids::RoomId;
-use omni_gateway::sim::graph::SimError;
-use serde_json::Value;
-use support::messenger::{
+use omni_sim::graph::SimError;
+use omni_sim::ids::RoomId;
+use omni_testkit::logs::Logs;
+use omni_testkit::messenger::{
     Facebook, PAGE_ID, PageSetup, body, connect_page, now_ms, post_webhook, start_gateway,
     text_event,
 };
-use support::traffic::{agent_replies, customer_messages, settle, text};
-use support::{Chat, PATIENCE, Running, eventually, until_ready};
+use omni_testkit::traffic::{agent_replies, customer_messages, settle, text};
+use omni_testkit::{Chat, PATIENCE, Running, eventually, until_ready};
+use serde_json::Value;
 
 const AGENT: &str = "agent.smith";
 const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
-
-/// This test's log at info and above. Tests run on tokio's current-thread runtime, so a
-/// thread-local subscriber sees the gateway's tasks of this test and no other test's.
-struct Logs {
-    buffer: Arc<Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-impl Logs {
-    fn capture() -> Logs {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("omni_gateway=info")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .finish();
-        Logs {
-            buffer,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
-    }
-
-    /// Log lines that contain every one of `parts`.
-    fn lines(&self, parts: &[&str]) -> Vec<String> {
-        let text = String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned();
-        text.lines()
-            .filter(|line| parts.iter().all(|p| line.contains(p)))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Both simulators, an online agent, and a gateway with the page connected; `conversations`
 /// customers (`psid-0`…) known to the Graph simulator.
@@ -78,7 +31,7 @@ struct World {
 
 impl World {
     async fn start(conversations: usize) -> World {
-        let logs = Logs::capture();
+        let logs = Logs::capture("omni_gateway=info");
         let chat = Chat::start().await;
         chat.sim
             .add_user(AGENT, "agent-pw", &["user", "livechat-agent"]);
@@ -160,11 +113,7 @@ impl World {
     }
 
     async fn stop(self) {
-        self.running
-            .gateway
-            .shutdown()
-            .await
-            .expect("clean shutdown");
+        self.running.stop().await;
     }
 }
 

@@ -3,21 +3,20 @@
 //! messages and uploads. Every test checks what an agent would see in the room and what the
 //! customer would see in Messenger.
 
-mod support;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use omni_gateway::ids::RoomId;
-use omni_gateway::sim::rocketchat::{SimLivechatRoom, SimMessage, SimVisitor};
 use omni_gateway::store::Department;
-use rand::seq::SliceRandom;
-use serde_json::json;
-use support::messenger::{
+use omni_sim::ids::RoomId;
+use omni_sim::rocketchat::{SimLivechatRoom, SimMessage, SimVisitor};
+use omni_testkit::messenger::{
     Facebook, OFFLINE, PAGE_ID, PageSetup, WELCOME, attachment_event, body, body_for, connect_page,
     now_ms, post_webhook, start_gateway, text_event,
 };
-use support::{Chat, PATIENCE, Running, eventually, until_ready};
+use omni_testkit::webhook;
+use omni_testkit::{Chat, PATIENCE, Running, eventually, until_ready};
+use rand::seq::SliceRandom;
+use serde_json::json;
 
 const AGENT: &str = "agent.smith";
 
@@ -136,11 +135,7 @@ impl World {
     }
 
     async fn stop(self) {
-        self.running
-            .gateway
-            .shutdown()
-            .await
-            .expect("clean shutdown");
+        self.running.stop().await;
     }
 }
 
@@ -342,17 +337,14 @@ async fn bad_requests_are_refused_and_unknown_pages_acknowledged() {
     ];
     for (what, bytes, signature, want) in cases {
         let signature = signature.or_else(|| (want == 200).then(|| world.fb.sim.sign(&bytes)));
-        let mut request = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(bytes);
-        if let Some(signature) = signature {
-            request = request.header("x-hub-signature-256", signature);
-        }
-        let status = request.send().await.expect("gateway answers").status();
-        assert_eq!(status.as_u16(), want, "{what}");
+        let status = webhook::post(&http, addr, bytes, signature.as_deref()).await;
+        assert_eq!(status, want, "{what}");
     }
-    assert_eq!(world.running.gateway.store.inbox_len(), 0, "nothing stored");
+    assert_eq!(
+        world.running.gateway.store.inbox().len(),
+        0,
+        "nothing stored"
+    );
 
     // Verification: the challenge verbatim, or 403.
     let verify = |token: &str, mode: &str| {
@@ -360,12 +352,12 @@ async fn bad_requests_are_refused_and_unknown_pages_acknowledged() {
     };
     let cases = [
         (
-            verify(support::VERIFY_TOKEN, "subscribe"),
+            verify(omni_testkit::VERIFY_TOKEN, "subscribe"),
             200,
             Some("1158201444 x"),
         ),
         (verify("wrong", "subscribe"), 403, None),
-        (verify(support::VERIFY_TOKEN, "unsubscribe"), 403, None),
+        (verify(omni_testkit::VERIFY_TOKEN, "unsubscribe"), 403, None),
     ];
     for (target, want, text) in cases {
         let answer = http.get(&target).send().await.expect("gateway answers");

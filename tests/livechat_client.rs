@@ -6,7 +6,7 @@ use std::time::Duration;
 use omni_gateway::ids::{MessageId, VisitorToken};
 use omni_gateway::rocketchat::livechat::{Visitor, is_room_problem};
 use omni_gateway::rocketchat::rest::RestClient;
-use omni_gateway::sim::rocketchat::{RocketChatSim, SimOptions};
+use omni_sim::rocketchat::{RocketChatSim, SimOptions};
 
 async fn sim_with_agent() -> RocketChatSim {
     let sim = RocketChatSim::start(SimOptions::default())
@@ -96,14 +96,16 @@ async fn a_repeated_message_id_counts_as_delivered_and_closed_rooms_are_recognis
     rest.send_visitor_message(&token, &room.rid, &id, "once")
         .await
         .expect("the retry is accepted as delivered");
+    // The simulator has its own id types; the room is the same.
+    let sim_rid = omni_sim::ids::RoomId::new(room.rid.as_str());
     let copies = sim
-        .messages(&room.rid)
+        .messages(&sim_rid)
         .into_iter()
         .filter(|m| m.msg == "once")
         .count();
     assert_eq!(copies, 1);
 
-    sim.close_room(&room.rid, "agent1");
+    sim.close_room(&sim_rid, "agent1");
     let err = rest
         .send_visitor_message(
             &token,

@@ -2,17 +2,15 @@
 //! Graph simulator's Send API: the right customer and token, the window policy, retries, token
 //! loss and recovery, back-fill after a dropped socket, and a restart mid-outbox.
 
-mod support;
-
 use std::time::Duration;
 
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
 use omni_gateway::health::now_ms;
-use omni_gateway::ids::RoomId;
-use omni_gateway::sim::graph::{GraphSim, SentMessage, SimError};
+use omni_sim::graph::{GraphSim, SentMessage, SimError};
+use omni_sim::ids::RoomId;
+use omni_testkit::{BOT, Chat, PATIENCE, eventually, until_ready};
 use serde_json::json;
-use support::{BOT, Chat, PATIENCE, eventually, until_ready};
 
 const APP_ID: &str = "4242424242";
 const APP_SECRET: &str = "graph-app-secret";
@@ -88,7 +86,7 @@ public_url = "http://gateway.invalid"
 path = "{store}"
 "#,
             rc = self.chat.sim.url().as_str().trim_end_matches('/'),
-            password = support::BOT_PASSWORD,
+            password = omni_testkit::BOT_PASSWORD,
             tag = self.human_agent_tag,
             store = self.dir.path().join("data").display(),
         );
@@ -511,7 +509,10 @@ async fn a_restart_mid_outbox_sends_each_reply_once() {
             .agent_reply("agent1", &rid, &format!("reply {n}"));
     }
     let store = world.gateway().store.clone();
-    eventually("the replies wait in the outbox", || store.outbox_len() == 3).await;
+    eventually("the replies wait in the outbox", || {
+        store.outbox().len() == 3
+    })
+    .await;
     drop(store);
     world.stop_gateway().await;
 

@@ -2,23 +2,19 @@
 //! verification handshake, who may run commands and where, secrets kept out of the log, and the
 //! HTTP limits (body, header, connections).
 
-mod support;
-
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use omni_gateway::commands::{self, Parsed};
 use omni_gateway::daemon::Gateway;
 use omni_gateway::ids::PageId;
 use omni_gateway::store::{Page, PageStatus};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{
+use omni_testkit::logs::Logs;
+use omni_testkit::webhook;
+use omni_testkit::{
     APP_SECRET, BOT, BOT_PASSWORD, Chat, Facebook, PAGES, PATIENCE, eventually,
     password_credentials, start_gateway, start_gateway_with, until_ready,
 };
@@ -29,41 +25,6 @@ const PAGE: &str = PAGES[0].0;
 
 // ---- helpers ----
 
-/// Everything every test in this binary logged, at every level.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("trace")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-        buffer
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 fn connect_page(gateway: &Gateway, token: &str) {
     let mut page = Page::new(PageId::new(PAGE), "Shop".to_owned());
     page.token = Some(SecretString::from(token.to_owned()));
@@ -73,22 +34,12 @@ fn connect_page(gateway: &Gateway, token: &str) {
 }
 
 /// A customer's text message to `PAGE`, as Meta sends it.
-fn message_body(psid: &str, mid: &str, text_json: &str) -> Vec<u8> {
-    format!(
-        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":1700000000000,"messaging":[{{"sender":{{"id":"{psid}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":1700000000000,"message":{{"mid":"{mid}","text":{text_json}}}}}]}}]}}"#
-    )
-    .into_bytes()
+fn message_body(psid: &str, mid: &str, text: &str) -> Vec<u8> {
+    webhook::text_body(PAGE, psid, mid, text)
 }
 
 async fn post_webhook(gateway: &Gateway, signature: Option<&str>, body: Vec<u8>) -> u16 {
-    let mut request = reqwest::Client::new()
-        .post(format!("http://{}/webhooks/messenger", gateway.http_addr))
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some(signature) = signature {
-        request = request.header("x-hub-signature-256", signature);
-    }
-    request.send().await.unwrap().status().as_u16()
+    webhook::post(&reqwest::Client::new(), gateway.http_addr, body, signature).await
 }
 
 async fn stored_events(gateway: &Gateway) -> u64 {
@@ -133,20 +84,23 @@ async fn healthz(gateway: &Gateway) -> u16 {
 
 #[tokio::test]
 async fn only_correctly_signed_bodies_are_accepted() {
-    captured_logs();
+    Logs::global("trace");
     let chat = Chat::start().await;
     let running = start_gateway(&chat, &password_credentials()).await;
     connect_page(&running.gateway, "page-token-unused");
 
-    let body = message_body("6789", "m_sig", "\"hello\"");
-    let good = sign(APP_SECRET, &body);
+    let body = message_body("6789", "m_sig", "hello");
+    let good = webhook::signature(APP_SECRET, &body);
     let mut altered = body.clone();
     let at = altered.len() - 10;
     altered[at] ^= 0x01;
     // Meta signs its escaped-unicode form; the same text re-encoded as UTF-8 is another body.
-    let escaped = message_body("6789", "m_uni", r#""caf\u00e9 \ud83d\ude00""#);
-    let escaped_sig = sign(APP_SECRET, &escaped);
-    let decoded = message_body("6789", "m_uni", "\"café 😀\"");
+    let escaped = String::from_utf8(message_body("6789", "m_uni", "café 😀"))
+        .unwrap()
+        .replace("café 😀", r"caf\u00e9 \ud83d\ude00")
+        .into_bytes();
+    let escaped_sig = webhook::signature(APP_SECRET, &escaped);
+    let decoded = message_body("6789", "m_uni", "café 😀");
 
     struct Case {
         what: &'static str,
@@ -193,7 +147,7 @@ async fn only_correctly_signed_bodies_are_accepted() {
         },
         Case {
             what: "signed with another secret",
-            signature: Some(sign("another-secret", &body)),
+            signature: Some(webhook::signature("another-secret", &body)),
             body: body.clone(),
             status: 401,
             stored: 0,
@@ -239,7 +193,7 @@ async fn only_correctly_signed_bodies_are_accepted() {
 
 #[tokio::test]
 async fn verification_needs_the_exact_token() {
-    captured_logs();
+    Logs::global("trace");
     let chat = Chat::start().await;
     let running = start_gateway(&chat, &password_credentials()).await;
     let url = format!("http://{}/webhooks/messenger", running.gateway.http_addr);
@@ -314,7 +268,7 @@ async fn verification_needs_the_exact_token() {
 
 #[tokio::test]
 async fn a_non_admin_can_run_no_command_and_changes_nothing() {
-    captured_logs();
+    Logs::global("trace");
     let chat = Chat::start().await;
     let running = start_gateway(&chat, &password_credentials()).await;
     until_ready(&running.gateway).await;
@@ -391,7 +345,7 @@ async fn a_non_admin_can_run_no_command_and_changes_nothing() {
 
 #[tokio::test]
 async fn commands_outside_direct_messages_with_the_bot_are_ignored() {
-    captured_logs();
+    Logs::global("trace");
     let chat = Chat::start().await;
     chat.sim.grant_permission("bot", "view-livechat-rooms");
     let running = start_gateway(&chat, &password_credentials()).await;
@@ -447,7 +401,7 @@ async fn commands_outside_direct_messages_with_the_bot_are_ignored() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_log() {
-    let logs = captured_logs();
+    let logs = Logs::global("trace");
     let chat = Chat::start().await;
     let facebook = Facebook::start().await;
     let graph = &facebook.sim;
@@ -511,12 +465,12 @@ async fn secrets_never_reach_the_log() {
             .await
             .unwrap();
     }
-    let body = message_body("6789", "m_secret_run", "\"where is my order?\"");
+    let body = message_body("6789", "m_secret_run", "where is my order?");
     assert_eq!(
         post_webhook(&running.gateway, Some("sha256=00"), body.clone()).await,
         401
     );
-    let signature = sign(APP_SECRET, &body);
+    let signature = webhook::signature(APP_SECRET, &body);
     assert_eq!(
         post_webhook(&running.gateway, Some(&signature), body).await,
         200
@@ -535,7 +489,7 @@ async fn secrets_never_reach_the_log() {
     until_ready(&running.gateway).await;
     running.gateway.shutdown().await.unwrap();
 
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(
         text.contains("webhook refused") && text.contains("command accepted"),
         "the capture holds the run's log"
@@ -556,13 +510,13 @@ async fn secrets_never_reach_the_log() {
 
 #[tokio::test]
 async fn a_body_over_one_mebibyte_gets_413() {
-    captured_logs();
+    Logs::global("trace");
     let chat = Chat::start().await;
     let running = start_gateway(&chat, &password_credentials()).await;
     connect_page(&running.gateway, "page-token-unused");
-    let mut body = message_body("6789", "m_big", "\"big\"");
+    let mut body = message_body("6789", "m_big", "big");
     body.resize(omni_gateway::http::MAX_BODY_BYTES + 1, b' ');
-    let signature = sign(APP_SECRET, &body);
+    let signature = webhook::signature(APP_SECRET, &body);
     assert_eq!(
         post_webhook(&running.gateway, Some(&signature), body).await,
         413
@@ -570,9 +524,9 @@ async fn a_body_over_one_mebibyte_gets_413() {
     assert_eq!(stored_events(&running.gateway).await, 0);
 
     // Exactly at the limit is still accepted.
-    let mut body = message_body("6789", "m_max", "\"max\"");
+    let mut body = message_body("6789", "m_max", "max");
     body.resize(omni_gateway::http::MAX_BODY_BYTES, b' ');
-    let signature = sign(APP_SECRET, &body);
+    let signature = webhook::signature(APP_SECRET, &body);
     assert_eq!(
         post_webhook(&running.gateway, Some(&signature), body).await,
         200
@@ -593,7 +547,7 @@ async fn raw_exchange(gateway: &Gateway, head: &[u8]) -> String {
 
 #[tokio::test]
 async fn huge_request_heads_are_refused_and_the_server_stays_up() {
-    captured_logs();
+    Logs::global("trace");
     let chat = Chat::start().await;
     let running = start_gateway(&chat, &password_credentials()).await;
 
@@ -650,7 +604,7 @@ fn raise_open_file_limit() -> u64 {
 
 #[tokio::test]
 async fn thousands_of_idle_connections_do_not_stop_healthz() {
-    captured_logs();
+    Logs::global("trace");
     // Both ends of every connection live in this process.
     let wanted: u64 = 2000;
     let sockets = wanted.min(raise_open_file_limit().saturating_sub(512) / 2);

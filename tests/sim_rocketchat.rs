@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use omni_gateway::ids::RoomId;
-use omni_gateway::sim::rocketchat::{RocketChatSim, SimOptions};
+use omni_sim::ids::RoomId;
+use omni_sim::rocketchat::{RocketChatSim, SimOptions};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;

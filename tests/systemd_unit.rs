@@ -3,25 +3,22 @@
 //! are in flight, exits within the unit's `TimeoutStopSec` and loses nothing: after a restart
 //! every acknowledged webhook event reaches Rocket.Chat exactly once, in order.
 
-mod support;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use omni_gateway::ids::PageId;
-use omni_gateway::sandbox::webhook_body;
-use omni_gateway::sim::graph::GraphSim;
 use omni_gateway::store::{Page, PageStatus, Store, TokenKey};
-use support::{BOT, BOT_PASSWORD, Chat};
-use tokio::time::Instant;
+use omni_sim::graph::GraphSim;
+use omni_testkit::daemon::{Daemon, free_port};
+use omni_testkit::webhook;
+use omni_testkit::{APP_ID, APP_SECRET, Chat, config_text_on_port, gateway_binary};
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/omni-gateway.service");
 const BINARY: &str = env!("CARGO_BIN_EXE_omni-gateway");
 const PAGE: &str = "333000000000001";
-const APP_SECRET: &str = "app-secret-for-sigterm";
 
 fn unit_text() -> String {
     std::fs::read_to_string(UNIT).unwrap()
@@ -120,57 +117,6 @@ fn systemd_analyze_verify_finds_nothing() {
     );
 }
 
-/// A running `omni-gateway run` child; killed if the test ends early.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let child = Command::new(BINARY)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        Daemon(child)
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit, up to `limit`; returns how long it took.
-    async fn wait_exit(&mut self, limit: Duration) -> Duration {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                assert!(status.success(), "the gateway exited with {status}");
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < limit,
-                "the gateway did not stop within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// A connected page in a fresh store, as `authorize` would leave it (without a token: the relay
 /// then names visitors by a placeholder, which is all this test needs).
 fn seed_store(path: &Path) {
@@ -180,51 +126,6 @@ fn seed_store(path: &Path) {
     page.status = PageStatus::Connected;
     store.put_page(&page).unwrap();
     store.flush_blocking().unwrap();
-}
-
-fn config(chat: &Chat, graph: &GraphSim, port: u16, store: &Path) -> String {
-    let graph = graph.url();
-    let graph = graph.as_str().trim_end_matches('/');
-    format!(
-        r#"
-[rocketchat]
-url = "{rc}"
-username = "{BOT}"
-password = "{BOT_PASSWORD}"
-
-[facebook]
-app_id = "1234567890"
-app_secret = "{APP_SECRET}"
-verify_token = "verify-token-for-tests"
-graph_url = "{graph}"
-dialog_url = "{graph}"
-
-[http]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-
-[store]
-path = "{store}"
-"#,
-        rc = chat.sim.url().as_str().trim_end_matches('/'),
-        store = store.display(),
-    )
-}
-
-async fn until_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + support::PATIENCE;
-    loop {
-        let ready = http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Every visitor message of every Livechat room, room by room, each room in arrival order.
@@ -244,17 +145,15 @@ async fn sigterm_mid_delivery_loses_nothing_and_stops_in_time() {
     chat.sim
         .add_user("sam", "sam-pw", &["user", "livechat-agent"]);
     chat.sim.set_agent_online("sam", true);
-    let graph = GraphSim::start("1234567890", APP_SECRET).await.unwrap();
+    let graph = GraphSim::start(APP_ID, APP_SECRET).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("data");
     seed_store(&store);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config_path = dir.path().join("bot.toml");
-    std::fs::write(&config_path, config(&chat, &graph, port, &store)).unwrap();
+    let config = config_text_on_port(chat.sim.url().as_str(), graph.url().as_str(), &store, port);
+    std::fs::write(&config_path, config).unwrap();
+    let log = dir.path().join("daemon.log");
     let stop_limit = Duration::from_secs(
         unit_value("TimeoutStopSec")
             .and_then(|v| v.trim_end_matches('s').parse().ok())
@@ -264,8 +163,8 @@ async fn sigterm_mid_delivery_loses_nothing_and_stops_in_time() {
     let webhook = format!("{base}/webhooks/messenger");
     let http = reqwest::Client::new();
 
-    let mut daemon = Daemon::start(&config_path);
-    until_ready(&http, &base).await;
+    let mut daemon = Daemon::start(gateway_binary!(), &config_path, log.clone());
+    daemon.until_ready(&http, &base).await;
     // Rocket.Chat is slow: each call takes 100 ms, so deliveries are in flight at the SIGTERM.
     chat.sim.set_rest_latency(Duration::from_millis(100));
 
@@ -279,8 +178,8 @@ async fn sigterm_mid_delivery_loses_nothing_and_stops_in_time() {
             for n in 0.. {
                 let text = format!("customer {customer} message {n}");
                 let psid = format!("80000000000000{customer}");
-                let body = webhook_body(PAGE, &psid, &format!("m_{customer}_{n}"), &text);
-                match graph.deliver_webhook(&webhook, body.as_bytes()).await {
+                let body = webhook::text_body(PAGE, &psid, &format!("m_{customer}_{n}"), &text);
+                match graph.deliver_webhook(&webhook, &body).await {
                     Ok(r) if r.status().is_success() => acknowledged.push(text),
                     // Refused or cut off while stopping: Meta would retry it later.
                     _ if stopping.load(Ordering::Relaxed) => break,
@@ -295,13 +194,19 @@ async fn sigterm_mid_delivery_loses_nothing_and_stops_in_time() {
             acknowledged
         }));
     }
-    support::eventually("some deliveries before the stop", || {
+    omni_testkit::eventually("some deliveries before the stop", || {
         delivered(&chat).len() >= 3
     })
     .await;
     stopping.store(true, Ordering::Relaxed);
     daemon.sigterm();
-    let took = daemon.wait_exit(stop_limit).await;
+    let started = tokio::time::Instant::now();
+    let status = daemon.wait_exit(stop_limit).await;
+    let took = started.elapsed();
+    match status {
+        Some(status) => assert!(status.success(), "the gateway exited with {status}"),
+        None => panic!("the gateway did not stop within {stop_limit:?}"),
+    }
     let mut acknowledged = Vec::new();
     for writer in writers {
         acknowledged.extend(writer.await.unwrap());
@@ -317,9 +222,9 @@ async fn sigterm_mid_delivery_loses_nothing_and_stops_in_time() {
     );
 
     chat.sim.set_rest_latency(Duration::ZERO);
-    let mut daemon = Daemon::start(&config_path);
-    until_ready(&http, &base).await;
-    support::eventually("every acknowledged event delivered", || {
+    let mut daemon = Daemon::start(gateway_binary!(), &config_path, log.clone());
+    daemon.until_ready(&http, &base).await;
+    omni_testkit::eventually("every acknowledged event delivered", || {
         delivered(&chat).len() >= acknowledged.len()
     })
     .await;
@@ -346,5 +251,9 @@ async fn sigterm_mid_delivery_loses_nothing_and_stops_in_time() {
         );
     }
     daemon.sigterm();
-    daemon.wait_exit(stop_limit).await;
+    let status = daemon.wait_exit(stop_limit).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the restarted gateway did not stop cleanly within {stop_limit:?}: {status:?}"
+    );
 }

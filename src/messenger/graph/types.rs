@@ -41,7 +41,7 @@ pub struct PageAccount {
 impl PageAccount {
     /// Whether the person may answer the page's Messenger conversations: Meta requires the
     /// `MESSAGE` task, which `/me/accounts` reports as `MESSAGING`; `MODERATE` implies it
-    /// (messenger.md §4.1, §6.5).
+    /// (`docs/messenger.md` §3.1, §5.5).
     pub fn can_message(&self) -> bool {
         self.tasks
             .iter()
@@ -123,7 +123,7 @@ impl Profile {
     }
 }
 
-/// Which send policy a message goes out under (messenger.md §4.3).
+/// Which send policy a message goes out under (`docs/messenger.md` §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Messaging {
     /// `messaging_type=RESPONSE`: within 24 hours of the customer's last message.
@@ -207,7 +207,7 @@ pub struct SendResponse {
     pub message_id: String,
 }
 
-/// A typing indicator or read receipt; each is its own request (messenger.md §4.2).
+/// A typing indicator or read receipt; each is its own request (`docs/messenger.md` §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SenderAction {
     TypingOn,
@@ -284,4 +284,33 @@ mod tests {
         assert_eq!(info.app_id.as_deref(), Some("1234"));
         assert_eq!(info.error.map(|e| e.subcode), Some(Some(460)));
     }
+}
+
+/// One entry of `GET /me/permissions`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Permission {
+    pub permission: String,
+    /// `granted`, `declined` or `expired`.
+    pub status: String,
+}
+
+/// One entry of `GET /{app-id}/subscriptions`: the app-level webhook subscription of an object
+/// (https://developers.facebook.com/docs/graph-api/reference/app/subscriptions/).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AppSubscription {
+    pub object: String,
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default)]
+    pub fields: Vec<SubscriptionField>,
+}
+
+/// A subscribed field with the Graph version its payloads use.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SubscriptionField {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
 }

@@ -1,20 +1,24 @@
-//! Shared set-up for the end-to-end tests: the simulators, a gateway configured against them, and
-//! helpers that wait for what a person would see.
-#![allow(dead_code)] // each test binary uses a different subset
+//! omni-gateway's test kit, shared by its tests and benches: the simulators set up as a world
+//! (a Rocket.Chat with the bot and two admins, a Graph API with pages), a bot.toml written for
+//! them, a gateway started against them and waited on until ready, log capture, signed webhook
+//! bodies, and the real binary as a child process.
 
+pub mod bench;
 pub mod daemon;
+pub mod logs;
 pub mod messenger;
 pub mod pages;
 pub mod traffic;
+pub mod webhook;
 
 use std::path::Path;
 use std::time::Duration;
 
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
-use omni_gateway::ids::{RoomId, UserId};
-use omni_gateway::sim::graph::GraphSim;
-use omni_gateway::sim::rocketchat::{RocketChatSim, SimMessage, SimOptions};
+use omni_sim::graph::{AppSubscription, GraphSim};
+use omni_sim::ids::{RoomId, UserId};
+use omni_sim::rocketchat::{RocketChatSim, SimMessage, SimOptions};
 use tempfile::TempDir;
 
 pub const BOT: &str = "facebook.bot";
@@ -87,7 +91,8 @@ pub const FB_ADMIN: &str = "fb-alice";
 pub const PAGES: [(&str, &str); 2] = [("1001", "Acme Bakery"), ("1002", "Acme Books")];
 
 /// A Graph API simulator for the test app, with `FB_ADMIN` logged in to the simulated browser
-/// and managing the two `PAGES`.
+/// and managing the two `PAGES`, and the app's page webhooks already set up in the dashboard
+/// for the test gateway's `public_url`.
 pub struct Facebook {
     pub sim: GraphSim,
 }
@@ -102,6 +107,14 @@ impl Facebook {
             sim.add_page(FB_ADMIN, id, name, &["MESSAGING", "MODERATE", "MANAGE"]);
         }
         sim.set_dialog_user(FB_ADMIN);
+        sim.set_app_subscription(Some(AppSubscription {
+            callback_url: "http://127.0.0.1:8080/webhooks/messenger".into(),
+            fields: omni_gateway::messenger::graph::SUBSCRIBED_FIELDS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+            verify_token: VERIFY_TOKEN.into(),
+        }));
         Facebook { sim }
     }
 }
@@ -125,16 +138,64 @@ pub fn config_text_with(
     extra_rocketchat: &str,
     extra_facebook: &str,
 ) -> String {
+    let rocketchat = format!(
+        "{extra_rocketchat}
+admins = [\"carol\"]
+admin_roles = [\"admin\", \"livechat-manager\"]
+keepalive_ms = 200
+dead_link_ms = 1500"
+    );
+    let facebook = format!("api_version = \"v23.0\"\n{extra_facebook}");
+    toml_for(
+        rocketchat_url,
+        graph_url,
+        store,
+        &rocketchat,
+        &facebook,
+        0,
+        8080,
+    )
+}
+
+/// A bot.toml for a daemon of its own (a child process, a benchmark): password login, the
+/// gateway's default timers, listening on `port` of 127.0.0.1 (0: any free port), which is also
+/// its public URL.
+pub fn config_text_on_port(
+    rocketchat_url: &str,
+    graph_url: &str,
+    store: &Path,
+    port: u16,
+) -> String {
+    let credentials = password_credentials();
+    let public_port = if port == 0 { 8080 } else { port };
+    toml_for(
+        rocketchat_url,
+        graph_url,
+        store,
+        &credentials,
+        "",
+        port,
+        public_port,
+    )
+}
+
+/// The one bot.toml writer: both simulators' URLs, the test app, a store, and extra lines for
+/// the `[rocketchat]` and `[facebook]` tables.
+fn toml_for(
+    rocketchat_url: &str,
+    graph_url: &str,
+    store: &Path,
+    rocketchat: &str,
+    facebook: &str,
+    listen_port: u16,
+    public_port: u16,
+) -> String {
     format!(
         r#"
 [rocketchat]
 url = "{rocketchat_url}"
 username = "{BOT}"
-{extra_rocketchat}
-admins = ["carol"]
-admin_roles = ["admin", "livechat-manager"]
-keepalive_ms = 200
-dead_link_ms = 1500
+{rocketchat}
 
 [facebook]
 app_id = "{APP_ID}"
@@ -142,16 +203,17 @@ app_secret = "{APP_SECRET}"
 verify_token = "{VERIFY_TOKEN}"
 graph_url = "{graph_url}"
 dialog_url = "{graph_url}"
-api_version = "v23.0"
-{extra_facebook}
+{facebook}
 
 [http]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080"
+listen = "127.0.0.1:{listen_port}"
+public_url = "http://127.0.0.1:{public_port}"
 
 [store]
 path = "{store}"
 "#,
+        rocketchat_url = rocketchat_url.trim_end_matches('/'),
+        graph_url = graph_url.trim_end_matches('/'),
         store = store.display()
     )
 }
@@ -160,6 +222,13 @@ path = "{store}"
 pub struct Running {
     pub gateway: Gateway,
     pub dir: TempDir,
+}
+
+impl Running {
+    /// Shuts the gateway down as SIGTERM would, and fails the test if the shutdown fails.
+    pub async fn stop(self) {
+        self.gateway.shutdown().await.expect("clean shutdown");
+    }
 }
 
 pub async fn start_gateway(chat: &Chat, credentials: &str) -> Running {

@@ -2,15 +2,25 @@
 //! SIGKILL (no shutdown, no final flush), and started again on the same store.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use omni_gateway::config::Config;
 use omni_gateway::store::{Store, TokenKey};
 use tempfile::TempDir;
 
-use super::messenger::{Facebook, PageSetup, page_record};
-use super::{Chat, PATIENCE, config_text_with, password_credentials};
+use crate::messenger::{Facebook, PageSetup, page_record};
+use crate::{Chat, PATIENCE, config_text_with, password_credentials};
+
+/// The path of the `omni-gateway` binary cargo built for the calling test or bench. A macro so
+/// `env!` reads the caller's build environment (cargo sets `CARGO_BIN_EXE_*` only for the
+/// package's own tests and benches).
+#[macro_export]
+macro_rules! gateway_binary {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_omni-gateway"))
+    };
+}
 
 /// The daemon as a child process, killed (SIGKILL) when dropped so a failing test leaves nothing.
 pub struct Daemon {
@@ -19,22 +29,29 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Runs `omni-gateway run --config <config>`, appending its log to `log`.
-    pub fn start(config: &Path, log: PathBuf) -> Daemon {
+    /// Runs `<binary> run --config <config>` at log level info, appending its log to `log`.
+    pub fn start(binary: &Path, config: &Path, log: PathBuf) -> Daemon {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_omni-gateway"))
+        let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("the binary starts");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         Daemon { child, log }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no shutdown, no final flush.
@@ -43,23 +60,57 @@ impl Daemon {
         self.child.wait().expect("the process is reaped");
     }
 
+    /// SIGTERM, as systemd stops a service; does not wait.
+    pub fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid; it has not been reaped yet, so the pid is ours.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM delivered");
+    }
+
+    /// Waits up to `limit` for the child to exit; its status, or `None` if it still runs.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything the daemon logged so far (all runs that shared the log file).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until `/healthz` answers 200 at `base`.
-    pub async fn until_healthy(&self, http: &reqwest::Client, base: &str) {
+    /// Waits until `/healthz` answers 200 at `base` (the process serves HTTP).
+    pub async fn until_healthy(&mut self, http: &reqwest::Client, base: &str) {
+        self.until_ok(http, &format!("{base}/healthz")).await;
+    }
+
+    /// Waits until `/readyz` answers 200 at `base` (logged in, streams subscribed).
+    pub async fn until_ready(&mut self, http: &reqwest::Client, base: &str) {
+        self.until_ok(http, &format!("{base}/readyz")).await;
+    }
+
+    /// Polls `url` until it answers 200; panics with the log if the daemon exits or the
+    /// patience runs out.
+    async fn until_ok(&mut self, http: &reqwest::Client, url: &str) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if let Ok(answer) = http.get(format!("{base}/healthz")).send().await {
+            if let Ok(answer) = http.get(url).send().await {
                 if answer.status().is_success() {
                     return;
                 }
             }
+            let exited = self.child.try_wait().ok().flatten();
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "the daemon did not become healthy; its log:\n{}",
+                exited.is_none() && tokio::time::Instant::now() < deadline,
+                "{url} never answered 200 (exit: {exited:?}); the daemon's log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -69,8 +120,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -96,7 +149,7 @@ impl Installed {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let text = config_text_with(
-            chat.sim.url().as_str().trim_end_matches('/'),
+            chat.sim.url().as_str(),
             fb.sim.url().as_str(),
             &dir.path().join("data"),
             &password_credentials(),
@@ -124,8 +177,9 @@ impl Installed {
         }
     }
 
-    /// Starts the binary on this installation (the log accumulates across runs).
-    pub fn start(&self) -> Daemon {
-        Daemon::start(&self.config, self.log.clone())
+    /// Starts `binary` ([`gateway_binary!`](crate::gateway_binary)) on this installation (the
+    /// log accumulates across runs).
+    pub fn start(&self, binary: &Path) -> Daemon {
+        Daemon::start(binary, &self.config, self.log.clone())
     }
 }

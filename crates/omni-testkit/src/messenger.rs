@@ -16,12 +16,12 @@ use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
 use omni_gateway::ids::PageId;
 use omni_gateway::messenger::graph::{GraphClient, GraphSettings};
-use omni_gateway::sim::graph::GraphSim;
 use omni_gateway::store::{Department, Page, PageStatus};
+use omni_sim::graph::GraphSim;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::{APP_ID, APP_SECRET, Chat, Running, config_text_with};
+use crate::{APP_ID, APP_SECRET, Chat, Running, config_text_with};
 
 pub const PAGE_ID: &str = "1001";
 pub const PAGE_NAME: &str = "Acme Shop";
@@ -67,7 +67,7 @@ impl Facebook {
             .build()
             .expect("reqwest builds");
         let answer = browser
-            .get(client.login_dialog_url(REDIRECT, "test-state"))
+            .get(client.login_dialog_url(REDIRECT, "test-state", false))
             .send()
             .await
             .expect("dialog answers");
@@ -106,7 +106,7 @@ pub async fn start_gateway(chat: &Chat, fb: &Facebook) -> Running {
         chat.sim.url().as_str().trim_end_matches('/'),
         fb.sim.url().as_str(),
         &dir.path().join("data"),
-        &super::password_credentials(),
+        &crate::password_credentials(),
         "",
     );
     let config = Config::parse(&text, &dir.path().join("bot.toml"), &|_| None)

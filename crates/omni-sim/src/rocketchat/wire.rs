@@ -52,7 +52,7 @@ pub(super) fn date(ms: i64, form: DateForm) -> Value {
 
 /// `Date.prototype.toISOString()` for a millisecond timestamp (UTC, millisecond precision).
 pub(super) fn iso(ms: i64) -> String {
-    crate::rocketchat::dates::iso(u64::try_from(ms).unwrap_or(0))
+    crate::dates::iso(u64::try_from(ms).unwrap_or(0))
 }
 
 /// A `Meteor.Error` as DDP serialises it: `message` is `"reason [error]"`, or `"[error]"` when

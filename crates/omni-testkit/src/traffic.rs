@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use omni_gateway::sim::graph::GraphSim;
-use omni_gateway::sim::rocketchat::RocketChatSim;
+use omni_sim::graph::GraphSim;
+use omni_sim::rocketchat::RocketChatSim;
 
 /// The metadata the gateway puts on agent replies (its own welcome and offline texts differ).
 const AGENT_METADATA: &str = "omni-gateway:agent";
