@@ -425,7 +425,10 @@ mod tests {
         drop(journal);
         let applied = applied.lock().unwrap().clone();
         assert_eq!(applied.len(), 50);
-        assert!(applied.windows(2).all(|w| w[0].0 < w[1].0), "positions grow");
+        assert!(
+            applied.windows(2).all(|w| w[0].0 < w[1].0),
+            "positions grow"
+        );
 
         // Nothing was checkpointed past the live segment, so a restart finds all 50 again.
         let recovered = Test::recover(dir.path()).unwrap();
@@ -455,7 +458,11 @@ mod tests {
     #[test]
     fn damage_before_the_last_segment_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(format!("{:020}.{SUFFIX}", 1)), [1, 0, 0, 0, 0]).unwrap();
+        fs::write(
+            dir.path().join(format!("{:020}.{SUFFIX}", 1)),
+            [1, 0, 0, 0, 0],
+        )
+        .unwrap();
         fs::write(dir.path().join(format!("{:020}.{SUFFIX}", 2)), []).unwrap();
         assert!(matches!(
             Test::recover(dir.path()),
@@ -471,7 +478,9 @@ mod tests {
         let journal = Test::start_sized(
             dir.path(),
             Test::recover(dir.path()).unwrap(),
-            Box::new(|batch: Vec<(Position, Vec<u8>)>| Ok(batch.into_iter().map(|(p, _)| p).collect())),
+            Box::new(|batch: Vec<(Position, Vec<u8>)>| {
+                Ok(batch.into_iter().map(|(p, _)| p).collect())
+            }),
             Box::new(move || {
                 *counter.lock().unwrap() += 1;
                 Ok(())
