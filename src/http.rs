@@ -574,15 +574,15 @@ fn relayed_events(
     Ok((events, stale_pages))
 }
 
-/// Stores the events durably (the 200 waits for this), then wakes their conversations' workers.
+/// Stores the events durably (the 200 waits for this; see `Store::ingest`), then wakes their
+/// conversations' workers.
 async fn store_events(
     state: &WebhookState,
     events: Vec<InboundEvent>,
     stale_pages: &[PageId],
 ) -> Result<(), store::Error> {
     let keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
-    let outcome = state.store.enqueue_inbound(events)?;
-    state.store.sync().await?;
+    let outcome = state.store.ingest(events).await?;
     state
         .telemetry
         .webhook_event("stored", outcome.stored as u64);
