@@ -57,7 +57,9 @@ async fn run_until_healthy(installed: &Installed, env: &[(&str, String)]) -> Str
             .send()
             .await
             .is_ok_and(|a| a.status().is_success());
-        if healthy {
+        // Healthy comes a moment before the start-up's last line is written.
+        let started = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("gateway started"));
+        if healthy && started {
             break;
         }
         assert!(
