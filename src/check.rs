@@ -1,8 +1,8 @@
-//! `omni-gateway check` (DESIGN.md §3): diagnoses a set-up without starting the daemon. Each
-//! check prints one line, `✓`, `⚠` or `✗`, and every `✗` says what to do; any `✗` makes the
-//! command exit non-zero. The checks follow the order an admin sets things up: the file, the
-//! store, Rocket.Chat (reachable, login, Omnichannel, settings, permissions), Meta, the public URL.
-//! A check that cannot run because an earlier one failed is not printed: fix the first `✗` first.
+//! `omni-gateway check` (`docs/contract.md` §2): diagnoses a set-up without starting the daemon.
+//! Each check prints one line, `✓`, `⚠` or `✗`, and every `✗` says what to do; any `✗` makes the
+//! command exit non-zero. The checks follow the order an admin sets things up: the file, the store,
+//! Rocket.Chat (reachable, login, Omnichannel, settings, permissions), Meta, the public URL. A
+//! check that cannot run because an earlier one failed is not printed: fix the first `✗` first.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1,4 +1,4 @@
-//! The admin command grammar (DESIGN.md §5): chat text in, a typed [`Command`] out.
+//! The admin command grammar (`docs/contract.md` §4): chat text in, a typed [`Command`] out.
 //!
 //! Architecture invariant: this module is pure. It does no I/O and knows nothing of Rocket.Chat
 //! or Facebook, so every spelling and every error is tested from a table.

@@ -1,4 +1,4 @@
-//! `bot.toml`: reading, validating and resolving the configuration (DESIGN.md §2).
+//! `bot.toml`: reading, validating and resolving the configuration (`docs/contract.md` §1).
 //!
 //! The file is read in two steps. First it is deserialized into `Raw*` structs that mirror the
 //! file exactly, with every key optional and unknown keys refused, so a typo is reported by name

@@ -1,5 +1,5 @@
-//! The gateway's own HTTP server (DESIGN.md §4): Meta's webhooks, the OAuth callback, and the
-//! operator's probes. Request bodies are capped at 1 MiB, request heads at 64 KiB, connections
+//! The gateway's own HTTP server (`docs/contract.md` §3): Meta's webhooks, the OAuth callback, and
+//! the operator's probes. Request bodies are capped at 1 MiB, request heads at 64 KiB, connections
 //! at [`MAX_CONNECTIONS`], and every request has a deadline.
 
 use std::net::SocketAddr;

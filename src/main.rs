@@ -1,4 +1,4 @@
-//! `omni-gateway` command line (DESIGN.md §3): `run` (the default), `check`, `sandbox`.
+//! `omni-gateway` command line (`docs/contract.md` §2): `run` (the default), `check`, `sandbox`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,6 +3,7 @@
 //! both directions share: talking to the customer through the Send API (with token health), and
 //! one log line per outage instead of one per retry.
 
+pub mod agent_text;
 pub mod inbound;
 pub mod outbound;
 pub mod render;
@@ -87,7 +88,7 @@ impl CustomerMessenger {
     }
 
     /// The customer's name from the User Profile API, with fallbacks: `first last`, `name`,
-    /// then "Facebook user …1234" (profiles are often unavailable, messenger.md §7).
+    /// then "Facebook user …1234" (profiles are often unavailable, `docs/messenger.md` §9).
     pub async fn display_name(&self, page: Option<&Page>, psid: &Psid) -> String {
         let fallback = || {
             format!(

@@ -1,5 +1,5 @@
-//! `omni-gateway sandbox` (DESIGN.md §3): the real gateway between the built-in simulators of
-//! Rocket.Chat and Facebook, on loopback, with a throw-away store, and a guided tour of what it
+//! `omni-gateway sandbox` (`docs/contract.md` §2): the real gateway between the built-in simulators
+//! of Rocket.Chat and Facebook, on loopback, with a throw-away store, and a guided tour of what it
 //! does, one line per hop: an admin connects two pages and configures them, a customer writes, an
 //! agent answers and closes the room, and a conversation is held while no agent is online and then
 //! delivered. The far ends are simulated; everything in between is production code, started with

@@ -1,4 +1,4 @@
-//! The durable state of the gateway, kept in sled (DESIGN.md §7).
+//! The durable state of the gateway, kept in sled (`docs/contract.md` §6).
 //!
 //! Architecture invariant: only this module touches sled. The rest of the crate sees typed
 //! records and opaque queue ids, so the engine could be replaced without touching it.

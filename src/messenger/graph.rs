@@ -1,6 +1,6 @@
 //! A typed client for the parts of Meta's Graph API the gateway uses: Facebook Login for pages
 //! (dialog link, code and long-lived exchanges, `/me/accounts`), page webhook subscriptions,
-//! token inspection, the User Profile API and the Send API. Wire facts: messenger.md §4–§7.
+//! token inspection, the User Profile API and the Send API. Wire facts: `docs/messenger.md` §3–§9.
 //!
 //! Tokens are `SecretString`s and never reach an error or a log line: access tokens travel in
 //! the `Authorization: Bearer` header, which the Graph API accepts like the `access_token`
@@ -30,8 +30,8 @@ pub use types::{
     SenderAction, TokenInfo, TokenInfoError, UserToken,
 };
 
-/// The webhook fields a page is subscribed to: the recommended live-chat set of messenger.md
-/// §3.11. They must also be enabled for the app in the App Dashboard.
+/// The webhook fields a page is subscribed to: the live-chat set of
+/// `docs/messenger.md` §2.7. They must also be enabled for the app in the App Dashboard (§6 there).
 pub const SUBSCRIBED_FIELDS: &[&str] = &[
     "messages",
     "messaging_postbacks",
@@ -47,7 +47,7 @@ pub const SUBSCRIBED_FIELDS: &[&str] = &[
     "messaging_policy_enforcement",
 ];
 
-/// The permissions the login dialog asks for (messenger.md §6.2): list the pages, message on
+/// The permissions the login dialog asks for (`docs/messenger.md` §5.2): list the pages, message on
 /// their behalf, subscribe them to webhooks, and the engagement read Meta pairs with them.
 pub const LOGIN_SCOPES: &[&str] = &[
     "pages_show_list",
@@ -139,8 +139,8 @@ impl GraphClient {
         })
     }
 
-    /// The Facebook Login link an admin opens (manual flow, messenger.md §6.1). `state` is the
-    /// caller's single-use CSRF value; Meta sends it back on the redirect.
+    /// The Facebook Login link an admin opens (manual flow, `docs/messenger.md` §5.1). `state` is
+    /// the caller's single-use CSRF value; Meta sends it back on the redirect.
     pub fn login_dialog_url(&self, redirect_uri: &str, state: &str) -> Url {
         let mut url = versioned(&self.dialog_url, &self.api_version, &["dialog", "oauth"]);
         url.query_pairs_mut()
@@ -167,7 +167,7 @@ impl GraphClient {
     }
 
     /// Trades a short-lived user token for a long-lived one (about 60 days); page tokens
-    /// fetched with a long-lived user token do not expire (messenger.md §6.4, §6.5).
+    /// fetched with a long-lived user token do not expire (`docs/messenger.md` §5.4, §5.5).
     pub async fn exchange_long_lived(&self, short: &SecretString) -> Result<UserToken, Error> {
         let req = self
             .request(Method::GET, &["oauth", "access_token"], None)
@@ -226,7 +226,7 @@ impl GraphClient {
     }
 
     /// Our app's `subscribed_fields` on the page, or `None` when the app is not subscribed
-    /// (Meta drops subscriptions after an hour of failed webhook deliveries, messenger.md §2.3).
+    /// (Meta drops subscriptions after an hour of failed deliveries, `docs/messenger.md` §2.3).
     pub async fn subscribed_fields(
         &self,
         page: &PageId,
@@ -292,7 +292,7 @@ impl GraphClient {
     }
 
     /// The User Profile API; needs the "Business Asset User Profile Access" feature, and fails
-    /// with 2018218 for some accounts (messenger.md §7): callers fall back to a placeholder.
+    /// with 2018218 for some accounts (`docs/messenger.md` §9): callers fall back to a placeholder.
     pub async fn user_profile(
         &self,
         psid: &Psid,
@@ -305,7 +305,7 @@ impl GraphClient {
     }
 
     /// `POST /{page}/messages` with a JSON body. Not idempotent: a retry after a timeout can
-    /// deliver twice (messenger.md §5.3).
+    /// deliver twice (`docs/messenger.md` §4.3).
     pub async fn send_message(
         &self,
         page: &PageId,
@@ -336,7 +336,7 @@ impl GraphClient {
     }
 
     /// Uploads a file with the message (multipart, field `filedata`), the way the Send API
-    /// takes files that have no public URL (messenger.md §4.2). At most 25 MB.
+    /// takes files that have no public URL (`docs/messenger.md` §3.4). At most 25 MB.
     #[allow(clippy::too_many_arguments)] // the Send API's own parameter list
     pub async fn send_attachment(
         &self,
@@ -459,7 +459,7 @@ impl GraphClient {
     }
 
     /// Calls that answer `{"success": true}`; the docs also show `"true"` as a string and the
-    /// permissions edge a bare `true` (messenger.md §6.6, §6.7).
+    /// permissions edge a bare `true` (`docs/messenger.md` §6, §5.7).
     async fn call_success(&self, what: &'static str, req: RequestBuilder) -> Result<(), Error> {
         let answer: serde_json::Value = self.call(what, req).await?;
         let flag = answer.get("success").unwrap_or(&answer);

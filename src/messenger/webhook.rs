@@ -1,4 +1,4 @@
-//! Messenger webhooks (reference/messenger.md §1–§3): the signature, the envelope, and typed
+//! Messenger webhooks (`docs/messenger.md` §2): the signature, the envelope, and typed
 //! views of the events the relay delivers. Parsing is tolerant: unknown keys and event kinds are
 //! skipped, never an error, because Meta adds them without notice.
 
@@ -150,7 +150,7 @@ fn id_string(value: &Value) -> Option<String> {
     }
 }
 
-/// The key Meta's redeliveries share (messenger.md §2.6): `mid` for messages, echoes and
+/// The key Meta's redeliveries share (`docs/messenger.md` §2.4): `mid` for messages, echoes and
 /// postbacks; `mid` + edit number for edits; sender, mid, action and time for reactions.
 pub fn dedupe_key(item: &Value) -> Option<String> {
     let mid = |v: &Value| v.get("mid").and_then(Value::as_str).map(str::to_owned);

@@ -678,7 +678,7 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
     })
 }
 
-/// The Send API policy (messenger.md §4.3): `RESPONSE` within 24 h of the customer's last
+/// The Send API policy (`docs/messenger.md` §3.3): `RESPONSE` within 24 h of the customer's last
 /// message; `HUMAN_AGENT` up to 7 days only when the app is approved for it and a person wrote
 /// the reply; otherwise the reason it cannot be sent.
 pub fn policy(

@@ -60,7 +60,7 @@ pub struct DdpSettings {
 }
 
 impl DdpSettings {
-    /// The recommended timings (reference/rocketchat.md §A1): the server drops a client after
+    /// The recommended timings (`docs/rocketchat.md` §2.2): the server drops a client after
     /// about 30 s of silence, so we ping every 25 s and give up on a link silent for 60 s.
     /// Reconnects back off to at most 15 s: the gateway sits next to its Rocket.Chat, and each
     /// second after a restart of the server is a second of agent replies waiting.

@@ -1,4 +1,4 @@
-//! The Livechat visitor API (reference/rocketchat.md §C): how a Messenger customer becomes a
+//! The Livechat visitor API (`docs/rocketchat.md` §4): how a Messenger customer becomes a
 //! Livechat visitor with a room and messages. These routes authenticate the visitor by token, not
 //! the bot, so they are called without the bot's credentials.
 
@@ -238,8 +238,8 @@ impl RestClient {
         Ok(newer)
     }
 
-    /// Downloads a file of a Livechat room as its visitor (reference §C7a): the bot is not a
-    /// member of Livechat rooms, so its own credentials would get 403.
+    /// Downloads a file of a Livechat room as its visitor (`docs/rocketchat.md` §4.7): the bot is
+    /// not a member of Livechat rooms, so its own credentials would get 403.
     pub async fn download_as_visitor(
         &self,
         path: &str,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::dates;
 use crate::ids::{MessageId, RoomId, UserId};
 
-/// The stream of every message the bot can see (reference/rocketchat.md §A4).
+/// The stream of every message the bot can see (`docs/rocketchat.md` §2.6).
 pub const MY_MESSAGES: &str = "__my_messages__";
 pub const ROOM_MESSAGES_STREAM: &str = "stream-room-messages";
 

@@ -3,7 +3,7 @@
 //! are checked on every call and die when Meta would kill them, the Send API enforces the
 //! 24-hour and 7-day windows, and every error has Meta's `{"error":{…}}` shape and status.
 //!
-//! Decisions where Meta's documentation is silent (messenger.md marks them UNVERIFIED):
+//! Decisions where Meta's documentation is silent (`docs/messenger.md` §11):
 //! - `DELETE /me/permissions` removes the whole grant: the person's user tokens and every page
 //!   token obtained through them die with 190/458, as a de-authorized app loses its tokens.
 //! - Text longer than 2000 characters is refused; exactly 2000 passes, as Meta's own error text

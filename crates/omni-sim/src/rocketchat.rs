@@ -1,6 +1,7 @@
 //! A strict, in-process Rocket.Chat simulator: the realtime API (DDP over WebSocket at
 //! `/websocket`) and the REST subset the gateway uses (`/api/v1/…`, Livechat visitor routes, file
-//! downloads at `/file-upload/…`), built from Rocket.Chat's source. It rejects what the real server rejects, with the real error shapes, so the gateway's
+//! downloads at `/file-upload/…`), built from `docs/rocketchat.md` and Rocket.Chat's
+//! source. It rejects what the real server rejects, with the real error shapes, so the gateway's
 //! tests and `omni-gateway sandbox` exercise the same failure paths as production. Tests drive the
 //! far side through this handle (people typing, agents replying, rooms closing) and inject faults
 //! (dropped sockets, refused connections, unanswered pings, 5xx, 429, latency).
@@ -651,6 +652,27 @@ impl RocketChatSim {
 
     pub fn stats(&self) -> SimStats {
         self.shared().lock().counters.clone()
+    }
+
+    /// From now on, keeps every REST request received (see `rest_requests`).
+    pub fn record_rest_requests(&self) {
+        self.shared()
+            .lock()
+            .rest_log
+            .requests
+            .get_or_insert_with(Vec::new);
+    }
+
+    /// The REST requests received since `record_rest_requests`, oldest first, one JSON object
+    /// each: `method`, `route` (the pattern, e.g. `/api/v1/livechat/messages.history/{rid}`),
+    /// `path`, `query` (raw), `content_type`, `body` (the JSON body, or null).
+    pub fn rest_requests(&self) -> Vec<Value> {
+        self.shared()
+            .lock()
+            .rest_log
+            .requests
+            .clone()
+            .unwrap_or_default()
     }
 }
 

@@ -1,8 +1,8 @@
 //! Graph API errors and their classification.
 //!
 //! Meta's error envelope is `{"error":{message,type,code,error_subcode,fbtrace_id,…}}`
-//! (messenger.md §5.1). What the caller should do with an error depends only on `code` and
-//! `error_subcode` (messenger.md §5.2/§5.3): message texts change without notice and are
+//! (`docs/messenger.md` §4.1). What the caller should do with an error depends only on `code` and
+//! `error_subcode` (`docs/messenger.md` §4.2, §4.3): message texts change without notice and are
 //! localised, so they are never matched.
 
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub struct GraphError {
     #[serde(default)]
     pub fbtrace_id: Option<String>,
     /// An optional hint some errors carry; not documented in the error-handling guide, so it
-    /// only ever upgrades an error to transient, never downgrades one (messenger.md §5.1).
+    /// only ever upgrades an error to transient, never downgrades one (`docs/messenger.md` §4.1).
     #[serde(default)]
     pub is_transient: Option<bool>,
     #[serde(default)]
@@ -77,13 +77,13 @@ pub enum Error {
 }
 
 /// Rate-limit codes: app (4), user (17), page (32), API (613) and Business Use Case throttling
-/// (80001–80014, messenger.md §5.2, codes marked UNVERIFIED there; the whole documented BUC
-/// range is treated alike).
+/// (80001–80014, `docs/messenger.md` §4.2: the per-product codes are unverified, so the whole
+/// documented BUC range is treated alike).
 fn is_rate_limit_code(code: i64) -> bool {
     matches!(code, 4 | 17 | 32 | 613 | 80001..=80014)
 }
 
-/// Window subcodes of code 10: 2018278 (current) and 2018065 (legacy), messenger.md §4.3.
+/// Window subcodes of code 10: 2018278 (current) and 2018065 (legacy), `docs/messenger.md` §3.3.
 const WINDOW_SUBCODES: [i64; 2] = [2018278, 2018065];
 
 impl Error {
@@ -210,7 +210,7 @@ fn describe_graph(error: &GraphError) -> String {
 }
 
 /// The largest `estimated_time_to_regain_access` (minutes) in `X-Business-Use-Case-Usage`
-/// (`{"<id>":[{…,"estimated_time_to_regain_access":19}]}`, messenger.md §5.4), or in
+/// (`{"<id>":[{…,"estimated_time_to_regain_access":19}]}`, `docs/messenger.md` §4.4), or in
 /// `X-App-Usage` should it ever carry one (its documented fields are percentages only).
 pub(crate) fn retry_after_from_headers(headers: &HeaderMap) -> Option<Duration> {
     let from = |name: &str| -> Option<u64> {

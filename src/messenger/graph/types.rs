@@ -41,7 +41,7 @@ pub struct PageAccount {
 impl PageAccount {
     /// Whether the person may answer the page's Messenger conversations: Meta requires the
     /// `MESSAGE` task, which `/me/accounts` reports as `MESSAGING`; `MODERATE` implies it
-    /// (messenger.md §4.1, §6.5).
+    /// (`docs/messenger.md` §3.1, §5.5).
     pub fn can_message(&self) -> bool {
         self.tasks
             .iter()
@@ -123,7 +123,7 @@ impl Profile {
     }
 }
 
-/// Which send policy a message goes out under (messenger.md §4.3).
+/// Which send policy a message goes out under (`docs/messenger.md` §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Messaging {
     /// `messaging_type=RESPONSE`: within 24 hours of the customer's last message.
@@ -207,7 +207,7 @@ pub struct SendResponse {
     pub message_id: String,
 }
 
-/// A typing indicator or read receipt; each is its own request (messenger.md §4.2).
+/// A typing indicator or read receipt; each is its own request (`docs/messenger.md` §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SenderAction {
     TypingOn,

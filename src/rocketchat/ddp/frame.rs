@@ -1,5 +1,5 @@
 //! DDP frames: the JSON objects Rocket.Chat's realtime API exchanges, one per WebSocket text
-//! frame (reference/rocketchat.md §A1–A4). Decoding is pure and total: any text yields either a
+//! frame (`docs/rocketchat.md` §2.1–§2.5). Decoding is pure and total: any text yields either a
 //! typed [`ServerFrame`] or a [`DecodeError`], never a panic, because the input comes from the
 //! network and is fuzzed.
 
@@ -199,8 +199,8 @@ impl fmt::Display for MethodError {
 impl std::error::Error for MethodError {}
 
 /// One event of a Rocket.Chat stream: a `changed` frame whose fields carry `eventName` and `args`
-/// (§A4). `args` is passed through as the server sent it, so both the 6.x shape
-/// `[message, info]` and the 4.x shape `[[message], info]` reach the caller intact.
+/// (`docs/rocketchat.md` §2.5). `args` is passed through as the server sent it, so both the 6.x
+/// shape `[message, info]` and the 4.x shape `[[message], info]` reach the caller intact.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamEvent {
     /// `stream-<name>`, e.g. `stream-room-messages`.

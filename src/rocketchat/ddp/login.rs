@@ -1,4 +1,4 @@
-//! The `login` method (reference/rocketchat.md §A3): which credential to try in which order, the
+//! The `login` method (`docs/rocketchat.md` §2.4): which credential to try in which order, the
 //! exact parameter objects, and what a refusal means for the person running the bot.
 
 use secrecy::{ExposeSecret, SecretString};

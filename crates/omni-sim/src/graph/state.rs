@@ -12,7 +12,7 @@ use super::{DialogDecision, SentMessage, SimError};
 
 /// Login codes are single-use and expire after ten minutes (Facebook Login manual flow).
 pub(super) const CODE_LIFETIME: Duration = Duration::from_secs(600);
-/// `expires_in` of a long-lived user token (messenger.md §6.4).
+/// `expires_in` of a long-lived user token (`docs/messenger.md` §5.4).
 pub(super) const LONG_LIVED_SECS: u64 = 5_183_944;
 /// `expires_in` of the user token the code exchange returns: short-lived, about two hours.
 pub(super) const SHORT_LIVED_SECS: u64 = 7_199;
@@ -28,7 +28,7 @@ const KNOWN_SCOPES: &[&str] = &[
     "public_profile",
 ];
 
-/// Messenger webhook fields a page subscription accepts (messenger.md §3.11).
+/// Messenger webhook fields a page subscription accepts (`docs/messenger.md` §2.7).
 const KNOWN_FIELDS: &[&str] = &[
     "message_deliveries",
     "message_echoes",
@@ -118,7 +118,7 @@ impl Fault {
     }
 }
 
-/// The texts Meta sends with each code (messenger.md §4.3, §5.2, §6).
+/// The texts Meta sends with each code (`docs/messenger.md` §3.3, §4.2, §5).
 pub(super) fn standard_message(code: i64, subcode: Option<i64>) -> String {
     let text = match (code, subcode) {
         (1, _) => "An unknown error occurred",
@@ -662,7 +662,7 @@ impl State {
             return token.clone();
         }
         // Page tokens from a long-lived user token never expire; from a short-lived one they
-        // live an hour (messenger.md §6.5).
+        // live an hour (`docs/messenger.md` §5.5).
         let parent_long = self
             .tokens
             .get(parent)

@@ -81,6 +81,15 @@ async fn gate(AxState(shared): St, req: Request, next: Next) -> Response {
     if route == "/websocket" {
         return next.run(req).await;
     }
+    let recording = shared.lock().rest_log.active();
+    let req = if recording {
+        match record(&shared, &route, req).await {
+            Ok(req) => req,
+            Err(refused) => return refused,
+        }
+    } else {
+        req
+    };
     let method = req.method().clone();
     let latency = {
         let mut st = shared.lock();
@@ -109,6 +118,89 @@ async fn gate(AxState(shared): St, req: Request, next: Next) -> Response {
     };
     response.headers_mut().extend(headers);
     response
+}
+
+/// The REST requests the simulator received, kept for a contract test that checks them against
+/// the request schemas Rocket.Chat publishes (`@rocket.chat/rest-typings`). Off unless a test asks
+/// for it (`RocketChatSim::record_rest_requests`) or `OMNI_SIM_REST_LOG` names a JSONL file that
+/// every simulator in the process appends to.
+#[derive(Debug, Default)]
+pub(super) struct RestLog {
+    /// `Some` while a test records in memory.
+    pub requests: Option<Vec<Value>>,
+    file: Option<std::path::PathBuf>,
+}
+
+impl RestLog {
+    pub fn from_env() -> Self {
+        Self {
+            requests: None,
+            file: std::env::var_os("OMNI_SIM_REST_LOG")
+                .filter(|path| !path.is_empty())
+                .map(Into::into),
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.requests.is_some() || self.file.is_some()
+    }
+
+    /// Fails when the log file cannot be written: the caller refuses the request, so a test that
+    /// relies on a complete log fails instead of checking a partial one.
+    fn push(&mut self, entry: Value) -> std::io::Result<()> {
+        if let Some(path) = &self.file {
+            let line = format!("{entry}\n");
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()))
+                .map_err(|error| {
+                    std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+                })?;
+        }
+        if let Some(requests) = &mut self.requests {
+            requests.push(entry);
+        }
+        Ok(())
+    }
+}
+
+/// Notes one request: method, route pattern, concrete path, raw query, and the body when it is
+/// JSON (multipart uploads are noted by content type only). The request goes on unchanged.
+async fn record(shared: &Shared, route: &str, req: Request) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let json = content_type.starts_with("application/json");
+    let (body, recorded) = if json {
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map_err(|_| (StatusCode::BAD_REQUEST, "unreadable body").into_response())?;
+        let value = serde_json::from_slice::<Value>(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (axum::body::Body::from(bytes), value)
+    } else {
+        (body, Value::Null)
+    };
+    let entry = json!({
+        "method": parts.method.as_str(),
+        "route": route,
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "content_type": content_type,
+        "body": recorded,
+    });
+    if let Err(error) = shared.lock().rest_log.push(entry) {
+        tracing::error!(error = %error, "OMNI_SIM_REST_LOG: cannot write the request log");
+        let body = format!("OMNI_SIM_REST_LOG: cannot write the request log: {error}");
+        return Err((StatusCode::INTERNAL_SERVER_ERROR, body).into_response());
+    }
+    Ok(Request::from_parts(parts, body))
 }
 
 /// The one-shot faults a test queued: forced statuses, then forced 429s.

@@ -244,6 +244,7 @@ pub(super) struct State {
     pub faults: Faults,
     pub counters: super::SimStats,
     pub rate: HashMap<String, RateWindow>,
+    pub rest_log: super::rest::RestLog,
 }
 
 /// Settings the simulator knows, with Rocket.Chat's defaults (`apps/meteor/server/settings/*.ts`),
@@ -355,6 +356,7 @@ impl State {
             faults: Faults::default(),
             counters: super::SimStats::default(),
             rate: HashMap::new(),
+            rest_log: super::rest::RestLog::from_env(),
         }
     }
 
