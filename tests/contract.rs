@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use omni_gateway::store::Department;
 use omni_sim::rocketchat::SimMessage;
-use serde_json::{Value, json};
 use omni_testkit::messenger::{
     Facebook, OFFLINE, PAGE_ID, PageSetup, attachment_event, body, connect_page, now_ms,
     post_webhook, start_gateway, text_event,
 };
 use omni_testkit::{Chat, PATIENCE, eventually, until_ready};
+use serde_json::{Value, json};
 
 const AGENT: &str = "agent.smith";
 const PSID: &str = "psid-1";

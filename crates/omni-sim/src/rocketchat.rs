@@ -27,15 +27,48 @@ use crate::ids::{MessageId, RoomId, UserId, VisitorToken};
 use state::{Author, Department, FileRef, Msg, Room, RoomKind, State, StoredFile, User};
 use wire::{now_ms, random_id};
 
+/// The Rocket.Chat release line the simulator answers as, where releases differ on the wire
+/// (`docs/rocketchat.md` §5). `V6` is a late 6.x server (6.13, the oldest line
+/// `@rocket.chat/rest-typings` is pinned at in `contract/`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ServerVersion {
+    V6,
+    V7,
+    #[default]
+    V8,
+}
+
+impl ServerVersion {
+    /// What `GET /api/info` reports.
+    pub fn number(self) -> &'static str {
+        match self {
+            ServerVersion::V6 => "6.13.1",
+            ServerVersion::V7 => "7.13.9",
+            ServerVersion::V8 => "8.8.1",
+        }
+    }
+}
+
 /// How the simulator behaves where the real server is configurable.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     /// The server pings after this much client silence and closes with 4000 "TIMEOUT" after the
     /// same again (the real `ddp-streamer` uses 30 s for both, `constants.ts`).
     pub ping_idle: Duration,
-    /// Initial value of `API_Enable_Rate_Limiter` (the real default is on; off here so tests that
-    /// do not test the limiter are not slowed by it).
+    /// Initial value of `API_Enable_Rate_Limiter`. The real default is on; off here until the
+    /// gateway's tests respect the per-IP Livechat limits (`livechat/visitor` and `livechat/room`
+    /// 5 per 60 s), which several of them exceed by registering many customers at once.
     pub rest_rate_limiter: bool,
+    /// The release line to answer as; the newest by default.
+    pub version: ServerVersion,
+    /// Test knob: every rate-limit window (the routes' own and the default-limit setting) is
+    /// divided by this, so a test can wait a window out. 1 (the default) is the real timing;
+    /// the `X-RateLimit-*` headers and 429 texts follow the shortened window.
+    pub rate_window_divisor: u32,
+    /// An agent's image upload carries a generated thumbnail as the second `files[]` entry and
+    /// `image_url` points at it, as the real server does (`sendFileMessage.ts`). Off until the
+    /// gateway sends the original only (`docs/rocketchat.md` §2.8); then it should default on.
+    pub image_thumbnails: bool,
 }
 
 impl Default for SimOptions {
@@ -43,6 +76,9 @@ impl Default for SimOptions {
         Self {
             ping_idle: Duration::from_secs(30),
             rest_rate_limiter: false,
+            version: ServerVersion::default(),
+            rate_window_divisor: 1,
+            image_thumbnails: false,
         }
     }
 }
@@ -69,6 +105,8 @@ pub struct SimMessage {
     pub token: Option<VisitorToken>,
     pub ts_ms: i64,
     pub file: Option<SimFile>,
+    /// The generated thumbnail of an image (`SimOptions::image_thumbnails`).
+    pub thumbnail: Option<SimFile>,
 }
 
 /// A registered Livechat visitor.
@@ -183,6 +221,7 @@ impl RocketChatSim {
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::warn!(error = %error, "rocket.chat simulator stopped with an error");
@@ -396,6 +435,23 @@ impl RocketChatSim {
         })
     }
 
+    /// Someone writes in a public channel (`t:"c"`). `__my_messages__` carries it to every
+    /// logged-in user who can access the channel, members or not: role `bot` holds `view-c-room`
+    /// (`allowEmit` in `apps/meteor/server/modules/notifications/notifications.module.ts`,
+    /// `docs/rocketchat.md` §2.6), so a gateway sees this traffic and must drop it.
+    pub fn post_channel_message(&self, username: &str, channel: &RoomId, text: &str) -> MessageId {
+        self.shared().mutate(|st| {
+            assert!(
+                st.rooms
+                    .get(channel.as_str())
+                    .is_some_and(|r| r.kind == RoomKind::Channel),
+                "simulator room {channel} is not a public channel"
+            );
+            let author = Self::author(st, username);
+            self.insert(st, channel, author, text, None)
+        })
+    }
+
     /// Edits a message: the stream re-emits the same `_id` with `editedAt`.
     pub fn edit(&self, username: &str, msg: &MessageId, text: &str) {
         self.shared().mutate(|st| {
@@ -566,13 +622,14 @@ impl RocketChatSim {
         mime: &str,
         bytes: Vec<u8>,
     ) -> MessageId {
+        let thumbnails = self.shared().opts.image_thumbnails;
         self.shared().mutate(|st| {
             let author = Self::author(st, agent);
             assert!(
                 st.rooms.contains_key(rid.as_str()),
                 "simulator has no room {rid}"
             );
-            let file = store_file(st, rid.as_str(), name, mime, bytes);
+            let file = store_file(st, thumbnails, rid.as_str(), name, mime, bytes);
             let now = now_ms();
             let id = random_id();
             st.insert_message(Msg {
@@ -676,8 +733,38 @@ impl RocketChatSim {
     }
 }
 
-/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference.
-fn store_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>) -> FileRef {
+/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference. With
+/// `thumbnails`, an image (not SVG, `Message_Attachments_Thumbnails_Enabled` on) also gets a
+/// thumbnail file `thumb-<name>` (`FileUpload.createImageThumbnail` and `uploadImageThumbnail`,
+/// called from `apps/meteor/app/file-upload/server/methods/sendFileMessage.ts`). The simulator
+/// does not scale pictures: the thumbnail's bytes are the first half of the original's, so a test
+/// can tell which of the two a client fetched.
+fn store_file(
+    st: &mut State,
+    thumbnails: bool,
+    rid: &str,
+    name: &str,
+    mime: &str,
+    bytes: Vec<u8>,
+) -> FileRef {
+    let thumb = (thumbnails
+        && mime.starts_with("image/")
+        && mime != "image/svg+xml"
+        && st.setting_bool("Message_Attachments_Thumbnails_Enabled"))
+    .then(|| {
+        let half = bytes
+            .get(..bytes.len().div_ceil(2))
+            .unwrap_or_default()
+            .to_vec();
+        Box::new(keep_file(st, rid, &format!("thumb-{name}"), mime, half))
+    });
+    FileRef {
+        thumb,
+        ..keep_file(st, rid, name, mime, bytes)
+    }
+}
+
+fn keep_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>) -> FileRef {
     let id = random_id();
     let size = bytes.len();
     st.files.insert(
@@ -694,6 +781,7 @@ fn store_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>)
         name: name.to_owned(),
         mime: mime.to_owned(),
         size,
+        thumb: None,
     }
 }
 
@@ -706,15 +794,24 @@ fn sim_message(st: &State, m: &Msg) -> SimMessage {
         t: m.t.clone(),
         token: m.token.clone().map(VisitorToken::new),
         ts_ms: m.ts_ms,
-        file: m.file.as_ref().map(|f| SimFile {
-            id: f.id.clone(),
-            name: f.name.clone(),
-            mime: f.mime.clone(),
-            bytes: st
-                .files
-                .get(&f.id)
-                .map(|s| s.bytes.clone())
-                .unwrap_or_default(),
-        }),
+        file: m.file.as_ref().map(|f| sim_file(st, f)),
+        thumbnail: m
+            .file
+            .as_ref()
+            .and_then(|f| f.thumb.as_deref())
+            .map(|t| sim_file(st, t)),
+    }
+}
+
+fn sim_file(st: &State, f: &FileRef) -> SimFile {
+    SimFile {
+        id: f.id.clone(),
+        name: f.name.clone(),
+        mime: f.mime.clone(),
+        bytes: st
+            .files
+            .get(&f.id)
+            .map(|s| s.bytes.clone())
+            .unwrap_or_default(),
     }
 }
