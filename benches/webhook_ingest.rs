@@ -64,13 +64,7 @@ fn main() {
 }
 
 fn cases_from_args() -> Vec<Case> {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<usize>().ok())
-    };
+    let value = omni_testkit::bench::arg;
     match value("--concurrency") {
         Some(concurrency) => vec![Case {
             concurrency,

@@ -135,11 +135,7 @@ impl World {
     }
 
     async fn stop(self) {
-        self.running
-            .gateway
-            .shutdown()
-            .await
-            .expect("clean shutdown");
+        self.running.stop().await;
     }
 }
 

@@ -58,12 +58,37 @@ impl World {
     }
 
     async fn start_gateway(&mut self) {
-        let text = omni_testkit::config_text_with(
-            self.chat.sim.url().as_str(),
-            self.graph.url().as_str(),
-            &self.dir.path().join("data"),
-            &omni_testkit::password_credentials(),
-            &format!("human_agent_tag = {}", self.human_agent_tag),
+        let graph_url = self.graph.url().as_str().trim_end_matches('/').to_owned();
+        let text = format!(
+            r#"
+[rocketchat]
+url = "{rc}"
+username = "{BOT}"
+password = "{password}"
+admins = []
+keepalive_ms = 200
+dead_link_ms = 1500
+
+[facebook]
+app_id = "{APP_ID}"
+app_secret = "{APP_SECRET}"
+verify_token = "verify-me"
+graph_url = "{graph_url}"
+dialog_url = "{graph_url}"
+api_version = "v23.0"
+human_agent_tag = {tag}
+
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://gateway.invalid"
+
+[store]
+path = "{store}"
+"#,
+            rc = self.chat.sim.url().as_str().trim_end_matches('/'),
+            password = omni_testkit::BOT_PASSWORD,
+            tag = self.human_agent_tag,
+            store = self.dir.path().join("data").display(),
         );
         let config = Config::parse(&text, &self.dir.path().join("bot.toml"), &|_| None)
             .expect("valid config");

@@ -3,6 +3,7 @@
 //! them, a gateway started against them and waited on until ready, log capture, signed webhook
 //! bodies, and the real binary as a child process.
 
+pub mod bench;
 pub mod daemon;
 pub mod logs;
 pub mod messenger;
@@ -212,6 +213,13 @@ path = "{store}"
 pub struct Running {
     pub gateway: Gateway,
     pub dir: TempDir,
+}
+
+impl Running {
+    /// Shuts the gateway down as SIGTERM would, and fails the test if the shutdown fails.
+    pub async fn stop(self) {
+        self.gateway.shutdown().await.expect("clean shutdown");
+    }
 }
 
 pub async fn start_gateway(chat: &Chat, credentials: &str) -> Running {

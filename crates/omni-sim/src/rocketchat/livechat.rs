@@ -304,7 +304,7 @@ async fn history(AxState(shared): St, Path(rid): Path<String>, Query(q): QueryLi
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(20);
     let end = match param(&q, "end") {
-        Some(end) => match crate::dates::parse_iso(&end) {
+        Some(end) => match crate::dates::parse_iso(end) {
             Some(ms) => Some(ms as i64),
             None => return plain_failure("Match error: Expected a date in field end"),
         },
