@@ -526,7 +526,7 @@ async fn departments(AxState(shared): St, headers: HeaderMap, Query(q): QueryLis
         .filter(|d| !only_enabled || d.enabled)
         .collect();
     // Paged by `getPaginationItems` (at most 100 a page): a client pages with `offset` until
-    // `offset + count >= total` (`apps/meteor/app/livechat/server/api/v1/department.ts`,
+    // `offset + count >= total` (`apps/meteor/app/livechat/imports/server/rest/departments.ts`,
     // `docs/rocketchat.md` §3.4).
     let (offset, count) = pagination(&st, &q);
     let list: Vec<Value> = matching
