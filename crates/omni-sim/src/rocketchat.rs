@@ -56,8 +56,8 @@ pub struct SimOptions {
     /// same again (the real `ddp-streamer` uses 30 s for both, `constants.ts`).
     pub ping_idle: Duration,
     /// Initial value of `API_Enable_Rate_Limiter`. The real default is on; off here until the
-    /// gateway's tests respect the per-IP Livechat limits (`livechat/visitor` and `livechat/room`
-    /// 5 per 60 s), which several of them exceed by registering many customers at once.
+    /// gateway copes with the per-IP Livechat limits (`livechat/visitor` and `livechat/room`
+    /// 5 per 60 s) and `check` reports them (its tests fail with the limiter on by default).
     pub rest_rate_limiter: bool,
     /// The release line to answer as; the newest by default.
     pub version: ServerVersion,
@@ -65,10 +65,6 @@ pub struct SimOptions {
     /// divided by this, so a test can wait a window out. 1 (the default) is the real timing;
     /// the `X-RateLimit-*` headers and 429 texts follow the shortened window.
     pub rate_window_divisor: u32,
-    /// An agent's image upload carries a generated thumbnail as the second `files[]` entry and
-    /// `image_url` points at it, as the real server does (`sendFileMessage.ts`). Off until the
-    /// gateway sends the original only (`docs/rocketchat.md` §2.8); then it should default on.
-    pub image_thumbnails: bool,
 }
 
 impl Default for SimOptions {
@@ -78,7 +74,6 @@ impl Default for SimOptions {
             rest_rate_limiter: false,
             version: ServerVersion::default(),
             rate_window_divisor: 1,
-            image_thumbnails: false,
         }
     }
 }
@@ -105,7 +100,7 @@ pub struct SimMessage {
     pub token: Option<VisitorToken>,
     pub ts_ms: i64,
     pub file: Option<SimFile>,
-    /// The generated thumbnail of an image (`SimOptions::image_thumbnails`).
+    /// The thumbnail the server generated for an image (second `files[]` entry).
     pub thumbnail: Option<SimFile>,
 }
 
@@ -622,14 +617,13 @@ impl RocketChatSim {
         mime: &str,
         bytes: Vec<u8>,
     ) -> MessageId {
-        let thumbnails = self.shared().opts.image_thumbnails;
         self.shared().mutate(|st| {
             let author = Self::author(st, agent);
             assert!(
                 st.rooms.contains_key(rid.as_str()),
                 "simulator has no room {rid}"
             );
-            let file = store_file(st, thumbnails, rid.as_str(), name, mime, bytes);
+            let file = store_file(st, rid.as_str(), name, mime, bytes);
             let now = now_ms();
             let id = random_id();
             st.insert_message(Msg {
@@ -733,22 +727,13 @@ impl RocketChatSim {
     }
 }
 
-/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference. With
-/// `thumbnails`, an image (not SVG, `Message_Attachments_Thumbnails_Enabled` on) also gets a
+/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference. An image (not SVG, `Message_Attachments_Thumbnails_Enabled` on) also gets a
 /// thumbnail file `thumb-<name>` (`FileUpload.createImageThumbnail` and `uploadImageThumbnail`,
 /// called from `apps/meteor/app/file-upload/server/methods/sendFileMessage.ts`). The simulator
 /// does not scale pictures: the thumbnail's bytes are the first half of the original's, so a test
 /// can tell which of the two a client fetched.
-fn store_file(
-    st: &mut State,
-    thumbnails: bool,
-    rid: &str,
-    name: &str,
-    mime: &str,
-    bytes: Vec<u8>,
-) -> FileRef {
-    let thumb = (thumbnails
-        && mime.starts_with("image/")
+fn store_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>) -> FileRef {
+    let thumb = (mime.starts_with("image/")
         && mime != "image/svg+xml"
         && st.setting_bool("Message_Attachments_Thumbnails_Enabled"))
     .then(|| {

@@ -420,14 +420,7 @@ async fn upload(
         let Some(author) = visitor_author(st, &token) else {
             return forbidden();
         };
-        let file = store_file(
-            st,
-            shared.opts.image_thumbnails,
-            &rid,
-            &name,
-            &mime,
-            bytes.to_vec(),
-        );
+        let file = store_file(st, &rid, &name, &mime, bytes.to_vec());
         let now = now_ms();
         let msg = Msg {
             id: random_id(),

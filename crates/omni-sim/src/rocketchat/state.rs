@@ -105,7 +105,7 @@ pub(super) struct FileRef {
     pub name: String,
     pub mime: String,
     pub size: usize,
-    /// The thumbnail the server generated for an image (see `SimOptions::image_thumbnails`).
+    /// The thumbnail the server generated for an image (`Message_Attachments_Thumbnails_Enabled`).
     pub thumb: Option<Box<FileRef>>,
 }
 
@@ -286,6 +286,7 @@ fn default_settings(rate_limiter: bool) -> BTreeMap<String, Value> {
         ("API_Enable_Rate_Limiter_Limit_Calls_Default", json!(10)),
         ("API_Enable_Rate_Limiter_Limit_Time_Default", json!(60_000)),
         ("Site_Url", json!("http://127.0.0.1")),
+        // `apps/meteor/server/settings/message.ts`; thumbnails are 480 wide at most.
         ("Message_Attachments_Thumbnails_Enabled", json!(true)),
         ("Livechat_enable_message_character_limit", json!(false)),
         ("Livechat_message_character_limit", json!(0)),
