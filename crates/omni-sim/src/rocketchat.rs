@@ -727,9 +727,9 @@ impl RocketChatSim {
     }
 }
 
-/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference. An image (not SVG, `Message_Attachments_Thumbnails_Enabled` on) also gets a
-/// thumbnail file `thumb-<name>` (`FileUpload.createImageThumbnail` and `uploadImageThumbnail`,
-/// called from `apps/meteor/app/file-upload/server/methods/sendFileMessage.ts`). The simulator
+/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference. An image (not
+/// SVG, `Message_Attachments_Thumbnails_Enabled` on) also gets a thumbnail file `thumb-<name>`
+/// (`FileUpload.createImageThumbnail` and `uploadImageThumbnail`, called from `apps/meteor/app/file-upload/server/methods/sendFileMessage.ts`). The simulator
 /// does not scale pictures: the thumbnail's bytes are the first half of the original's, so a test
 /// can tell which of the two a client fetched.
 fn store_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>) -> FileRef {
