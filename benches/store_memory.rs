@@ -9,7 +9,7 @@
 //! `-- all 200000` for more conversations; `-- all 60000 1` to flush after every conversation.
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, VisitorToken};
-use omni_gateway::store::{Conversation, InboundEvent, OutboundItem, Store, TokenKey};
+use omni_gateway::store::{Conversation, InboundEvent, OutboundItem, Outgoing, Store, TokenKey};
 use serde_json::json;
 
 /// sled's page cache in the measurement: small, so what grows beyond it is visible.
@@ -86,10 +86,11 @@ async fn main() {
             };
             store.enqueue_inbound(vec![event]).expect("event stored");
             let (id, _) = store
-                .oldest_inbound(&key)
+                .inbox()
+                .oldest(&key)
                 .expect("inbox read")
                 .expect("the event");
-            store.remove_inbound(&id).expect("event removed");
+            store.inbox().remove(&id).expect("event removed");
         }
         if mode == "all" || mode == "outbox" {
             let item = OutboundItem {
@@ -98,14 +99,15 @@ async fn main() {
                 room: RoomId::new(format!("{n:017}")),
                 agent_username: Some("sam".into()),
                 created_ms: n,
-                payload: json!({"kind": "close", "ts_ms": n}),
+                payload: Outgoing::Close { ts_ms: n },
             };
             store.enqueue_outbound(item).expect("item stored");
             let (id, _) = store
-                .oldest_outbound(&key)
+                .outbox()
+                .oldest(&key)
                 .expect("outbox read")
                 .expect("the item");
-            store.remove_outbound(&id).expect("item removed");
+            store.outbox().remove(&id).expect("item removed");
         }
         if n % sync_every == 0 {
             store.sync().await.expect("flushed");

@@ -156,7 +156,7 @@ async fn run(case: &Case) -> Outcome {
     }
     let elapsed = started.elapsed();
     let flushes = gateway.store.flush_count() - flushes_before;
-    while gateway.store.inbox_len() > 0 {
+    while !gateway.store.inbox().is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drained_in = started.elapsed();

@@ -13,10 +13,10 @@ use tracing::{info, warn};
 
 use crate::commands::{self, Command, PageEdit, Parsed};
 use crate::health::{Health, Link, now_ms};
-use crate::ids::{MessageId, PageId, RoomId, UserId};
+use crate::ids::{MessageId, PageId, UserId};
 use crate::notices::Notifier;
 use crate::pages::{self, Pages};
-use crate::rocketchat::realtime::{ChatMessage, RoomContext};
+use crate::rocketchat::realtime::{self, ChatMessage, RoomContext, RoomType};
 use crate::rocketchat::rest::{self, RestClient};
 use crate::store::{self, Department, Page, PageStatus, Store};
 
@@ -95,13 +95,13 @@ impl Admin {
         if message.author_id == bot || message.kind.is_some() || !room.participant {
             return;
         }
-        if room.room_type.as_deref() != Some("d") {
+        if room.room_type != Some(RoomType::Direct) {
             return;
         }
         if !self.first_sighting(&message.id) {
             return;
         }
-        let bare_allowed = is_one_to_one_with(&message.rid, &bot, &message.author_id);
+        let bare_allowed = realtime::is_one_to_one(&message.rid, &bot, &message.author_id);
         let command = match commands::parse(&message.text, bare_allowed) {
             Parsed::NotACommand => return,
             Parsed::Invalid(usage) => {
@@ -217,8 +217,8 @@ impl Admin {
         let mut text = format!(
             "*omni-gateway status*\n• Rocket.Chat: {link}\n• pages: {}\n• held conversations: {held}\n• inbox: {} · outbox: {}\n• last webhook: {}",
             pages.len(),
-            self.store.inbox_len(),
-            self.store.outbox_len(),
+            self.store.inbox().len(),
+            self.store.outbox().len(),
             last_webhook
                 .map(format_age)
                 .unwrap_or_else(|| "never".into()),
@@ -230,6 +230,9 @@ impl Admin {
                 page.name,
                 status_label(&page.status)
             ));
+        }
+        if let Some(problem) = self.pages.app_webhook_problem() {
+            text.push_str(&format!("\n• app webhooks: {problem}"));
         }
         if self
             .roles_hidden_reported
@@ -453,14 +456,6 @@ impl SeenIds {
     }
 }
 
-/// Whether a direct room is the 1:1 DM between the bot and the author: Rocket.Chat names those
-/// rooms by the two user ids concatenated (a group DM has a random id).
-fn is_one_to_one_with(rid: &RoomId, bot: &UserId, author: &UserId) -> bool {
-    let (a, b) = (bot.as_str(), author.as_str());
-    let rid = rid.as_str();
-    rid == format!("{a}{b}") || rid == format!("{b}{a}")
-}
-
 fn page_of(command: &Command) -> Option<&PageId> {
     match command {
         Command::Unauthorize { page } => page.as_ref(),
@@ -523,19 +518,6 @@ fn format_age(epoch_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_to_one_rooms_are_the_two_ids_concatenated() {
-        let bot = UserId::new("BOT");
-        let alice = UserId::new("ALICE");
-        assert!(is_one_to_one_with(&RoomId::new("ALICEBOT"), &bot, &alice));
-        assert!(is_one_to_one_with(&RoomId::new("BOTALICE"), &bot, &alice));
-        assert!(!is_one_to_one_with(
-            &RoomId::new("RANDOMGROUPDM"),
-            &bot,
-            &alice
-        ));
-    }
 
     #[test]
     fn seen_ids_forget_the_oldest() {

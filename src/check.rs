@@ -153,7 +153,9 @@ pub async fn run(path: &Path, out: &mut dyn FnMut(&Finding)) -> Report {
     }
     rec.add(check_store(&config.store));
     check_rocketchat(&config, &mut rec).await;
-    rec.add(check_graph(&config.facebook).await);
+    if rec.add(check_graph(&config.facebook).await) == Status::Pass {
+        check_meta_app(&config, &mut rec).await;
+    }
     let https = rec.add(check_public_scheme(&config.http));
     if https != Status::Fail {
         rec.add(check_public_reachable(&config.http).await);
@@ -213,8 +215,8 @@ fn check_store(config: &StoreConfig) -> Finding {
                     "{}: {} page(s), {} event(s) waiting, {} repl(ies) waiting",
                     path.display(),
                     pages.len(),
-                    store.inbox_len(),
-                    store.outbox_len()
+                    store.inbox().len(),
+                    store.outbox().len()
                 ),
             ),
             Err(err) => Finding::fail(
@@ -527,6 +529,174 @@ async fn check_graph(config: &FacebookConfig) -> Finding {
             "this machine must reach [facebook].graph_url over HTTPS (firewall, proxy, DNS)",
         ),
     }
+}
+
+/// The app-level webhook subscription, and what each Facebook account that connected pages
+/// granted. Run only once the app token works.
+async fn check_meta_app(config: &Config, rec: &mut Recorder<'_>) {
+    let Ok(client) = GraphClient::new(GraphSettings {
+        graph_url: config.facebook.graph_url.clone(),
+        dialog_url: config.facebook.dialog_url.clone(),
+        api_version: config.facebook.api_version.clone(),
+        app_id: config.facebook.app_id.clone(),
+        app_secret: config.facebook.app_secret.clone(),
+        timeout: TIMEOUT,
+    }) else {
+        // check_graph built the same client a moment ago.
+        return;
+    };
+    rec.add(check_app_webhooks(config, &client).await);
+    if let Some(finding) = check_permissions(&config.store, &client).await {
+        rec.add(finding);
+    }
+}
+
+/// `GET /{app-id}/subscriptions`: the `page` object goes to this gateway with every field it
+/// needs. A field reaches the gateway only if it is subscribed at the app level too.
+async fn check_app_webhooks(config: &Config, client: &GraphClient) -> Finding {
+    const NAME: &str = "app webhooks";
+    let callback = format!(
+        "{}{}",
+        config.http.public_url.as_str().trim_end_matches('/'),
+        crate::pages::WEBHOOK_PATH
+    );
+    let subs = match client.app_subscriptions().await {
+        Ok(subs) => subs,
+        Err(err) => {
+            return Finding::fail(
+                NAME,
+                format!(
+                    "the app's webhook subscriptions cannot be read: {}",
+                    err.describe()
+                ),
+                "check App ID and App Secret (App settings → Basic)",
+            );
+        }
+    };
+    let Some(page) = subs.into_iter().find(|s| s.object == "page") else {
+        return Finding::warn(
+            NAME,
+            "the app has no page webhook subscription yet",
+            format!(
+                "the gateway sets it to {callback} when a page is connected; Meta verifies that URL at once, so the gateway must be running and reachable"
+            ),
+        );
+    };
+    let current = page.callback_url.unwrap_or_default();
+    if !current.is_empty() && current != callback {
+        return Finding::fail(
+            NAME,
+            format!(
+                "the app's page webhooks go to {current}, not to {callback}; the gateway does not overwrite another callback"
+            ),
+            format!(
+                "in the app dashboard, Webhooks → Page: set the callback URL to {callback} (or remove the subscription, and the gateway sets it)"
+            ),
+        );
+    }
+    let missing: Vec<&str> = graph::SUBSCRIBED_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !page.fields.iter().any(|have| have.name == *f))
+        .collect();
+    if current.is_empty() || !missing.is_empty() {
+        return Finding::warn(
+            NAME,
+            if current.is_empty() {
+                "the app's page webhook subscription has no callback URL".to_owned()
+            } else {
+                format!("the app's page webhooks lack {}", missing.join(","))
+            },
+            "the gateway completes it at its next health check (hourly) or `/facebook authorize`",
+        );
+    }
+    Finding::pass(
+        NAME,
+        format!(
+            "page webhooks go to {callback} with all {} fields",
+            graph::SUBSCRIBED_FIELDS.len()
+        ),
+    )
+}
+
+/// What each Facebook account that connected pages granted (`GET /me/permissions` with its
+/// stored token). Not printed when the store cannot be read (the daemon holds it, or the store
+/// line failed).
+async fn check_permissions(config: &StoreConfig, client: &GraphClient) -> Option<Finding> {
+    const NAME: &str = "permissions";
+    if !config.path.exists() {
+        return Some(Finding::pass(
+            NAME,
+            "no page is connected yet; `/facebook authorize` checks what is granted",
+        ));
+    }
+    if !config.key_file.exists() {
+        return None;
+    }
+    let key = TokenKey::load_or_create(&config.key_file).ok()?;
+    let store = Store::open(&config.path, key, config.cache_capacity_bytes).ok()?;
+    let mut grants: Vec<String> = store
+        .pages()
+        .ok()?
+        .into_iter()
+        .filter(|p| p.token.is_some())
+        .filter_map(|p| p.grant)
+        .collect();
+    grants.sort();
+    grants.dedup();
+    if grants.is_empty() {
+        return Some(Finding::pass(
+            NAME,
+            "no page is connected yet; `/facebook authorize` checks what is granted",
+        ));
+    }
+    let mut problems = Vec::new();
+    for id in &grants {
+        let Ok(Some(grant)) = store.grant(id) else {
+            continue;
+        };
+        match client.permissions(&grant.user_token).await {
+            Ok(list) => {
+                let declined: Vec<&str> = graph::LOGIN_SCOPES
+                    .iter()
+                    .copied()
+                    .filter(|s| {
+                        !list
+                            .iter()
+                            .any(|p| p.permission == *s && p.status == "granted")
+                    })
+                    .collect();
+                if !declined.is_empty() {
+                    problems.push(format!(
+                        "{} did not grant {}",
+                        grant.admin_username,
+                        declined.join(",")
+                    ));
+                }
+            }
+            // The ~60-day user token ended: the pages keep working with their own tokens.
+            Err(err) if err.is_token_invalid() => problems.push(format!(
+                "the Facebook login of {} has expired, so its permissions cannot be read",
+                grant.admin_username
+            )),
+            Err(err) => problems.push(err.describe()),
+        }
+    }
+    Some(if problems.is_empty() {
+        Finding::pass(
+            NAME,
+            format!(
+                "every permission is granted ({})",
+                graph::LOGIN_SCOPES.join(", ")
+            ),
+        )
+    } else {
+        Finding::warn(
+            NAME,
+            problems.join("; "),
+            "run `/facebook authorize`: the gateway answers with a link that asks again for what was declined",
+        )
+    })
 }
 
 /// Meta only calls HTTPS webhooks with a certificate from a public authority.

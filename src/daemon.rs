@@ -16,7 +16,6 @@ use tracing::{error, info};
 use crate::admin::{Admin, AdminPolicy};
 use crate::config::Config;
 use crate::health::Health;
-use crate::ids::RoomId;
 use crate::messenger::graph::{GraphClient, GraphSettings};
 use crate::notices::Notifier;
 use crate::pages::{self, Pages};
@@ -24,7 +23,7 @@ use crate::relay::inbound::Inbound;
 use crate::relay::outbound::Outbound;
 use crate::relay::{CustomerMessenger, RelayContext};
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
-use crate::rocketchat::realtime::{self, MY_MESSAGES, ROOM_MESSAGES_STREAM};
+use crate::rocketchat::realtime::{self, Streamed};
 use crate::rocketchat::rest::{Auth, RestClient};
 use crate::store::{Store, TokenKey};
 use crate::telemetry::Telemetry;
@@ -53,14 +52,7 @@ impl Gateway {
     /// Opens the store, binds the HTTP port and starts every loop. Fails fast, with the reason,
     /// on anything a person must fix (store locked or unreadable, port taken).
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
-        let key = TokenKey::load_or_create(&config.store.key_file).with_context(|| {
-            format!(
-                "cannot load the token key {}",
-                config.store.key_file.display()
-            )
-        })?;
-        let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
-            .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+        let store = open_store(&config)?;
         let listener = http::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
 
@@ -68,27 +60,15 @@ impl Gateway {
         let tasks = TaskTracker::new();
         let health = Health::new();
 
-        let rest = RestClient::new(&config.rocketchat.url, REST_TIMEOUT)?;
-        if let Some(token) = &config.rocketchat.personal_token {
-            rest.set_auth(Some(Auth {
-                user_id: token.user_id.clone(),
-                token: token.auth_token.clone(),
-            }));
-        }
+        let rest = rest_client(&config)?;
         let chat = Notifier::new(rest.clone());
-        let graph = GraphClient::new(GraphSettings {
-            graph_url: config.facebook.graph_url.clone(),
-            dialog_url: config.facebook.dialog_url.clone(),
-            api_version: config.facebook.api_version.clone(),
-            app_id: config.facebook.app_id.clone(),
-            app_secret: config.facebook.app_secret.clone(),
-            timeout: GRAPH_TIMEOUT,
-        })?;
+        let graph = graph_client(&config)?;
         let pages = Arc::new(Pages::new(
             graph.clone(),
             store.clone(),
             chat.clone(),
             &config.http.public_url,
+            config.facebook.verify_token.clone(),
         ));
         let telemetry = Telemetry::new();
         let customer = CustomerMessenger::new(graph.clone(), store.clone(), chat.clone());
@@ -122,7 +102,6 @@ impl Gateway {
                 admin_roles: config.rocketchat.admin_roles.clone(),
             },
         ));
-
         let (admin_tx, admin_rx) = mpsc::channel(ADMIN_QUEUE);
         let progress = Arc::new(AtomicU64::new(0));
         tasks.spawn(admin_loop(admin.clone(), admin_rx));
@@ -134,6 +113,7 @@ impl Gateway {
                 admin: admin_tx,
                 inbound: inbound.clone(),
                 outbound,
+                tasks: tasks.clone(),
             },
             progress.clone(),
             cancel.clone(),
@@ -146,25 +126,7 @@ impl Gateway {
         ));
         tasks.spawn(store_maintenance(store.clone(), cancel.clone()));
 
-        let router = http::with_limits(
-            http::probes(http::ProbeState {
-                health: health.clone(),
-                store: store.clone(),
-            })
-            .merge(http::oauth(pages))
-            .merge(http::webhooks(http::WebhookState {
-                store: store.clone(),
-                inbound,
-                telemetry: telemetry.clone(),
-                app_secret: config.facebook.app_secret.clone(),
-                verify_token: config.facebook.verify_token.clone(),
-            }))
-            .merge(http::metrics(http::MetricsState {
-                telemetry,
-                store: store.clone(),
-                health: health.clone(),
-            })),
-        );
+        let router = router(&config, &store, &health, pages, inbound, telemetry);
         tasks.spawn(http::serve(listener, router, cancel.clone()));
         tasks.close();
 
@@ -192,6 +154,71 @@ impl Gateway {
         info!("gateway stopped; store flushed");
         Ok(())
     }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let key = TokenKey::load_or_create(&config.store.key_file).with_context(|| {
+        format!(
+            "cannot load the token key {}",
+            config.store.key_file.display()
+        )
+    })?;
+    Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
+        .with_context(|| format!("cannot open the store at {}", config.store.path.display()))
+}
+
+/// The REST client, with the personal access token when bot.toml has one (otherwise the DDP
+/// login's session is set once it logs in).
+fn rest_client(config: &Config) -> anyhow::Result<RestClient> {
+    let rest = RestClient::new(&config.rocketchat.url, REST_TIMEOUT)?;
+    if let Some(token) = &config.rocketchat.personal_token {
+        rest.set_auth(Some(Auth {
+            user_id: token.user_id.clone(),
+            token: token.auth_token.clone(),
+        }));
+    }
+    Ok(rest)
+}
+
+fn graph_client(config: &Config) -> anyhow::Result<GraphClient> {
+    Ok(GraphClient::new(GraphSettings {
+        graph_url: config.facebook.graph_url.clone(),
+        dialog_url: config.facebook.dialog_url.clone(),
+        api_version: config.facebook.api_version.clone(),
+        app_id: config.facebook.app_id.clone(),
+        app_secret: config.facebook.app_secret.clone(),
+        timeout: GRAPH_TIMEOUT,
+    })?)
+}
+
+/// Every HTTP route: probes, the OAuth callback, the Messenger webhook and metrics.
+fn router(
+    config: &Config,
+    store: &Store,
+    health: &Health,
+    pages: Arc<Pages>,
+    inbound: Arc<Inbound>,
+    telemetry: Telemetry,
+) -> axum::Router {
+    http::with_limits(
+        http::probes(http::ProbeState {
+            health: health.clone(),
+            store: store.clone(),
+        })
+        .merge(http::oauth(pages))
+        .merge(http::webhooks(http::WebhookState {
+            store: store.clone(),
+            inbound,
+            telemetry: telemetry.clone(),
+            app_secret: config.facebook.app_secret.clone(),
+            verify_token: config.facebook.verify_token.clone(),
+        }))
+        .merge(http::metrics(http::MetricsState {
+            telemetry,
+            store: store.clone(),
+            health: health.clone(),
+        })),
+    )
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, telling systemd when it is ready and stopping.
@@ -293,11 +320,7 @@ async fn connect_realtime(
             .map(|t| t.auth_token.clone()),
     };
     let (ddp, events) = DdpClient::start(settings, credentials, cancel);
-    ddp.subscribe(
-        ROOM_MESSAGES_STREAM,
-        serde_json::json!([MY_MESSAGES, false]),
-    )
-    .await;
+    ddp.watch_my_messages().await;
     (ddp, events)
 }
 
@@ -308,6 +331,8 @@ struct Relays {
     admin: mpsc::Sender<(realtime::ChatMessage, realtime::RoomContext)>,
     inbound: Arc<Inbound>,
     outbound: Arc<Outbound>,
+    /// The daemon's tracker: shutdown waits for the back-fills before the final flush.
+    tasks: TaskTracker,
 }
 
 /// Turns the DDP client's events into state changes and work for the core.
@@ -341,7 +366,9 @@ async fn rocketchat_loop(
                 login_problem = None;
                 // Whatever agents wrote while the link was down is caught up from history.
                 let outbound = relays.outbound.clone();
-                tokio::spawn(async move { outbound.backfill_all().await });
+                relays
+                    .tasks
+                    .spawn(async move { outbound.backfill_all().await });
             }
             Event::Disconnected { reason, .. } => relays.health.link_down(reason),
             Event::LoginFailed { message } => {
@@ -352,23 +379,24 @@ async fn rocketchat_loop(
                 }
                 relays.health.login_failed(message);
             }
-            Event::Stream(event) if event.collection == ROOM_MESSAGES_STREAM => {
-                if event.event_name == MY_MESSAGES {
-                    if let Some(message) = realtime::my_message(&event.args) {
-                        if relays.admin.send(message).await.is_err() {
-                            break;
-                        }
+            Event::Stream(event) => match Streamed::read(&event) {
+                Some(Streamed::MyMessage(message, room)) => {
+                    let queued = relays.admin.send((message, room)).await;
+                    if queued.is_err() {
+                        break;
                     }
-                } else {
-                    let rid = RoomId::new(event.event_name);
-                    relays.outbound.on_room_event(&rid, &event.args).await;
                 }
-            }
-            Event::Stream(_) => {}
+                Some(Streamed::Room(rid, message)) => {
+                    relays.outbound.on_room_event(&rid, &message).await;
+                }
+                None => {}
+            },
             Event::SubscriptionFailed { id, error } => {
                 info!(subscription = %id, error = %error, "rocket.chat ended a subscription; catching up from history");
                 let outbound = relays.outbound.clone();
-                tokio::spawn(async move { outbound.on_stream_failed(id).await });
+                relays
+                    .tasks
+                    .spawn(async move { outbound.on_stream_failed(id).await });
             }
         }
     }

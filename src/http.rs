@@ -26,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, error, info, warn};
 
 use crate::health::{Health, Link, now_ms};
-use crate::ids::ConversationKey;
+use crate::ids::{ConversationKey, PageId};
 use crate::messenger::webhook;
 use crate::pages::{self, CallbackPage, DialogOutcome, Pages};
 use crate::relay::inbound::Inbound;
@@ -192,11 +192,124 @@ fn is_connection_error(err: &std::io::Error) -> bool {
     )
 }
 
-/// The OAuth redirect target (`GET /oauth/facebook/callback`).
+/// The OAuth redirect target (`GET /oauth/facebook/callback`) and Meta's callbacks for apps
+/// with Facebook Login: deauthorize, data deletion and the deletion status page.
 pub fn oauth(pages: Arc<Pages>) -> Router {
     Router::new()
         .route(pages::CALLBACK_PATH, get(oauth_callback))
+        .route(
+            pages::DEAUTHORIZE_PATH,
+            axum::routing::post(deauthorize_callback),
+        )
+        .route(
+            pages::DATA_DELETION_PATH,
+            axum::routing::post(data_deletion_callback),
+        )
+        .route(
+            &format!("{}/{{code}}", pages::DATA_DELETION_PATH),
+            get(data_deletion_status),
+        )
         .with_state(pages)
+}
+
+/// The `signed_request` form field of a Meta callback, verified; a bad one is a 400 that
+/// changes nothing.
+fn signed_user(pages: &Pages, body: &[u8]) -> Result<String, (StatusCode, String)> {
+    let raw = url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "signed_request")
+        .map(|(_, v)| v.into_owned());
+    let Some(raw) = raw else {
+        warn!("meta callback without a signed_request field");
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "the form field signed_request is missing\n".to_owned(),
+        ));
+    };
+    pages.verify_signed_request(&raw).map_err(|err| {
+        warn!(error = %err, "meta callback refused");
+        (StatusCode::BAD_REQUEST, format!("{err}\n"))
+    })
+}
+
+/// `POST /oauth/facebook/deauthorize`: Meta tells that a person removed the app.
+async fn deauthorize_callback(State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
+    let user = match signed_user(&pages, &body) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
+    };
+    match pages.deauthorize(&user).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(err) => {
+            error!(error = %err, "deauthorize callback failed");
+            // A 5xx makes Meta try again later.
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway's store failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `POST /oauth/facebook/data-deletion`: answers with the status URL and confirmation code, as
+/// Meta requires (https://developers.facebook.com/docs/development/create-an-app/app-dashboard/data-deletion-callback).
+async fn data_deletion_callback(State(pages): State<Arc<Pages>>, body: Bytes) -> Response {
+    let user = match signed_user(&pages, &body) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
+    };
+    match pages.delete_data(&user).await {
+        Ok(receipt) => axum::Json(serde_json::json!({
+            "url": receipt.status_url,
+            "confirmation_code": receipt.code,
+        }))
+        .into_response(),
+        Err(err) => {
+            error!(error = %err, "data deletion callback failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway's store failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /oauth/facebook/data-deletion/{code}`: the page a person reaches from Facebook.
+async fn data_deletion_status(
+    State(pages): State<Arc<Pages>>,
+    axum::extract::Path(code): axum::extract::Path<String>,
+) -> Response {
+    match pages.deletion(&code) {
+        Ok(Some(request)) => {
+            let status = match request.completed_ms {
+                Some(_) => "completed: the gateway holds no data about you any more",
+                None => "in progress",
+            };
+            html_page(
+                StatusCode::OK,
+                "Data deletion request",
+                &format!(
+                    "Confirmation code <code>{}</code>: {}.",
+                    escape_html(&request.code),
+                    status
+                ),
+            )
+        }
+        Ok(None) => html_page(
+            StatusCode::NOT_FOUND,
+            "Unknown confirmation code",
+            "No data deletion request has this confirmation code.",
+        ),
+        Err(err) => {
+            error!(error = %err, "cannot read a data deletion request");
+            html_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again later",
+                "The gateway's store failed.",
+            )
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -371,23 +484,9 @@ async fn receive_webhook(
     body: Bytes,
 ) -> Response {
     let started = tokio::time::Instant::now();
-    let signature = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok());
-    if let Err(err) = webhook::verify_signature(
-        state.app_secret.expose_secret().as_bytes(),
-        signature,
-        &body,
-    ) {
-        warn!(error = %err, bytes = body.len(), "webhook refused");
-        return (StatusCode::UNAUTHORIZED, format!("{err}\n")).into_response();
-    }
-    let parsed = match webhook::parse(&body) {
+    let parsed = match verified_webhook(&state, &headers, &body) {
         Ok(parsed) => parsed,
-        Err(err) => {
-            warn!(error = %err, "webhook body refused");
-            return (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response();
-        }
+        Err(refused) => return refused.into_response(),
     };
     if parsed.object != "page" {
         info!(object = %parsed.object, "webhook for another product ignored");
@@ -399,15 +498,57 @@ async fn receive_webhook(
             "webhook items without sender or recipient ignored"
         );
     }
+    let (events, stale_pages) = match relayed_events(&state, parsed.events) {
+        Ok(found) => found,
+        Err(err) => return store_failure(&err),
+    };
+    if !events.is_empty() {
+        if let Err(err) = store_events(&state, events, &stale_pages).await {
+            return store_failure(&err);
+        }
+    }
+    state
+        .telemetry
+        .webhook_handled(started.elapsed().as_secs_f64());
+    (StatusCode::OK, "EVENT_RECEIVED").into_response()
+}
+
+/// The body, parsed, once its signature is checked; otherwise the answer that refuses it.
+fn verified_webhook(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<webhook::Parsed, (StatusCode, String)> {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if let Err(err) =
+        webhook::verify_signature(state.app_secret.expose_secret().as_bytes(), signature, body)
+    {
+        warn!(error = %err, bytes = body.len(), "webhook refused");
+        return Err((StatusCode::UNAUTHORIZED, format!("{err}\n")));
+    }
+    webhook::parse(body).map_err(|err| {
+        warn!(error = %err, "webhook body refused");
+        (StatusCode::BAD_REQUEST, format!("{err}\n"))
+    })
+}
+
+/// The events the relay carries, for connected pages, and the pages whose last-webhook time is
+/// due for an update. Other events are counted and dropped (acknowledged).
+fn relayed_events(
+    state: &WebhookState,
+    envelopes: Vec<webhook::Envelope>,
+) -> Result<(Vec<InboundEvent>, Vec<PageId>), store::Error> {
     let mut events = Vec::new();
     let mut stale_pages = Vec::new();
-    for envelope in parsed.events {
+    for envelope in envelopes {
         if !is_relayed(&webhook::event(&envelope.raw)) {
             state.telemetry.webhook_event("ignored", 1);
             continue;
         }
-        match state.store.page(&envelope.page) {
-            Ok(Some(page)) if page.token.is_some() || page.status != PageStatus::Disconnected => {
+        match state.store.page(&envelope.page)? {
+            Some(page) if page.token.is_some() || page.status != PageStatus::Disconnected => {
                 let fresh = page
                     .last_webhook_ms
                     .is_some_and(|at| now_ms().saturating_sub(at) < LAST_WEBHOOK_RESOLUTION_MS);
@@ -415,12 +556,11 @@ async fn receive_webhook(
                     stale_pages.push(page.id);
                 }
             }
-            Ok(_) => {
+            _ => {
                 warn!(page = %envelope.page, "webhook event for a page that is not connected; acknowledged and dropped");
                 state.telemetry.webhook_event("unknown_page", 1);
                 continue;
             }
-            Err(err) => return store_failure(&err),
         }
         events.push(InboundEvent {
             key: ConversationKey::new(envelope.page, envelope.psid),
@@ -431,44 +571,43 @@ async fn receive_webhook(
             payload: envelope.raw,
         });
     }
-    if !events.is_empty() {
-        let keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
-        let outcome = match state.store.enqueue_inbound(events) {
-            Ok(outcome) => outcome,
-            Err(err) => return store_failure(&err),
-        };
-        if let Err(err) = state.store.sync().await {
-            return store_failure(&err);
-        }
-        state
-            .telemetry
-            .webhook_event("stored", outcome.stored as u64);
-        state
-            .telemetry
-            .webhook_event("duplicate", outcome.duplicates as u64);
-        for key in &keys {
-            state.inbound.wake(key);
-        }
-        // For `status`; it needs no flush of its own (the next one carries it).
-        for page in &stale_pages {
-            let now = now_ms();
-            if let Err(err) = state
-                .store
-                .update_page(page, |p| p.last_webhook_ms = Some(now))
-            {
-                warn!(page = %page, error = %err, "cannot record the page's last webhook");
-            }
-        }
-        debug!(
-            stored = outcome.stored,
-            duplicates = outcome.duplicates,
-            "webhook stored"
-        );
-    }
+    Ok((events, stale_pages))
+}
+
+/// Stores the events durably (the 200 waits for this), then wakes their conversations' workers.
+async fn store_events(
+    state: &WebhookState,
+    events: Vec<InboundEvent>,
+    stale_pages: &[PageId],
+) -> Result<(), store::Error> {
+    let keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
+    let outcome = state.store.enqueue_inbound(events)?;
+    state.store.sync().await?;
     state
         .telemetry
-        .webhook_handled(started.elapsed().as_secs_f64());
-    (StatusCode::OK, "EVENT_RECEIVED").into_response()
+        .webhook_event("stored", outcome.stored as u64);
+    state
+        .telemetry
+        .webhook_event("duplicate", outcome.duplicates as u64);
+    for key in &keys {
+        state.inbound.wake(key);
+    }
+    // For `status`; it needs no flush of its own (the next one carries it).
+    for page in stale_pages {
+        let now = now_ms();
+        if let Err(err) = state
+            .store
+            .update_page(page, |p| p.last_webhook_ms = Some(now))
+        {
+            warn!(page = %page, error = %err, "cannot record the page's last webhook");
+        }
+    }
+    debug!(
+        stored = outcome.stored,
+        duplicates = outcome.duplicates,
+        "webhook stored"
+    );
+    Ok(())
 }
 
 fn is_relayed(event: &webhook::Event) -> bool {
@@ -519,8 +658,8 @@ async fn render_metrics(State(state): State<MetricsState>) -> Response {
         .map(|all| all.iter().filter(|c| c.held_since_ms.is_some()).count())
         .unwrap_or(0);
     let snapshot = Snapshot {
-        inbox_depth: state.store.inbox_len(),
-        outbox_depth: state.store.outbox_len(),
+        inbox_depth: state.store.inbox().len(),
+        outbox_depth: state.store.outbox().len(),
         held_conversations: held,
         rocketchat_up: matches!(state.health.link(), Link::Up { .. }),
         pages: pages

@@ -5,6 +5,7 @@
 //! (`store`). See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod admin;
+pub mod backoff;
 pub mod check;
 pub mod commands;
 pub mod config;

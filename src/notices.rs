@@ -7,6 +7,7 @@ use rand::Rng;
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::backoff::Backoff;
 use crate::ids::{MessageId, RoomId};
 use crate::rocketchat::rest::RestClient;
 
@@ -27,13 +28,13 @@ impl Notifier {
     pub async fn reply(&self, rid: &RoomId, text: &str) {
         let id = new_message_id();
         let deadline = Instant::now() + DELIVERY_DEADLINE;
-        let mut delay = Duration::from_millis(250);
+        let mut delay = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         loop {
             match self.rest.send_message(&id, rid, text).await {
                 Ok(()) => return,
-                Err(err) if err.is_retryable() && Instant::now() + delay < deadline => {
-                    tokio::time::sleep(err.retry_after().unwrap_or(delay)).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                Err(err) if err.is_retryable() && Instant::now() + delay.current() < deadline => {
+                    tokio::time::sleep(err.retry_after().unwrap_or(delay.current())).await;
+                    delay.advance();
                 }
                 Err(err) => {
                     warn!(room = %rid, error = %err, "could not deliver the bot's message");

@@ -10,7 +10,14 @@
 //!
 //! A periodic health check (`check_health`, run by [`health_loop`]) asks Facebook about every
 //! connected page: a dead token marks the page "needs authorization", and a webhook subscription
-//! Meta dropped silently is put back, so admins hear of both before a customer does.
+//! Meta dropped silently is put back, so admins hear of both before a customer does. It also
+//! keeps the app-level `page` webhook subscription complete (a field reaches the gateway only
+//! when it is subscribed at both levels), without ever overwriting a callback that points
+//! elsewhere.
+//!
+//! Meta's callbacks: a person who removes the app (`deauthorize`) loses the pages connected
+//! through their grant; a data deletion request (`delete_data`) removes what the gateway holds
+//! about them and is answered with a confirmation code whose status page stays readable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +33,27 @@ use crate::health::now_ms;
 use crate::ids::{PageId, RoomId, UserId};
 use crate::messenger::graph::{self, GraphClient};
 use crate::notices::Notifier;
-use crate::store::{self, Grant, OAuthState, Page, PageStatus, Store};
+use crate::store::{self, DeletionRequest, Grant, OAuthState, Page, PageStatus, Store};
 
 /// How long an authorization link stays valid.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// The callback path; `redirect_uri` is `public_url` + this.
 pub const CALLBACK_PATH: &str = "/oauth/facebook/callback";
+/// Meta's Deauthorize Callback URL is `public_url` + this.
+pub const DEAUTHORIZE_PATH: &str = "/oauth/facebook/deauthorize";
+/// Meta's Data Deletion Request URL is `public_url` + this; `/{code}` shows a request's status.
+pub const DATA_DELETION_PATH: &str = "/oauth/facebook/data-deletion";
+/// Where Meta delivers webhooks: the app-level subscription's `callback_url` is `public_url` + this.
+pub const WEBHOOK_PATH: &str = "/webhooks/messenger";
+
+/// Permissions without which no page can be connected; `business_management` is the one
+/// optional one: without it only pages owned by a business portfolio are missing.
+const REQUIRED_SCOPES: &[&str] = &[
+    "pages_show_list",
+    "pages_messaging",
+    "pages_manage_metadata",
+    "pages_read_engagement",
+];
 
 /// What the OAuth dialog sent back to the callback.
 pub enum DialogOutcome {
@@ -69,6 +91,17 @@ pub enum Error {
     /// The subscription read back does not match what was asked.
     #[error("{0}")]
     Unverified(String),
+    /// The person declined permissions no page can work without.
+    #[error("{0}")]
+    Declined(String),
+}
+
+/// What a Meta callback with a `signed_request` did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeletionReceipt {
+    pub code: String,
+    /// `public_url` + `/oauth/facebook/data-deletion/{code}`.
+    pub status_url: String,
 }
 
 /// Connects pages; shared by the admin commands, the HTTP callback and the health check.
@@ -77,6 +110,12 @@ pub struct Pages {
     store: Store,
     chat: Notifier,
     redirect_uri: String,
+    /// `public_url` without its trailing slash.
+    public_url: String,
+    verify_token: SecretString,
+    /// Why the app-level webhook subscription is not as the gateway needs it, when it is not;
+    /// read by `status`.
+    app_webhooks: std::sync::Mutex<Option<String>>,
     /// Held while pages are connected, disconnected or checked, so the health check never sees
     /// a page between "stored" and "subscribed" (and re-subscribes it) or re-subscribes a page
     /// that `unauthorize` is taking down.
@@ -84,18 +123,32 @@ pub struct Pages {
 }
 
 impl Pages {
-    pub fn new(graph: GraphClient, store: Store, chat: Notifier, public_url: &Url) -> Pages {
-        let redirect_uri = format!(
-            "{}{CALLBACK_PATH}",
-            public_url.as_str().trim_end_matches('/')
-        );
+    pub fn new(
+        graph: GraphClient,
+        store: Store,
+        chat: Notifier,
+        public_url: &Url,
+        verify_token: SecretString,
+    ) -> Pages {
+        let public_url = public_url.as_str().trim_end_matches('/').to_owned();
         Pages {
             graph,
             store,
             chat,
-            redirect_uri,
+            redirect_uri: format!("{public_url}{CALLBACK_PATH}"),
+            public_url,
+            verify_token,
+            app_webhooks: std::sync::Mutex::new(None),
             changes: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Why the app-level webhook subscription is not what the gateway needs, as last seen.
+    pub fn app_webhook_problem(&self) -> Option<String> {
+        self.app_webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Creates a single-use state bound to the admin and room, and returns the Login link.
@@ -104,6 +157,17 @@ impl Pages {
         admin_username: &str,
         admin_id: &UserId,
         room: &RoomId,
+    ) -> Result<Url, Error> {
+        self.login_link(admin_username, admin_id, room, false).await
+    }
+
+    /// A Login link; `rerequest` asks again for permissions the person declined.
+    async fn login_link(
+        &self,
+        admin_username: &str,
+        admin_id: &UserId,
+        room: &RoomId,
+        rerequest: bool,
     ) -> Result<Url, Error> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
@@ -119,7 +183,9 @@ impl Pages {
         )?;
         self.store.prune_oauth_states(now_ms())?;
         self.store.sync().await?;
-        Ok(self.graph.login_dialog_url(&self.redirect_uri, &state))
+        Ok(self
+            .graph
+            .login_dialog_url(&self.redirect_uri, &state, rerequest))
     }
 
     /// Completes an authorization from the callback. A bad state changes nothing.
@@ -165,17 +231,36 @@ impl Pages {
                 return CallbackPage::Declined;
             }
         };
+        // App level first: a field reaches the gateway only when it is subscribed at both levels.
+        let app_problem = self.ensure_app_webhooks().await;
         let connected = {
             let _changing = self.changes.lock().await;
             self.connect(&record, &code).await
         };
         match connected {
-            Ok((pages, failures)) => {
+            Ok((pages, failures, declined)) => {
                 info!(target: "audit", user = %record.admin_username, action = "authorize", pages = %pages.join(", "), failed = failures.len(), "facebook login completed");
-                self.chat
-                    .reply(&record.room, &connected_message(&pages, &failures))
-                    .await;
+                let mut text = connected_message(&pages, &failures);
+                if !declined.is_empty() {
+                    text.push('\n');
+                    text.push_str(&self.declined_message(&record, &declined).await);
+                }
+                if let Some(problem) = app_problem {
+                    text.push_str(&format!("\n✗ {problem}"));
+                }
+                self.chat.reply(&record.room, &text).await;
                 CallbackPage::Connected { pages, failures }
+            }
+            Err(Error::Declined(declined)) => {
+                info!(target: "audit", user = %record.admin_username, action = "authorize", declined = %declined, "facebook login lacked permissions");
+                let names: Vec<&str> = declined.split(',').collect();
+                let text = self.declined_message(&record, &names).await;
+                self.chat.reply(&record.room, &text).await;
+                CallbackPage::Failed {
+                    reason: format!(
+                        "these permissions were declined: {declined}; the gateway cannot connect a page without them. A new link was sent to your Rocket.Chat room"
+                    ),
+                }
             }
             Err(err) => {
                 info!(target: "audit", user = %record.admin_username, action = "authorize", error = %err, "facebook login failed");
@@ -190,13 +275,38 @@ impl Pages {
     }
 
     /// Exchanges the code, stores every page with its token, subscribes each and verifies it.
+    /// Also returns the optional permissions that were declined.
     async fn connect(
         &self,
         record: &OAuthState,
         code: &str,
-    ) -> Result<(Vec<String>, Vec<String>), Error> {
+    ) -> Result<(Vec<String>, Vec<String>, Vec<&'static str>), Error> {
         let short = self.graph.exchange_code(code, &self.redirect_uri).await?;
         let long = self.graph.exchange_long_lived(&short.access_token).await?;
+        // The dialog lets people untick single permissions; what was granted is only known by
+        // asking (https://developers.facebook.com/docs/facebook-login/guides/permissions/request-revoke).
+        let granted: Vec<String> = self
+            .graph
+            .permissions(&long.access_token)
+            .await?
+            .into_iter()
+            .filter(|p| p.status == "granted")
+            .map(|p| p.permission)
+            .collect();
+        let declined: Vec<&'static str> = graph::LOGIN_SCOPES
+            .iter()
+            .copied()
+            .filter(|scope| !granted.iter().any(|g| g == scope))
+            .collect();
+        let required_missing: Vec<&str> = declined
+            .iter()
+            .copied()
+            .filter(|scope| REQUIRED_SCOPES.contains(scope))
+            .collect();
+        if !required_missing.is_empty() {
+            // Nothing is kept: the grant cannot connect a page.
+            return Err(Error::Declined(declined.join(",")));
+        }
         let user = self.graph.me(&long.access_token).await?;
         let accounts = self.graph.accounts(&long.access_token).await?;
         self.store.put_grant(&Grant {
@@ -230,7 +340,32 @@ impl Pages {
             }
         }
         self.store.sync().await?;
-        Ok((connected, failures))
+        Ok((connected, failures, declined))
+    }
+
+    /// Names what each declined permission is for and hands out a link that asks again.
+    async fn declined_message(&self, record: &OAuthState, declined: &[&str]) -> String {
+        let mut text = String::from("You declined permissions the gateway needs:");
+        for scope in declined {
+            text.push_str(&format!("\n• `{scope}`: {}", scope_purpose(scope)));
+        }
+        match self
+            .login_link(
+                &record.admin_username,
+                &record.admin_user_id,
+                &record.room,
+                true,
+            )
+            .await
+        {
+            Ok(link) => text.push_str(&format!(
+                "\nOpen this link and allow them (valid 15 minutes): {link}"
+            )),
+            Err(err) => text.push_str(&format!(
+                "\nA new link could not be made ({err}); run `/facebook authorize` and allow them."
+            )),
+        }
+        text
     }
 
     async fn connect_page(
@@ -265,7 +400,7 @@ impl Pages {
             Some(fields) => match missing_fields(&fields) {
                 missing if missing.is_empty() => Ok(()),
                 missing => Err(Error::Unverified(format!(
-                    "the webhook subscription lacks {}; enable them for the app under Webhooks → Page in the Meta app dashboard",
+                    "the webhook subscription lacks {}; Meta keeps only fields the app subscribes to as well: run `omni-gateway check` and fix its `app webhooks` line",
                     missing.join(",")
                 ))),
             },
@@ -341,7 +476,16 @@ impl Pages {
             let Some(grant) = self.store.grant(&grant_id)? else {
                 continue;
             };
-            match self.graph.revoke_permissions(&grant.user_token).await {
+            // The user token lasts about 60 days; once it is dead the app token revokes instead.
+            let revoked = match self.graph.revoke_permissions(&grant.user_token).await {
+                Err(err) if err.is_token_invalid() => {
+                    self.graph
+                        .revoke_permissions_as_app(&grant.fb_user_id)
+                        .await
+                }
+                other => other,
+            };
+            match revoked {
                 Ok(()) => lines.push("✓ the app's Facebook permissions were revoked".into()),
                 Err(err) if err.is_token_invalid() => lines.push("✓ the Facebook grant had already ended".into()),
                 Err(err) => lines.push(format!("✗ revoking the Facebook permissions failed: {}; remove the app under Facebook Settings → Business Integrations", err.describe())),
@@ -359,10 +503,174 @@ impl Pages {
     /// put back and verified, and the admins are told it was repaired (or why it could not be).
     /// Pages that already need authorization are left alone: their admins were told.
     pub async fn check_health(&self) -> Result<(), Error> {
-        for id in self.store.pages()?.into_iter().map(|p| p.id) {
+        let pages = self.store.pages()?;
+        if pages.iter().any(|p| p.token.is_some()) {
+            let before = self.app_webhook_problem();
+            if let Some(problem) = self.ensure_app_webhooks().await {
+                if before.as_deref() != Some(problem.as_str()) {
+                    let admins = admins_of(&pages);
+                    self.chat.notify(&admins, &problem).await;
+                }
+            }
+        }
+        for id in pages.into_iter().map(|p| p.id) {
             self.check_page(&id).await?;
         }
         Ok(())
+    }
+
+    /// Reads the app-level `page` subscription (`GET /{app-id}/subscriptions`) and sets it when
+    /// it is missing, has no callback or lacks fields (`POST`, which Meta verifies against our
+    /// webhook at once). A callback pointing elsewhere is never overwritten. Returns the problem
+    /// left, also kept for `status`.
+    pub async fn ensure_app_webhooks(&self) -> Option<String> {
+        let callback = format!("{}{WEBHOOK_PATH}", self.public_url);
+        let problem = match self.graph.app_subscriptions().await {
+            Err(err) => Some(format!(
+                "The app-level webhook subscription could not be read: {}",
+                err.describe()
+            )),
+            Ok(subs) => {
+                let page = subs.into_iter().find(|s| s.object == "page");
+                let current = page.as_ref().and_then(|p| p.callback_url.clone());
+                let fields: Vec<String> = page
+                    .map(|p| p.fields.into_iter().map(|f| f.name).collect())
+                    .unwrap_or_default();
+                let missing = missing_fields(&fields);
+                match current.filter(|url| !url.is_empty()) {
+                    Some(url) if url != callback => Some(format!(
+                        "The Meta app's page webhooks go to {url}, not to this gateway ({callback}); the gateway leaves it alone. Change the callback URL under Webhooks → Page in the app dashboard if this gateway should receive them."
+                    )),
+                    Some(_) if missing.is_empty() => None,
+                    _ => {
+                        // Fields someone else subscribed stay subscribed.
+                        let mut wanted: Vec<&str> = fields.iter().map(String::as_str).collect();
+                        wanted.extend(missing.iter().copied());
+                        match self
+                            .graph
+                            .set_app_page_subscription(&callback, &wanted, &self.verify_token)
+                            .await
+                        {
+                            Ok(()) => {
+                                info!(callback = %callback, added = %missing.join(","), "app-level page webhooks subscribed");
+                                None
+                            }
+                            Err(err) => Some(format!(
+                                "The app-level page webhooks could not be subscribed: {}. Meta calls {callback} to verify it: it must be reachable over https with [facebook].verify_token.",
+                                err.describe()
+                            )),
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(problem) = &problem {
+            warn!(problem = %problem, "app-level webhook subscription");
+        }
+        *self.app_webhooks.lock().unwrap_or_else(|p| p.into_inner()) = problem.clone();
+        problem
+    }
+
+    /// Meta's Deauthorize callback: the person removed the app, so their grant is gone. The pages
+    /// connected through it are disconnected (no Graph call: their tokens died with the grant)
+    /// and their admins are told.
+    pub async fn deauthorize(&self, fb_user_id: &str) -> Result<(), Error> {
+        let _changing = self.changes.lock().await;
+        let (pages, grant) = self.drop_grant(fb_user_id)?;
+        self.store.sync().await?;
+        info!(target: "audit", action = "deauthorize", pages = pages.len(), "a person removed the app on Facebook");
+        if pages.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = pages
+            .iter()
+            .map(|p| format!("*{}* ({})", p.name, p.id))
+            .collect();
+        let mut admins = admins_of(&pages);
+        if let Some(grant) = grant {
+            if !admins.contains(&grant.admin_username) {
+                admins.push(grant.admin_username);
+            }
+        }
+        let text = format!(
+            "The Facebook account that connected {} removed the app on Facebook, so the gateway disconnected them: customers' messages to them no longer reach Rocket.Chat. Run `/facebook authorize` to connect them again.",
+            names.join(", ")
+        );
+        self.chat.notify(&admins, &text).await;
+        Ok(())
+    }
+
+    /// Meta's Data Deletion Request callback: removes the person's grant (token, who they are)
+    /// and the link from their pages to it, disconnecting those pages, and records the request
+    /// under a new confirmation code.
+    pub async fn delete_data(&self, fb_user_id: &str) -> Result<DeletionReceipt, Error> {
+        let _changing = self.changes.lock().await;
+        let requested_ms = now_ms();
+        let (pages, _) = self.drop_grant(fb_user_id)?;
+        for page in self.store.pages()? {
+            if page.grant.as_deref() == Some(fb_user_id) {
+                self.store.update_page(&page.id, |p| p.grant = None)?;
+            }
+        }
+        let mut bytes = [0u8; 12];
+        rand::rng().fill_bytes(&mut bytes);
+        let code = hex::encode(bytes);
+        self.store.put_deletion(&DeletionRequest {
+            code: code.clone(),
+            requested_ms,
+            completed_ms: Some(now_ms()),
+            pages_disconnected: u32::try_from(pages.len()).unwrap_or(u32::MAX),
+        })?;
+        self.store.sync().await?;
+        info!(target: "audit", action = "data-deletion", code = %code, pages = pages.len(), "a person's data was deleted at Meta's request");
+        if !pages.is_empty() {
+            let names: Vec<String> = pages
+                .iter()
+                .map(|p| format!("*{}* ({})", p.name, p.id))
+                .collect();
+            let text = format!(
+                "The Facebook account that connected {} asked Facebook to delete its data, so the gateway forgot it and disconnected those pages (confirmation {code}). Run `/facebook authorize` to connect them again.",
+                names.join(", ")
+            );
+            self.chat.notify(&admins_of(&pages), &text).await;
+        }
+        Ok(DeletionReceipt {
+            status_url: format!("{}{DATA_DELETION_PATH}/{code}", self.public_url),
+            code,
+        })
+    }
+
+    /// A recorded data deletion request.
+    pub fn deletion(&self, code: &str) -> Result<Option<DeletionRequest>, Error> {
+        Ok(self.store.deletion(code)?)
+    }
+
+    /// Verifies a `signed_request` from Meta with the app secret.
+    pub fn verify_signed_request(
+        &self,
+        raw: &str,
+    ) -> Result<String, graph::signed_request::SignedRequestError> {
+        self.graph.verify_signed_request(raw).map(|r| r.user_id)
+    }
+
+    /// Disconnects the pages connected through this person's grant and removes the grant.
+    /// Returns the pages as they were, and the grant.
+    fn drop_grant(&self, fb_user_id: &str) -> Result<(Vec<Page>, Option<Grant>), Error> {
+        let pages: Vec<Page> = self
+            .store
+            .pages()?
+            .into_iter()
+            .filter(|p| p.token.is_some() && p.grant.as_deref() == Some(fb_user_id))
+            .collect();
+        for page in &pages {
+            self.store.update_page(&page.id, |p| {
+                p.token = None;
+                p.status = PageStatus::Disconnected;
+            })?;
+        }
+        let grant = self.store.grant(fb_user_id)?;
+        self.store.remove_grant(fb_user_id)?;
+        Ok((pages, grant))
     }
 
     /// One page of [`Pages::check_health`]. The page is read again under the lock, so a page
@@ -499,6 +807,31 @@ pub async fn lost_authorization(store: &Store, chat: &Notifier, page_id: &PageId
         page.name
     );
     chat.notify(&page.subscribers, &text).await;
+}
+
+/// Every admin subscribed to any of these pages, once.
+fn admins_of(pages: &[Page]) -> Vec<String> {
+    let mut admins: Vec<String> = Vec::new();
+    for name in pages.iter().flat_map(|p| p.subscribers.iter()) {
+        if !admins.contains(name) {
+            admins.push(name.clone());
+        }
+    }
+    admins
+}
+
+/// Why the gateway asks for a permission, for the admin who declined it.
+fn scope_purpose(scope: &str) -> &'static str {
+    match scope {
+        "pages_show_list" => "lists the pages you manage, so they can be connected",
+        "pages_messaging" => "answers customers in Messenger on the page's behalf",
+        "pages_manage_metadata" => "subscribes the page to webhooks, so messages reach Rocket.Chat",
+        "pages_read_engagement" => "reads the page's name and the customers' public profile names",
+        "business_management" => {
+            "lists pages owned by a business portfolio; without it those pages are missing"
+        }
+        _ => "needed by the gateway",
+    }
 }
 
 /// The fields of [`graph::SUBSCRIBED_FIELDS`] that `fields` lacks.

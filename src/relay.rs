@@ -9,23 +9,25 @@ pub mod outbound;
 pub mod render;
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
 
 use crate::ids::{ConversationKey, PageId, Psid};
 use crate::messenger::graph::{self, Content, GraphClient, Messaging, SendRequest};
 use crate::notices::Notifier;
 use crate::pages;
 use crate::rocketchat::rest::RestClient;
-use crate::store::{Page, Store};
+use crate::store::{Page, Queue, Store};
 use crate::telemetry::Telemetry;
 
 /// What both relays work with, wired once by the daemon.
@@ -70,6 +72,116 @@ impl Workers {
         } else {
             false
         }
+    }
+}
+
+/// Largest file either relay carries (Messenger's attachment limit is 25 MB; Rocket.Chat's is
+/// configurable and says so when it refuses).
+pub const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
+/// First and longest wait between retries while a far end is failing.
+pub const RETRY_MIN: Duration = Duration::from_millis(500);
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How handling a queue's oldest item ended.
+pub enum Handled {
+    /// Finished (delivered, or refused for good and reported): remove it from the queue.
+    Done,
+    /// Nothing of it was done yet: take the oldest item again (it may be another one now).
+    Again,
+    /// The gateway is stopping.
+    Stopped,
+}
+
+/// One direction of the relay, as its per-conversation queue workers see it: which store queue
+/// it drains and how it handles one item. [`wake`] and the worker loop are the same for both.
+pub trait Direction: Send + Sync + 'static {
+    type Item: Send + Sync;
+    /// The queue's name, for logs.
+    const QUEUE: &'static str;
+    /// Whether removing a finished item must be flushed at once: a crash before the flush
+    /// repeats the item, which only the inbox's derived message ids make harmless.
+    const FLUSH_AFTER_REMOVE: bool;
+
+    fn context(&self) -> &RelayContext;
+    fn workers(&self) -> &Workers;
+    fn queue(store: &Store) -> Queue<'_, Self::Item>;
+    /// Handles one item until it is done, retrying with `retry` (shared by the items of one
+    /// worker, so going back to the queue after a failure does not restart the backoff).
+    fn handle(
+        &self,
+        key: &ConversationKey,
+        item: &Self::Item,
+        retry: &mut Backoff,
+    ) -> impl Future<Output = Handled> + Send;
+}
+
+/// Makes sure a worker is draining this conversation's queue. Call after the items are stored.
+pub fn wake<D: Direction>(relay: &Arc<D>, key: &ConversationKey) {
+    let ctx = relay.context();
+    if ctx.cancel.is_cancelled() || !relay.workers().claim(key) {
+        return;
+    }
+    let worker = relay.clone();
+    let key = key.clone();
+    ctx.tasks.spawn(async move { work(worker, key).await });
+}
+
+/// Restarts every conversation with items left in the queue (after a restart or a crash).
+pub fn resume<D: Direction>(relay: &Arc<D>) -> Result<Vec<ConversationKey>, crate::store::Error> {
+    let pending = D::queue(&relay.context().store).pending_conversations()?;
+    for key in &pending {
+        wake(relay, key);
+    }
+    Ok(pending)
+}
+
+/// One conversation's worker: handles the oldest item until the queue is empty.
+async fn work<D: Direction>(relay: Arc<D>, key: ConversationKey) {
+    let ctx = relay.context();
+    let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return;
+        }
+        let next = match D::queue(&ctx.store).oldest(&key) {
+            Ok(next) => next,
+            Err(err) => {
+                error!(conversation = %key, queue = D::QUEUE, error = %err, "cannot read the queue; retrying");
+                pause(&ctx.cancel, RETRY_MAX).await;
+                continue;
+            }
+        };
+        let Some((id, item)) = next else {
+            let queue = D::queue(&ctx.store);
+            if relay
+                .workers()
+                .retire(&key, || matches!(queue.oldest(&key), Ok(None)))
+            {
+                return;
+            }
+            continue;
+        };
+        match relay.handle(&key, &item, &mut retry).await {
+            Handled::Done => {}
+            Handled::Again => continue,
+            Handled::Stopped => return,
+        }
+        if let Err(err) = D::queue(&ctx.store).remove(&id) {
+            error!(conversation = %key, queue = D::QUEUE, error = %err, "cannot remove a finished item from the queue");
+        }
+        if D::FLUSH_AFTER_REMOVE {
+            if let Err(err) = ctx.store.sync().await {
+                error!(conversation = %key, queue = D::QUEUE, error = %err, "cannot persist the queue");
+            }
+        }
+    }
+}
+
+/// Sleeps for `wait`, or less when the gateway stops.
+pub async fn pause(cancel: &CancellationToken, wait: Duration) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(wait) => {}
     }
 }
 
@@ -191,10 +303,4 @@ impl OutageLog {
     pub async fn recovery(&self) {
         self.back.notified().await;
     }
-}
-
-/// Full jitter: a random wait between half and all of `base`, so retries of many workers spread.
-pub fn jitter(base: Duration) -> Duration {
-    let millis = base.as_millis().max(2) as u64;
-    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
 }

@@ -37,10 +37,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crypto::TokenKey;
-pub use keys::{InboxId, OutboxId};
+pub use keys::QueueId;
 pub use records::{
-    Conversation, Department, EnqueueOutcome, Grant, InboundEvent, OAuthState, OutboundItem, Page,
-    PageStatus,
+    AgentFile, Conversation, DeletionRequest, Department, EnqueueOutcome, Grant, InboundEvent,
+    OAuthState, OutboundItem, Outgoing, Page, PageStatus,
 };
 
 use crate::ids::{ConversationKey, PageId, RoomId};
@@ -156,6 +156,8 @@ struct Inner {
     meta: sled::Tree,
     pages: sled::Tree,
     grants: sled::Tree,
+    /// Data deletion requests from Meta, by confirmation code.
+    deletions: sled::Tree,
     oauth_states: sled::Tree,
     conversations: sled::Tree,
     /// Secondary index: Livechat room id → conversation, written in the same transaction as
@@ -192,6 +194,7 @@ impl Inner {
             Tree::Meta => &self.meta,
             Tree::Pages => &self.pages,
             Tree::Grants => &self.grants,
+            Tree::Deletions => &self.deletions,
             Tree::OAuthStates => &self.oauth_states,
             Tree::Conversations => &self.conversations,
             Tree::Rooms => &self.rooms,
@@ -271,6 +274,7 @@ impl Store {
             meta: open_tree(Tree::Meta)?,
             pages: open_tree(Tree::Pages)?,
             grants: open_tree(Tree::Grants)?,
+            deletions: open_tree(Tree::Deletions)?,
             oauth_states: open_tree(Tree::OAuthStates)?,
             conversations: open_tree(Tree::Conversations)?,
             rooms: open_tree(Tree::Rooms)?,
@@ -302,8 +306,8 @@ impl Store {
             .store(count(&store.inner.outbox), Ordering::Relaxed);
         tracing::info!(
             path = %path.display(),
-            inbox = store.inbox_len(),
-            outbox = store.outbox_len(),
+            inbox = store.inbox().len(),
+            outbox = store.outbox().len(),
             "store opened"
         );
         Ok(store)
@@ -534,6 +538,32 @@ impl Store {
         Ok(())
     }
 
+    // ---- data deletion requests ----
+
+    pub fn put_deletion(&self, request: &DeletionRequest) -> Result<()> {
+        let bytes = records::encode_deletion(request)?;
+        self.inner
+            .deletions
+            .insert(request.code.as_bytes(), bytes)
+            .map_err(sled_err("deletion request write"))?;
+        Ok(())
+    }
+
+    pub fn deletion(&self, code: &str) -> Result<Option<DeletionRequest>> {
+        let key = code.as_bytes();
+        match self
+            .inner
+            .deletions
+            .get(key)
+            .map_err(sled_err("deletion request read"))?
+        {
+            Some(bytes) => {
+                records::decode_deletion(Self::at(Tree::Deletions, key), &bytes).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     // ---- OAuth states ----
 
     pub fn put_oauth_state(&self, state: &str, rec: &OAuthState) -> Result<()> {
@@ -755,19 +785,14 @@ impl Store {
         Ok(outcome)
     }
 
-    /// The next event to deliver for `key`.
-    pub fn oldest_inbound(&self, key: &ConversationKey) -> Result<Option<(InboxId, InboundEvent)>> {
-        self.queue_scan(Tree::Inbox, key, records::decode_inbound)
-            .next()
-            .transpose()
-            .map(|found| found.map(|(key, event)| (InboxId(key), event)))
-    }
-
-    /// Every event waiting for `key`, in delivery order (timestamp, then arrival).
-    pub fn inbound_for(&self, key: &ConversationKey) -> Result<Vec<(InboxId, InboundEvent)>> {
-        self.queue_scan(Tree::Inbox, key, records::decode_inbound)
-            .map(|found| found.map(|(key, event)| (InboxId(key), event)))
-            .collect()
+    /// The inbox: webhook events waiting for Rocket.Chat.
+    pub fn inbox(&self) -> Queue<'_, InboundEvent> {
+        Queue {
+            store: self,
+            tree: Tree::Inbox,
+            len: &self.inner.inbox_len,
+            decode: records::decode_inbound,
+        }
     }
 
     fn queue_scan<'a, T: 'a>(
@@ -784,25 +809,6 @@ impl Store {
                 let value = decode(Self::at(tree, &key), &bytes)?;
                 Ok((key.to_vec(), value))
             })
-    }
-
-    /// Removes a delivered event. Removing an id twice is harmless.
-    pub fn remove_inbound(&self, id: &InboxId) -> Result<()> {
-        if self
-            .inner
-            .inbox
-            .remove(&id.0)
-            .map_err(sled_err("inbox remove"))?
-            .is_some()
-        {
-            add(&self.inner.inbox_len, -1);
-        }
-        Ok(())
-    }
-
-    /// The conversations with events waiting, for restart recovery.
-    pub fn pending_inbound_conversations(&self) -> Result<Vec<ConversationKey>> {
-        self.pending(Tree::Inbox)
     }
 
     /// Distinct conversations of a queue tree, skipping from one conversation to the next
@@ -834,11 +840,6 @@ impl Store {
             found.push(conv);
             from = next;
         }
-    }
-
-    /// Events waiting in the inbox, all conversations together.
-    pub fn inbox_len(&self) -> usize {
-        len(&self.inner.inbox_len)
     }
 
     /// Forgets dedupe marks set before `older_than_ms`; returns how many.
@@ -879,38 +880,14 @@ impl Store {
         Ok(stored)
     }
 
-    /// The next agent message to send for `key`.
-    pub fn oldest_outbound(
-        &self,
-        key: &ConversationKey,
-    ) -> Result<Option<(OutboxId, OutboundItem)>> {
-        self.queue_scan(Tree::Outbox, key, records::decode_outbound)
-            .next()
-            .transpose()
-            .map(|found| found.map(|(key, item)| (OutboxId(key), item)))
-    }
-
-    /// Removes a sent (or finally failed) message. Its id stays in the dedupe marks.
-    pub fn remove_outbound(&self, id: &OutboxId) -> Result<()> {
-        if self
-            .inner
-            .outbox
-            .remove(&id.0)
-            .map_err(sled_err("outbox remove"))?
-            .is_some()
-        {
-            add(&self.inner.outbox_len, -1);
+    /// The outbox: agent messages waiting for the Send API.
+    pub fn outbox(&self) -> Queue<'_, OutboundItem> {
+        Queue {
+            store: self,
+            tree: Tree::Outbox,
+            len: &self.inner.outbox_len,
+            decode: records::decode_outbound,
         }
-        Ok(())
-    }
-
-    pub fn pending_outbound_conversations(&self) -> Result<Vec<ConversationKey>> {
-        self.pending(Tree::Outbox)
-    }
-
-    /// Messages waiting in the outbox, all conversations together.
-    pub fn outbox_len(&self) -> usize {
-        len(&self.inner.outbox_len)
     }
 
     /// Forgets relayed-message marks created before `older_than_ms`; returns how many. Keep
@@ -919,6 +896,64 @@ impl Store {
         self.prune(Tree::Relayed, |at, bytes| {
             Ok(records::decode_mark(at, bytes)? < older_than_ms)
         })
+    }
+}
+
+/// One queue of the store (the inbox or the outbox): per conversation, oldest first. Items are
+/// enqueued by [`Store::enqueue_inbound`] and [`Store::enqueue_outbound`], each with its own
+/// dedupe marks in the same transaction.
+pub struct Queue<'s, T> {
+    store: &'s Store,
+    tree: Tree,
+    len: &'s AtomicIsize,
+    decode: fn(At<'_>, &[u8]) -> Result<T>,
+}
+
+impl<T> Queue<'_, T> {
+    /// The next item for `key`.
+    pub fn oldest(&self, key: &ConversationKey) -> Result<Option<(QueueId, T)>> {
+        self.store
+            .queue_scan(self.tree, key, self.decode)
+            .next()
+            .transpose()
+            .map(|found| found.map(|(key, item)| (QueueId(key), item)))
+    }
+
+    /// Every item waiting for `key`, in order.
+    pub fn all_for(&self, key: &ConversationKey) -> Result<Vec<(QueueId, T)>> {
+        self.store
+            .queue_scan(self.tree, key, self.decode)
+            .map(|found| found.map(|(key, item)| (QueueId(key), item)))
+            .collect()
+    }
+
+    /// Removes a finished item. Removing an id twice is harmless.
+    pub fn remove(&self, id: &QueueId) -> Result<()> {
+        if self
+            .store
+            .inner
+            .tree(self.tree)
+            .remove(&id.0)
+            .map_err(sled_err("queue remove"))?
+            .is_some()
+        {
+            add(self.len, -1);
+        }
+        Ok(())
+    }
+
+    /// The conversations with items waiting, for restart recovery.
+    pub fn pending_conversations(&self) -> Result<Vec<ConversationKey>> {
+        self.store.pending(self.tree)
+    }
+
+    /// Items waiting, all conversations together.
+    pub fn len(&self) -> usize {
+        len(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

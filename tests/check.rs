@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use omni_gateway::check::{self, Report, Status};
-use omni_sim::graph::GraphSim;
+use omni_gateway::messenger::graph::SUBSCRIBED_FIELDS;
+use omni_sim::graph::{AppSubscription, GraphSim};
 use omni_testkit::{
     BOT, BOT_PASSWORD, Chat, Running, password_credentials, start_gateway, until_ready,
 };
@@ -28,6 +29,8 @@ enum Change {
     PlainHttpPublicUrl,
     GatewayNotRunning,
     StoreInUse,
+    AppWebhooksElsewhere,
+    AppWebhooksPartial,
 }
 
 struct Setup {
@@ -49,6 +52,11 @@ async fn good_setup() -> Setup {
     let facebook = GraphSim::start(APP_ID, APP_SECRET).await.unwrap();
     let running = start_gateway(&chat, &password_credentials()).await;
     until_ready(&running.gateway).await;
+    facebook.set_app_subscription(Some(AppSubscription {
+        callback_url: format!("http://{}/webhooks/messenger", running.gateway.http_addr),
+        fields: SUBSCRIBED_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+        verify_token: "verify-token-for-check".into(),
+    }));
     Setup {
         chat,
         facebook,
@@ -122,6 +130,26 @@ fn apply(setup: &Setup, change: Change) {
         Change::CannotListDepartments => sim.revoke_permission("bot", "view-livechat-departments"),
         Change::RateLimiterAtDefault => sim.set_setting("API_Enable_Rate_Limiter", json!(true)),
         Change::RateLimiterUnreadable => sim.revoke_permission("bot", "view-privileged-setting"),
+        // The app's webhooks follow the public URL these cases change.
+        Change::PlainHttpPublicUrl | Change::GatewayNotRunning => {
+            let mut sub = setup.facebook.app_subscription().unwrap();
+            sub.callback_url = match change {
+                Change::PlainHttpPublicUrl => "http://fb-gateway.example.com/webhooks/messenger",
+                _ => "http://127.0.0.1:9/webhooks/messenger",
+            }
+            .into();
+            setup.facebook.set_app_subscription(Some(sub));
+        }
+        Change::AppWebhooksElsewhere | Change::AppWebhooksPartial => {
+            let mut sub = setup.facebook.app_subscription().unwrap();
+            if matches!(change, Change::AppWebhooksElsewhere) {
+                sub.callback_url = "https://other.example.com/hook".into();
+            } else {
+                sub.fields
+                    .retain(|f| f != "standby" && f != "message_echoes");
+            }
+            setup.facebook.set_app_subscription(Some(sub));
+        }
         _ => {}
     }
 }
@@ -166,6 +194,8 @@ async fn a_good_setup_passes_every_check() {
         "departments",
         "rate limiter",
         "graph api",
+        "app webhooks",
+        "permissions",
         "public url",
         "public url reachable",
     ] {
@@ -249,6 +279,22 @@ async fn each_misconfiguration_is_named_with_its_fix() {
             &["not running", "check again"],
         ),
         (Change::StoreInUse, "store", Status::Warn, &["in use"]),
+        (
+            Change::AppWebhooksElsewhere,
+            "app webhooks",
+            Status::Fail,
+            &[
+                "https://other.example.com/hook",
+                "does not overwrite",
+                "Webhooks → Page",
+            ],
+        ),
+        (
+            Change::AppWebhooksPartial,
+            "app webhooks",
+            Status::Warn,
+            &["message_echoes,standby", "health check"],
+        ),
     ];
     for (change, name, status, words) in cases {
         let report = check_with(*change).await;

@@ -52,7 +52,7 @@ async fn open_dialog(client: &GraphClient, state: &str) -> Vec<(String, String)>
         .build()
         .expect("reqwest builds");
     let response = http
-        .get(client.login_dialog_url(REDIRECT, state))
+        .get(client.login_dialog_url(REDIRECT, state, false))
         .send()
         .await
         .expect("dialog answers");
@@ -118,13 +118,15 @@ fn text(psid: &str, messaging: Messaging, body: &str) -> SendRequest {
 #[tokio::test]
 async fn login_exchanges_and_paged_accounts() {
     let (_sim, client) = setup().await;
-    let dialog = client.login_dialog_url(REDIRECT, "xyz");
+    let dialog = client.login_dialog_url(REDIRECT, "xyz", false);
     let query: Vec<(String, String)> = dialog.query_pairs().into_owned().collect();
     assert_eq!(dialog.path(), "/v23.0/dialog/oauth");
     assert_eq!(param(&query, "response_type"), Some("code"));
     assert_eq!(
         param(&query, "scope"),
-        Some("pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement")
+        Some(
+            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management"
+        )
     );
 
     let params = open_dialog(&client, "state-1").await;

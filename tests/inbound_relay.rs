@@ -340,7 +340,11 @@ async fn bad_requests_are_refused_and_unknown_pages_acknowledged() {
         let status = webhook::post(&http, addr, bytes, signature.as_deref()).await;
         assert_eq!(status, want, "{what}");
     }
-    assert_eq!(world.running.gateway.store.inbox_len(), 0, "nothing stored");
+    assert_eq!(
+        world.running.gateway.store.inbox().len(),
+        0,
+        "nothing stored"
+    );
 
     // Verification: the challenge verbatim, or 403.
     let verify = |token: &str, mode: &str| {

@@ -509,7 +509,10 @@ async fn a_restart_mid_outbox_sends_each_reply_once() {
             .agent_reply("agent1", &rid, &format!("reply {n}"));
     }
     let store = world.gateway().store.clone();
-    eventually("the replies wait in the outbox", || store.outbox_len() == 3).await;
+    eventually("the replies wait in the outbox", || {
+        store.outbox().len() == 3
+    })
+    .await;
     drop(store);
     world.stop_gateway().await;
 

@@ -176,7 +176,7 @@ async fn unauthorize_unsubscribes_then_revokes_and_authorize_restores_settings()
             .sim
             .calls()
             .iter()
-            .any(|c| c.ends_with("/me/permissions")),
+            .any(|c| c.starts_with("DELETE") && c.ends_with("/permissions")),
         "no revocation while a page is left"
     );
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId};
-use omni_gateway::store::{EnqueueOutcome, InboundEvent, OutboundItem, Store, TokenKey};
+use omni_gateway::store::{EnqueueOutcome, InboundEvent, OutboundItem, Outgoing, Store, TokenKey};
 use serde_json::json;
 
 fn open(dir: &std::path::Path) -> Store {
@@ -27,7 +27,8 @@ fn event(key: &ConversationKey, timestamp_ms: u64, mid: Option<&str>, label: &st
 
 fn labels(store: &Store, key: &ConversationKey) -> Vec<String> {
     store
-        .inbound_for(key)
+        .inbox()
+        .all_for(key)
         .unwrap()
         .into_iter()
         .map(|(_, e)| e.payload["label"].as_str().unwrap().to_owned())
@@ -76,7 +77,7 @@ fn inbox_comes_back_in_timestamp_then_arrival_order() {
             store.enqueue_inbound(events).unwrap();
         }
         assert_eq!(labels(&store, &key), *expected);
-        let (_, oldest) = store.oldest_inbound(&key).unwrap().unwrap();
+        let (_, oldest) = store.inbox().oldest(&key).unwrap().unwrap();
         assert_eq!(oldest.payload["label"], expected[0]);
     }
 }
@@ -130,13 +131,13 @@ fn inbox_dedupes_on_page_and_mid_within_and_across_batches() {
         labels(&store, &a),
         ["one", "no mid", "no mid either", "two"]
     );
-    assert_eq!(store.inbox_len(), 5);
+    assert_eq!(store.inbox().len(), 5);
 
     // A delivered event stays deduped until its mark is pruned.
-    let (id, _) = store.oldest_inbound(&a).unwrap().unwrap();
-    store.remove_inbound(&id).unwrap();
-    store.remove_inbound(&id).unwrap();
-    assert_eq!(store.inbox_len(), 4, "removing twice counts once");
+    let (id, _) = store.inbox().oldest(&a).unwrap().unwrap();
+    store.inbox().remove(&id).unwrap();
+    store.inbox().remove(&id).unwrap();
+    assert_eq!(store.inbox().len(), 4, "removing twice counts once");
     assert_eq!(
         store
             .enqueue_inbound(vec![event(&a, 1, Some("m1"), "late retry")])
@@ -184,18 +185,18 @@ fn conversations_are_isolated_even_when_ids_share_prefixes() {
             [format!("{i}-0"), format!("{i}-1"), format!("{i}-2")]
         );
     }
-    let mut pending = store.pending_inbound_conversations().unwrap();
+    let mut pending = store.inbox().pending_conversations().unwrap();
     pending.sort();
     let mut expected = keys.to_vec();
     expected.sort();
     assert_eq!(pending, expected);
 
-    for (id, _) in store.inbound_for(&keys[0]).unwrap() {
-        store.remove_inbound(&id).unwrap();
+    for (id, _) in store.inbox().all_for(&keys[0]).unwrap() {
+        store.inbox().remove(&id).unwrap();
     }
-    assert_eq!(store.oldest_inbound(&keys[0]).unwrap(), None);
-    assert_eq!(store.pending_inbound_conversations().unwrap().len(), 3);
-    assert_eq!(store.inbox_len(), 9);
+    assert_eq!(store.inbox().oldest(&keys[0]).unwrap(), None);
+    assert_eq!(store.inbox().pending_conversations().unwrap().len(), 3);
+    assert_eq!(store.inbox().len(), 9);
 }
 
 fn item(key: &ConversationKey, id: &str, created_ms: u64) -> OutboundItem {
@@ -205,7 +206,7 @@ fn item(key: &ConversationKey, id: &str, created_ms: u64) -> OutboundItem {
         room: RoomId::new("R1"),
         agent_username: Some("bob".into()),
         created_ms,
-        payload: json!({ "_id": id }),
+        payload: Outgoing::Close { ts_ms: created_ms },
     }
 }
 
@@ -226,24 +227,24 @@ fn outbox_dedupes_on_the_rocketchat_message_id_and_keeps_order() {
         "the live stream and back-fill overlap"
     );
     assert!(store.enqueue_outbound(item(&b, "M4", 1)).unwrap());
-    assert_eq!(store.outbox_len(), 4);
+    assert_eq!(store.outbox().len(), 4);
     assert_eq!(
-        store.pending_outbound_conversations().unwrap(),
+        store.outbox().pending_conversations().unwrap(),
         [a.clone(), b.clone()]
     );
 
     let mut sent = Vec::new();
-    while let Some((id, next)) = store.oldest_outbound(&a).unwrap() {
+    while let Some((id, next)) = store.outbox().oldest(&a).unwrap() {
         sent.push(next.rc_message_id.to_string());
-        store.remove_outbound(&id).unwrap();
+        store.outbox().remove(&id).unwrap();
     }
     assert_eq!(sent, ["M1", "M2", "M3"]);
     assert!(
         !store.enqueue_outbound(item(&a, "M1", 10)).unwrap(),
         "a sent message is not sent again"
     );
-    assert_eq!(store.outbox_len(), 1);
-    assert_eq!(store.pending_outbound_conversations().unwrap(), [b]);
+    assert_eq!(store.outbox().len(), 1);
+    assert_eq!(store.outbox().pending_conversations().unwrap(), [b]);
     assert_eq!(store.prune_relayed(15).unwrap(), 2, "M1 (10) and M4 (1)");
     assert!(store.enqueue_outbound(item(&a, "M1", 10)).unwrap());
 }
@@ -285,7 +286,7 @@ async fn sync_is_a_group_commit() {
         (1..=40).contains(&flushes),
         "200 callers caused {flushes} flushes"
     );
-    assert_eq!(store.inbox_len(), 200);
+    assert_eq!(store.inbox().len(), 200);
 }
 
 #[tokio::test]
@@ -298,6 +299,6 @@ async fn a_store_reopens_after_its_last_handle_is_dropped_even_after_sync() {
     store.sync().await.unwrap();
     drop(store);
     let store = open(dir.path());
-    assert_eq!(store.inbox_len(), 1);
+    assert_eq!(store.inbox().len(), 1);
     store.sync().await.unwrap();
 }

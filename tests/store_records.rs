@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, UserId, VisitorToken};
 use omni_gateway::store::{
-    Conversation, Department, Error, Grant, InboundEvent, OAuthState, OutboundItem, Page,
-    PageStatus, Store, TokenKey,
+    Conversation, DeletionRequest, Department, Error, Grant, InboundEvent, OAuthState,
+    OutboundItem, Outgoing, Page, PageStatus, Store, TokenKey,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -171,6 +171,25 @@ fn grants_round_trip_and_are_removed() {
 }
 
 #[test]
+fn deletion_requests_round_trip_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = DeletionRequest {
+        code: "9f8e7d".into(),
+        requested_ms: 10,
+        completed_ms: Some(12),
+        pages_disconnected: 2,
+    };
+    {
+        let store = open(dir.path());
+        assert_eq!(store.deletion("9f8e7d").unwrap(), None);
+        store.put_deletion(&request).unwrap();
+        assert_eq!(store.deletion("9f8e7d").unwrap(), Some(request.clone()));
+        assert_eq!(store.deletion("other").unwrap(), None);
+    }
+    assert_eq!(open(dir.path()).deletion("9f8e7d").unwrap(), Some(request));
+}
+
+#[test]
 fn oauth_states_are_single_use_and_pruned_by_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
@@ -259,7 +278,7 @@ fn fill(store: &Store) {
         room: RoomId::new("R1"),
         agent_username: Some("bob".into()),
         created_ms: 3,
-        payload: json!({"msg": "hi"}),
+        payload: Outgoing::Close { ts_ms: 3 },
     };
     assert!(store.enqueue_outbound(item).unwrap());
 }
@@ -283,17 +302,18 @@ fn reopening_keeps_everything() {
         store.conversation_by_room(&RoomId::new("R1")).unwrap(),
         Some(conversation("1", "100", Some("R1")))
     );
-    assert_eq!((store.inbox_len(), store.outbox_len()), (1, 1));
+    assert_eq!((store.inbox().len(), store.outbox().len()), (1, 1));
     assert_eq!(
-        store.pending_inbound_conversations().unwrap(),
+        store.inbox().pending_conversations().unwrap(),
         [conv_key("1", "100")]
     );
     assert_eq!(
-        store.pending_outbound_conversations().unwrap(),
+        store.outbox().pending_conversations().unwrap(),
         [conv_key("1", "100")]
     );
     let (_, event) = store
-        .oldest_inbound(&conv_key("1", "100"))
+        .inbox()
+        .oldest(&conv_key("1", "100"))
         .unwrap()
         .unwrap();
     assert_eq!(event.payload["message"]["text"], "hello");

@@ -4,27 +4,33 @@
 //!
 //! Tokens are `SecretString`s and never reach an error or a log line: access tokens travel in
 //! the `Authorization: Bearer` header, which the Graph API accepts like the `access_token`
-//! parameter. Only the values Meta requires as parameters (`client_secret`, `code`,
+//! parameter. Every call with a token also carries `appsecret_proof` (hex HMAC-SHA256 of the
+//! token keyed with the app secret), which Meta requires when the app has "Require App Secret"
+//! on and accepts otherwise (https://developers.facebook.com/docs/graph-api/security#appsecret_proof). Only the values Meta requires as parameters (`client_secret`, `code`,
 //! `fb_exchange_token`, `input_token`) go into a query string, and transport errors are
 //! stripped of their URL before they are returned.
 
 mod error;
+pub mod signed_request;
 mod types;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
 use reqwest::{Method, RequestBuilder};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use sha2::Sha256;
 use tracing::debug;
 use url::Url;
 
 use crate::ids::{PageId, Psid};
 
 pub use error::{Error, ErrorKind, GraphError};
+pub use types::{AppSubscription, Permission, SubscriptionField};
 pub use types::{
     AttachmentKind, Content, FbUser, Messaging, PageAccount, Profile, SendRequest, SendResponse,
     SenderAction, TokenInfo, TokenInfoError, UserToken,
@@ -48,12 +54,15 @@ pub const SUBSCRIBED_FIELDS: &[&str] = &[
 ];
 
 /// The permissions the login dialog asks for (`docs/messenger.md` §5.2): list the pages, message on
-/// their behalf, subscribe them to webhooks, and the engagement read Meta pairs with them.
+/// their behalf, subscribe them to webhooks, the engagement read Meta pairs with them, and
+/// `business_management`, without which pages owned by a business portfolio are missing from
+/// `/me/accounts` (https://developers.facebook.com/docs/permissions#business_management).
 pub const LOGIN_SCOPES: &[&str] = &[
     "pages_show_list",
     "pages_messaging",
     "pages_manage_metadata",
     "pages_read_engagement",
+    "business_management",
 ];
 
 /// Stops following `paging.next` after this many pages: a person with more pages than this
@@ -120,6 +129,12 @@ struct DebugToken {
     data: TokenInfo,
 }
 
+#[derive(Deserialize)]
+struct DataList<T> {
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
+}
+
 impl GraphClient {
     pub fn new(settings: GraphSettings) -> Result<GraphClient, Error> {
         crate::tls::install_crypto_provider();
@@ -139,9 +154,12 @@ impl GraphClient {
         })
     }
 
-    /// The Facebook Login link an admin opens (manual flow, `docs/messenger.md` §5.1). `state` is
-    /// the caller's single-use CSRF value; Meta sends it back on the redirect.
-    pub fn login_dialog_url(&self, redirect_uri: &str, state: &str) -> Url {
+    /// The Facebook Login link an admin opens (manual flow, `docs/messenger.md` §5.1). `state` is the
+    /// caller's single-use CSRF value; Meta sends it back on the redirect.
+    /// `rerequest` asks again for permissions the person declined before: without
+    /// `auth_type=rerequest` the dialog does not show them a second time
+    /// (https://developers.facebook.com/docs/facebook-login/guides/advanced/manual-flow#reaskperms).
+    pub fn login_dialog_url(&self, redirect_uri: &str, state: &str, rerequest: bool) -> Url {
         let mut url = versioned(&self.dialog_url, &self.api_version, &["dialog", "oauth"]);
         url.query_pairs_mut()
             .append_pair("client_id", &self.app_id)
@@ -149,7 +167,68 @@ impl GraphClient {
             .append_pair("state", state)
             .append_pair("response_type", "code")
             .append_pair("scope", &LOGIN_SCOPES.join(","));
+        if rerequest {
+            url.query_pairs_mut().append_pair("auth_type", "rerequest");
+        }
         url
+    }
+
+    /// What the person granted and declined (`GET /me/permissions`: `permission` and `status`
+    /// `granted`/`declined`, https://developers.facebook.com/docs/graph-api/reference/user/permissions/).
+    pub async fn permissions(&self, user_token: &SecretString) -> Result<Vec<Permission>, Error> {
+        let req = self.request(Method::GET, &["me", "permissions"], Some(user_token));
+        let list: DataList<Permission> = self.call("me/permissions", req).await?;
+        Ok(list.data)
+    }
+
+    /// The app-level webhook subscriptions (`GET /{app-id}/subscriptions` with the app token):
+    /// one per object, with its callback URL and fields
+    /// (https://developers.facebook.com/docs/graph-api/reference/app/subscriptions/).
+    pub async fn app_subscriptions(&self) -> Result<Vec<AppSubscription>, Error> {
+        let app_token = self.app_token();
+        let req = self.request(
+            Method::GET,
+            &[self.app_id.as_str(), "subscriptions"],
+            Some(&app_token),
+        );
+        let list: DataList<AppSubscription> = self.call("app subscriptions", req).await?;
+        Ok(list.data)
+    }
+
+    /// Sets the app-level `page` subscription: Meta calls `callback_url` with a verification
+    /// GET at once and refuses the subscription when it does not answer the challenge.
+    pub async fn set_app_page_subscription(
+        &self,
+        callback_url: &str,
+        fields: &[&str],
+        verify_token: &SecretString,
+    ) -> Result<(), Error> {
+        let app_token = self.app_token();
+        let req = self
+            .request(
+                Method::POST,
+                &[self.app_id.as_str(), "subscriptions"],
+                Some(&app_token),
+            )
+            .form(&[
+                ("object", "page"),
+                ("callback_url", callback_url),
+                ("fields", &fields.join(",")),
+                ("verify_token", verify_token.expose_secret()),
+            ]);
+        self.call_success("set app subscription", req).await
+    }
+
+    /// Removes a person's whole grant with the app token (`DELETE /{user-id}/permissions`):
+    /// works after the person's own token has expired (`docs/messenger.md` §5.7).
+    pub async fn revoke_permissions_as_app(&self, fb_user_id: &str) -> Result<(), Error> {
+        let app_token = self.app_token();
+        let req = self.request(
+            Method::DELETE,
+            &[fb_user_id, "permissions"],
+            Some(&app_token),
+        );
+        self.call_success("revoke permissions", req).await
     }
 
     /// Trades the dialog's `code` for a user token. `redirect_uri` must be byte-for-byte the one
@@ -268,11 +347,7 @@ impl GraphClient {
     /// Inspects any token with the app token `{app_id}|{app_secret}`. An invalid token is an
     /// `Ok` answer with `is_valid: false` and the reason in `error`.
     pub async fn debug_token(&self, token: &SecretString) -> Result<TokenInfo, Error> {
-        let app_token = SecretString::from(format!(
-            "{}|{}",
-            self.app_id,
-            self.app_secret.expose_secret()
-        ));
+        let app_token = self.app_token();
         let req = self
             .request(Method::GET, &["debug_token"], Some(&app_token))
             .query(&[("input_token", token.expose_secret())]);
@@ -283,12 +358,30 @@ impl GraphClient {
     /// Inspects the app token itself: a valid answer proves the Graph API is reachable and that
     /// `app_id` and `app_secret` belong together (a wrong secret fails with code 190).
     pub async fn app_token_info(&self) -> Result<TokenInfo, Error> {
-        let app_token = SecretString::from(format!(
+        self.debug_token(&self.app_token()).await
+    }
+
+    /// Verifies a `signed_request` Meta posted to one of the app's callbacks.
+    pub fn verify_signed_request(
+        &self,
+        raw: &str,
+    ) -> Result<signed_request::SignedRequest, signed_request::SignedRequestError> {
+        signed_request::verify(self.app_secret.expose_secret(), raw)
+    }
+
+    /// The app token `{app_id}|{app_secret}`.
+    fn app_token(&self) -> SecretString {
+        SecretString::from(format!(
             "{}|{}",
             self.app_id,
             self.app_secret.expose_secret()
-        ));
-        self.debug_token(&app_token).await
+        ))
+    }
+
+    /// `appsecret_proof` for `token`: lowercase hex HMAC-SHA256 of the token, keyed with the
+    /// app secret.
+    fn proof(&self, token: &str) -> String {
+        appsecret_proof(self.app_secret.expose_secret(), token)
     }
 
     /// The User Profile API; needs the "Business Asset User Profile Access" feature, and fails
@@ -398,7 +491,9 @@ impl GraphClient {
         let url = versioned(&self.graph_url, &self.api_version, path);
         let req = self.http.request(method, url);
         match token {
-            Some(token) => req.bearer_auth(token.expose_secret()),
+            Some(token) => req
+                .bearer_auth(token.expose_secret())
+                .query(&[("appsecret_proof", self.proof(token.expose_secret()))]),
             None => req,
         }
     }
@@ -416,13 +511,20 @@ impl GraphClient {
                 detail: "paging.next points outside the graph api".to_owned(),
             });
         }
-        let has_token = url.query_pairs().any(|(k, _)| k == "access_token");
-        let req = self.http.get(url);
-        Ok(if has_token {
-            req
-        } else {
-            req.bearer_auth(token.expose_secret())
-        })
+        let link_token = url
+            .query_pairs()
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned());
+        let has_proof = url.query_pairs().any(|(k, _)| k == "appsecret_proof");
+        let proof = self.proof(link_token.as_deref().unwrap_or(token.expose_secret()));
+        let mut req = self.http.get(url);
+        if link_token.is_none() {
+            req = req.bearer_auth(token.expose_secret());
+        }
+        if !has_proof {
+            req = req.query(&[("appsecret_proof", proof)]);
+        }
+        Ok(req)
     }
 
     async fn call<T: DeserializeOwned>(
@@ -484,6 +586,16 @@ fn versioned(base: &Url, version: &str, path: &[&str]) -> Url {
     url
 }
 
+/// Lowercase hex HMAC-SHA256 of `token` keyed with `app_secret`: Meta's `appsecret_proof`
+/// (https://developers.facebook.com/docs/graph-api/security#appsecret_proof).
+pub fn appsecret_proof(app_secret: &str, token: &str) -> String {
+    // HMAC takes keys of any length.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(app_secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("hmac accepts any key length"));
+    mac.update(token.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn id_matches(id: &serde_json::Value, app_id: &str) -> bool {
     match id {
         serde_json::Value::String(s) => s == app_id,
@@ -495,6 +607,15 @@ fn id_matches(id: &serde_json::Value, app_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appsecret_proof_is_hex_hmac_sha256_of_the_token() {
+        // HMAC-SHA256(key "secret", "EAAB"), computed with Python's hmac module.
+        assert_eq!(
+            appsecret_proof("secret", "EAAB"),
+            "d74f12571ff86b9314ba90b9bc99b872b0e2586ef3b2dbb825531d5278001f28"
+        );
+    }
 
     #[test]
     fn versioned_urls_keep_prefixes_and_escape_segments() {

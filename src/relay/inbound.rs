@@ -15,23 +15,22 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::outbound::Outbound;
 use super::render::{self, Part};
-use super::{OutageLog, RelayContext, Workers, jitter};
+use super::{
+    Direction, Handled, MAX_FILE_BYTES, OutageLog, RETRY_MAX, RelayContext, Workers, pause,
+};
+use crate::backoff::Backoff;
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, PageId, RoomId, VisitorToken};
 use crate::messenger::webhook::{self, Attachment};
 use crate::rocketchat::livechat::{self, Visitor};
 use crate::rocketchat::rest::{self, RestClient};
-use crate::store::{self, Conversation, InboundEvent, Page};
+use crate::store::{self, Conversation, InboundEvent, Page, Queue, Store};
 
-/// Largest customer file the gateway downloads (Messenger's own limit is 25 MB).
-const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
-/// First and longest wait between retries while Rocket.Chat is failing.
-const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Longest wait between retries of an error a person must fix (deleted department, …).
 const STUCK_RETRY: Duration = Duration::from_secs(300);
 /// First and longest wait between `livechat/config` polls while no agent is online.
@@ -49,14 +48,19 @@ enum Failure {
     Store(#[from] store::Error),
 }
 
-/// How retrying one event ended.
-enum Outcome {
-    /// Rocket.Chat has every part: remove it from the inbox.
-    Delivered,
-    /// Nothing was posted yet: take the oldest event again (it may be another one now).
-    Requeue,
-    /// The gateway is stopping.
-    Stopped,
+/// Why a customer's file is posted as a link instead of uploaded (the agent reads it).
+#[derive(thiserror::Error, Debug)]
+enum FileFallback {
+    #[error("the file could not be downloaded from Messenger: {0}")]
+    Unreachable(reqwest::Error),
+    #[error("Messenger answered HTTP {0} for the file")]
+    Status(u16),
+    #[error("the file is larger than 25 MB")]
+    TooLarge,
+    #[error("the download broke off: {0}")]
+    BrokeOff(reqwest::Error),
+    #[error("{}", .0.upload_refusal())]
+    Refused(rest::Error),
 }
 
 /// The inbound relay. Shared (`Arc`) by the webhook handler, which wakes it, and its workers.
@@ -79,7 +83,7 @@ impl Inbound {
             .build()
             .unwrap_or_default();
         Arc::new(Inbound {
-            agents: AgentWatch::new(ctx.rest.clone(), ctx.cancel.clone()),
+            agents: AgentWatch::new(ctx.rest.clone(), ctx.tasks.clone(), ctx.cancel.clone()),
             ctx,
             outbound,
             downloads,
@@ -91,12 +95,7 @@ impl Inbound {
     /// Makes sure a worker is delivering this conversation's inbox. Call after the events are
     /// durably stored.
     pub fn wake(self: &Arc<Self>, key: &ConversationKey) {
-        if self.ctx.cancel.is_cancelled() || !self.workers.claim(key) {
-            return;
-        }
-        let relay = self.clone();
-        let key = key.clone();
-        self.ctx.tasks.spawn(async move { relay.work(key).await });
+        super::wake(self, key);
     }
 
     /// Rocket.Chat is reachable again (the realtime link logged in): retry now.
@@ -106,57 +105,15 @@ impl Inbound {
 
     /// Restarts delivery of everything left in the inbox (after a restart or a crash).
     pub fn resume_pending(self: &Arc<Self>) -> Result<usize, store::Error> {
-        let pending = self.ctx.store.pending_inbound_conversations()?;
-        for key in &pending {
-            self.wake(key);
-        }
+        let pending = super::resume(self)?;
         if !pending.is_empty() {
             info!(
                 conversations = pending.len(),
-                events = self.ctx.store.inbox_len(),
+                events = self.ctx.store.inbox().len(),
                 "resuming delivery of stored webhook events"
             );
         }
         Ok(pending.len())
-    }
-
-    /// One conversation's worker: delivers the oldest event until the inbox is empty.
-    async fn work(self: Arc<Self>, key: ConversationKey) {
-        // Shared by the attempts at successive events, so going back to the queue after a failed
-        // attempt does not restart the backoff.
-        let mut retry = RETRY_MIN;
-        loop {
-            if self.ctx.cancel.is_cancelled() {
-                return;
-            }
-            let next = match self.ctx.store.oldest_inbound(&key) {
-                Ok(next) => next,
-                Err(err) => {
-                    error!(conversation = %key, error = %err, "cannot read the inbox; retrying");
-                    self.pause(RETRY_MAX).await;
-                    continue;
-                }
-            };
-            let Some((id, event)) = next else {
-                let store = &self.ctx.store;
-                if self
-                    .workers
-                    .retire(&key, || matches!(store.oldest_inbound(&key), Ok(None)))
-                {
-                    return;
-                }
-                continue;
-            };
-            match self.deliver_until_accepted(&key, &event, &mut retry).await {
-                Outcome::Delivered => {}
-                Outcome::Requeue => continue,
-                Outcome::Stopped => return,
-            }
-            if let Err(err) = self.ctx.store.remove_inbound(&id) {
-                // Redelivery after a restart is harmless: the message ids are derived from `mid`.
-                error!(conversation = %key, error = %err, "cannot remove a delivered event from the inbox");
-            }
-        }
     }
 
     /// Retries one event until Rocket.Chat accepts it. While nothing of it is posted, a failed
@@ -167,20 +124,20 @@ impl Inbound {
         &self,
         key: &ConversationKey,
         event: &InboundEvent,
-        retry: &mut Duration,
-    ) -> Outcome {
+        retry: &mut Backoff,
+    ) -> Handled {
         let mut progress = 0usize;
         loop {
             if self.ctx.cancel.is_cancelled() {
-                return Outcome::Stopped;
+                return Handled::Stopped;
             }
             match self.deliver(key, event, &mut progress).await {
                 Ok(()) => {
                     self.outage.recovered();
-                    *retry = RETRY_MIN;
+                    retry.reset();
                     let latency_ms = now_ms().saturating_sub(event.received_ms);
                     self.ctx.telemetry.inbound_delivered(latency_ms);
-                    return Outcome::Delivered;
+                    return Handled::Done;
                 }
                 Err(Failure::NoAgent { department }) => {
                     self.ctx.telemetry.rocketchat_error("no_agent_online");
@@ -190,14 +147,14 @@ impl Inbound {
                     self.agents
                         .wait_until_online(department, &self.ctx.cancel)
                         .await;
-                    *retry = RETRY_MIN;
+                    retry.reset();
                 }
                 Err(Failure::RocketChat(err)) => {
                     self.ctx.telemetry.rocketchat_error(err.kind());
                     if err.is_retryable() {
                         self.outage.failed(&err.to_string());
-                        let wait = err.retry_after().unwrap_or_else(|| jitter(*retry));
-                        *retry = (*retry * 2).min(RETRY_MAX);
+                        let backoff = retry.next_wait();
+                        let wait = err.retry_after().unwrap_or(backoff);
                         // A rate limit's wait is the server's word; an outage ends early when
                         // any conversation gets through.
                         if err.retry_after().is_some() {
@@ -219,7 +176,7 @@ impl Inbound {
                 }
             }
             if progress == 0 {
-                return Outcome::Requeue;
+                return Handled::Again;
             }
         }
     }
@@ -306,11 +263,8 @@ impl Inbound {
     /// derived from its `mid`, as for every relayed message).
     fn quote(&self, page: &PageId, rid: &RoomId, mid: &str) -> String {
         let target = render::message_id(page, &format!("m:{mid}"), 0);
-        match self.ctx.rest.server_url(&format!("live/{}", rid.as_str())) {
-            Ok(mut url) => {
-                url.set_query(Some(&format!("msg={}", target.as_str())));
-                render::quote_line(url.as_str())
-            }
+        match self.ctx.rest.room_message_link(rid, &target) {
+            Ok(url) => render::quote_line(url.as_str()),
             Err(_) => "↩️ _replying to an earlier message_".into(),
         }
     }
@@ -362,7 +316,7 @@ impl Inbound {
             .await
         {
             Ok(room) => room,
-            Err(err) if err.error_type() == Some("no-agent-online") => {
+            Err(err) if err.is_no_agent_online() => {
                 return Err(Failure::NoAgent { department });
             }
             Err(err) => return Err(err.into()),
@@ -408,7 +362,7 @@ impl Inbound {
                     Err(err) if err.is_retryable() || livechat::is_room_problem(&err) => {
                         return Err(err);
                     }
-                    Err(err) => upload_refusal(&err),
+                    Err(err) => FileFallback::Refused(err),
                 }
             }
             Err(reason) => reason,
@@ -421,24 +375,21 @@ impl Inbound {
             .await
     }
 
-    async fn download(&self, url: &str) -> Result<(Vec<u8>, String), String> {
-        let response = self.downloads.get(url).send().await.map_err(|e| {
-            format!(
-                "the file could not be downloaded from Messenger: {}",
-                e.without_url()
-            )
-        })?;
+    async fn download(&self, url: &str) -> Result<(Vec<u8>, String), FileFallback> {
+        let response = self
+            .downloads
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FileFallback::Unreachable(e.without_url()))?;
         if !response.status().is_success() {
-            return Err(format!(
-                "Messenger answered HTTP {} for the file",
-                response.status().as_u16()
-            ));
+            return Err(FileFallback::Status(response.status().as_u16()));
         }
         if response
             .content_length()
             .is_some_and(|n| n as usize > MAX_FILE_BYTES)
         {
-            return Err("the file is larger than 25 MB".into());
+            return Err(FileFallback::TooLarge);
         }
         let mime = response
             .headers()
@@ -451,9 +402,9 @@ impl Inbound {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| format!("the download broke off: {}", e.without_url()))?;
+            .map_err(|e| FileFallback::BrokeOff(e.without_url()))?;
         if bytes.len() > MAX_FILE_BYTES {
-            return Err("the file is larger than 25 MB".into());
+            return Err(FileFallback::TooLarge);
         }
         Ok((bytes.to_vec(), mime))
     }
@@ -498,10 +449,35 @@ impl Inbound {
     }
 
     async fn pause(&self, wait: Duration) {
-        tokio::select! {
-            _ = self.ctx.cancel.cancelled() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
+        pause(&self.ctx.cancel, wait).await;
+    }
+}
+
+impl Direction for Inbound {
+    type Item = InboundEvent;
+    const QUEUE: &'static str = "inbox";
+    // Redelivery after a crash is harmless: the message ids are derived from `mid`.
+    const FLUSH_AFTER_REMOVE: bool = false;
+
+    fn context(&self) -> &RelayContext {
+        &self.ctx
+    }
+
+    fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    fn queue(store: &Store) -> Queue<'_, InboundEvent> {
+        store.inbox()
+    }
+
+    async fn handle(
+        &self,
+        key: &ConversationKey,
+        event: &InboundEvent,
+        retry: &mut Backoff,
+    ) -> Handled {
+        self.deliver_until_accepted(key, event, retry).await
     }
 }
 
@@ -509,14 +485,17 @@ impl Inbound {
 /// many conversations are held (the endpoint is rate-limited per IP).
 struct AgentWatch {
     rest: RestClient,
+    /// The daemon's tracker: shutdown waits for the pollers too.
+    tasks: TaskTracker,
     cancel: CancellationToken,
     pollers: Arc<Mutex<HashMap<Option<String>, Arc<Notify>>>>,
 }
 
 impl AgentWatch {
-    fn new(rest: RestClient, cancel: CancellationToken) -> AgentWatch {
+    fn new(rest: RestClient, tasks: TaskTracker, cancel: CancellationToken) -> AgentWatch {
         AgentWatch {
             rest,
+            tasks,
             cancel,
             pollers: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -531,7 +510,7 @@ impl AgentWatch {
                 .entry(department.clone())
                 .or_insert_with(|| {
                     let notify = Arc::new(Notify::new());
-                    tokio::spawn(poll_until_online(
+                    self.tasks.spawn(poll_until_online(
                         self.rest.clone(),
                         department.clone(),
                         notify.clone(),
@@ -563,18 +542,21 @@ async fn poll_until_online(
 ) {
     // Any token works for the `online` flag; a throw-away one avoids creating a guest.
     let token = new_visitor_token();
-    let mut wait = POLL_MIN;
+    let mut backoff = Backoff::new(POLL_MIN, POLL_MAX);
+    // A rate limit's wait is the server's word.
+    let mut told: Option<Duration> = None;
     loop {
+        let wait = told.take().unwrap_or_else(|| backoff.next_wait());
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(jitter(wait)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         match rest.livechat_online(&token, department.as_deref()).await {
             Ok(true) => break,
-            Ok(false) => wait = (wait * 2).min(POLL_MAX),
+            Ok(false) => {}
             Err(err) => {
                 debug!(error = %err, "livechat/config poll failed");
-                wait = err.retry_after().unwrap_or((wait * 2).min(POLL_MAX));
+                told = err.retry_after();
             }
         }
     }
@@ -587,23 +569,6 @@ async fn poll_until_online(
         "an agent is online: delivering held conversations"
     );
     notify.notify_waiters();
-}
-
-/// Why Rocket.Chat refused a customer's file, for the agent reading the fallback link.
-fn upload_refusal(err: &rest::Error) -> String {
-    match err.error_type() {
-        Some(code @ "error-type-not-allowed") => {
-            format!("Rocket.Chat does not accept this file type ({code})")
-        }
-        Some(code @ "error-size-not-allowed") => {
-            format!("the file is larger than Rocket.Chat accepts ({code})")
-        }
-        Some(code @ "error-file-upload-disabled") => {
-            format!("file uploads are turned off in Rocket.Chat ({code})")
-        }
-        Some(code) => format!("Rocket.Chat refused the upload ({code})"),
-        None => format!("Rocket.Chat refused the upload: {err}"),
-    }
 }
 
 /// A new random visitor token. It grants access to the visitor's room and files, so it is

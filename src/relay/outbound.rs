@@ -11,58 +11,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tracing::{debug, error, info, warn};
 
-use super::{OutageLog, RelayContext, Workers, jitter};
+use super::{
+    Direction, Handled, MAX_FILE_BYTES, OutageLog, RETRY_MAX, RelayContext, Workers, pause,
+};
+use crate::backoff::Backoff;
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, RoomId};
 use crate::messenger::graph::{
     self, AttachmentKind, Content, ErrorKind, GraphClient, Messaging, SendRequest, SenderAction,
 };
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
-use crate::rocketchat::realtime::{ROOM_MESSAGES_STREAM, RoomMessage};
-use crate::store::{self, Conversation, OutboundItem, Page, PageStatus};
+use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
+use crate::store::{self, Conversation, OutboundItem, Page, PageStatus, Queue, Store};
+pub use crate::store::{AgentFile, Outgoing};
 
 /// Meta's text limit: "UTF-8 and less than 2000 characters".
 const MAX_TEXT_CHARS: usize = 1999;
 /// The standard messaging window, and the HUMAN_AGENT one.
 const RESPONSE_WINDOW_MS: u64 = 24 * 3600 * 1000;
 const HUMAN_AGENT_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
-const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How often a page that needs authorization is looked at again.
 const REAUTH_POLL: Duration = Duration::from_secs(2);
 /// When a new room's history is read once, in case a reply beat the stream's subscription.
 const NEW_STREAM_CATCH_UP: Duration = Duration::from_secs(1);
-/// Largest agent file sent to Messenger (Meta's attachment limit).
-const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
-
-/// What waits in the outbox (stored as the item's payload, versioned by the store).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Outgoing {
-    /// An agent's message: text and files.
-    Reply {
-        text: String,
-        files: Vec<AgentFile>,
-        agent: String,
-        /// Written by a bot agent (`bot` set on the message): never sent with HUMAN_AGENT.
-        automated: bool,
-        ts_ms: u64,
-    },
-    /// The agent closed the room: send the page's "conversation finished" message.
-    Close { ts_ms: u64 },
-}
-
-/// A file an agent attached, as Rocket.Chat serves it (a path relative to the server).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentFile {
-    pub path: String,
-    pub name: String,
-    pub mime: String,
-}
 
 /// How one outbox item ended.
 enum Sent {
@@ -125,8 +98,10 @@ impl Outbound {
         if self.lock_streams().contains_key(&rid) {
             return None;
         }
-        let params = json!([rid.as_str(), {"useCollection": false, "args": [{"visitorToken": conversation.visitor_token.as_str()}]}]);
-        let id = self.ddp.subscribe(ROOM_MESSAGES_STREAM, params).await;
+        let id = self
+            .ddp
+            .watch_visitor_room(&rid, &conversation.visitor_token)
+            .await;
         let previous = self.lock_streams().insert(rid.clone(), id);
         if let Some(previous) = previous {
             // Two callers raced; keep one subscription.
@@ -141,18 +116,13 @@ impl Outbound {
         for conversation in self.ctx.store.conversations()? {
             self.subscribe_room(&conversation).await;
         }
-        for key in self.ctx.store.pending_outbound_conversations()? {
-            self.wake(&key);
-        }
+        super::resume(self)?;
         Ok(())
     }
 
-    /// A stream event of a room we watch: `event_name` is the room id, `args[0]` the message.
-    pub async fn on_room_event(self: &Arc<Self>, rid: &RoomId, args: &[Value]) {
-        let Some(message) = args.first().and_then(RoomMessage::from_value) else {
-            return;
-        };
-        if let Err(err) = self.take(rid, &message).await {
+    /// A message of a room we watch, from its stream.
+    pub async fn on_room_event(self: &Arc<Self>, rid: &RoomId, message: &RoomMessage) {
+        if let Err(err) = self.take(rid, message).await {
             error!(room = %rid, error = %err, "cannot queue an agent message; back-fill will retry");
         }
     }
@@ -185,6 +155,9 @@ impl Outbound {
             }
         };
         for rid in rooms {
+            if self.ctx.cancel.is_cancelled() {
+                return;
+            }
             self.backfill_room(&rid).await;
         }
     }
@@ -255,12 +228,12 @@ impl Outbound {
                 Outgoing::Close { .. } => None,
             },
             created_ms: outgoing.ts_ms(),
-            payload: serde_json::to_value(&outgoing).unwrap_or(Value::Null),
+            payload: outgoing,
         };
+        let closing = matches!(item.payload, Outgoing::Close { .. });
         if !self.ctx.store.enqueue_outbound(item)? {
             return Ok(false);
         }
-        let closing = matches!(outgoing, Outgoing::Close { .. });
         self.ctx.store.update_conversation(&key, |c| {
             // The back-fill after a gap starts here.
             c.last_agent_message_ms = Some(c.last_agent_message_ms.unwrap_or(0).max(message.ts_ms));
@@ -282,69 +255,17 @@ impl Outbound {
     }
 
     fn wake(self: &Arc<Self>, key: &ConversationKey) {
-        if self.ctx.cancel.is_cancelled() || !self.workers.claim(key) {
-            return;
-        }
-        let relay = self.clone();
-        let key = key.clone();
-        self.ctx.tasks.spawn(async move { relay.work(key).await });
+        super::wake(self, key);
     }
 
     fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, SubscriptionId>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One conversation's worker: sends the oldest outbox item until the outbox is empty.
-    async fn work(self: Arc<Self>, key: ConversationKey) {
-        loop {
-            let next = match self.ctx.store.oldest_outbound(&key) {
-                Ok(next) => next,
-                Err(err) => {
-                    error!(conversation = %key, error = %err, "cannot read the outbox; retrying");
-                    self.pause(RETRY_MAX).await;
-                    continue;
-                }
-            };
-            let Some((id, item)) = next else {
-                let store = &self.ctx.store;
-                if self
-                    .workers
-                    .retire(&key, || matches!(store.oldest_outbound(&key), Ok(None)))
-                {
-                    return;
-                }
-                continue;
-            };
-            let started = tokio::time::Instant::now();
-            match self.send(&key, &item).await {
-                Sent::Stopped => return,
-                Sent::Delivered => self
-                    .ctx
-                    .telemetry
-                    .reply_sent(started.elapsed().as_secs_f64()),
-                Sent::Refused => {}
-            }
-            if let Err(err) = self.ctx.store.remove_outbound(&id).and(Ok(())) {
-                error!(conversation = %key, error = %err, "cannot remove a sent reply from the outbox");
-            }
-            // A crash after a send but before this flush would send the reply again: keep the
-            // window small.
-            if let Err(err) = self.ctx.store.sync().await {
-                error!(conversation = %key, error = %err, "cannot persist the outbox");
-            }
-        }
-    }
-
     /// Sends one item, retrying what can succeed later, holding while the page needs authorization.
-    async fn send(&self, key: &ConversationKey, item: &OutboundItem) -> Sent {
-        let outgoing: Outgoing = match serde_json::from_value(item.payload.clone()) {
-            Ok(outgoing) => outgoing,
-            Err(err) => {
-                error!(conversation = %key, error = %err, "unreadable outbox item skipped");
-                return Sent::Refused;
-            }
-        };
-        let mut retry = RETRY_MIN;
+    async fn send(&self, key: &ConversationKey, item: &OutboundItem, retry: &mut Backoff) -> Sent {
+        let outgoing = &item.payload;
+        retry.reset();
         // Parts of a reply already sent, so a retry does not repeat them.
         let mut progress = 0;
         loop {
@@ -364,7 +285,7 @@ impl Outbound {
                     .refuse(
                         key,
                         item,
-                        &outgoing,
+                        outgoing,
                         "the page is no longer connected to the gateway",
                         "Reconnect it with `/facebook authorize`.",
                     )
@@ -375,61 +296,67 @@ impl Outbound {
                 self.pause(REAUTH_POLL).await;
                 continue;
             }
-            let result = match &outgoing {
+            let result = match outgoing {
                 Outgoing::Close { .. } => self.send_finished(&page, key).await,
                 Outgoing::Reply { .. } => {
-                    self.send_reply(&page, key, item, &outgoing, &mut progress)
+                    self.send_reply(&page, key, item, outgoing, &mut progress)
                         .await
                 }
             };
-            match result {
+            let failure = match result {
                 Ok(()) => {
                     self.outage.recovered();
                     return Sent::Delivered;
                 }
-                Err(Failure::Window(reason, fix)) => {
-                    return self.refuse(key, item, &outgoing, &reason, &fix).await;
-                }
-                Err(Failure::Download(reason)) => {
-                    return self
-                        .refuse(
-                            key,
-                            item,
-                            &outgoing,
-                            &reason,
-                            "Send the file again, or describe it in text.",
-                        )
-                        .await;
-                }
-                Err(Failure::Graph(err)) => {
-                    self.ctx.telemetry.reply_failed(&err);
-                    match err.kind() {
-                        ErrorKind::TokenInvalid => {
-                            self.ctx.customer.token_invalid(&key.page, &err).await;
-                        }
-                        ErrorKind::Transient | ErrorKind::RateLimited => {
-                            self.outage.failed(&err.describe());
-                            let wait = err.retry_after().unwrap_or_else(|| jitter(retry));
-                            retry = (retry * 2).min(RETRY_MAX);
-                            self.pause(wait).await;
-                        }
-                        ErrorKind::OutsideWindow => {
-                            return self
-                                .refuse(key, item, &outgoing, &err.describe(), "Messenger only allows replies within 24 hours of the customer's last message; wait for the customer to write again.")
-                                .await;
-                        }
-                        ErrorKind::Final => {
-                            return self
-                                .refuse(
-                                    key,
-                                    item,
-                                    &outgoing,
-                                    &err.describe(),
-                                    "Facebook refused this message; it will not be retried.",
-                                )
-                                .await;
-                        }
+                Err(failure) => failure,
+            };
+            if let Some((reason, fix)) = self.after_failure(key, failure, retry).await {
+                return self.refuse(key, item, outgoing, &reason, fix).await;
+            }
+        }
+    }
+
+    /// Deals with a failed attempt: waits before the retry (`None`), or gives the reason and the
+    /// fix of a final refusal.
+    async fn after_failure(
+        &self,
+        key: &ConversationKey,
+        failure: Failure,
+        retry: &mut Backoff,
+    ) -> Option<(String, &'static str)> {
+        match failure {
+            Failure::Window { reason, fix } => Some((reason.to_string(), fix)),
+            Failure::File(reason) => Some((
+                reason.to_string(),
+                "Send the file again, or describe it in text.",
+            )),
+            Failure::Store(err) => {
+                error!(conversation = %key, error = %err, "cannot read the conversation; retrying");
+                self.pause(RETRY_MAX).await;
+                None
+            }
+            Failure::Graph(err) => {
+                self.ctx.telemetry.reply_failed(&err);
+                match err.kind() {
+                    ErrorKind::TokenInvalid => {
+                        self.ctx.customer.token_invalid(&key.page, &err).await;
+                        None
                     }
+                    ErrorKind::Transient | ErrorKind::RateLimited => {
+                        self.outage.failed(&err.describe());
+                        let backoff = retry.next_wait();
+                        let wait = err.retry_after().unwrap_or(backoff);
+                        self.pause(wait).await;
+                        None
+                    }
+                    ErrorKind::OutsideWindow => Some((
+                        err.describe(),
+                        "Messenger only allows replies within 24 hours of the customer's last message; wait for the customer to write again.",
+                    )),
+                    ErrorKind::Final => Some((
+                        err.describe(),
+                        "Facebook refused this message; it will not be retried.",
+                    )),
                 }
             }
         }
@@ -439,13 +366,12 @@ impl Outbound {
         let Some(text) = page.finished.as_deref() else {
             return Ok(());
         };
-        let conversation = self.ctx.store.conversation(key).ok().flatten();
-        let messaging = policy(conversation.as_ref(), now_ms(), false, false).map_err(|_| {
-            Failure::Window(
-                "the customer last wrote more than 24 hours ago".into(),
-                "The conversation finished message was not sent.".into(),
-            )
-        })?;
+        let conversation = self.ctx.store.conversation(key)?;
+        let messaging =
+            policy(conversation.as_ref(), now_ms(), false, false).map_err(|_| Failure::Window {
+                reason: OutsideWindow::FinishedTooLate,
+                fix: "The conversation finished message was not sent.",
+            })?;
         self.send_text(page, key, text, messaging).await
     }
 
@@ -466,16 +392,16 @@ impl Outbound {
         else {
             return Ok(());
         };
-        let conversation = self.ctx.store.conversation(key).ok().flatten();
+        let conversation = self.ctx.store.conversation(key)?;
         let messaging = policy(conversation.as_ref(), now_ms(), self.human_agent_tag, *automated).map_err(|reason| {
-            Failure::Window(
+            Failure::Window {
                 reason,
-                if self.human_agent_tag {
-                    "Messenger allows a person's reply up to 7 days after the customer's last message; wait for the customer to write again.".into()
+                fix: if self.human_agent_tag {
+                    "Messenger allows a person's reply up to 7 days after the customer's last message; wait for the customer to write again."
                 } else {
-                    "Messenger allows replies within 24 hours of the customer's last message; wait for the customer to write again. (An app approved for the HUMAN_AGENT tag can reply for 7 days: set human_agent_tag = true.)".into()
+                    "Messenger allows replies within 24 hours of the customer's last message; wait for the customer to write again. (An app approved for the HUMAN_AGENT tag can reply for 7 days: set human_agent_tag = true.)"
                 },
-            )
+            }
         })?;
         if *progress == 0 {
             // Best effort: the customer sees their messages were read.
@@ -543,25 +469,16 @@ impl Outbound {
         let conversation = self
             .ctx
             .store
-            .conversation(key)
-            .ok()
-            .flatten()
-            .ok_or_else(|| Failure::Download("the conversation is gone".into()))?;
+            .conversation(key)?
+            .ok_or(Failure::File(FileProblem::ConversationGone))?;
         let bytes = self
             .ctx
             .rest
             .download_as_visitor(&file.path, &conversation.visitor_token, &item.room)
             .await
-            .map_err(|err| {
-                Failure::Download(format!(
-                    "the file could not be read from Rocket.Chat: {err}"
-                ))
-            })?;
+            .map_err(|err| Failure::File(FileProblem::Unreadable(err)))?;
         if bytes.len() > MAX_FILE_BYTES {
-            return Err(Failure::Download(format!(
-                "{} is larger than Messenger's 25 MB limit",
-                file.name
-            )));
+            return Err(Failure::File(FileProblem::TooLarge(file.name.clone())));
         }
         let kind = AttachmentKind::from_mime(&file.mime);
         self.graph
@@ -591,7 +508,14 @@ impl Outbound {
     ) -> Sent {
         warn!(conversation = %key, message = %item.rc_message_id, reason, "reply not delivered to Messenger");
         self.ctx.telemetry.reply_refused();
-        let page = self.ctx.store.page(&key.page).ok().flatten();
+        let page = match self.ctx.store.page(&key.page) {
+            Ok(page) => page,
+            Err(err) => {
+                // The notice still goes to the agent; only the page's admins are unknown.
+                error!(conversation = %key, error = %err, "cannot read the page for the refusal notice");
+                None
+            }
+        };
         let customer = self
             .ctx
             .customer
@@ -624,39 +548,108 @@ impl Outbound {
     }
 
     async fn pause(&self, wait: Duration) {
-        tokio::select! {
-            _ = self.ctx.cancel.cancelled() => {}
-            _ = tokio::time::sleep(wait) => {}
+        pause(&self.ctx.cancel, wait).await;
+    }
+}
+
+impl Direction for Outbound {
+    type Item = OutboundItem;
+    const QUEUE: &'static str = "outbox";
+    // A crash after a send but before the flush would send the reply again: keep the window
+    // small.
+    const FLUSH_AFTER_REMOVE: bool = true;
+
+    fn context(&self) -> &RelayContext {
+        &self.ctx
+    }
+
+    fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    fn queue(store: &Store) -> Queue<'_, OutboundItem> {
+        store.outbox()
+    }
+
+    async fn handle(
+        &self,
+        key: &ConversationKey,
+        item: &OutboundItem,
+        retry: &mut Backoff,
+    ) -> Handled {
+        let started = tokio::time::Instant::now();
+        match self.send(key, item, retry).await {
+            Sent::Stopped => Handled::Stopped,
+            Sent::Delivered => {
+                self.ctx
+                    .telemetry
+                    .reply_sent(started.elapsed().as_secs_f64());
+                Handled::Done
+            }
+            Sent::Refused => Handled::Done,
         }
     }
 }
 
+/// Why one attempt to send an outbox item did not finish.
+#[derive(thiserror::Error, Debug)]
 enum Failure {
+    #[error(transparent)]
     Graph(graph::Error),
-    /// Outside the messaging window: reason and what to do.
-    Window(String, String),
-    Download(String),
+    /// Outside the messaging window: why, and what the agent can do.
+    #[error("{reason}")]
+    Window {
+        reason: OutsideWindow,
+        fix: &'static str,
+    },
+    #[error(transparent)]
+    File(FileProblem),
+    #[error(transparent)]
+    Store(#[from] store::Error),
 }
 
-impl Outgoing {
-    fn ts_ms(&self) -> u64 {
-        match self {
-            Outgoing::Reply { ts_ms, .. } | Outgoing::Close { ts_ms } => *ts_ms,
-        }
+/// Why an agent's file cannot be sent to Messenger.
+#[derive(thiserror::Error, Debug)]
+enum FileProblem {
+    #[error("the conversation is gone")]
+    ConversationGone,
+    #[error("the file could not be read from Rocket.Chat: {0}")]
+    Unreadable(crate::rocketchat::rest::Error),
+    #[error("{0} is larger than Messenger's 25 MB limit")]
+    TooLarge(String),
+}
+
+/// Why the Send API policy refuses a message (see [`policy`]).
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum OutsideWindow {
+    #[error("the customer has not written to the page yet")]
+    NeverWrote,
+    #[error("the customer last wrote {}, outside Messenger's {}-{} window", age(*hours), if *human_agent { 7 } else { 24 }, if *human_agent { "day" } else { "hour" })]
+    TooLate { hours: u64, human_agent: bool },
+    /// The "conversation finished" message: sent only within the standard window.
+    #[error("the customer last wrote more than 24 hours ago")]
+    FinishedTooLate,
+}
+
+fn age(hours: u64) -> String {
+    if hours >= 48 {
+        format!("{} days ago", hours / 24)
+    } else {
+        format!("{hours} hours ago")
     }
 }
 
 /// Decides what a room message means for the customer: an agent reply, the room's closing, or
 /// nothing (the visitor's own messages, other system messages, empty messages).
 pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
-    match message.kind.as_deref() {
-        Some("livechat-close") => {
+    match message.kind {
+        RoomMessageKind::Closed => {
             return Some(Outgoing::Close {
                 ts_ms: message.ts_ms,
             });
         }
-        Some(_) => return None,
-        None => {}
+        RoomMessageKind::System(_) => return None,
+        RoomMessageKind::Written => {}
     }
     if message.from_visitor || (message.text.trim().is_empty() && message.files.is_empty()) {
         return None;
@@ -686,9 +679,9 @@ pub fn policy(
     now: u64,
     human_agent_tag: bool,
     automated: bool,
-) -> Result<Messaging, String> {
+) -> Result<Messaging, OutsideWindow> {
     let Some(last) = conversation.and_then(|c| c.last_inbound_ms) else {
-        return Err("the customer has not written to the page yet".into());
+        return Err(OutsideWindow::NeverWrote);
     };
     let age = now.saturating_sub(last);
     if age <= RESPONSE_WINDOW_MS {
@@ -697,20 +690,10 @@ pub fn policy(
     if human_agent_tag && !automated && age <= HUMAN_AGENT_WINDOW_MS {
         return Ok(Messaging::HumanAgent);
     }
-    let hours = age / 3_600_000;
-    Err(format!(
-        "the customer last wrote {} ago, outside Messenger's {} window",
-        if hours >= 48 {
-            format!("{} days", hours / 24)
-        } else {
-            format!("{hours} hours")
-        },
-        if human_agent_tag && !automated {
-            "7-day"
-        } else {
-            "24-hour"
-        }
-    ))
+    Err(OutsideWindow::TooLate {
+        hours: age / 3_600_000,
+        human_agent: human_agent_tag && !automated,
+    })
 }
 
 /// Splits a text into pieces of at most `max` characters, at a sentence end, else a line break,
@@ -793,7 +776,9 @@ mod tests {
             let got = policy(Some(&conversation(last)), now, tag, automated);
             match (got, expected) {
                 (Ok(m), Ok(e)) => assert_eq!(m, e, "{last:?} {tag} {automated}"),
-                (Err(reason), Err(part)) => assert!(reason.contains(part), "{reason}"),
+                (Err(reason), Err(part)) => {
+                    assert!(reason.to_string().contains(part), "{reason}")
+                }
                 (got, expected) => {
                     panic!("{last:?} {tag} {automated}: got {got:?}, expected {expected:?}")
                 }
@@ -831,35 +816,54 @@ mod tests {
 
     #[test]
     fn classifies_room_messages() {
+        let message =
+            |kind: RoomMessageKind, from_visitor: bool, text: &str, files: Vec<&str>| RoomMessage {
+                id: crate::ids::MessageId::new("m"),
+                kind,
+                from_visitor,
+                author_username: "agent1".into(),
+                automated: false,
+                text: text.into(),
+                ts_ms: 5,
+                files: files
+                    .into_iter()
+                    .map(|path| crate::rocketchat::realtime::RoomFile {
+                        path: path.into(),
+                        name: "a.pdf".into(),
+                        mime: "application/pdf".into(),
+                    })
+                    .collect(),
+            };
+        let written = RoomMessageKind::Written;
         let cases = vec![
             (
-                json!({"_id":"a","msg":"Hello!","u":{"username":"agent1"},"ts":{"$date":5}}),
+                message(written.clone(), false, "Hello!", vec![]),
                 Some("reply agent1 Hello!"),
             ),
             (
-                json!({"_id":"b","msg":"from the customer","token":"fb-x","u":{"username":"guest"},"ts":{"$date":5}}),
+                message(written.clone(), true, "from the customer", vec![]),
                 None,
             ),
             (
-                json!({"_id":"c","t":"livechat-close","msg":"","u":{"username":"agent1"},"ts":{"$date":9}}),
+                message(RoomMessageKind::Closed, false, "", vec![]),
                 Some("close"),
             ),
             (
-                json!({"_id":"d","t":"livechat_transfer_history","msg":"","ts":{"$date":9}}),
+                message(
+                    RoomMessageKind::System("transfer".into()),
+                    false,
+                    "",
+                    vec![],
+                ),
                 None,
             ),
+            (message(written.clone(), false, "  ", vec![]), None),
             (
-                json!({"_id":"e","msg":"  ","u":{"username":"agent1"},"ts":{"$date":9}}),
-                None,
-            ),
-            (
-                json!({"_id":"f","msg":"","u":{"username":"agent1"},"ts":{"$date":9},"files":[{"_id":"F1","name":"a.pdf","type":"application/pdf"}],
-                       "attachments":[{"title_link":"/file-upload/F1/a.pdf"}]}),
+                message(written, false, "", vec!["/file-upload/F1/a.pdf"]),
                 Some("reply agent1  files:/file-upload/F1/a.pdf"),
             ),
         ];
         for (message, expected) in cases {
-            let message = RoomMessage::from_value(&message).expect("a room message");
             let got = classify(&message).map(|o| match o {
                 Outgoing::Reply {
                     text, files, agent, ..

@@ -257,12 +257,80 @@ impl RestClient {
     }
 }
 
+impl RestClient {
+    /// A link to one message of a Livechat room, for agents (`live/<rid>?msg=<id>`).
+    pub fn room_message_link(&self, rid: &RoomId, message: &MessageId) -> Result<url::Url> {
+        let mut url = self.server_url(&format!("live/{}", rid.as_str()))?;
+        url.set_query(Some(&format!("msg={}", message.as_str())));
+        Ok(url)
+    }
+}
+
+/// What a Livechat refusal means, read from its `errorType` so that no caller needs to know
+/// Rocket.Chat's codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `no-agent-online`: no agent can take a new room now.
+    NoAgentOnline,
+    /// `room-closed`, `invalid-room`, `invalid-token`: the room is gone for this visitor.
+    RoomGone,
+    /// `error-type-not-allowed`: the server does not accept this file type.
+    FileTypeNotAllowed,
+    /// `error-size-not-allowed`: the file is larger than the server accepts.
+    FileTooLarge,
+    /// `error-file-upload-disabled`: file uploads are turned off.
+    UploadsDisabled,
+    /// Any other code, as the server sent it.
+    Other(String),
+}
+
+impl Refusal {
+    fn from_code(code: &str) -> Refusal {
+        match code {
+            "no-agent-online" => Refusal::NoAgentOnline,
+            "room-closed" | "invalid-room" | "invalid-token" => Refusal::RoomGone,
+            "error-type-not-allowed" => Refusal::FileTypeNotAllowed,
+            "error-size-not-allowed" => Refusal::FileTooLarge,
+            "error-file-upload-disabled" => Refusal::UploadsDisabled,
+            other => Refusal::Other(other.to_owned()),
+        }
+    }
+}
+
+impl Error {
+    /// The meaning of an API error's code; `None` for other failures and code-less refusals.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.error_type().map(Refusal::from_code)
+    }
+
+    /// `no-agent-online`: hold the conversation until an agent is.
+    pub fn is_no_agent_online(&self) -> bool {
+        self.refusal() == Some(Refusal::NoAgentOnline)
+    }
+
+    /// Why Rocket.Chat refused a visitor's file, worded for the agent who reads the fallback.
+    pub fn upload_refusal(&self) -> String {
+        let Some(code) = self.error_type() else {
+            return format!("Rocket.Chat refused the upload: {self}");
+        };
+        match Refusal::from_code(code) {
+            Refusal::FileTypeNotAllowed => {
+                format!("Rocket.Chat does not accept this file type ({code})")
+            }
+            Refusal::FileTooLarge => {
+                format!("the file is larger than Rocket.Chat accepts ({code})")
+            }
+            Refusal::UploadsDisabled => {
+                format!("file uploads are turned off in Rocket.Chat ({code})")
+            }
+            _ => format!("Rocket.Chat refused the upload ({code})"),
+        }
+    }
+}
+
 /// Errors that mean the room is gone for this visitor: open a new one and resend.
 pub fn is_room_problem(err: &Error) -> bool {
-    matches!(
-        err.error_type(),
-        Some("room-closed" | "invalid-room" | "invalid-token")
-    )
+    err.refusal() == Some(Refusal::RoomGone)
 }
 
 #[cfg(test)]
@@ -284,6 +352,30 @@ mod tests {
                 message: String::new(),
             };
             assert_eq!(is_room_problem(&err), expected, "{code}");
+            assert_eq!(
+                err.is_no_agent_online(),
+                code == "no-agent-online",
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn upload_refusals_say_why() {
+        for (code, expected) in [
+            ("error-type-not-allowed", "does not accept this file type"),
+            ("error-size-not-allowed", "larger than Rocket.Chat accepts"),
+            ("error-file-upload-disabled", "uploads are turned off"),
+            ("something-else", "refused the upload (something-else)"),
+        ] {
+            let err = Error::Api {
+                route: "x".into(),
+                status: 400,
+                error_type: Some(code.into()),
+                message: String::new(),
+            };
+            let reason = err.upload_refusal();
+            assert!(reason.contains(expected), "{code}: {reason}");
         }
     }
 }

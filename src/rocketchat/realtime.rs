@@ -2,14 +2,61 @@
 //! `eventName` + `args`; this module turns them into messages the core understands.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::dates;
-use crate::ids::{MessageId, RoomId, UserId};
+use super::ddp::{DdpClient, StreamEvent, SubscriptionId};
+use crate::ids::{MessageId, RoomId, UserId, VisitorToken};
 
 /// The stream of every message the bot can see (`docs/rocketchat.md` §2.6).
-pub const MY_MESSAGES: &str = "__my_messages__";
-pub const ROOM_MESSAGES_STREAM: &str = "stream-room-messages";
+const MY_MESSAGES: &str = "__my_messages__";
+const ROOM_MESSAGES_STREAM: &str = "stream-room-messages";
+/// The system message type of a Livechat room's closing.
+const LIVECHAT_CLOSE: &str = "livechat-close";
+/// The type of a direct-message room.
+const DIRECT_ROOM: &str = "d";
+
+impl DdpClient {
+    /// Subscribes to every message the bot can see (its direct messages carry the commands).
+    pub async fn watch_my_messages(&self) -> SubscriptionId {
+        self.subscribe(ROOM_MESSAGES_STREAM, json!([MY_MESSAGES, false]))
+            .await
+    }
+
+    /// Subscribes to a Livechat room's messages as its visitor: the bot is not a member of
+    /// Livechat rooms, so the stream is authorised by the visitor's token.
+    pub async fn watch_visitor_room(&self, rid: &RoomId, token: &VisitorToken) -> SubscriptionId {
+        let params = json!([rid.as_str(), {"useCollection": false, "args": [{"visitorToken": token.as_str()}]}]);
+        self.subscribe(ROOM_MESSAGES_STREAM, params).await
+    }
+}
+
+/// What a stream event means to the gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Streamed {
+    /// A message the bot can see, with what the server says about its room.
+    MyMessage(ChatMessage, RoomContext),
+    /// A message of a watched Livechat room.
+    Room(RoomId, RoomMessage),
+}
+
+impl Streamed {
+    /// Reads a stream event; `None` for events of other streams and malformed ones.
+    pub fn read(event: &StreamEvent) -> Option<Streamed> {
+        if event.collection != ROOM_MESSAGES_STREAM {
+            return None;
+        }
+        if event.event_name == MY_MESSAGES {
+            let (message, context) = my_message(&event.args)?;
+            return Some(Streamed::MyMessage(message, context));
+        }
+        let message = event.args.first().and_then(RoomMessage::from_value)?;
+        Some(Streamed::Room(
+            RoomId::new(event.event_name.clone()),
+            message,
+        ))
+    }
+}
 
 /// A chat message as the stream delivers it (the fields the gateway reads).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,8 +79,35 @@ pub struct ChatMessage {
 pub struct RoomContext {
     /// Whether the bot is a member of the room (not merely able to see it).
     pub participant: bool,
-    /// `d` direct, `c` channel, `p` private group, `l` livechat, `v` VoIP.
-    pub room_type: Option<String>,
+    /// `None` when the server did not say.
+    pub room_type: Option<RoomType>,
+}
+
+/// A room's type, as the server's one-letter code says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomType {
+    /// `d`: a direct message (1:1 or group).
+    Direct,
+    /// Any other type (`c` channel, `p` private group, `l` livechat, `v` VoIP, …).
+    Other(String),
+}
+
+impl RoomType {
+    fn from_code(code: String) -> RoomType {
+        if code == DIRECT_ROOM {
+            RoomType::Direct
+        } else {
+            RoomType::Other(code)
+        }
+    }
+}
+
+/// Whether a direct room is the 1:1 DM between two users: Rocket.Chat names those rooms by the
+/// two user ids concatenated (a group DM has a random id).
+pub fn is_one_to_one(rid: &RoomId, one: &UserId, other: &UserId) -> bool {
+    let (a, b) = (one.as_str(), other.as_str());
+    let rid = rid.as_str();
+    rid == format!("{a}{b}") || rid == format!("{b}{a}")
 }
 
 #[derive(Deserialize)]
@@ -88,8 +162,7 @@ impl ChatMessage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoomMessage {
     pub id: MessageId,
-    /// System message type (`livechat-close`, transfers, …); `None` for what a person wrote.
-    pub kind: Option<String>,
+    pub kind: RoomMessageKind,
     /// Written by the visitor (the message carries the visitor's `token`).
     pub from_visitor: bool,
     pub author_username: String,
@@ -98,6 +171,17 @@ pub struct RoomMessage {
     pub text: String,
     pub ts_ms: u64,
     pub files: Vec<RoomFile>,
+}
+
+/// What kind of message a Livechat room message is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomMessageKind {
+    /// What a person (or a bot) wrote.
+    Written,
+    /// The room was closed (`livechat-close`).
+    Closed,
+    /// Any other system message (transfers, …), with its type.
+    System(String),
 }
 
 /// A file attached to a room message: where the server serves it, relative to its URL.
@@ -115,7 +199,11 @@ impl RoomMessage {
         let ts_ms = value.get("ts").and_then(dates::epoch_ms)?;
         Some(RoomMessage {
             id: MessageId::new(id),
-            kind: value.get("t").and_then(Value::as_str).map(str::to_owned),
+            kind: match value.get("t").and_then(Value::as_str) {
+                None => RoomMessageKind::Written,
+                Some(LIVECHAT_CLOSE) => RoomMessageKind::Closed,
+                Some(other) => RoomMessageKind::System(other.to_owned()),
+            },
             from_visitor: value.get("token").is_some_and(|t| !t.is_null()),
             author_username: value
                 .get("u")
@@ -192,7 +280,7 @@ pub fn my_message(args: &[Value]) -> Option<(ChatMessage, RoomContext)> {
         .and_then(|c| serde_json::from_value::<RawContext>(c.clone()).ok())
         .map(|c| RoomContext {
             participant: c.room_participant,
-            room_type: c.room_type,
+            room_type: c.room_type.map(RoomType::from_code),
         })
         .unwrap_or(RoomContext {
             participant: false,
@@ -223,7 +311,7 @@ mod tests {
             assert_eq!(msg.text, "/facebook help");
             assert_eq!(msg.author_username, "alice");
             assert!(ctx.participant);
-            assert_eq!(ctx.room_type.as_deref(), Some("d"));
+            assert_eq!(ctx.room_type, Some(RoomType::Direct));
         }
     }
 
@@ -233,7 +321,7 @@ mod tests {
         let m = RoomMessage::from_value(&agent).expect("parsed");
         assert_eq!(
             (m.from_visitor, m.automated, m.kind.clone(), m.ts_ms),
-            (false, false, None, 5)
+            (false, false, RoomMessageKind::Written, 5)
         );
         let visitor = json!({"_id":"b","msg":"yo","ts":"2024-06-10T06:13:20.123Z","token":"fb-1","u":{"username":"guest"}});
         assert!(
@@ -262,6 +350,54 @@ mod tests {
             RoomMessage::from_value(&json!({"_id":"e"})).is_none(),
             "no date"
         );
+    }
+
+    #[test]
+    fn closing_and_system_messages_are_typed() {
+        let close = json!({"_id":"c","t":"livechat-close","msg":"","ts":{"$date":9}});
+        let transfer = json!({"_id":"d","t":"livechat_transfer_history","msg":"","ts":{"$date":9}});
+        assert_eq!(
+            RoomMessage::from_value(&close).expect("parsed").kind,
+            RoomMessageKind::Closed
+        );
+        assert_eq!(
+            RoomMessage::from_value(&transfer).expect("parsed").kind,
+            RoomMessageKind::System("livechat_transfer_history".into())
+        );
+    }
+
+    #[test]
+    fn stream_events_are_read_by_stream_and_event_name() {
+        let event = |collection: &str, event_name: &str, args: Vec<Value>| StreamEvent {
+            collection: collection.into(),
+            event_name: event_name.into(),
+            args,
+        };
+        let mine = event("stream-room-messages", "__my_messages__", vec![message()]);
+        assert!(matches!(
+            Streamed::read(&mine),
+            Some(Streamed::MyMessage(..))
+        ));
+        let room = event(
+            "stream-room-messages",
+            "r1",
+            vec![json!({"_id":"a","msg":"Hi","ts":{"$date":5},"u":{"username":"agent1"}})],
+        );
+        assert!(matches!(
+            Streamed::read(&room),
+            Some(Streamed::Room(rid, _)) if rid == RoomId::new("r1")
+        ));
+        let other = event("stream-notify-user", "x/rooms-changed", vec![message()]);
+        assert_eq!(Streamed::read(&other), None);
+    }
+
+    #[test]
+    fn one_to_one_rooms_are_the_two_ids_concatenated() {
+        let bot = UserId::new("BOT");
+        let alice = UserId::new("ALICE");
+        assert!(is_one_to_one(&RoomId::new("ALICEBOT"), &bot, &alice));
+        assert!(is_one_to_one(&RoomId::new("BOTALICE"), &bot, &alice));
+        assert!(!is_one_to_one(&RoomId::new("RANDOMGROUPDM"), &bot, &alice));
     }
 
     #[test]

@@ -10,23 +10,14 @@ use std::fmt;
 
 use crate::ids::{ConversationKey, PageId, Psid};
 
-/// Where an inbound event sits in the inbox. Opaque; pass it back to `remove_inbound`.
+/// Where an item sits in its queue (inbox or outbox). Opaque; pass it back to the queue's
+/// `remove`.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct InboxId(pub(super) Vec<u8>);
+pub struct QueueId(pub(super) Vec<u8>);
 
-/// Where an outbound item sits in the outbox. Opaque; pass it back to `remove_outbound`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct OutboxId(pub(super) Vec<u8>);
-
-impl fmt::Debug for InboxId {
+impl fmt::Debug for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InboxId({})", describe_queue_key(&self.0))
-    }
-}
-
-impl fmt::Debug for OutboxId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OutboxId({})", describe_queue_key(&self.0))
+        write!(f, "QueueId({})", describe_queue_key(&self.0))
     }
 }
 
@@ -122,6 +113,7 @@ pub(super) enum Tree {
     Meta,
     Pages,
     Grants,
+    Deletions,
     OAuthStates,
     Conversations,
     Rooms,
@@ -137,6 +129,7 @@ impl Tree {
             Tree::Meta => "meta",
             Tree::Pages => "pages",
             Tree::Grants => "grants",
+            Tree::Deletions => "deletions",
             Tree::OAuthStates => "oauth_states",
             Tree::Conversations => "conversations",
             Tree::Rooms => "rooms",
@@ -161,9 +154,12 @@ impl Tree {
                 let state = String::from_utf8_lossy(key);
                 format!("{}…", state.chars().take(4).collect::<String>())
             }
-            Tree::Meta | Tree::Pages | Tree::Grants | Tree::Rooms | Tree::Relayed => {
-                String::from_utf8_lossy(key).into_owned()
-            }
+            Tree::Meta
+            | Tree::Pages
+            | Tree::Grants
+            | Tree::Deletions
+            | Tree::Rooms
+            | Tree::Relayed => String::from_utf8_lossy(key).into_owned(),
         }
     }
 }

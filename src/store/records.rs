@@ -114,6 +114,18 @@ impl PartialEq for Page {
     }
 }
 
+/// A data deletion request Meta sent for a person (the Data Deletion Request callback). It
+/// holds no trace of who asked: only the confirmation code Meta showed them and what was done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletionRequest {
+    pub code: String,
+    pub requested_ms: u64,
+    /// When everything the gateway held about the person was gone.
+    pub completed_ms: Option<u64>,
+    /// Pages that were connected through the person's grant and were disconnected.
+    pub pages_disconnected: u32,
+}
+
 /// The long-lived user token of the admin who authorized the app, kept to list and re-read
 /// that admin's pages.
 #[derive(Clone, Debug)]
@@ -200,8 +212,42 @@ pub struct OutboundItem {
     /// Orders the conversation's outbox (ties keep enqueue order): pass the Rocket.Chat
     /// message time so back-filled messages line up with live ones.
     pub created_ms: u64,
-    /// The Rocket.Chat message.
-    pub payload: serde_json::Value,
+    /// What to send.
+    pub payload: Outgoing,
+}
+
+/// What waits in the outbox. Stored as the item's `payload`, tagged by `kind`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outgoing {
+    /// An agent's message: text and files.
+    Reply {
+        text: String,
+        files: Vec<AgentFile>,
+        agent: String,
+        /// Written by a bot agent (`bot` set on the message): never sent with HUMAN_AGENT.
+        automated: bool,
+        ts_ms: u64,
+    },
+    /// The agent closed the room: send the page's "conversation finished" message.
+    Close { ts_ms: u64 },
+}
+
+impl Outgoing {
+    /// When Rocket.Chat says the message was written.
+    pub fn ts_ms(&self) -> u64 {
+        match self {
+            Outgoing::Reply { ts_ms, .. } | Outgoing::Close { ts_ms } => *ts_ms,
+        }
+    }
+}
+
+/// A file an agent attached, as Rocket.Chat serves it (a path relative to the server).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFile {
+    pub path: String,
+    pub name: String,
+    pub mime: String,
 }
 
 /// What `enqueue_inbound` did with a batch.
@@ -240,6 +286,15 @@ struct GrantV1 {
     user_token: String,
     admin_username: String,
     created_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeletionV1 {
+    v: u32,
+    code: String,
+    requested_ms: u64,
+    completed_ms: Option<u64>,
+    pages_disconnected: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -293,7 +348,9 @@ struct OutboundV1 {
     room: RoomId,
     agent_username: Option<String>,
     created_ms: u64,
-    payload: serde_json::Value,
+    /// Typed since the queue worker was shared; the bytes are those the relay wrote before as
+    /// untyped JSON, so version 1 records of earlier builds read unchanged.
+    payload: Outgoing,
 }
 
 /// A dedupe mark: when it was set, so it can be pruned by age.
@@ -454,6 +511,39 @@ pub(super) fn decode_grant(key: &TokenKey, at: At<'_>, bytes: &[u8]) -> Result<G
         user_token,
         admin_username: stored.admin_username,
         created_ms: stored.created_ms,
+    })
+}
+
+pub(super) fn encode_deletion(request: &DeletionRequest) -> Result<Vec<u8>> {
+    let DeletionRequest {
+        code,
+        requested_ms,
+        completed_ms,
+        pages_disconnected,
+    } = request.clone();
+    encode(
+        Tree::Deletions,
+        &DeletionV1 {
+            v: V1,
+            code,
+            requested_ms,
+            completed_ms,
+            pages_disconnected,
+        },
+    )
+}
+
+pub(super) fn decode_deletion(at: At<'_>, bytes: &[u8]) -> Result<DeletionRequest> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: DeletionV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok(DeletionRequest {
+        code: stored.code,
+        requested_ms: stored.requested_ms,
+        completed_ms: stored.completed_ms,
+        pages_disconnected: stored.pages_disconnected,
     })
 }
 
@@ -747,6 +837,25 @@ mod tests {
     }
 
     #[test]
+    fn deletion_request_snapshot() {
+        let request = DeletionRequest {
+            code: "c0de".into(),
+            requested_ms: 5,
+            completed_ms: Some(6),
+            pages_disconnected: 2,
+        };
+        let bytes = encode_deletion(&request).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"code":"c0de","requested_ms":5,"completed_ms":6,"pages_disconnected":2})
+        );
+        assert_eq!(
+            decode_deletion(at(Tree::Deletions, b"c0de"), &bytes).unwrap(),
+            request
+        );
+    }
+
+    #[test]
     fn snapshots_of_the_other_records() {
         let oauth = OAuthState {
             admin_username: "alice".into(),
@@ -777,7 +886,23 @@ mod tests {
             room: RoomId::new("R2"),
             agent_username: Some("bob".into()),
             created_ms: 20,
-            payload: json!({"msg":"hello"}),
+            payload: Outgoing::Reply {
+                text: "hello".into(),
+                files: vec![AgentFile {
+                    path: "/file-upload/F1/a.pdf".into(),
+                    name: "a.pdf".into(),
+                    mime: "application/pdf".into(),
+                }],
+                agent: "bob".into(),
+                automated: false,
+                ts_ms: 20,
+            },
+        };
+        let closing = OutboundItem {
+            rc_message_id: MessageId::new("M2"),
+            agent_username: None,
+            payload: Outgoing::Close { ts_ms: 21 },
+            ..outbound.clone()
         };
         let cases = [
             (
@@ -801,13 +926,41 @@ mod tests {
             (
                 encode_outbound(&outbound),
                 json!({"v":1,"page":"1001","psid":"2002","rc_message_id":"M1","room":"R2","agent_username":"bob",
-                       "created_ms":20,"payload":{"msg":"hello"}}),
+                       "created_ms":20,"payload":{"kind":"reply","text":"hello","files":[{"path":"/file-upload/F1/a.pdf",
+                       "name":"a.pdf","mime":"application/pdf"}],"agent":"bob","automated":false,"ts_ms":20}}),
+            ),
+            (
+                encode_outbound(&closing),
+                json!({"v":1,"page":"1001","psid":"2002","rc_message_id":"M2","room":"R2","agent_username":null,
+                       "created_ms":20,"payload":{"kind":"close","ts_ms":21}}),
             ),
             (encode_mark(Tree::Seen, 42), json!({"v":1,"at_ms":42})),
         ];
         for (encoded, expected) in cases {
             assert_eq!(stored(encoded.unwrap()), expected);
         }
+    }
+
+    /// An outbox record as builds before the typed payload wrote it (the relay serialised its
+    /// own `Outgoing` into an untyped payload): it reads as the same typed item.
+    #[test]
+    fn outbox_records_of_the_untyped_build_read() {
+        let written = br#"{"v":1,"page":"1001","psid":"2002","rc_message_id":"M1","room":"R2","agent_username":"bob","created_ms":20,"payload":{"kind":"reply","text":"hello","files":[],"agent":"bob","automated":true,"ts_ms":20}}"#;
+        let item = decode_outbound(at(Tree::Outbox, b"q"), written).unwrap();
+        assert_eq!(
+            item.payload,
+            Outgoing::Reply {
+                text: "hello".into(),
+                files: vec![],
+                agent: "bob".into(),
+                automated: true,
+                ts_ms: 20,
+            }
+        );
+        let closing = br#"{"v":1,"page":"1001","psid":"2002","rc_message_id":"M2","room":"R2","agent_username":null,"created_ms":21,"payload":{"kind":"close","ts_ms":21}}"#;
+        let item = decode_outbound(at(Tree::Outbox, b"q"), closing).unwrap();
+        assert_eq!(item.payload, Outgoing::Close { ts_ms: 21 });
+        assert_eq!(encode_outbound(&item).unwrap(), closing.to_vec());
     }
 
     #[test]

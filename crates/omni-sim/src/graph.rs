@@ -8,6 +8,8 @@
 //!   token obtained through them die with 190/458, as a de-authorized app loses its tokens.
 //! - Text longer than 2000 characters is refused; exactly 2000 passes, as Meta's own error text
 //!   ("must be less than or equal to 2000") says.
+//! - `appsecret_proof` is not checked on calls made with the app token `{app-id}|{secret}`: the
+//!   token carries the secret, and a wrong secret is refused by the token check (190).
 //! - `MESSAGE_TAG`/`HUMAN_AGENT` from an app without the Human Agent feature is refused with a
 //!   code 10 permission error without the window subcode; with it, up to 7 days pass.
 
@@ -25,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use url::Url;
 
-pub use state::GraphSimStats;
+pub use state::{AppSubscription, GraphSimStats};
 
 use routes::Shared;
 use state::State;
@@ -114,6 +116,10 @@ impl GraphSim {
             state: Mutex::new(State::new(app_id, app_secret)),
             sent: Notify::new(),
             base: url.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(std::io::Error::other)?,
         });
         let app = routes::router(shared.clone());
         let task = tokio::spawn(async move {
@@ -191,6 +197,89 @@ impl GraphSim {
         self.shared
             .lock()
             .invalidate_user_tokens(fb_user_id, subcode);
+    }
+
+    /// Turns the app's "Require App Secret" setting on or off: with it on, a call with a user
+    /// or page token and no `appsecret_proof` is refused (a wrong proof always is).
+    pub fn require_appsecret_proof(&self, on: bool) {
+        self.shared.lock().require_proof = on;
+    }
+
+    /// Permissions the person unticks in the next login dialogs (`granted` for the rest).
+    pub fn decline_permissions(&self, scopes: &[&str]) {
+        self.shared.lock().declines = scopes.iter().map(|s| (*s).to_owned()).collect();
+    }
+
+    /// The app-level `page` subscription (dashboard → Webhooks, or `POST /{app-id}/subscriptions`).
+    pub fn app_subscription(&self) -> Option<AppSubscription> {
+        self.shared.lock().app_subscription.clone()
+    }
+
+    /// Sets the app-level subscription as if an admin had configured it in the App Dashboard.
+    pub fn set_app_subscription(&self, subscription: Option<AppSubscription>) {
+        self.shared.lock().app_subscription = subscription;
+    }
+
+    /// A `signed_request` for this person as Meta posts it to the deauthorize and data-deletion
+    /// callbacks: `base64url(HMAC-SHA256(app_secret, payload_b64)) "." payload_b64`, the payload
+    /// `{"algorithm":"HMAC-SHA256","issued_at":…,"user_id":…}`
+    /// (https://developers.facebook.com/docs/development/create-an-app/app-dashboard/data-deletion-callback).
+    pub fn signed_request(&self, fb_user_id: &str) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let issued_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let payload = serde_json::json!({
+            "algorithm": "HMAC-SHA256", "issued_at": issued_at, "user_id": fb_user_id,
+        });
+        let encoded = b64.encode(payload.to_string());
+        let secret = self.shared.lock().app_secret.clone();
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+            .unwrap_or_else(|_| unreachable!("hmac accepts any key length"));
+        mac.update(encoded.as_bytes());
+        format!("{}.{encoded}", b64.encode(mac.finalize().into_bytes()))
+    }
+
+    /// The person removes the app in their Facebook settings: their grant ends (tokens die with
+    /// 190/458) and Meta posts a `signed_request` to the Deauthorize Callback URL
+    /// (https://developers.facebook.com/docs/facebook-login/guides/advanced/manual-flow#deauth-callback).
+    pub async fn remove_app(
+        &self,
+        fb_user_id: &str,
+        deauthorize_url: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.shared.lock().remove_grant(fb_user_id);
+        self.post_signed_request(fb_user_id, deauthorize_url).await
+    }
+
+    /// The person asks for their data to be deleted: Meta posts a `signed_request` to the Data
+    /// Deletion Request URL.
+    pub async fn request_data_deletion(
+        &self,
+        fb_user_id: &str,
+        callback_url: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.post_signed_request(fb_user_id, callback_url).await
+    }
+
+    async fn post_signed_request(
+        &self,
+        fb_user_id: &str,
+        url: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(url)
+            .form(&[("signed_request", self.signed_request(fb_user_id))])
+            .send()
+            .await
+    }
+
+    /// The person's user tokens expire (a long-lived one lasts about 60 days); page tokens
+    /// obtained with a long-lived one keep working.
+    pub fn expire_user_tokens(&self, fb_user_id: &str) {
+        self.shared.lock().expire_user_tokens(fb_user_id);
     }
 
     /// Every accepted `POST /{page}/messages`, oldest first.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use omni_gateway::config::Config;
 use omni_gateway::daemon::Gateway;
-use omni_sim::graph::GraphSim;
+use omni_sim::graph::{AppSubscription, GraphSim};
 use omni_sim::ids::{RoomId, UserId};
 use omni_sim::rocketchat::{RocketChatSim, SimMessage, SimOptions};
 use tempfile::TempDir;
@@ -91,7 +91,8 @@ pub const FB_ADMIN: &str = "fb-alice";
 pub const PAGES: [(&str, &str); 2] = [("1001", "Acme Bakery"), ("1002", "Acme Books")];
 
 /// A Graph API simulator for the test app, with `FB_ADMIN` logged in to the simulated browser
-/// and managing the two `PAGES`.
+/// and managing the two `PAGES`, and the app's page webhooks already set up in the dashboard
+/// for the test gateway's `public_url`.
 pub struct Facebook {
     pub sim: GraphSim,
 }
@@ -106,6 +107,14 @@ impl Facebook {
             sim.add_page(FB_ADMIN, id, name, &["MESSAGING", "MODERATE", "MANAGE"]);
         }
         sim.set_dialog_user(FB_ADMIN);
+        sim.set_app_subscription(Some(AppSubscription {
+            callback_url: "http://127.0.0.1:8080/webhooks/messenger".into(),
+            fields: omni_gateway::messenger::graph::SUBSCRIBED_FIELDS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+            verify_token: VERIFY_TOKEN.into(),
+        }));
         Facebook { sim }
     }
 }

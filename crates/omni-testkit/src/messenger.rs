@@ -67,7 +67,7 @@ impl Facebook {
             .build()
             .expect("reqwest builds");
         let answer = browser
-            .get(client.login_dialog_url(REDIRECT, "test-state"))
+            .get(client.login_dialog_url(REDIRECT, "test-state", false))
             .send()
             .await
             .expect("dialog answers");

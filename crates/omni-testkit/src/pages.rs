@@ -10,9 +10,12 @@ use omni_gateway::store::Page;
 use reqwest::StatusCode;
 use url::Url;
 
+use omni_gateway::config::Config;
+use omni_gateway::daemon::Gateway;
+
 use crate::{
-    APP_ID, Chat, Facebook, Running, eventually, password_credentials, start_gateway_with,
-    until_ready,
+    APP_ID, Chat, Facebook, Running, config_text_with, eventually, password_credentials,
+    start_gateway_with, until_ready,
 };
 
 /// The two simulators, a gateway against them, and a browser that does not follow redirects.
@@ -20,6 +23,8 @@ pub struct World {
     pub chat: Chat,
     pub fb: Facebook,
     pub running: Running,
+    /// The gateway's `public_url`, without a trailing slash.
+    pub public_url: String,
     browser: reqwest::Client,
 }
 
@@ -31,6 +36,46 @@ impl World {
         let fb = Facebook::start().await;
         let running =
             start_gateway_with(&chat, Some(&fb), &password_credentials(), extra_facebook).await;
+        World::around(chat, fb, running, "http://127.0.0.1:8080").await
+    }
+
+    /// Like [`World::start`], but the gateway's `public_url` is its own listening address, so
+    /// the Graph simulator can reach it as Meta reaches a public gateway (callback
+    /// verification of app-level webhooks).
+    pub async fn start_reachable(extra_facebook: &str) -> World {
+        let chat = Chat::start().await;
+        chat.sim
+            .grant_permission("bot", "view-livechat-departments");
+        let fb = Facebook::start().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A port the OS just handed out and took back: free unless something races for it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let public_url = format!("http://127.0.0.1:{port}");
+        let text = config_text_with(
+            chat.sim.url().as_str().trim_end_matches('/'),
+            fb.sim.url().as_str().trim_end_matches('/'),
+            &dir.path().join("data"),
+            &password_credentials(),
+            extra_facebook,
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "public_url = \"http://127.0.0.1:8080\"",
+            &format!("public_url = \"{public_url}\""),
+        );
+        let config = Config::parse(&text, &dir.path().join("bot.toml"), &|_| None)
+            .expect("test config is valid");
+        let gateway = Gateway::start(config).await.expect("gateway starts");
+        World::around(chat, fb, Running { gateway, dir }, &public_url).await
+    }
+
+    async fn around(chat: Chat, fb: Facebook, running: Running, public_url: &str) -> World {
         until_ready(&running.gateway).await;
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -41,6 +86,7 @@ impl World {
             chat,
             fb,
             running,
+            public_url: public_url.to_owned(),
             browser,
         }
     }
@@ -72,11 +118,11 @@ impl World {
         assert_eq!(param("response_type"), "code");
         assert_eq!(
             param("redirect_uri"),
-            "http://127.0.0.1:8080/oauth/facebook/callback"
+            format!("{}/oauth/facebook/callback", self.public_url)
         );
         assert_eq!(
             param("scope"),
-            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement"
+            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management"
         );
         // 128 bits are 22 characters of base64.
         assert!(param("state").len() >= 22, "state too short: {link}");

@@ -285,3 +285,32 @@ mod tests {
         assert_eq!(info.error.map(|e| e.subcode), Some(Some(460)));
     }
 }
+
+/// One entry of `GET /me/permissions`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Permission {
+    pub permission: String,
+    /// `granted`, `declined` or `expired`.
+    pub status: String,
+}
+
+/// One entry of `GET /{app-id}/subscriptions`: the app-level webhook subscription of an object
+/// (https://developers.facebook.com/docs/graph-api/reference/app/subscriptions/).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AppSubscription {
+    pub object: String,
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default)]
+    pub fields: Vec<SubscriptionField>,
+}
+
+/// A subscribed field with the Graph version its payloads use.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SubscriptionField {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}

@@ -21,6 +21,8 @@ pub(super) struct Shared {
     pub state: Mutex<State>,
     pub sent: Notify,
     pub base: Url,
+    /// Meta's own outbound calls (the callback verification of an app subscription).
+    pub http: reqwest::Client,
 }
 
 impl Shared {
@@ -41,7 +43,15 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/{v}/oauth/access_token", get(access_token))
         .route("/{v}/me", get(me))
         .route("/{v}/me/accounts", get(accounts))
-        .route("/{v}/me/permissions", axum::routing::delete(revoke))
+        .route("/{v}/me/permissions", get(permissions).delete(revoke))
+        .route(
+            "/{v}/{user}/permissions",
+            axum::routing::delete(revoke_as_app),
+        )
+        .route(
+            "/{v}/{app}/subscriptions",
+            get(app_subscriptions).post(set_app_subscription),
+        )
         .route("/{v}/debug_token", get(debug_token))
         .route("/{v}/{id}", get(node))
         .route(
@@ -53,9 +63,11 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Counts, checks the version segment, and applies injected faults before any route.
+/// Counts, checks the version segment and `appsecret_proof`, and applies injected faults before
+/// any route.
 async fn guard(AxumState(shared): Sim, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    let (req, proof_refused) = check_proof(&shared, req).await;
     let injected = {
         let mut state = shared.lock();
         state.stats.requests += 1;
@@ -70,6 +82,8 @@ async fn guard(AxumState(shared): Sim, req: Request, next: Next) -> Response {
             &Fault::new(2500, None, format!("Unknown path components: /{version}")),
             &object,
         )
+    } else if let Some(fault) = proof_refused {
+        fault_response(&fault, &object)
     } else {
         match injected {
             Some(SimError::Delay(delay)) => {
@@ -93,6 +107,42 @@ async fn guard(AxumState(shared): Sim, req: Request, next: Next) -> Response {
         shared.lock().stats.error_responses += 1;
     }
     response
+}
+
+/// Reads the token and `appsecret_proof` from the query, the `Authorization` header or a form
+/// body (which is buffered and put back) and applies [`State::check_proof`].
+async fn check_proof(shared: &Shared, req: Request) -> (Request, Option<Fault>) {
+    let (parts, body) = req.into_parts();
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let (body, form) = if is_form {
+        match axum::body::to_bytes(body, 1 << 20).await {
+            Ok(bytes) => (axum::body::Body::from(bytes.clone()), bytes.to_vec()),
+            Err(_) => (axum::body::Body::empty(), Vec::new()),
+        }
+    } else {
+        (body, Vec::new())
+    };
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let params = merged(query, &parts.headers, &form);
+    let refused = token(&parts.headers, &params).and_then(|t| {
+        shared
+            .lock()
+            .check_proof(&t, params.get("appsecret_proof").map(String::as_str))
+            .err()
+    });
+    (Request::from_parts(parts, body), refused)
 }
 
 /// `vNN.N`, as Meta's versioned paths require.
@@ -209,6 +259,96 @@ async fn revoke(
     let params = merged(q, &headers, &body);
     let result = shared.lock().revoke(token(&headers, &params).as_deref());
     answer(result, "me")
+}
+
+async fn permissions(AxumState(shared): Sim, headers: HeaderMap, Query(q): Params) -> Response {
+    let result = shared.lock().permissions(token(&headers, &q).as_deref());
+    answer(result, "me")
+}
+
+async fn revoke_as_app(
+    AxumState(shared): Sim,
+    Path((_, user)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let params = merged(q, &headers, &body);
+    let result = shared
+        .lock()
+        .revoke_as_app(token(&headers, &params).as_deref(), &user);
+    answer(result, &user)
+}
+
+async fn app_subscriptions(
+    AxumState(shared): Sim,
+    Path((_, app)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    let result = shared
+        .lock()
+        .app_subscriptions(token(&headers, &q).as_deref(), &app);
+    answer(result, &app)
+}
+
+/// `POST /{app-id}/subscriptions`: Meta verifies the callback at once with a GET carrying
+/// `hub.mode=subscribe`, `hub.challenge` and `hub.verify_token`, and keeps the subscription only
+/// when the answer is 200 with the challenge as body
+/// (https://developers.facebook.com/docs/graph-api/reference/app/subscriptions/ ,
+/// https://developers.facebook.com/docs/graph-api/webhooks/getting-started/).
+async fn set_app_subscription(
+    AxumState(shared): Sim,
+    Path((_, app)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let params = merged(q, &headers, &body);
+    let validated =
+        shared
+            .lock()
+            .validate_app_subscription(token(&headers, &params).as_deref(), &app, &params);
+    let wanted = match validated {
+        Ok(wanted) => wanted,
+        Err(fault) => return fault_response(&fault, &app),
+    };
+    let challenge = super::state::random_string(10);
+    let verified = match Url::parse(&wanted.callback_url) {
+        Ok(mut url) => {
+            url.query_pairs_mut()
+                .append_pair("hub.mode", "subscribe")
+                .append_pair("hub.challenge", &challenge)
+                .append_pair("hub.verify_token", &wanted.verify_token);
+            match shared.http.get(url).send().await {
+                Ok(answer) if answer.status().is_success() => match answer.text().await {
+                    Ok(text) if text == challenge => Ok(()),
+                    Ok(_) => Err("The URL couldn't be validated. Response does not match challenge".to_owned()),
+                    Err(err) => Err(format!("The URL couldn't be validated: {err}")),
+                },
+                Ok(answer) => Err(format!(
+                    "The URL couldn't be validated. Callback verification failed with the following errors: HTTP Status Code = {}",
+                    answer.status().as_u16()
+                )),
+                Err(_) => Err("The URL couldn't be validated. Callback verification failed: the URL could not be reached".to_owned()),
+            }
+        }
+        Err(_) => Err("The URL couldn't be validated".to_owned()),
+    };
+    match verified {
+        Ok(()) => {
+            shared.lock().app_subscription = Some(wanted);
+            axum::Json(json!({ "success": true })).into_response()
+        }
+        Err(reason) => fault_response(
+            &Fault::new(
+                2200,
+                None,
+                format!("(#2200) callback verification failed: {reason}"),
+            ),
+            &app,
+        ),
+    }
 }
 
 async fn debug_token(AxumState(shared): Sim, headers: HeaderMap, Query(q): Params) -> Response {

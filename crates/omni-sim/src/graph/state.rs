@@ -60,6 +60,8 @@ pub(super) struct Fault {
     pub message: String,
     /// `X-Business-Use-Case-Usage` regain estimate (minutes) to send with the error.
     pub regain_minutes: Option<u64>,
+    /// The error's `type`: `OAuthException` for most, `GraphMethodException` for some.
+    pub kind: &'static str,
 }
 
 impl Fault {
@@ -71,6 +73,7 @@ impl Fault {
             subcode,
             message: message.into(),
             regain_minutes: None,
+            kind: "OAuthException",
         }
     }
 
@@ -81,7 +84,7 @@ impl Fault {
     pub fn body(&self) -> Value {
         let mut error = json!({
             "message": self.message,
-            "type": "OAuthException",
+            "type": self.kind,
             "code": self.code,
             "fbtrace_id": random_string(11),
         });
@@ -211,6 +214,14 @@ struct MessengerUser {
     last_user_message_ms: u64,
 }
 
+/// The app-level webhook subscription of the `page` object (`POST /{app-id}/subscriptions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSubscription {
+    pub callback_url: String,
+    pub fields: Vec<String>,
+    pub verify_token: String,
+}
+
 struct FailRule {
     path_contains: String,
     remaining: usize,
@@ -237,6 +248,13 @@ pub(super) struct State {
     dialog_user: Option<String>,
     pub decision: DialogDecision,
     human_agent: bool,
+    /// "Require App Secret" in the app's advanced settings.
+    pub require_proof: bool,
+    /// Permissions the dialog's person unticks; they are recorded as `declined`.
+    pub declines: Vec<String>,
+    /// Each person's permissions and their status (`granted`/`declined`), as `/me/permissions`.
+    permissions: HashMap<String, BTreeMap<String, &'static str>>,
+    pub app_subscription: Option<AppSubscription>,
     rules: Vec<FailRule>,
     pub sent: Vec<SentMessage>,
     /// Every request as `METHOD /path`, oldest first.
@@ -257,6 +275,10 @@ impl State {
             dialog_user: None,
             decision: DialogDecision::Approve,
             human_agent: false,
+            require_proof: false,
+            declines: Vec::new(),
+            permissions: HashMap::new(),
+            app_subscription: None,
             rules: Vec::new(),
             sent: Vec::new(),
             calls: Vec::new(),
@@ -362,6 +384,15 @@ impl State {
         }
     }
 
+    /// The person's user tokens reach their expiry (the ~60 days of a long-lived one).
+    pub fn expire_user_tokens(&mut self, user: &str) {
+        for rec in self.tokens.values_mut() {
+            if rec.subject == Subject::User(user.to_owned()) {
+                rec.expires_at = 1;
+            }
+        }
+    }
+
     /// Kills every token of the person and every page token derived from them.
     pub fn invalidate_user_tokens(&mut self, user: &str, subcode: i64) {
         for rec in self.tokens.values_mut() {
@@ -413,8 +444,15 @@ impl State {
         if rec.expires_at != 0 && unix_now_ms() / 1000 > rec.expires_at {
             return Err(Fault::new(190, Some(463), standard_message(190, Some(463))));
         }
+        // A token dies with the grant it came from, but not when the token it was exchanged
+        // from merely expires: a long-lived user token outlives the short-lived one, and page
+        // tokens from a long-lived user token do not expire with it
+        // (https://developers.facebook.com/docs/facebook-login/guides/access-tokens/get-long-lived).
         if let Some(parent) = &rec.parent {
-            self.check(parent)?;
+            match self.check(parent) {
+                Err(fault) if fault.subcode != Some(463) => return Err(fault),
+                _ => {}
+            }
         }
         Ok(rec)
     }
@@ -484,6 +522,26 @@ impl State {
         let mut params = Vec::new();
         match self.decision {
             DialogDecision::Approve => {
+                // The person may untick single permissions; the code carries only the rest, and
+                // a declined permission stays declined until a dialog with auth_type=rerequest
+                // asks again (https://developers.facebook.com/docs/facebook-login/guides/advanced/manual-flow#reaskperms).
+                let rerequest = q.get("auth_type").map(String::as_str) == Some("rerequest");
+                let record = self.permissions.entry(user.clone()).or_default();
+                let mut granted = Vec::new();
+                for scope in &scopes {
+                    let before = record.get(scope.as_str()).copied();
+                    let asked = before != Some("declined") || rerequest;
+                    let status = if !asked || self.declines.contains(scope) {
+                        "declined"
+                    } else {
+                        "granted"
+                    };
+                    record.insert(scope.clone(), status);
+                    if status == "granted" {
+                        granted.push(scope.clone());
+                    }
+                }
+                let scopes = granted;
                 let code = format!("AQ{}", random_string(60));
                 self.codes.insert(
                     code.clone(),
@@ -679,23 +737,162 @@ impl State {
     /// app loses its tokens; page tokens are issued on that grant, so they die with it (190/458).
     pub fn revoke(&mut self, token: Option<&str>) -> Result<Value, Fault> {
         let user = self.user_of(token)?;
-        self.invalidate_user_tokens(&user, 458);
+        self.remove_grant(&user);
         Ok(json!({ "success": true }))
+    }
+
+    /// `DELETE /{user-id}/permissions` with the app token: the app removes a person's grant
+    /// without that person's token (https://developers.facebook.com/docs/graph-api/reference/user/permissions/#Deleting).
+    pub fn revoke_as_app(&mut self, token: Option<&str>, user: &str) -> Result<Value, Fault> {
+        self.require_app_token(token)?;
+        if !self.users.contains_key(user) {
+            return Err(Fault::param(format!(
+                "(#100) Unsupported delete request. Object with ID '{user}' does not exist"
+            )));
+        }
+        self.remove_grant(user);
+        Ok(json!({ "success": true }))
+    }
+
+    /// The person removed the app: their tokens die (190/458) and their permissions are gone.
+    pub fn remove_grant(&mut self, user: &str) {
+        self.invalidate_user_tokens(user, 458);
+        self.permissions.remove(user);
+    }
+
+    /// `GET /me/permissions`: every permission the person was asked for, with its status
+    /// (https://developers.facebook.com/docs/graph-api/reference/user/permissions/).
+    pub fn permissions(&self, token: Option<&str>) -> Result<Value, Fault> {
+        let user = self.user_of(token)?;
+        let data: Vec<Value> = self
+            .permissions
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .map(|(permission, status)| json!({ "permission": permission, "status": status }))
+            .collect();
+        Ok(json!({ "data": data }))
+    }
+
+    fn require_app_token(&self, token: Option<&str>) -> Result<(), Fault> {
+        let app_token = format!("{}|{}", self.app_id, self.app_secret);
+        match token {
+            Some(t) if t == app_token => Ok(()),
+            Some(_) => Err(Fault::new(
+                190,
+                None,
+                "Invalid OAuth access token signature.",
+            )),
+            None => Err(token_required()),
+        }
+    }
+
+    /// Meta's appsecret_proof rules (https://developers.facebook.com/docs/graph-api/security#appsecret_proof):
+    /// a proof that is sent must match, whatever the app's setting (a wrong one is refused even
+    /// with "Require App Secret" off, facebookarchive/php-graph-sdk#800); with the setting on, a
+    /// call with a user or page token and no proof is refused. Both are code 100
+    /// `GraphMethodException`, as integrations report (thephpleague/oauth2-facebook#17).
+    pub fn check_proof(&self, token: &str, proof: Option<&str>) -> Result<(), Fault> {
+        // An app token (`{app-id}|{secret}`) carries the secret itself; its own check (190 for
+        // a wrong secret) is what fails first.
+        if token.contains('|') {
+            return Ok(());
+        }
+        let refuse = |message: &str| {
+            Err(Fault {
+                kind: "GraphMethodException",
+                ..Fault::new(100, None, message)
+            })
+        };
+        match proof {
+            Some(given) if given != proof_of(&self.app_secret, token) => {
+                refuse("Invalid appsecret_proof provided in the API argument")
+            }
+            Some(_) => Ok(()),
+            None if self.require_proof => {
+                refuse("API calls from the server require an appsecret_proof argument")
+            }
+            None => Ok(()),
+        }
+    }
+
+    // ---- app-level webhook subscriptions ----
+
+    /// `GET /{app-id}/subscriptions` with the app token.
+    pub fn app_subscriptions(&self, token: Option<&str>, app: &str) -> Result<Value, Fault> {
+        self.require_app_token(token)?;
+        self.require_own_app(app)?;
+        let data = match &self.app_subscription {
+            Some(sub) => json!([{
+                "object": "page", "callback_url": sub.callback_url, "active": true,
+                "fields": sub.fields.iter().map(|f| json!({ "name": f, "version": "v23.0" })).collect::<Vec<_>>(),
+            }]),
+            None => json!([]),
+        };
+        Ok(json!({ "data": data }))
+    }
+
+    /// Checks a `POST /{app-id}/subscriptions` before the callback is verified; returns the
+    /// subscription to store once it is.
+    pub fn validate_app_subscription(
+        &self,
+        token: Option<&str>,
+        app: &str,
+        params: &HashMap<String, String>,
+    ) -> Result<AppSubscription, Fault> {
+        self.require_app_token(token)?;
+        self.require_own_app(app)?;
+        let object = params
+            .get("object")
+            .ok_or_else(|| Fault::param("(#100) The parameter object is required"))?;
+        if object != "page" {
+            return Err(Fault::param(format!(
+                "(#100) Param object must be one of {{user, page, permissions, payments, application, instagram, whatsapp_business_account}} - got \"{object}\""
+            )));
+        }
+        let callback_url = params
+            .get("callback_url")
+            .filter(|u| url::Url::parse(u).is_ok())
+            .ok_or_else(|| {
+                Fault::param("(#100) The parameter callback_url is required and must be a URL")
+            })?;
+        let fields = params
+            .get("fields")
+            .map(|f| parse_list(f))
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| Fault::param("(#100) The parameter fields is required"))?;
+        if let Some(bad) = fields.iter().find(|f| !KNOWN_FIELDS.contains(&f.as_str())) {
+            return Err(Fault::param(format!(
+                "(#100) Param fields contains an unknown field \"{bad}\""
+            )));
+        }
+        let verify_token = params
+            .get("verify_token")
+            .ok_or_else(|| Fault::param("(#100) The parameter verify_token is required"))?;
+        Ok(AppSubscription {
+            callback_url: callback_url.clone(),
+            fields,
+            verify_token: verify_token.clone(),
+        })
+    }
+
+    fn require_own_app(&self, app: &str) -> Result<(), Fault> {
+        if app == self.app_id {
+            Ok(())
+        } else {
+            Err(Fault::new(
+                100,
+                Some(33),
+                format!(
+                    "Unsupported get request. Object with ID '{app}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+            ))
+        }
     }
 
     pub fn debug_token(&self, token: Option<&str>, input: Option<&str>) -> Result<Value, Fault> {
         let app_token = format!("{}|{}", self.app_id, self.app_secret);
-        match token {
-            Some(t) if t == app_token => {}
-            Some(_) => {
-                return Err(Fault::new(
-                    190,
-                    None,
-                    "Invalid OAuth access token signature.",
-                ));
-            }
-            None => return Err(token_required()),
-        }
+        self.require_app_token(token)?;
         let input =
             input.ok_or_else(|| Fault::param("(#100) The parameter input_token is required"))?;
         if input == app_token {
@@ -722,6 +919,14 @@ impl State {
         if let Some(page) = profile {
             data["profile_id"] = json!(page);
         }
+        // Only granted permissions appear, each as its own entry
+        // (https://developers.facebook.com/docs/graph-api/reference/debug_token).
+        data["granular_scopes"] = json!(
+            rec.scopes
+                .iter()
+                .map(|s| json!({ "scope": s }))
+                .collect::<Vec<_>>()
+        );
         if let Err(fault) = self.check(input) {
             data["is_valid"] = json!(false);
             data["error"] =
@@ -965,6 +1170,16 @@ fn check_attachment(attachment: &Value, uploaded: bool) -> Result<(), Fault> {
         ));
     }
     Ok(())
+}
+
+/// Lowercase hex HMAC-SHA256 of `token` keyed with the app secret.
+pub(super) fn proof_of(app_secret: &str, token: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(app_secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("hmac accepts any key length"));
+    mac.update(token.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn token_required() -> Fault {
