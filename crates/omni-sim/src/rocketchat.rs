@@ -2,9 +2,9 @@
 //! `/websocket`) and the REST subset the gateway uses (`/api/v1/…`, Livechat visitor routes, file
 //! downloads at `/file-upload/…`), built from Rocket.Chat's source (summarised in
 //! `docs/rocketchat.md`). It rejects what the real server rejects, with the real error shapes, so
-//! the gateway's tests and `omni-gateway sandbox` exercise the same failure paths as production. Tests drive the
-//! far side through this handle (people typing, agents replying, rooms closing) and inject faults
-//! (dropped sockets, refused connections, unanswered pings, 5xx, 429, latency).
+//! the gateway's tests and `omni-gateway sandbox` exercise the same failure paths as production.
+//! Tests drive the far side through this handle (people typing, agents replying, rooms closing)
+//! and inject faults (dropped sockets, refused connections, unanswered pings, 5xx, 429, latency).
 
 mod ddp;
 mod livechat;
