@@ -42,6 +42,20 @@ enum Action {
         /// Keep everything running after the tour and print how to poke it.
         #[arg(long)]
         interactive: bool,
+        /// Skip the tour: serve one connected page on this loopback address for a webhook load
+        /// generator, until Ctrl-C.
+        #[arg(long, value_name = "ADDR", conflicts_with = "interactive")]
+        serve: Option<std::net::SocketAddr>,
+        /// With --serve: the app secret the load generator signs with.
+        #[arg(long, requires = "serve", default_value = "bench-secret")]
+        app_secret: String,
+        /// With --serve: the connected page's id.
+        #[arg(long, requires = "serve", default_value = "1111")]
+        page: String,
+        /// With --serve: Rocket.Chat answers 503 to everything, so every event is stored and
+        /// held (ingest alone).
+        #[arg(long, requires = "serve")]
+        rocketchat_down: bool,
     },
 }
 
@@ -53,6 +67,8 @@ enum Job {
     Sandbox {
         interactive: bool,
     },
+    #[cfg(feature = "sandbox")]
+    LoadTarget(sandbox::LoadTarget),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -102,7 +118,20 @@ fn main() -> ExitCode {
         },
         Action::Check => Job::Check,
         #[cfg(feature = "sandbox")]
-        Action::Sandbox { interactive } => Job::Sandbox { interactive },
+        Action::Sandbox {
+            serve: Some(listen),
+            app_secret,
+            page,
+            rocketchat_down,
+            ..
+        } => Job::LoadTarget(sandbox::LoadTarget {
+            listen,
+            app_secret,
+            page,
+            rocketchat_down,
+        }),
+        #[cfg(feature = "sandbox")]
+        Action::Sandbox { interactive, .. } => Job::Sandbox { interactive },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -127,6 +156,10 @@ fn main() -> ExitCode {
             #[cfg(feature = "sandbox")]
             Job::Sandbox { interactive } => {
                 Ok(sandbox::run(interactive, &mut |line| println!("{line}")).await?)
+            }
+            #[cfg(feature = "sandbox")]
+            Job::LoadTarget(target) => {
+                Ok(sandbox::serve_load_target(target, &mut |line| println!("{line}")).await?)
             }
         }
     });
