@@ -219,7 +219,11 @@ pub struct Attachment {
 impl Attachment {
     /// Whether the content is a file to download and upload (as opposed to a link or a place).
     pub fn is_file(&self) -> bool {
-        matches!(self.kind.as_str(), "image" | "video" | "audio" | "file") && self.url.is_some()
+        // A sticker is an image with a URL (`docs/messenger.md` §2.6).
+        matches!(
+            self.kind.as_str(),
+            "image" | "video" | "audio" | "file" | "sticker"
+        ) && self.url.is_some()
     }
 }
 
@@ -312,8 +316,10 @@ fn attachment(value: &Value) -> Option<Attachment> {
         let long = c.get("long")?;
         Some((lat.to_string(), long.to_string()))
     });
+    // A `fallback` (shared link) may carry `url` and `title` beside `payload` rather than in it.
+    let top = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
     Some(Attachment {
-        url: field("url"),
+        url: field("url").or_else(|| top("url")),
         title: field("title").or_else(|| {
             value
                 .get("title")
@@ -516,6 +522,7 @@ mod tests {
             {"type":"location","payload":{"coordinates":{"lat":52.5,"long":13.4}},"title":"Berlin"},
             {"type":"fallback","payload":{"url":"https://example.com","title":"Example"}},
             {"type":"fallback"},
+            {"type":"fallback","url":"https://example.org/a","title":"Top level"},
             {"payload":{}}
         ]}});
         let Event::Message { attachments, .. } = event(&item) else {
@@ -529,12 +536,15 @@ mod tests {
             kinds,
             vec![
                 ("image", true),
-                ("sticker", false),
+                ("sticker", true),
                 ("location", false),
+                ("fallback", false),
                 ("fallback", false),
                 ("fallback", false)
             ]
         );
+        assert_eq!(attachments[5].url.as_deref(), Some("https://example.org/a"));
+        assert_eq!(attachments[5].title.as_deref(), Some("Top level"));
         assert_eq!(
             attachments[2].coordinates,
             Some(("52.5".into(), "13.4".into()))

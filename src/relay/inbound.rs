@@ -190,10 +190,13 @@ impl Inbound {
         progress: &mut usize,
     ) -> Result<(), Failure> {
         let meaning = webhook::event(&event.payload);
-        let Some(parts) = render::parts(&meaning) else {
+        let Some(mut parts) = render::parts(&meaning) else {
             debug!(conversation = %key, "event is not relayed");
             return Ok(());
         };
+        if event.standby {
+            render::mark_standby(&mut parts);
+        }
         let page = self.ctx.store.page(&key.page)?;
         let mut conversation = self.conversation(key)?;
         // The customer's write opens the Send API window, whether or not Rocket.Chat has the

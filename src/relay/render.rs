@@ -37,6 +37,7 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
             if let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) {
                 lines.push(text.to_owned());
             }
+            let attachments = without_sticker_doubles(attachments);
             for attachment in attachments.iter().filter(|a| !a.is_file()) {
                 lines.push(describe(attachment));
             }
@@ -80,6 +81,31 @@ pub fn quote_line(link: &str) -> String {
     format!("↩️ [replying to an earlier message]({link})")
 }
 
+/// Until 30 August 2026 Meta sends a sticker as an `image` and a `sticker` attachment of the same
+/// message (`docs/messenger.md` §2.6): the sticker is relayed once, as the image. A sticker
+/// alone (as afterwards) is a file with a URL and is uploaded as an image itself.
+fn without_sticker_doubles(attachments: &[Attachment]) -> Vec<Attachment> {
+    let has_image = attachments.iter().any(|a| a.kind == "image");
+    attachments
+        .iter()
+        .filter(|a| !(has_image && a.kind == "sticker"))
+        .cloned()
+        .collect()
+}
+
+/// The room's mark on a customer's message that came under `standby[]`: another app (the Page
+/// Inbox or a bot) controlled the conversation in Messenger when it was written.
+pub const STANDBY_LABEL: &str =
+    "_(written while another app — the Page Inbox or a bot — handled this conversation in Messenger)_";
+
+/// Marks the parts of a standby event: the label heads its first text, or comes first.
+pub fn mark_standby(parts: &mut Vec<Part>) {
+    match parts.first_mut() {
+        Some(Part::Text { text, .. }) => *text = format!("{STANDBY_LABEL}\n{text}"),
+        _ => parts.insert(0, text_part(STANDBY_LABEL)),
+    }
+}
+
 /// Readable text for content that is not a file.
 fn describe(attachment: &Attachment) -> String {
     let url = attachment.url.as_deref().unwrap_or_default();
@@ -97,6 +123,14 @@ fn describe(attachment: &Attachment) -> String {
             "[shared content that Messenger does not show to apps]".into()
         }
         "fallback" => format!("🔗 {title} {url}")
+            .replace("  ", " ")
+            .trim()
+            .to_owned(),
+        "reel" | "ig_reel" => format!("🎬 Reel: {title} {url}")
+            .replace("  ", " ")
+            .trim()
+            .to_owned(),
+        "post" | "ig_post" => format!("📰 Post: {title} {url}")
             .replace("  ", " ")
             .trim()
             .to_owned(),
@@ -180,7 +214,38 @@ mod tests {
                     vec![attachment("sticker", Some("https://cdn/s.png"), None)],
                     None,
                 ),
-                vec!["[sticker] https://cdn/s.png"],
+                vec!["file"],
+            ),
+            (
+                message(
+                    None,
+                    vec![
+                        attachment("image", Some("https://cdn/s.png"), None),
+                        attachment("sticker", Some("https://cdn/s.png"), None),
+                    ],
+                    None,
+                ),
+                vec!["file"],
+            ),
+            (
+                message(None, vec![attachment("sticker", None, None)], None),
+                vec!["[sticker]"],
+            ),
+            (
+                message(
+                    None,
+                    vec![attachment("reel", Some("https://r"), Some("Our launch"))],
+                    None,
+                ),
+                vec!["🎬 Reel: Our launch https://r"],
+            ),
+            (
+                message(
+                    None,
+                    vec![attachment("ig_post", Some("https://p"), Some("A post"))],
+                    None,
+                ),
+                vec!["📰 Post: A post https://p"],
             ),
             (
                 message(None, vec![location], None),
@@ -201,10 +266,10 @@ mod tests {
             (
                 message(
                     None,
-                    vec![attachment("ig_reel", Some("https://r"), None)],
+                    vec![attachment("appointment_booking", Some("https://r"), None)],
                     None,
                 ),
-                vec!["🔗 [ig_reel] https://r"],
+                vec!["🔗 [appointment_booking] https://r"],
             ),
             (
                 message(Some("  "), vec![], None),
@@ -261,6 +326,22 @@ mod tests {
         assert!(
             matches!(&parts[2], Part::File { fallback, .. } if fallback == "[image] https://cdn/b.jpg")
         );
+    }
+
+    #[test]
+    fn standby_is_marked_on_the_first_text_or_before_a_file() {
+        let mut text = vec![text_part("hi")];
+        mark_standby(&mut text);
+        assert_eq!(text, vec![text_part(&format!("{STANDBY_LABEL}\nhi"))]);
+        let mut file = parts(&message(
+            None,
+            vec![attachment("image", Some("https://cdn/a.jpg"), None)],
+            None,
+        ))
+        .expect("relayed");
+        mark_standby(&mut file);
+        assert_eq!(file.len(), 2);
+        assert_eq!(file[0], text_part(STANDBY_LABEL));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use url::Url;
 
-pub use state::{AppSubscription, GraphSimStats};
+pub use state::{AppSubscription, GraphSimStats, PAGE_INBOX_APP_ID};
 
 use routes::Shared;
 use state::State;
@@ -342,6 +342,47 @@ impl GraphSim {
         self.shared.lock().grant_human_agent(on);
     }
 
+    /// The page's primary receiver app (handover protocol); by default the simulated app.
+    pub fn set_primary_receiver(&self, page_id: &str, app_id: &str) {
+        self.shared.lock().set_primary_receiver(page_id, app_id);
+    }
+
+    /// Gives control of a conversation to an app (the Page Inbox is [`PAGE_INBOX_APP_ID`]), or
+    /// makes it idle (`None`).
+    pub fn set_thread_owner(&self, page_id: &str, psid: &str, app_id: Option<&str>) {
+        self.shared.lock().set_thread_owner(page_id, psid, app_id);
+    }
+
+    pub fn thread_owner(&self, page_id: &str, psid: &str) -> Option<String> {
+        self.shared.lock().thread_owner(page_id, psid)
+    }
+
+    /// Every `request_thread_control` received: `(page, psid, metadata)`.
+    pub fn thread_requests(&self) -> Vec<(String, String, String)> {
+        self.shared.lock().thread_requests()
+    }
+
+    /// The webhook body Meta sends for a customer's message: under `standby[]` when another app
+    /// controls the conversation, else under `messaging[]`
+    /// (https://developers.facebook.com/docs/messenger-platform/handover-protocol/).
+    pub fn customer_message_body(
+        &self,
+        page_id: &str,
+        psid: &str,
+        mid: &str,
+        text: &str,
+        ts_ms: u64,
+    ) -> serde_json::Value {
+        let list = if self.shared.lock().is_standby(page_id, psid) {
+            "standby"
+        } else {
+            "messaging"
+        };
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts_ms,list:[
+            {"sender":{"id":psid},"recipient":{"id":page_id},"timestamp":ts_ms,
+             "message":{"mid":mid,"text":text}}]}]})
+    }
+
     /// Makes the next `n` requests whose path contains `path_contains` fail with `error`.
     pub fn fail_next(&self, path_contains: &str, n: usize, error: SimError) {
         self.shared.lock().fail_next(path_contains, n, error);
@@ -391,11 +432,13 @@ impl GraphSim {
             .unwrap_or_default();
         let mut state = self.shared.lock();
         for entry in entries {
-            let items = entry
-                .get("messaging")
-                .and_then(|m| m.as_array())
+            // Standby events are customer messages too; they open the window alike.
+            let items: Vec<serde_json::Value> = ["messaging", "standby"]
+                .iter()
+                .filter_map(|list| entry.get(*list).and_then(|m| m.as_array()))
+                .flatten()
                 .cloned()
-                .unwrap_or_default();
+                .collect();
             for item in items {
                 let from_customer = item.get("postback").is_some()
                     || item
