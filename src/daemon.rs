@@ -126,7 +126,15 @@ impl Gateway {
         ));
         tasks.spawn(store_maintenance(store.clone(), cancel.clone()));
 
-        let router = router(&config, &store, &health, pages, inbound, telemetry);
+        let router = router(
+            &config,
+            &store,
+            &health,
+            pages,
+            inbound,
+            telemetry,
+            tasks.clone(),
+        );
         tasks.spawn(http::serve(listener, router, cancel.clone()));
         tasks.close();
 
@@ -199,16 +207,19 @@ fn router(
     pages: Arc<Pages>,
     inbound: Arc<Inbound>,
     telemetry: Telemetry,
+    tasks: TaskTracker,
 ) -> axum::Router {
     http::with_limits(
         http::probes(http::ProbeState {
             health: health.clone(),
             store: store.clone(),
         })
-        .merge(http::oauth(pages))
+        .merge(http::oauth(pages.clone()))
         .merge(http::webhooks(http::WebhookState {
             store: store.clone(),
             inbound,
+            pages,
+            tasks,
             telemetry: telemetry.clone(),
             app_secret: config.facebook.app_secret.clone(),
             verify_token: config.facebook.verify_token.clone(),

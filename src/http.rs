@@ -424,6 +424,9 @@ fn capitalize(text: &str) -> String {
 pub struct WebhookState {
     pub store: Store,
     pub inbound: Arc<Inbound>,
+    /// Told about Meta's policy enforcement on a page.
+    pub pages: Arc<Pages>,
+    pub tasks: tokio_util::task::TaskTracker,
     pub telemetry: Telemetry,
     pub app_secret: SecretString,
     pub verify_token: SecretString,
@@ -497,6 +500,13 @@ async fn receive_webhook(
             items = parsed.skipped,
             "webhook items without sender or recipient ignored"
         );
+    }
+    for notice in parsed.policy {
+        // The notice is not stored: Meta sends it once, and admins are told by DM at once.
+        let pages = state.pages.clone();
+        state
+            .tasks
+            .spawn(async move { pages.policy_enforcement(&notice).await });
     }
     let (events, stale_pages) = match relayed_events(&state, parsed.events) {
         Ok(found) => found,

@@ -307,3 +307,43 @@ async fn stickers_arrive_once_and_shared_links_reels_and_posts_read_as_links() {
     }
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_policy_block_reaches_the_page_admins_at_once_and_shows_in_status() {
+    let world = World::start().await;
+    let body = world.fb.sim.policy_enforcement_body(
+        PAGE_ID,
+        "block",
+        "The bot violated our Platform Policies.",
+        now_ms(),
+    );
+    world.deliver(body.to_string().as_bytes()).await;
+    eventually("alice is told the page is blocked", || {
+        world
+            .dm_to("alice")
+            .iter()
+            .any(|m| m.contains("blocked") && m.contains("violated our Platform Policies"))
+    })
+    .await;
+    world
+        .chat
+        .sim
+        .post("alice", &world.chat.alice_dm, "/facebook status");
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("omni-gateway status") && m.contains("blocked by Meta")
+        })
+        .await;
+
+    let lifted = world
+        .fb
+        .sim
+        .policy_enforcement_body(PAGE_ID, "unblock", "", now_ms());
+    world.deliver(lifted.to_string().as_bytes()).await;
+    eventually("alice is told the block was lifted", || {
+        world.dm_to("alice").iter().any(|m| m.contains("lifted"))
+    })
+    .await;
+    world.stop().await;
+}

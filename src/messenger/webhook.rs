@@ -68,7 +68,44 @@ pub struct Envelope {
 pub struct Parsed {
     pub object: String,
     pub events: Vec<Envelope>,
+    /// Meta's warnings and blocks of the app on a page (`messaging_policy_enforcement`).
+    pub policy: Vec<PolicyEnforcement>,
     pub skipped: usize,
+}
+
+/// A `messaging_policy_enforcement` event: Meta warned about, blocked or unblocked the app on a
+/// page. It has a recipient (the page) and no sender, so it is not a conversation's event.
+/// Source: <https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_policy_enforcement/>.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyEnforcement {
+    pub page: PageId,
+    /// `warning`, `block` or `unblock`.
+    pub action: String,
+    pub reason: Option<String>,
+}
+
+fn policy_enforcement(item: &Value, entry_page: Option<&str>) -> Option<PolicyEnforcement> {
+    // Meta's reference spells the key with a hyphen; the field name uses an underscore.
+    let body = item
+        .get("policy-enforcement")
+        .or_else(|| item.get("policy_enforcement"))?;
+    let page = entry_page.map(str::to_owned).or_else(|| {
+        item.get("recipient")
+            .and_then(|r| r.get("id"))
+            .and_then(id_string)
+    })?;
+    Some(PolicyEnforcement {
+        page: PageId::new(page),
+        action: body
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or("warning")
+            .to_owned(),
+        reason: body
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
 }
 
 /// Reads a webhook body (already signature-checked).
@@ -99,6 +136,10 @@ pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
                 continue;
             };
             for item in items {
+                if let Some(notice) = policy_enforcement(item, entry_page.as_deref()) {
+                    parsed.policy.push(notice);
+                    continue;
+                }
                 match envelope(item, entry_page.as_deref(), standby) {
                     Some(event) => parsed.events.push(event),
                     None => parsed.skipped += 1,
@@ -294,6 +335,7 @@ pub fn event(item: &Value) -> Event {
         "take_thread_control",
         "request_thread_control",
         "policy_enforcement",
+        "policy-enforcement",
     ] {
         if item.get(kind).is_some() {
             return Event::Other(kind);

@@ -383,6 +383,22 @@ impl GraphSim {
              "message":{"mid":mid,"text":text}}]}]})
     }
 
+    /// The webhook body Meta sends when it warns about (`warning`), blocks (`block`) or unblocks
+    /// (`unblock`) the app on a page: a `policy-enforcement` item with the page as recipient and
+    /// no sender
+    /// (https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_policy_enforcement/).
+    pub fn policy_enforcement_body(
+        &self,
+        page_id: &str,
+        action: &str,
+        reason: &str,
+        ts_ms: u64,
+    ) -> serde_json::Value {
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts_ms,"messaging":[
+            {"recipient":{"id":page_id},"timestamp":ts_ms,
+             "policy-enforcement":{"action":action,"reason":reason}}]}]})
+    }
+
     /// Makes the next `n` requests whose path contains `path_contains` fail with `error`.
     pub fn fail_next(&self, path_contains: &str, n: usize, error: SimError) {
         self.shared.lock().fail_next(path_contains, n, error);
