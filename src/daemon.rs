@@ -220,6 +220,7 @@ fn router(
             inbound,
             pages,
             tasks,
+            app_id: config.facebook.app_id.clone(),
             telemetry: telemetry.clone(),
             app_secret: config.facebook.app_secret.clone(),
             verify_token: config.facebook.verify_token.clone(),

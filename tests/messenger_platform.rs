@@ -161,7 +161,10 @@ async fn standby_messages_are_marked_and_the_primary_receiver_takes_the_thread_t
 #[tokio::test]
 async fn a_secondary_receiver_requests_the_thread_and_tells_the_agent_plainly() {
     let world = World::start().await;
-    world.fb.sim.set_primary_receiver(PAGE_ID, PAGE_INBOX_APP_ID);
+    world
+        .fb
+        .sim
+        .set_primary_receiver(PAGE_ID, PAGE_INBOX_APP_ID);
     world.customer_writes("m-1", "hello").await;
     let rid = world.room_with("hello").await;
     world
@@ -283,7 +286,11 @@ async fn stickers_arrive_once_and_shared_links_reels_and_posts_read_as_links() {
         ]}
     });
     world
-        .deliver(&body(&[text_event(PSID, "m-0", t0 - 1, "first"), both, links]))
+        .deliver(&body(&[
+            text_event(PSID, "m-0", t0 - 1, "first"),
+            both,
+            links,
+        ]))
         .await;
     world.room_with("Our news").await;
     let messages = world.visitor_messages();
@@ -345,5 +352,145 @@ async fn a_policy_block_reaches_the_page_admins_at_once_and_shows_in_status() {
         world.dm_to("alice").iter().any(|m| m.contains("lifted"))
     })
     .await;
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn page_inbox_replies_show_in_the_room_as_the_page_and_never_go_back_to_messenger() {
+    let world = World::start().await;
+    // The permission a real Rocket.Chat needs to let the bot post in a room it does not serve.
+    world
+        .chat
+        .sim
+        .grant_permission("bot", "view-livechat-rooms");
+    world.customer_writes("m-1", "where is my parcel?").await;
+    let rid = world.room_with("where is my parcel?").await;
+
+    let echo = world.fb.sim.echo_body(
+        PAGE_ID,
+        PSID,
+        "m-inbox-1",
+        "It ships today.",
+        PAGE_INBOX_APP_ID,
+        None,
+    );
+    world.deliver(echo.to_string().as_bytes()).await;
+    // Redelivered by Meta: still shown once.
+    world.deliver(echo.to_string().as_bytes()).await;
+    eventually("the page's reply is shown in the room", || {
+        world
+            .chat
+            .sim
+            .messages(&rid)
+            .iter()
+            .any(|m| m.username == BOT && m.msg.contains("> It ships today."))
+    })
+    .await;
+    let shown: Vec<_> = world
+        .chat
+        .sim
+        .messages(&rid)
+        .into_iter()
+        .filter(|m| m.msg.contains("It ships today."))
+        .collect();
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert!(shown[0].msg.contains("Page Inbox"), "{}", shown[0].msg);
+    assert!(shown[0].token.is_none(), "not posted as the visitor");
+
+    // The outbox is in order: once the next reply is sent, the page's words would have been.
+    world.chat.sim.agent_reply(AGENT, &rid, "Anything else?");
+    world.sent("Anything else?").await;
+    assert!(
+        !world
+            .fb
+            .sim
+            .sent_messages()
+            .iter()
+            .any(|m| m.text.as_deref().is_some_and(|t| t.contains("ships today"))),
+        "the page's reply went back to Messenger"
+    );
+
+    // Our own echo is not shown.
+    let before = world.chat.sim.messages(&rid).len();
+    let own = world.fb.sim.echo_body(
+        PAGE_ID,
+        PSID,
+        "m-own",
+        "Anything else?",
+        APP_ID,
+        Some("omni-gateway:whatever:0"),
+    );
+    world.deliver(own.to_string().as_bytes()).await;
+    world.customer_writes("m-2", "no, thanks").await;
+    world.room_with("no, thanks").await;
+    assert_eq!(world.chat.sim.messages(&rid).len(), before + 1);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_permission_a_page_inbox_reply_does_not_hold_the_conversation() {
+    let world = World::start().await;
+    world.customer_writes("m-1", "hello").await;
+    let rid = world.room_with("hello").await;
+    let echo = world.fb.sim.echo_body(
+        PAGE_ID,
+        PSID,
+        "m-inbox-1",
+        "Hi from the inbox",
+        PAGE_INBOX_APP_ID,
+        None,
+    );
+    world.deliver(echo.to_string().as_bytes()).await;
+    world.customer_writes("m-2", "still there?").await;
+    world.room_with("still there?").await;
+    assert!(
+        !world
+            .chat
+            .sim
+            .messages(&rid)
+            .iter()
+            .any(|m| m.msg.contains("Hi from the inbox")),
+        "the simulator refuses the bot like Rocket.Chat does"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_meta_echoed_is_not_sent_again_on_retry() {
+    let world = World::start().await;
+    world.customer_writes("m-1", "hi").await;
+    let rid = world.room_with("hi").await;
+    // Every send fails for now; the echo shows the first one did reach the customer.
+    world.fb.sim.fail_next(
+        "/messages",
+        1000,
+        SimError::Graph {
+            code: 2,
+            subcode: None,
+            http_status: 500,
+        },
+    );
+    let id = world.chat.sim.agent_reply(AGENT, &rid, "Delivered once");
+    eventually("the send was tried", || world.message_calls() >= 2).await;
+    let echo = world.fb.sim.echo_body(
+        PAGE_ID,
+        PSID,
+        "m-echo",
+        "Delivered once",
+        APP_ID,
+        Some(&format!("omni-gateway:{id}:0")),
+    );
+    world.deliver(echo.to_string().as_bytes()).await;
+    world.fb.sim.clear_faults();
+    world.chat.sim.agent_reply(AGENT, &rid, "Second");
+    world.sent("Second").await;
+    assert_eq!(world.sent_count("Delivered once"), 0);
+    assert!(
+        !world
+            .dm_to(AGENT)
+            .iter()
+            .any(|m| m.contains("Delivered once")),
+        "the agent is not told of a failure"
+    );
     world.stop().await;
 }

@@ -240,8 +240,15 @@ pub enum Event {
     Postback { mid: Option<String>, title: String },
     /// A customer edited a message.
     Edit { mid: String, text: String },
-    /// A message the page sent (from this app or from another tool such as the Page inbox).
-    Echo { app_id: Option<String> },
+    /// A message the page sent (from this app or from another tool such as the Page Inbox):
+    /// `metadata` is what the sending app attached to its Send API call.
+    Echo {
+        app_id: Option<String>,
+        mid: Option<String>,
+        text: Option<String>,
+        attachments: Vec<Attachment>,
+        metadata: Option<String>,
+    },
     /// Anything else (reads, deliveries, reactions, referrals, handover…): acknowledged, not relayed.
     Other(&'static str),
 }
@@ -272,8 +279,17 @@ impl Attachment {
 pub fn event(item: &Value) -> Event {
     if let Some(message) = item.get("message") {
         if message.get("is_echo").and_then(Value::as_bool) == Some(true) {
+            let field = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
             return Event::Echo {
                 app_id: message.get("app_id").and_then(id_string),
+                mid: field("mid"),
+                text: field("text"),
+                attachments: message
+                    .get("attachments")
+                    .and_then(Value::as_array)
+                    .map(|list| list.iter().filter_map(attachment).collect())
+                    .unwrap_or_default(),
+                metadata: field("metadata"),
             };
         }
         let Some(mid) = message.get("mid").and_then(Value::as_str) else {
@@ -535,9 +551,14 @@ mod tests {
                 },
             ),
             (
-                json!({"message":{"mid":"m","is_echo":true,"app_id":1517776481860111i64}}),
+                json!({"message":{"mid":"m","is_echo":true,"app_id":1517776481860111i64,
+                    "text":"hi","metadata":"omni-gateway:abc:0"}}),
                 Event::Echo {
                     app_id: Some("1517776481860111".into()),
+                    mid: Some("m".into()),
+                    text: Some("hi".into()),
+                    attachments: vec![],
+                    metadata: Some("omni-gateway:abc:0".into()),
                 },
             ),
             (json!({"read":{"watermark":1}}), Event::Other("read")),

@@ -304,7 +304,7 @@ impl Outbound {
                 continue;
             }
             let result = match outgoing {
-                Outgoing::Close { .. } => self.send_finished(&page, key).await,
+                Outgoing::Close { .. } => self.send_finished(&page, key, item).await,
                 Outgoing::Reply { .. } => {
                     self.send_reply(&page, key, item, outgoing, &mut progress)
                         .await
@@ -437,7 +437,12 @@ impl Outbound {
         })
     }
 
-    async fn send_finished(&self, page: &Page, key: &ConversationKey) -> Result<(), Failure> {
+    async fn send_finished(
+        &self,
+        page: &Page,
+        key: &ConversationKey,
+        item: &OutboundItem,
+    ) -> Result<(), Failure> {
         let Some(text) = page.finished.as_deref() else {
             return Ok(());
         };
@@ -447,7 +452,8 @@ impl Outbound {
                 reason: OutsideWindow::FinishedTooLate,
                 fix: "The conversation finished message was not sent.",
             })?;
-        self.send_text(page, key, text, messaging).await
+        self.send_text(page, key, text, messaging, send_metadata(item, 0))
+            .await
     }
 
     async fn send_reply(
@@ -493,8 +499,15 @@ impl Outbound {
         let chunks = split_text(text, MAX_TEXT_CHARS);
         let total = chunks.len() + files.len();
         while *progress < total {
+            // Meta echoed this part already: an earlier attempt that got no answer was delivered.
+            if self.ctx.store.was_echoed(&sent_part(item, *progress))? {
+                info!(conversation = %key, message = %item.rc_message_id, part = *progress, "already delivered (echoed); not sent again");
+                *progress += 1;
+                continue;
+            }
             if *progress < chunks.len() {
-                self.send_text(page, key, &chunks[*progress], messaging)
+                let metadata = send_metadata(item, *progress);
+                self.send_text(page, key, &chunks[*progress], messaging, metadata)
                     .await?;
             } else {
                 let file = &files[*progress - chunks.len()];
@@ -511,6 +524,7 @@ impl Outbound {
         key: &ConversationKey,
         text: &str,
         messaging: Messaging,
+        metadata: String,
     ) -> Result<(), Failure> {
         let Some(token) = &page.token else {
             return Ok(());
@@ -519,7 +533,7 @@ impl Outbound {
             recipient: key.psid.clone(),
             messaging,
             content: Content::Text(text.to_owned()),
-            metadata: Some("omni-gateway:agent".into()),
+            metadata: Some(metadata),
         };
         self.graph
             .send_message(&page.id, token, &request)
@@ -714,6 +728,25 @@ fn age(hours: u64) -> String {
     }
 }
 
+/// The Send API `metadata` of the gateway's sends: the Rocket.Chat message and the part, so its
+/// echo (`docs/messenger.md` §2.6) tells which part of which reply reached the customer.
+const METADATA_PREFIX: &str = "omni-gateway:";
+
+fn sent_part(item: &OutboundItem, part: usize) -> String {
+    format!("{}:{part}", item.rc_message_id)
+}
+
+fn send_metadata(item: &OutboundItem, part: usize) -> String {
+    format!("{METADATA_PREFIX}{}", sent_part(item, part))
+}
+
+/// The part an echo's `metadata` names, when the gateway sent it (for [`Store::mark_echoed`]).
+pub fn own_send(metadata: &str) -> Option<&str> {
+    metadata
+        .strip_prefix(METADATA_PREFIX)
+        .filter(|rest| !rest.is_empty())
+}
+
 /// Decides what a room message means for the customer: an agent reply, the room's closing, or
 /// nothing (the visitor's own messages, other system messages, empty messages).
 pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
@@ -727,6 +760,10 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
         RoomMessageKind::Written => {}
     }
     if message.from_visitor || (message.text.trim().is_empty() && message.files.is_empty()) {
+        return None;
+    }
+    // The gateway's own posts (the page's replies from the Page Inbox) came from Messenger.
+    if super::render::is_derived_id(&message.id) {
         return None;
     }
     Some(Outgoing::Reply {

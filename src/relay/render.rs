@@ -95,8 +95,7 @@ fn without_sticker_doubles(attachments: &[Attachment]) -> Vec<Attachment> {
 
 /// The room's mark on a customer's message that came under `standby[]`: another app (the Page
 /// Inbox or a bot) controlled the conversation in Messenger when it was written.
-pub const STANDBY_LABEL: &str =
-    "_(written while another app — the Page Inbox or a bot — handled this conversation in Messenger)_";
+pub const STANDBY_LABEL: &str = "_(written while another app — the Page Inbox or a bot — handled this conversation in Messenger)_";
 
 /// Marks the parts of a standby event: the label heads its first text, or comes first.
 pub fn mark_standby(parts: &mut Vec<Part>) {
@@ -147,6 +146,50 @@ pub fn message_id(page: &PageId, dedupe_key: &str, index: usize) -> MessageId {
     let digest =
         Sha256::digest(format!("{}\u{0}{dedupe_key}\u{0}{index}", page.as_str()).as_bytes());
     MessageId::new(format!("fb{}", &hex::encode(digest)[..24]))
+}
+
+/// Whether `id` is one [`message_id`] derived: the gateway's own posts in a room (the customer's
+/// messages and the page's replies written elsewhere), which must never travel back to Messenger.
+pub fn is_derived_id(id: &MessageId) -> bool {
+    let id = id.as_str();
+    id.len() == 26
+        && id.starts_with("fb")
+        && id[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// How a reply the page sent from elsewhere (the Page Inbox / Business Suite, or another app)
+/// reads in the room: the page's own words, labelled, so no one takes them for the customer's.
+pub fn page_reply(
+    page_name: &str,
+    from_page_inbox: bool,
+    text: Option<&str>,
+    attachments: &[Attachment],
+) -> String {
+    let source = if from_page_inbox {
+        "Page Inbox"
+    } else {
+        "another app"
+    };
+    let mut lines = vec![format!(
+        "📘 *{page_name}* replied in Messenger (from the {source}):"
+    )];
+    if let Some(text) = text.filter(|t| !t.trim().is_empty()) {
+        lines.push(
+            text.lines()
+                .map(|l| format!("> {l}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    for attachment in attachments {
+        lines.push(match (&attachment.url, attachment.is_file()) {
+            (Some(url), true) => format!("[{}] {url}", attachment.kind),
+            _ => describe(attachment),
+        });
+    }
+    lines.join("\n")
 }
 
 /// A file name for an upload: the last path segment of the URL when it has an extension,
@@ -346,8 +389,37 @@ mod tests {
 
     #[test]
     fn echoes_and_reads_are_not_relayed() {
-        assert_eq!(parts(&Event::Echo { app_id: None }), None);
+        let echo = Event::Echo {
+            app_id: None,
+            mid: None,
+            text: Some("hi".into()),
+            attachments: vec![],
+            metadata: None,
+        };
+        assert_eq!(parts(&echo), None);
         assert_eq!(parts(&Event::Other("read")), None);
+    }
+
+    #[test]
+    fn derived_ids_are_recognised_and_meteor_ids_are_not() {
+        assert!(is_derived_id(&message_id(&PageId::new("1"), "e:m", 0)));
+        assert!(!is_derived_id(&MessageId::new("Zx4mQkJ8oP2bN7aRt")));
+        assert!(!is_derived_id(&MessageId::new(
+            "fbXXXXXXXXXXXXXXXXXXXXXXXX"
+        )));
+    }
+
+    #[test]
+    fn page_replies_are_labelled_quotes() {
+        assert_eq!(
+            page_reply("Acme", true, Some("We ship today.\nThanks!"), &[]),
+            "📘 *Acme* replied in Messenger (from the Page Inbox):\n> We ship today.\n> Thanks!"
+        );
+        let photo = attachment("image", Some("https://cdn/p.jpg"), None);
+        assert!(
+            page_reply("Acme", false, None, &[photo])
+                .ends_with("another app):\n[image] https://cdn/p.jpg")
+        );
     }
 
     #[test]

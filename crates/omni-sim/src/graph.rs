@@ -86,6 +86,13 @@ pub struct SentMessage {
     pub message_id: Option<String>,
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 /// Stops the server when the last handle is dropped.
 struct ServerTask(JoinHandle<()>);
 
@@ -381,6 +388,28 @@ impl GraphSim {
         serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts_ms,list:[
             {"sender":{"id":psid},"recipient":{"id":page_id},"timestamp":ts_ms,
              "message":{"mid":mid,"text":text}}]}]})
+    }
+
+    /// The `message_echoes` webhook body for a message the page sent: Meta echoes every send to
+    /// the page's subscribed apps, with the sending app's `app_id` (the Page Inbox is
+    /// [`PAGE_INBOX_APP_ID`]) and the `metadata` it passed, sender and recipient swapped
+    /// (https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-echoes).
+    pub fn echo_body(
+        &self,
+        page_id: &str,
+        psid: &str,
+        mid: &str,
+        text: &str,
+        app_id: &str,
+        metadata: Option<&str>,
+    ) -> serde_json::Value {
+        let ts = unix_ms();
+        let mut message = serde_json::json!({"is_echo":true,"app_id":app_id.parse::<u64>().map(serde_json::Value::from).unwrap_or_else(|_| app_id.into()),"mid":mid,"text":text});
+        if let Some(metadata) = metadata {
+            message["metadata"] = metadata.into();
+        }
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts,"messaging":[
+            {"sender":{"id":page_id},"recipient":{"id":psid},"timestamp":ts,"message":message}]}]})
     }
 
     /// The webhook body Meta sends when it warns about (`warning`), blocks (`block`) or unblocks

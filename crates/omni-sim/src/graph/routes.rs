@@ -439,7 +439,14 @@ async fn request_thread_control(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handover(&shared, &page, "request_thread_control", &q, &headers, &body)
+    handover(
+        &shared,
+        &page,
+        "request_thread_control",
+        &q,
+        &headers,
+        &body,
+    )
 }
 
 fn handover(
