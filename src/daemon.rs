@@ -21,6 +21,7 @@ use crate::notices::Notifier;
 use crate::pages::{self, Pages};
 use crate::relay::inbound::Inbound;
 use crate::relay::outbound::Outbound;
+use crate::relay::threads::Threads;
 use crate::relay::{CustomerMessenger, RelayContext};
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
 use crate::rocketchat::realtime::{self, Streamed};
@@ -73,12 +74,14 @@ impl Gateway {
         let telemetry = Telemetry::new();
         let customer = CustomerMessenger::new(graph.clone(), store.clone(), chat.clone());
         let (ddp, events) = connect_realtime(&config, cancel.child_token()).await;
+        let threads = Arc::new(Threads::new(&config.facebook.app_id));
         let context = RelayContext {
             store: store.clone(),
             rest: rest.clone(),
             customer,
             chat: chat.clone(),
             telemetry: telemetry.clone(),
+            threads: threads.clone(),
             tasks: tasks.clone(),
             cancel: cancel.clone(),
         };
@@ -134,6 +137,7 @@ impl Gateway {
             inbound,
             telemetry,
             tasks.clone(),
+            threads,
         );
         tasks.spawn(http::serve(listener, router, cancel.clone()));
         tasks.close();
@@ -208,6 +212,7 @@ fn router(
     inbound: Arc<Inbound>,
     telemetry: Telemetry,
     tasks: TaskTracker,
+    threads: Arc<Threads>,
 ) -> axum::Router {
     http::with_limits(
         http::probes(http::ProbeState {
@@ -221,6 +226,7 @@ fn router(
             pages,
             tasks,
             app_id: config.facebook.app_id.clone(),
+            threads,
             telemetry: telemetry.clone(),
             app_secret: config.facebook.app_secret.clone(),
             verify_token: config.facebook.verify_token.clone(),

@@ -31,6 +31,7 @@ use crate::messenger::webhook;
 use crate::pages::{self, CallbackPage, DialogOutcome, Pages};
 use crate::relay::inbound::Inbound;
 use crate::relay::outbound;
+use crate::relay::threads::Threads;
 use crate::store::Store;
 use crate::store::{self, InboundEvent, PageStatus};
 use crate::telemetry::{Snapshot, Telemetry};
@@ -430,6 +431,8 @@ pub struct WebhookState {
     pub tasks: tokio_util::task::TaskTracker,
     /// Our Facebook app id: an echo from it is our own send.
     pub app_id: String,
+    /// Told who controls which conversation (`messaging_handovers`, `standby`).
+    pub threads: Arc<Threads>,
     pub telemetry: Telemetry,
     pub app_secret: SecretString,
     pub verify_token: SecretString,
@@ -503,6 +506,9 @@ async fn receive_webhook(
             items = parsed.skipped,
             "webhook items without sender or recipient ignored"
         );
+    }
+    for handover in &parsed.handovers {
+        state.threads.record(handover);
     }
     for notice in parsed.policy {
         // The notice is not stored: Meta sends it once, and admins are told by DM at once.
@@ -599,8 +605,12 @@ fn relayed_events(
                 continue;
             }
         }
+        let key = ConversationKey::new(envelope.page, envelope.psid);
+        if envelope.standby {
+            state.threads.standby(&key);
+        }
         events.push(InboundEvent {
-            key: ConversationKey::new(envelope.page, envelope.psid),
+            key,
             timestamp_ms: envelope.timestamp_ms,
             dedupe_key: envelope.dedupe_key,
             received_ms: now_ms(),

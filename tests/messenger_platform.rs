@@ -494,3 +494,53 @@ async fn a_reply_meta_echoed_is_not_sent_again_on_retry() {
     );
     world.stop().await;
 }
+
+#[tokio::test]
+async fn handover_events_tell_the_gateway_who_controls_the_conversation() {
+    let world = World::start().await;
+    world.customer_writes("m-1", "hello").await;
+    let rid = world.room_with("hello").await;
+
+    // The Page Inbox becomes the primary receiver and takes the conversation.
+    let roles = world.fb.sim.app_roles_body(PAGE_ID, PAGE_INBOX_APP_ID);
+    world.deliver(roles.to_string().as_bytes()).await;
+    let taken = world.fb.sim.thread_moved_body(
+        PAGE_ID,
+        PSID,
+        "take_thread_control",
+        PAGE_INBOX_APP_ID,
+        APP_ID,
+    );
+    world.deliver(taken.to_string().as_bytes()).await;
+    world.chat.sim.agent_reply(AGENT, &rid, "Refused reply");
+    eventually("the agent hears who controls the conversation", || {
+        world
+            .dm_to(AGENT)
+            .iter()
+            .any(|m| m.contains("Refused reply") && m.contains("the Page Inbox controls"))
+    })
+    .await;
+    assert!(
+        !world
+            .fb
+            .sim
+            .calls()
+            .iter()
+            .any(|c| c.ends_with("/take_thread_control")),
+        "a secondary receiver does not try to take the thread"
+    );
+    assert_eq!(world.fb.sim.thread_requests().len(), 1);
+
+    // The Page Inbox passes it back: replies flow again.
+    let passed = world.fb.sim.thread_moved_body(
+        PAGE_ID,
+        PSID,
+        "pass_thread_control",
+        APP_ID,
+        PAGE_INBOX_APP_ID,
+    );
+    world.deliver(passed.to_string().as_bytes()).await;
+    world.chat.sim.agent_reply(AGENT, &rid, "Back again");
+    world.sent("Back again").await;
+    world.stop().await;
+}

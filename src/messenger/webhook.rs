@@ -70,6 +70,8 @@ pub struct Parsed {
     pub events: Vec<Envelope>,
     /// Meta's warnings and blocks of the app on a page (`messaging_policy_enforcement`).
     pub policy: Vec<PolicyEnforcement>,
+    /// Who controls which conversation, and the page's app roles (`messaging_handovers`).
+    pub handovers: Vec<Handover>,
     pub skipped: usize,
 }
 
@@ -82,6 +84,73 @@ pub struct PolicyEnforcement {
     /// `warning`, `block` or `unblock`.
     pub action: String,
     pub reason: Option<String>,
+}
+
+/// A `messaging_handovers` event. Source:
+/// <https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_handovers/>.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// `pass_thread_control` or `take_thread_control`: `owner` controls the conversation now.
+    Moved {
+        page: PageId,
+        psid: Psid,
+        owner: Option<String>,
+    },
+    /// `request_thread_control`: another app asks for a conversation this app controls.
+    Requested {
+        page: PageId,
+        psid: Psid,
+        requester: Option<String>,
+    },
+    /// `app_roles`: the apps that are the page's primary receivers.
+    Roles {
+        page: PageId,
+        primary_receivers: Vec<String>,
+    },
+}
+
+fn handover(item: &Value, entry_page: Option<&str>) -> Option<Handover> {
+    let page = entry_page.map(str::to_owned).or_else(|| {
+        item.get("recipient")
+            .and_then(|r| r.get("id"))
+            .and_then(id_string)
+    })?;
+    let page = PageId::new(page);
+    if let Some(roles) = item.get("app_roles").and_then(Value::as_object) {
+        let primary_receivers = roles
+            .iter()
+            .filter(|(_, list)| {
+                list.as_array()
+                    .is_some_and(|l| l.iter().any(|r| r.as_str() == Some("primary_receiver")))
+            })
+            .map(|(app, _)| app.clone())
+            .collect();
+        return Some(Handover::Roles {
+            page,
+            primary_receivers,
+        });
+    }
+    let psid = || {
+        item.get("sender")
+            .and_then(|s| s.get("id"))
+            .and_then(id_string)
+            .map(Psid::new)
+    };
+    for kind in ["pass_thread_control", "take_thread_control"] {
+        if let Some(body) = item.get(kind) {
+            return Some(Handover::Moved {
+                page,
+                psid: psid()?,
+                owner: body.get("new_owner_app_id").and_then(id_string),
+            });
+        }
+    }
+    let body = item.get("request_thread_control")?;
+    Some(Handover::Requested {
+        page,
+        psid: psid()?,
+        requester: body.get("requested_owner_app_id").and_then(id_string),
+    })
 }
 
 fn policy_enforcement(item: &Value, entry_page: Option<&str>) -> Option<PolicyEnforcement> {
@@ -138,6 +207,10 @@ pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
             for item in items {
                 if let Some(notice) = policy_enforcement(item, entry_page.as_deref()) {
                     parsed.policy.push(notice);
+                    continue;
+                }
+                if let Some(handover) = handover(item, entry_page.as_deref()) {
+                    parsed.handovers.push(handover);
                     continue;
                 }
                 match envelope(item, entry_page.as_deref(), standby) {

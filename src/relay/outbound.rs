@@ -405,27 +405,39 @@ impl Outbound {
             }
         };
         let token = page.token.as_ref()?;
-        let taken = self
-            .graph
-            .take_thread_control(&page.id, token, &key.psid, HANDOVER_METADATA)
-            .await;
-        let err = match taken {
-            Ok(()) => {
-                info!(conversation = %key, "took thread control from another app to send an agent's reply");
-                return None;
+        let owner = self
+            .ctx
+            .threads
+            .other_owner(key)
+            .unwrap_or_else(|| "another app (the Page Inbox or a bot)".to_owned());
+        // `app_roles` said the app is not the primary receiver: taking would be refused.
+        if self.ctx.threads.is_primary(&key.page) != Some(false) {
+            match self
+                .graph
+                .take_thread_control(&page.id, token, &key.psid, HANDOVER_METADATA)
+                .await
+            {
+                Ok(()) => {
+                    info!(conversation = %key, "took thread control to send an agent's reply");
+                    self.ctx.threads.taken(key);
+                    return None;
+                }
+                Err(err) => {
+                    info!(conversation = %key, error = %err.describe(), "cannot take thread control; requesting it");
+                }
             }
-            Err(err) => err,
-        };
-        info!(conversation = %key, error = %err.describe(), "cannot take thread control; requesting it");
+        }
         let asked = self
             .graph
             .request_thread_control(&page.id, token, &key.psid, HANDOVER_METADATA)
             .await;
-        let reason = "another app (the Page Inbox or a bot) controls this conversation in Messenger, and the gateway's app is not the page's primary receiver, so it cannot take it".to_owned();
+        let reason = format!(
+            "{owner} controls this conversation in Messenger, and the gateway's app is not the page's primary receiver, so it cannot take it"
+        );
         Some(match asked {
             Ok(()) => (
                 reason,
-                "The gateway asked that app to pass the conversation; send your reply again once it has (or answer from the Page Inbox). To stop this, an admin can make the gateway's app the page's primary receiver in the page's Conversation routing settings.",
+                "The gateway asked for the conversation; send your reply again once it is passed (or answer from the Page Inbox). To stop this, an admin can make the gateway's app the page's primary receiver in the page's Conversation routing settings.",
             ),
             Err(err) => {
                 warn!(conversation = %key, error = %err.describe(), "request_thread_control failed");

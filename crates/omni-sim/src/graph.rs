@@ -390,6 +390,35 @@ impl GraphSim {
              "message":{"mid":mid,"text":text}}]}]})
     }
 
+    /// The `messaging_handovers` body Meta sends when control of a conversation moves
+    /// (`pass_thread_control` to the new owner, `take_thread_control` to the one that lost it),
+    /// and the simulator's ownership follows it
+    /// (https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_handovers/).
+    pub fn thread_moved_body(
+        &self,
+        page_id: &str,
+        psid: &str,
+        kind: &str,
+        new_owner: &str,
+        previous_owner: &str,
+    ) -> serde_json::Value {
+        self.set_thread_owner(page_id, psid, Some(new_owner));
+        let ts = unix_ms();
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts,"messaging":[
+            {"sender":{"id":psid},"recipient":{"id":page_id},"timestamp":ts,
+             kind:{"new_owner_app_id":new_owner,"previous_owner_app_id":previous_owner,
+                   "metadata":"simulated"}}]}]})
+    }
+
+    /// The `app_roles` handover event: `primary` becomes the page's primary receiver.
+    pub fn app_roles_body(&self, page_id: &str, primary: &str) -> serde_json::Value {
+        self.set_primary_receiver(page_id, primary);
+        let ts = unix_ms();
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts,"messaging":[
+            {"recipient":{"id":page_id},"timestamp":ts,
+             "app_roles":{primary:["primary_receiver"]}}]}]})
+    }
+
     /// The `message_echoes` webhook body for a message the page sent: Meta echoes every send to
     /// the page's subscribed apps, with the sending app's `app_id` (the Page Inbox is
     /// [`PAGE_INBOX_APP_ID`]) and the `metadata` it passed, sender and recipient swapped

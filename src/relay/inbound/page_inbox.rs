@@ -17,9 +17,7 @@ use super::{Failure, Inbound};
 use crate::ids::ConversationKey;
 use crate::messenger::webhook::Attachment;
 use crate::relay::render;
-
-/// The Page Inbox's app id (Meta's pass-thread-control documentation names it).
-const PAGE_INBOX_APP_ID: &str = "263902037430900";
+use crate::relay::threads::PAGE_INBOX_APP_ID;
 
 /// An echo of a message another app (or the Page Inbox) sent for the page.
 pub(super) struct PageReply<'a> {
