@@ -651,6 +651,48 @@ mod tests {
     }
 
     #[test]
+    fn handovers_and_policy_notices_are_read_from_the_envelope() {
+        let body = json!({"object":"page","entry":[{"id":"P1","time":1,"messaging":[
+            {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":1,
+             "pass_thread_control":{"new_owner_app_id":"42","previous_owner_app_id":"263902037430900"}},
+            {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":2,
+             "request_thread_control":{"requested_owner_app_id":263902037430900i64}},
+            {"recipient":{"id":"P1"},"timestamp":3,"app_roles":{"42":["primary_receiver"],"7":["secondary_receiver"]}},
+            {"recipient":{"id":"P1"},"timestamp":4,"policy-enforcement":{"action":"block","reason":"spam"}}
+        ]}]});
+        let parsed = parse(body.to_string().as_bytes()).expect("parses");
+        assert!(parsed.events.is_empty());
+        assert_eq!(parsed.skipped, 0);
+        assert_eq!(
+            parsed.handovers,
+            vec![
+                Handover::Moved {
+                    page: PageId::new("P1"),
+                    psid: Psid::new("U1"),
+                    owner: Some("42".into()),
+                },
+                Handover::Requested {
+                    page: PageId::new("P1"),
+                    psid: Psid::new("U1"),
+                    requester: Some("263902037430900".into()),
+                },
+                Handover::Roles {
+                    page: PageId::new("P1"),
+                    primary_receivers: vec!["42".into()],
+                },
+            ]
+        );
+        assert_eq!(
+            parsed.policy,
+            vec![PolicyEnforcement {
+                page: PageId::new("P1"),
+                action: "block".into(),
+                reason: Some("spam".into()),
+            }]
+        );
+    }
+
+    #[test]
     fn attachments_of_every_kind() {
         let item = json!({"message":{"mid":"m","attachments":[
             {"type":"image","payload":{"url":"https://cdn/x.jpg"}},
