@@ -418,7 +418,7 @@ async fn page_inbox_replies_show_in_the_room_as_the_page_and_never_go_back_to_me
         "m-own",
         "Anything else?",
         APP_ID,
-        Some("omni-gateway:whatever:0"),
+        Some("omni-gateway:agent:whatever:0"),
     );
     world.deliver(own.to_string().as_bytes()).await;
     world.customer_writes("m-2", "no, thanks").await;
@@ -478,7 +478,7 @@ async fn a_reply_meta_echoed_is_not_sent_again_on_retry() {
         "m-echo",
         "Delivered once",
         APP_ID,
-        Some(&format!("omni-gateway:{id}:0")),
+        Some(&format!("omni-gateway:agent:{id}:0")),
     );
     world.deliver(echo.to_string().as_bytes()).await;
     world.fb.sim.clear_faults();

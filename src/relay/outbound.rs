@@ -742,7 +742,7 @@ fn age(hours: u64) -> String {
 
 /// The Send API `metadata` of the gateway's sends: the Rocket.Chat message and the part, so its
 /// echo (`docs/messenger.md` §2.6) tells which part of which reply reached the customer.
-const METADATA_PREFIX: &str = "omni-gateway:";
+const METADATA_PREFIX: &str = "omni-gateway:agent:";
 
 fn sent_part(item: &OutboundItem, part: usize) -> String {
     format!("{}:{part}", item.rc_message_id)

@@ -500,8 +500,13 @@ async fn send_message(AxState(shared): St, headers: HeaderMap, body: Bytes) -> R
         // `canSendMessageAsync` → `canAccessRoomAsync`
         // (apps/meteor/app/authorization/server/functions/canSendMessage.ts): members, and for
         // a Livechat room anyone with `view-livechat-rooms` or its serving agent
-        // (apps/meteor/app/livechat/server/roomAccessValidator.compatibility.ts).
-        if !st.can_access(&uid, room) {
+        // (apps/meteor/app/livechat/server/roomAccessValidator.compatibility.ts). Other rooms
+        // keep the simulator's narrower members-only rule (the gateway posts there only in DMs).
+        let allowed = match room.kind {
+            RoomKind::Livechat => st.can_access(&uid, room),
+            _ => room.members.contains(&uid),
+        };
+        if !allowed {
             return plain_failure("error-not-allowed");
         }
         let id = match message.get("_id") {
