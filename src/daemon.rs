@@ -91,7 +91,7 @@ impl Gateway {
             ddp.clone(),
             config.facebook.human_agent_tag,
         );
-        let inbound = Inbound::new(context, outbound.clone());
+        let inbound = Inbound::new(context.clone(), outbound.clone());
         outbound.resume().await?;
         inbound.resume_pending()?;
         let admin = Arc::new(Admin::new(
@@ -129,16 +129,7 @@ impl Gateway {
         ));
         tasks.spawn(store_maintenance(store.clone(), cancel.clone()));
 
-        let router = router(
-            &config,
-            &store,
-            &health,
-            pages,
-            inbound,
-            telemetry,
-            tasks.clone(),
-            threads,
-        );
+        let router = router(&config, &context, &health, pages, inbound);
         tasks.spawn(http::serve(listener, router, cancel.clone()));
         tasks.close();
 
@@ -206,14 +197,13 @@ fn graph_client(config: &Config) -> anyhow::Result<GraphClient> {
 /// Every HTTP route: probes, the OAuth callback, the Messenger webhook and metrics.
 fn router(
     config: &Config,
-    store: &Store,
+    context: &RelayContext,
     health: &Health,
     pages: Arc<Pages>,
     inbound: Arc<Inbound>,
-    telemetry: Telemetry,
-    tasks: TaskTracker,
-    threads: Arc<Threads>,
 ) -> axum::Router {
+    let store = &context.store;
+    let telemetry = context.telemetry.clone();
     http::with_limits(
         http::probes(http::ProbeState {
             health: health.clone(),
@@ -224,9 +214,9 @@ fn router(
             store: store.clone(),
             inbound,
             pages,
-            tasks,
+            tasks: context.tasks.clone(),
             app_id: config.facebook.app_id.clone(),
-            threads,
+            threads: context.threads.clone(),
             telemetry: telemetry.clone(),
             app_secret: config.facebook.app_secret.clone(),
             verify_token: config.facebook.verify_token.clone(),
