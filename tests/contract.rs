@@ -7,19 +7,18 @@
 //! Without node, npm or network (and no cache) these tests FAIL with the reason; only
 //! `OMNI_CONTRACT_SKIP=1` skips them, on purpose.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use omni_sim::rocketchat::SimMessage;
 use omni_gateway::store::Department;
-use serde_json::{Value, json};
+use omni_sim::rocketchat::SimMessage;
 use omni_testkit::messenger::{
     Facebook, OFFLINE, PAGE_ID, PageSetup, attachment_event, body, connect_page, now_ms,
     post_webhook, start_gateway, text_event,
 };
 use omni_testkit::{Chat, PATIENCE, eventually, until_ready};
+use serde_json::{Value, json};
 
 const AGENT: &str = "agent.smith";
 const PSID: &str = "psid-1";

@@ -4,15 +4,14 @@
 //! Deauthorize and Data Deletion Request callbacks with their `signed_request`. All against the
 //! Graph simulator, which models each of them.
 
-
 use std::time::Duration;
 
 use omni_gateway::messenger::graph::SUBSCRIBED_FIELDS;
-use omni_sim::graph::AppSubscription;
 use omni_gateway::store::PageStatus;
-use reqwest::StatusCode;
+use omni_sim::graph::AppSubscription;
 use omni_testkit::pages::{World, query};
 use omni_testkit::{APP_ID, FB_ADMIN, VERIFY_TOKEN, eventually};
+use reqwest::StatusCode;
 use url::Url;
 
 fn our_fields() -> Vec<String> {

@@ -262,6 +262,37 @@ async fn agent_reply_reaches_the_customer_with_the_page_token() {
 }
 
 #[tokio::test]
+async fn agent_markup_reaches_the_customer_as_messenger_text() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "Where is the guide?", 0).await;
+    let rid = world.room_with("Where is the guide?").await;
+
+    // Rocket.Chat's emoji picker writes shortcodes, its links are markdown.
+    world.chat.sim.agent_reply("agent1", &rid, "@all");
+    world.chat.sim.agent_reply(
+        "agent1",
+        &rid,
+        ":wave: Here it is: [the guide](https://acme.example/guide) :thumbsup_tone2:",
+    );
+    world
+        .sent("👋 Here it is: the guide (https://acme.example/guide) 👍🏼")
+        .await;
+    let texts: Vec<String> = world
+        .graph
+        .sent_messages()
+        .into_iter()
+        .filter_map(|m| m.text)
+        .collect();
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.contains("@all") || t.trim().is_empty()),
+        "a message that was only @all is not sent: {texts:?}"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
 async fn long_replies_are_split_and_the_visitor_own_messages_are_not_echoed() {
     let mut world = World::start(false).await;
     world.customer_writes("m-1", "Tell me everything", 0).await;

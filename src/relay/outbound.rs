@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::{debug, error, info, warn};
 
+use super::agent_text::to_messenger;
 use super::{
     Direction, Handled, MAX_FILE_BYTES, OutageLog, RETRY_MAX, RelayContext, Workers, pause,
 };
@@ -651,11 +652,15 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
         RoomMessageKind::System(_) => return None,
         RoomMessageKind::Written => {}
     }
-    if message.from_visitor || (message.text.trim().is_empty() && message.files.is_empty()) {
+    // Converted here, before the outbox, so what is stored, split and retried is what is sent;
+    // emptiness is judged after it: a message that was only `@all` or a quote marker says nothing
+    // to the customer.
+    let text = to_messenger(&message.text);
+    if message.from_visitor || (text.trim().is_empty() && message.files.is_empty()) {
         return None;
     }
     Some(Outgoing::Reply {
-        text: message.text.clone(),
+        text,
         files: message
             .files
             .iter()
@@ -858,6 +863,16 @@ mod tests {
                 None,
             ),
             (message(written.clone(), false, "  ", vec![]), None),
+            (
+                message(
+                    written.clone(),
+                    false,
+                    ":thumbsup: [docs](https://x.example)",
+                    vec![],
+                ),
+                Some("reply agent1 👍 docs (https://x.example)"),
+            ),
+            (message(written.clone(), false, "@all", vec![]), None),
             (
                 message(written, false, "", vec!["/file-upload/F1/a.pdf"]),
                 Some("reply agent1  files:/file-upload/F1/a.pdf"),
