@@ -43,7 +43,7 @@ pub use records::{
     OAuthState, OutboundItem, Outgoing, Page, PageStatus,
 };
 
-use crate::ids::{ConversationKey, PageId, RoomId};
+use crate::ids::{ConversationKey, MessageId, PageId, RoomId};
 use keys::Tree;
 use records::At;
 
@@ -167,6 +167,8 @@ struct Inner {
     seen: sled::Tree,
     outbox: sled::Tree,
     relayed: sled::Tree,
+    /// Send API `message_id` → the agent's Rocket.Chat message it carried.
+    sent: sled::Tree,
     /// Entry counts kept beside the trees, because sled's `len()` walks the whole tree. Signed
     /// because a removal may be counted before the enqueue that preceded it.
     inbox_len: AtomicIsize,
@@ -202,6 +204,7 @@ impl Inner {
             Tree::Seen => &self.seen,
             Tree::Outbox => &self.outbox,
             Tree::Relayed => &self.relayed,
+            Tree::Sent => &self.sent,
         }
     }
 }
@@ -282,6 +285,7 @@ impl Store {
             seen: open_tree(Tree::Seen)?,
             outbox: open_tree(Tree::Outbox)?,
             relayed: open_tree(Tree::Relayed)?,
+            sent: open_tree(Tree::Sent)?,
             db,
             path: path.to_owned(),
             key,
@@ -890,12 +894,52 @@ impl Store {
         }
     }
 
-    /// Forgets relayed-message marks created before `older_than_ms`; returns how many. Keep
-    /// them longer than any back-fill reaches, or an old reply could be sent twice.
+    /// Forgets relayed-message marks created before `older_than_ms`, and the sent-message links
+    /// of the same age; returns how many. Keep them longer than any back-fill reaches, or an old
+    /// reply could be sent twice.
     pub fn prune_relayed(&self, older_than_ms: u64) -> Result<usize> {
-        self.prune(Tree::Relayed, |at, bytes| {
+        let marks = self.prune(Tree::Relayed, |at, bytes| {
             Ok(records::decode_mark(at, bytes)? < older_than_ms)
-        })
+        })?;
+        let links = self.prune(Tree::Sent, |at, bytes| {
+            Ok(records::decode_sent(at, bytes)?.1 < older_than_ms)
+        })?;
+        Ok(marks + links)
+    }
+
+    // ---- sent messages ----
+
+    /// Remembers that the Send API accepted (part of) the agent's Rocket.Chat message
+    /// `rc_message_id` as `message_id`, so a customer's reply to it links to that message.
+    /// Does not flush: losing it in a crash only makes such a link point nowhere.
+    pub fn put_sent(
+        &self,
+        page: &PageId,
+        message_id: &str,
+        rc_message_id: &MessageId,
+        at_ms: u64,
+    ) -> Result<()> {
+        let bytes = records::encode_sent(rc_message_id, at_ms)?;
+        self.inner
+            .sent
+            .insert(keys::sent(page, message_id), bytes)
+            .map_err(sled_err("sent message write"))?;
+        Ok(())
+    }
+
+    /// The agent's Rocket.Chat message that the page's Send API `message_id` carried.
+    pub fn sent(&self, page: &PageId, message_id: &str) -> Result<Option<MessageId>> {
+        let key = keys::sent(page, message_id);
+        match self
+            .inner
+            .sent
+            .get(&key)
+            .map_err(sled_err("sent message read"))?
+        {
+            Some(bytes) => records::decode_sent(Self::at(Tree::Sent, &key), &bytes)
+                .map(|(id, _)| Some(id)),
+            None => Ok(None),
+        }
     }
 }
 

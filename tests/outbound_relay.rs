@@ -293,6 +293,69 @@ async fn agent_markup_reaches_the_customer_as_messenger_text() {
 }
 
 #[tokio::test]
+async fn quotes_link_both_ways() {
+    let mut world = World::start(false).await;
+    world
+        .customer_writes("m-1", "Is the blue one in stock?", 0)
+        .await;
+    let rid = world.room_with("Is the blue one in stock?").await;
+    let asked = world
+        .chat
+        .sim
+        .messages(&rid)
+        .into_iter()
+        .find(|m| m.msg == "Is the blue one in stock?")
+        .expect("the question in the room");
+
+    // An agent quotes it the way Rocket.Chat's client does: a blank link to the message first.
+    let link = format!("{}live/{}?msg={}", world.chat.sim.url(), rid, asked.id);
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, &format!("[ ]({link}) Yes, two left."));
+    let answer = world
+        .sent("↩️ “Is the blue one in stock?”\nYes, two left.")
+        .await;
+
+    // The customer answers that reply in Messenger: the room shows it quoting the agent's message.
+    let agent_message = world
+        .chat
+        .sim
+        .messages(&rid)
+        .into_iter()
+        .find(|m| m.msg.ends_with("Yes, two left."))
+        .expect("the agent's reply");
+    let ts = now_ms();
+    let body = json!({"object":"page","entry":[{"id":PAGE,"time":ts,"messaging":[
+        {"sender":{"id":PSID},"recipient":{"id":PAGE},"timestamp":ts,"message":{"mid":"m-2","text":"Great, I take one",
+         "reply_to":{"mid":answer.message_id.expect("Meta's message id")}}}]}]});
+    let url = format!("http://{}/webhooks/messenger", world.gateway().http_addr);
+    let response = world
+        .graph
+        .deliver_webhook(&url, body.to_string().as_bytes())
+        .await
+        .expect("webhook delivered");
+    assert_eq!(response.status(), 200);
+    let reply = world
+        .chat
+        .sim
+        .wait_for_message(&rid, |m| m.msg.ends_with("Great, I take one"), PATIENCE)
+        .await
+        .expect("the customer's reply in the room");
+    assert!(
+        reply.msg.contains(&format!("msg={}", agent_message.id)),
+        "links the agent's message: {}",
+        reply.msg
+    );
+    assert_eq!(
+        reply.quoted,
+        vec![agent_message.msg.clone()],
+        "Rocket.Chat shows it as a quote"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
 async fn long_replies_are_split_and_the_visitor_own_messages_are_not_echoed() {
     let mut world = World::start(false).await;
     world.customer_writes("m-1", "Tell me everything", 0).await;

@@ -259,10 +259,16 @@ impl Inbound {
         Ok(())
     }
 
-    /// The line that shows which message a reply answers: a link to it in the room (its id is
-    /// derived from its `mid`, as for every relayed message).
+    /// The line that shows which message a reply answers: a link to it in the room. A page
+    /// message is the agent's message the Send API answered with that `mid`; a customer's
+    /// message has its id derived from its `mid`, as for every relayed message.
     fn quote(&self, page: &PageId, rid: &RoomId, mid: &str) -> String {
-        let target = render::message_id(page, &format!("m:{mid}"), 0);
+        let agent_message = self.ctx.store.sent(page, mid).unwrap_or_else(|err| {
+            warn!(error = %err, "cannot read which agent message was quoted; linking the customer's");
+            None
+        });
+        let target = agent_message
+            .unwrap_or_else(|| render::message_id(page, &format!("m:{mid}"), 0));
         match self.ctx.rest.room_message_link(rid, &target) {
             Ok(url) => render::quote_line(url.as_str()),
             Err(_) => "↩️ _replying to an earlier message_".into(),

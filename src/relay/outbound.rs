@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tracing::{debug, error, info, warn};
 
 use super::agent_text::to_messenger;
+use super::render::QUOTE_MARK;
 use super::{
     Direction, Handled, MAX_FILE_BYTES, OutageLog, RETRY_MAX, RelayContext, Workers, pause,
 };
@@ -373,7 +374,7 @@ impl Outbound {
                 reason: OutsideWindow::FinishedTooLate,
                 fix: "The conversation finished message was not sent.",
             })?;
-        self.send_text(page, key, text, messaging).await
+        self.send_text(page, key, text, messaging).await.map(|_| ())
     }
 
     async fn send_reply(
@@ -419,16 +420,33 @@ impl Outbound {
         let chunks = split_text(text, MAX_TEXT_CHARS);
         let total = chunks.len() + files.len();
         while *progress < total {
-            if *progress < chunks.len() {
+            let message_id = if *progress < chunks.len() {
                 self.send_text(page, key, &chunks[*progress], messaging)
-                    .await?;
+                    .await?
             } else {
                 let file = &files[*progress - chunks.len()];
-                self.send_file(page, key, item, file, messaging).await?;
-            }
+                self.send_file(page, key, item, file, messaging).await?
+            };
             *progress += 1;
+            self.remember_sent(key, message_id.as_deref(), item);
         }
         Ok(())
+    }
+
+    /// Keeps which agent message Meta's `message_id` carried, so a customer who replies to it in
+    /// Messenger (`reply_to.mid`) is shown replying to that agent message in the room. Best
+    /// effort: the reply itself was delivered either way.
+    fn remember_sent(&self, key: &ConversationKey, message_id: Option<&str>, item: &OutboundItem) {
+        let Some(message_id) = message_id else {
+            return;
+        };
+        if let Err(err) =
+            self.ctx
+                .store
+                .put_sent(&key.page, message_id, &item.rc_message_id, now_ms())
+        {
+            warn!(conversation = %key, error = %err, "cannot remember a sent message; a customer's reply to it will not link to it");
+        }
     }
 
     async fn send_text(
@@ -437,9 +455,9 @@ impl Outbound {
         key: &ConversationKey,
         text: &str,
         messaging: Messaging,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<String>, Failure> {
         let Some(token) = &page.token else {
-            return Ok(());
+            return Ok(None);
         };
         let request = SendRequest {
             recipient: key.psid.clone(),
@@ -450,7 +468,7 @@ impl Outbound {
         self.graph
             .send_message(&page.id, token, &request)
             .await
-            .map(|_| ())
+            .map(|sent| Some(sent.message_id))
             .map_err(Failure::Graph)
     }
 
@@ -463,9 +481,9 @@ impl Outbound {
         item: &OutboundItem,
         file: &AgentFile,
         messaging: Messaging,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<String>, Failure> {
         let Some(token) = &page.token else {
-            return Ok(());
+            return Ok(None);
         };
         let conversation = self
             .ctx
@@ -494,7 +512,7 @@ impl Outbound {
                 Bytes::from(bytes),
             )
             .await
-            .map(|_| ())
+            .map(|sent| Some(sent.message_id))
             .map_err(Failure::Graph)
     }
 
@@ -659,6 +677,7 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
     if message.from_visitor || (text.trim().is_empty() && message.files.is_empty()) {
         return None;
     }
+    let text = with_quotes(&message.quoted, text);
     Some(Outgoing::Reply {
         text,
         files: message
@@ -674,6 +693,30 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
         automated: message.automated,
         ts_ms: message.ts_ms,
     })
+}
+
+/// An agent's reply that quotes messages reads with the quoted words first, one line each:
+/// Messenger shows no quote the gateway could attach to a page's message (the Send API documents
+/// no reply-to for pages), and the customer must know what the answer refers to. The gateway's
+/// own "replying to" line in a relayed customer message is not part of what the customer wrote.
+fn with_quotes(quoted: &[String], reply: String) -> String {
+    let mut lines: Vec<String> = quoted
+        .iter()
+        .filter_map(|text| {
+            let words = to_messenger(text)
+                .lines()
+                .filter(|line| !line.starts_with(QUOTE_MARK))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let words = words.trim();
+            (!words.is_empty()).then(|| format!("{QUOTE_MARK} “{}”", preview(words)))
+        })
+        .collect();
+    if lines.is_empty() {
+        return reply;
+    }
+    lines.push(reply);
+    lines.join("\n")
 }
 
 /// The Send API policy (`docs/messenger.md` §3.3): `RESPONSE` within 24 h of the customer's last
@@ -838,6 +881,7 @@ mod tests {
                         mime: "application/pdf".into(),
                     })
                     .collect(),
+                quoted: vec![],
             };
         let written = RoomMessageKind::Written;
         let cases = vec![
@@ -873,6 +917,16 @@ mod tests {
                 Some("reply agent1 👍 docs (https://x.example)"),
             ),
             (message(written.clone(), false, "@all", vec![]), None),
+            (
+                RoomMessage {
+                    quoted: vec![
+                        "↩️ [replying to an earlier message](https://c.example/live/R?msg=x)\nIs it *blue*? :smile:".into(),
+                        String::new(),
+                    ],
+                    ..message(written.clone(), false, "[ ](https://c.example/live/R?msg=q) Yes", vec![])
+                },
+                Some("reply agent1 ↩️ “Is it *blue*? 😄”\nYes"),
+            ),
             (
                 message(written, false, "", vec!["/file-upload/F1/a.pdf"]),
                 Some("reply agent1  files:/file-upload/F1/a.pdf"),

@@ -77,8 +77,11 @@ fn text_part(text: &str) -> Part {
 /// The first line of a reply: a link to the quoted message, whose Rocket.Chat id is derived from
 /// its `mid` like every relayed message's; `link` is that message's URL in the room.
 pub fn quote_line(link: &str) -> String {
-    format!("↩️ [replying to an earlier message]({link})")
+    format!("{QUOTE_MARK} [replying to an earlier message]({link})")
 }
+
+/// How a quote line starts, in both directions.
+pub const QUOTE_MARK: &str = "↩️";
 
 /// Readable text for content that is not a file.
 fn describe(attachment: &Attachment) -> String {

@@ -171,6 +171,8 @@ pub struct RoomMessage {
     pub text: String,
     pub ts_ms: u64,
     pub files: Vec<RoomFile>,
+    /// The texts of the messages this one quotes, oldest quote first (see [`quoted_texts`]).
+    pub quoted: Vec<String>,
 }
 
 /// What kind of message a Livechat room message is.
@@ -219,8 +221,27 @@ impl RoomMessage {
                 .to_owned(),
             ts_ms,
             files: room_files(value),
+            quoted: quoted_texts(value),
         })
     }
+}
+
+/// The quotes of a message. A client writes a quote as a blank link to the quoted message
+/// before the text (`apps/meteor/client/lib/utils/prependReplies.ts`); the server checks the
+/// link and the author's access and stores the quote as an attachment with `message_link` and
+/// the quoted `text` (`apps/meteor/server/services/messages/hooks/BeforeSaveJumpToMessage.ts`,
+/// `apps/meteor/lib/createQuoteAttachment.ts`). Only the attachment counts: it is what the server
+/// validated.
+fn quoted_texts(message: &Value) -> Vec<String> {
+    message
+        .get("attachments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.get("message_link").and_then(Value::as_str).is_some())
+        .filter_map(|a| a.get("text").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The files of a message: `files[]` (or the older `file`) for name and type, the matching

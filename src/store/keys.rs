@@ -72,6 +72,11 @@ pub(super) fn seen(page: &PageId, dedupe_key: &str) -> Vec<u8> {
     out
 }
 
+/// A message the Send API accepted: the page, then the `message_id` Meta gave it.
+pub(super) fn sent(page: &PageId, message_id: &str) -> Vec<u8> {
+    seen(page, message_id)
+}
+
 /// The smallest key greater than every key starting with `prefix`; `None` when there is none.
 pub(super) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -121,6 +126,7 @@ pub(super) enum Tree {
     Seen,
     Outbox,
     Relayed,
+    Sent,
 }
 
 impl Tree {
@@ -137,6 +143,7 @@ impl Tree {
             Tree::Seen => "seen",
             Tree::Outbox => "outbox",
             Tree::Relayed => "relayed",
+            Tree::Sent => "sent",
         }
     }
 
@@ -146,7 +153,7 @@ impl Tree {
         match self {
             Tree::Conversations => describe_conversation_key(key),
             Tree::Inbox | Tree::Outbox => describe_queue_key(key),
-            Tree::Seen => match take_str(key) {
+            Tree::Seen | Tree::Sent => match take_str(key) {
                 Some((page, rest)) => format!("{page}/{}", String::from_utf8_lossy(rest)),
                 None => format!("{} undecodable bytes", key.len()),
             },

@@ -69,6 +69,8 @@ pub struct SimMessage {
     pub token: Option<VisitorToken>,
     pub ts_ms: i64,
     pub file: Option<SimFile>,
+    /// The texts of the messages it quotes (its quote attachments).
+    pub quoted: Vec<String>,
 }
 
 /// A registered Livechat visitor.
@@ -384,6 +386,7 @@ impl RocketChatSim {
             updated_ms: now,
             edited: None,
             file: None,
+            quotes: Vec::new(),
         });
         MessageId::new(id)
     }
@@ -587,6 +590,7 @@ impl RocketChatSim {
                 updated_ms: now,
                 edited: None,
                 file: Some(file),
+                quotes: Vec::new(),
             });
             MessageId::new(id)
         })
@@ -716,5 +720,10 @@ fn sim_message(st: &State, m: &Msg) -> SimMessage {
                 .map(|s| s.bytes.clone())
                 .unwrap_or_default(),
         }),
+        quoted: m
+            .quotes
+            .iter()
+            .filter_map(|q| q.get("text").and_then(Value::as_str).map(str::to_owned))
+            .collect(),
     }
 }

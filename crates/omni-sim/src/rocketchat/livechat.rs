@@ -238,6 +238,7 @@ async fn send(AxState(shared): St, body: Bytes) -> Reply {
             updated_ms: now,
             edited: None,
             file: None,
+            quotes: Vec::new(),
         };
         let doc = msg.to_json(DateForm::Iso);
         if !st.insert_message(msg) {
@@ -410,6 +411,7 @@ async fn upload(
             updated_ms: now,
             edited: None,
             file: Some(file),
+            quotes: Vec::new(),
         };
         let doc = msg.to_json(DateForm::Iso);
         st.insert_message(msg);

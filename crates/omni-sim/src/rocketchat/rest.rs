@@ -478,6 +478,7 @@ async fn send_message(AxState(shared): St, headers: HeaderMap, body: Bytes) -> R
             updated_ms: now,
             edited: None,
             file: None,
+            quotes: Vec::new(),
         };
         let doc = msg.to_json(DateForm::Iso);
         if !st.insert_message(msg) {

@@ -129,6 +129,8 @@ pub(super) struct Msg {
     pub updated_ms: i64,
     pub edited: Option<(i64, Author)>,
     pub file: Option<FileRef>,
+    /// Quote attachments, built when the message is saved (see `State::quote_attachments`).
+    pub quotes: Vec<Value>,
 }
 
 impl Msg {
@@ -163,6 +165,9 @@ impl Msg {
             m["editedAt"] = date(*at, form);
             m["editedBy"] = json!({ "_id": by.id, "username": by.username });
         }
+        if !self.quotes.is_empty() {
+            m["attachments"] = json!(self.quotes);
+        }
         if let Some(f) = &self.file {
             let link = format!("/file-upload/{}/{}", f.id, url_path_segment(&f.name));
             let file = json!({ "_id": f.id, "name": f.name, "type": f.mime, "size": f.size, "format": "" });
@@ -181,7 +186,9 @@ impl Msg {
                 attachment[format!("{kind}_type")] = json!(f.mime);
                 attachment[format!("{kind}_size")] = json!(f.size);
             }
-            m["attachments"] = json!([attachment]);
+            let mut attachments = self.quotes.clone();
+            attachments.push(attachment);
+            m["attachments"] = json!(attachments);
         }
         m
     }
@@ -450,13 +457,55 @@ impl State {
     /// Stores a new message and emits it on every stream that may see it. A message whose `_id`
     /// exists already is skipped and `false` returned, as `sendMessage` does
     /// (`RC:apps/meteor/app/lib/server/functions/sendMessage.ts`, `messageAlreadyExists … return`).
-    pub fn insert_message(&mut self, msg: Msg) -> bool {
+    pub fn insert_message(&mut self, mut msg: Msg) -> bool {
         if self.message(&msg.id).is_some() {
             return false;
         }
+        msg.quotes = self.quote_attachments(&msg);
         self.msgs.push(msg.clone());
         self.emit_message(&msg);
         true
+    }
+
+    /// The quotes Rocket.Chat attaches to a message before saving it
+    /// (`apps/meteor/server/services/messages/hooks/BeforeSaveJumpToMessage.ts`): every URL in
+    /// the text that contains the `Site_Url` setting and has `?msg=<id>` of a message the author
+    /// may see becomes a quote attachment (`apps/meteor/lib/createQuoteAttachment.ts`:
+    /// `text`, `message_link`, `author_name` = alias or username, `ts`). A visitor may quote the
+    /// messages of its own room (`message.token === room.v.token`), a user those of rooms it can
+    /// access. Links to unknown messages or other sites are left as text.
+    fn quote_attachments(&self, msg: &Msg) -> Vec<Value> {
+        let site = self.setting_str("Site_Url").trim_end_matches('/').to_owned();
+        if site.is_empty() {
+            return Vec::new();
+        }
+        msg.msg
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '<' || c == '>')
+            .filter(|word| word.starts_with("http") && word.contains(&site))
+            .filter_map(|link| {
+                let url = url::Url::parse(link).ok()?;
+                let id = url.query_pairs().find(|(k, _)| k == "msg")?.1.into_owned();
+                let quoted = self.message(&id)?;
+                let room = self.rooms.get(&quoted.rid)?;
+                let allowed = match &msg.token {
+                    Some(token) => room
+                        .live
+                        .as_ref()
+                        .is_some_and(|l| &l.visitor_token == token),
+                    None => self.can_access(&msg.u.id, room),
+                };
+                allowed.then(|| {
+                    json!({
+                        "text": quoted.msg,
+                        "md": [],
+                        "message_link": link,
+                        "author_name": quoted.alias.clone().unwrap_or_else(|| quoted.u.username.clone()),
+                        "attachments": [],
+                        "ts": date(quoted.ts_ms, DateForm::Ejson),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// Replaces a message's text and re-emits the same `_id` with `editedAt`, as an edit does.
@@ -732,6 +781,7 @@ impl State {
             updated_ms: now,
             edited: None,
             file: None,
+            quotes: Vec::new(),
         });
         true
     }
