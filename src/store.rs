@@ -907,6 +907,20 @@ impl Store {
         Ok(marks + links)
     }
 
+    /// Marks that the agent was told an edit of `rc_message_id` cannot reach Messenger: `true`
+    /// the first time. Kept with the relayed marks (under a prefix no message id has) and pruned
+    /// with them. Does not flush.
+    pub fn first_edit_notice(&self, rc_message_id: &MessageId, at_ms: u64) -> Result<bool> {
+        let key = format!("edit-notice:{}", rc_message_id.as_str());
+        let mark = records::encode_mark(Tree::Relayed, at_ms)?;
+        let swapped = self
+            .inner
+            .relayed
+            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(mark))
+            .map_err(sled_err("edit notice mark"))?;
+        Ok(swapped.is_ok())
+    }
+
     // ---- sent messages ----
 
     /// Remembers that the Send API accepted (part of) the agent's Rocket.Chat message
@@ -936,8 +950,9 @@ impl Store {
             .get(&key)
             .map_err(sled_err("sent message read"))?
         {
-            Some(bytes) => records::decode_sent(Self::at(Tree::Sent, &key), &bytes)
-                .map(|(id, _)| Some(id)),
+            Some(bytes) => {
+                records::decode_sent(Self::at(Tree::Sent, &key), &bytes).map(|(id, _)| Some(id))
+            }
             None => Ok(None),
         }
     }

@@ -238,6 +238,51 @@ async fn a_reply_links_to_the_message_it_answers() {
     world.stop().await;
 }
 
+/// The customer edits message `mid` in Messenger (`message_edits` webhook field).
+fn edit_event(mid: &str, timestamp_ms: u64, text: &str, num_edit: u32) -> serde_json::Value {
+    json!({
+        "sender": {"id": "psid-1"},
+        "recipient": {"id": omni_testkit::messenger::PAGE_ID},
+        "timestamp": timestamp_ms,
+        "message_edit": {"mid": mid, "text": text, "num_edit": num_edit}
+    })
+}
+
+#[tokio::test]
+async fn a_customer_edit_changes_the_message_or_follows_it_when_editing_is_off() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_typo", t0, "I ordred two")])
+        .await;
+    let rid = world.room_with("Peter Chang", 1).await;
+    world
+        .post_ok(&[edit_event("m_typo", t0 + 1, "I ordered two", 1)])
+        .await;
+    world
+        .chat
+        .sim
+        .wait_for_message(&rid, |m| m.msg == "I ordered two", PATIENCE)
+        .await
+        .expect("the message edited in place");
+    assert_eq!(world.customer_texts(&rid), vec!["I ordered two"]);
+
+    // Editing turned off in Rocket.Chat: the server refuses, the edit follows as a new line.
+    world
+        .chat
+        .sim
+        .set_setting("Message_AllowEditing", json!(false));
+    world
+        .post_ok(&[edit_event("m_typo", t0 + 2, "I ordered three", 2)])
+        .await;
+    world.room_with("Peter Chang", 2).await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["I ordered two", "I ordered three _(edited)_"]
+    );
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn a_redelivered_webhook_makes_no_second_message() {
     let world = World::start(true).await;

@@ -356,6 +356,42 @@ async fn quotes_link_both_ways() {
 }
 
 #[tokio::test]
+async fn an_agent_editing_a_sent_reply_is_told_once_that_messenger_keeps_it() {
+    let mut world = World::start(false).await;
+    world
+        .customer_writes("m-1", "What time do you open?", 0)
+        .await;
+    let rid = world.room_with("What time do you open?").await;
+    let reply = world.chat.sim.agent_reply("agent1", &rid, "At 8.");
+    world.sent("At 8.").await;
+
+    world.chat.sim.edit("agent1", &reply, "At 9.");
+    world.chat.sim.edit("agent1", &reply, "At 9:30.");
+    eventually("the agent is told", || {
+        world
+            .dm_to("agent1")
+            .iter()
+            .any(|m| m.contains("Messenger cannot change a sent message"))
+    })
+    .await;
+    // A later message proves both edits went past the relay.
+    world.chat.sim.agent_reply("agent1", &rid, "Sorry!");
+    world.sent("Sorry!").await;
+    let told = world
+        .dm_to("agent1")
+        .iter()
+        .filter(|m| m.contains("Messenger cannot change a sent message"))
+        .count();
+    assert_eq!(told, 1, "once per message");
+    assert_eq!(
+        world.sent_count("At 9."),
+        0,
+        "an edit is not sent as a new message"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
 async fn long_replies_are_split_and_the_visitor_own_messages_are_not_echoed() {
     let mut world = World::start(false).await;
     world.customer_writes("m-1", "Tell me everything", 0).await;

@@ -26,7 +26,7 @@ use super::{
 use crate::backoff::Backoff;
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, PageId, RoomId, VisitorToken};
-use crate::messenger::webhook::{self, Attachment};
+use crate::messenger::webhook::{self, Attachment, Event};
 use crate::rocketchat::livechat::{self, Visitor};
 use crate::rocketchat::rest::{self, RestClient};
 use crate::store::{self, Conversation, InboundEvent, Page, Queue, Store};
@@ -207,6 +207,9 @@ impl Inbound {
             .dedupe_key
             .clone()
             .unwrap_or_else(|| format!("t:{}:{}", event.timestamp_ms, event.received_ms));
+        if *progress == 0 && self.edit_in_place(key, &meaning, &conversation).await? {
+            return Ok(());
+        }
         let mut new_rooms = 0;
         while *progress < parts.len() {
             let rid = self.room(page.as_ref(), &mut conversation).await?;
@@ -259,6 +262,37 @@ impl Inbound {
         Ok(())
     }
 
+    /// A customer's edit changes the message in the room when Rocket.Chat lets the visitor edit
+    /// it (`true`); otherwise the edit is posted as a new "(edited)" line. The message is the
+    /// first part of the original, posted under the id derived from its `mid`.
+    async fn edit_in_place(
+        &self,
+        key: &ConversationKey,
+        meaning: &Event,
+        conversation: &Conversation,
+    ) -> Result<bool, Failure> {
+        let Event::Edit { mid, text } = meaning else {
+            return Ok(false);
+        };
+        let Some(rid) = &conversation.room else {
+            return Ok(false);
+        };
+        let original = render::message_id(&key.page, &format!("m:{mid}"), 0);
+        match self
+            .ctx
+            .rest
+            .update_visitor_message(&conversation.visitor_token, rid, &original, text)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(err) if err.is_edit_refused() || livechat::is_room_problem(&err) => {
+                debug!(conversation = %key, reason = err.error_type().unwrap_or("-"), "edit posted as a new line");
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// The line that shows which message a reply answers: a link to it in the room. A page
     /// message is the agent's message the Send API answered with that `mid`; a customer's
     /// message has its id derived from its `mid`, as for every relayed message.
@@ -267,8 +301,8 @@ impl Inbound {
             warn!(error = %err, "cannot read which agent message was quoted; linking the customer's");
             None
         });
-        let target = agent_message
-            .unwrap_or_else(|| render::message_id(page, &format!("m:{mid}"), 0));
+        let target =
+            agent_message.unwrap_or_else(|| render::message_id(page, &format!("m:{mid}"), 0));
         match self.ctx.rest.room_message_link(rid, &target) {
             Ok(url) => render::quote_line(url.as_str()),
             Err(_) => "↩️ _replying to an earlier message_".into(),

@@ -234,6 +234,9 @@ impl Outbound {
         };
         let closing = matches!(item.payload, Outgoing::Close { .. });
         if !self.ctx.store.enqueue_outbound(item)? {
+            if message.edited {
+                self.edited_after_sending(&key, message).await?;
+            }
             return Ok(false);
         }
         self.ctx.store.update_conversation(&key, |c| {
@@ -254,6 +257,31 @@ impl Outbound {
         self.ctx.store.sync().await?;
         self.wake(&key);
         Ok(true)
+    }
+
+    /// An agent changed a reply that is already on its way: Messenger has no way to change a
+    /// page's message, so the agent hears it, once per message.
+    async fn edited_after_sending(
+        &self,
+        key: &ConversationKey,
+        message: &RoomMessage,
+    ) -> Result<(), store::Error> {
+        if !self.ctx.store.first_edit_notice(&message.id, now_ms())? {
+            return Ok(());
+        }
+        self.ctx.store.sync().await?;
+        info!(conversation = %key, message = %message.id, "agent edited a reply already sent to Messenger");
+        let text = format!(
+            "You edited a reply that was already sent to the customer on Messenger: “{}”\nMessenger cannot change a sent message; the customer keeps the first version. Send a new message to correct it.",
+            preview(&to_messenger(&message.text))
+        );
+        // Not on the stream's path: a notice retries while Rocket.Chat is away.
+        let chat = self.ctx.chat.clone();
+        let agent = [message.author_username.clone()];
+        self.ctx.tasks.spawn(async move {
+            chat.notify(&agent, &text).await;
+        });
+        Ok(())
     }
 
     fn wake(self: &Arc<Self>, key: &ConversationKey) {
@@ -882,6 +910,7 @@ mod tests {
                     })
                     .collect(),
                 quoted: vec![],
+                edited: false,
             };
         let written = RoomMessageKind::Written;
         let cases = vec![

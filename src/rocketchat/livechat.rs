@@ -96,6 +96,24 @@ impl RestClient {
         }
     }
 
+    /// `PUT livechat/message/:_id {"token","rid","msg"}`: the visitor edits its own message
+    /// (`docs/rocketchat.md` §4.9). Refused when the server does not allow editing or has no
+    /// such message ([`Error::is_edit_refused`]).
+    pub async fn update_visitor_message(
+        &self,
+        token: &VisitorToken,
+        rid: &RoomId,
+        id: &MessageId,
+        text: &str,
+    ) -> Result<()> {
+        let route = format!("livechat/message/{}", id.as_str());
+        let body = json!({"token": token.as_str(), "rid": rid.as_str(), "msg": text});
+        let builder = self
+            .request(Method::PUT, &route, Access::Anonymous)?
+            .json(&body);
+        self.send::<Value>(&route, builder).await.map(|_| ())
+    }
+
     /// `GET livechat/message/:_id?token=&rid=`: whether the visitor's message exists.
     pub async fn visitor_message_exists(
         &self,
@@ -280,6 +298,10 @@ pub enum Refusal {
     FileTooLarge,
     /// `error-file-upload-disabled`: file uploads are turned off.
     UploadsDisabled,
+    /// `error-action-not-allowed`: editing is turned off (`Message_AllowEditing`).
+    EditNotAllowed,
+    /// `invalid-message`: no message with that id.
+    NoSuchMessage,
     /// Any other code, as the server sent it.
     Other(String),
 }
@@ -292,6 +314,8 @@ impl Refusal {
             "error-type-not-allowed" => Refusal::FileTypeNotAllowed,
             "error-size-not-allowed" => Refusal::FileTooLarge,
             "error-file-upload-disabled" => Refusal::UploadsDisabled,
+            "error-action-not-allowed" => Refusal::EditNotAllowed,
+            "invalid-message" => Refusal::NoSuchMessage,
             other => Refusal::Other(other.to_owned()),
         }
     }
@@ -301,6 +325,14 @@ impl Error {
     /// The meaning of an API error's code; `None` for other failures and code-less refusals.
     pub fn refusal(&self) -> Option<Refusal> {
         self.error_type().map(Refusal::from_code)
+    }
+
+    /// A visitor's edit the server will never take: editing is off, or the message is not there.
+    pub fn is_edit_refused(&self) -> bool {
+        matches!(
+            self.refusal(),
+            Some(Refusal::EditNotAllowed | Refusal::NoSuchMessage)
+        )
     }
 
     /// `no-agent-online`: hold the conversation until an agent is.

@@ -173,6 +173,8 @@ pub struct RoomMessage {
     pub files: Vec<RoomFile>,
     /// The texts of the messages this one quotes, oldest quote first (see [`quoted_texts`]).
     pub quoted: Vec<String>,
+    /// Changed after it was written (`editedAt`); the stream re-emits the same `_id`.
+    pub edited: bool,
 }
 
 /// What kind of message a Livechat room message is.
@@ -222,6 +224,7 @@ impl RoomMessage {
             ts_ms,
             files: room_files(value),
             quoted: quoted_texts(value),
+            edited: value.get("editedAt").is_some_and(|v| !v.is_null()),
         })
     }
 }

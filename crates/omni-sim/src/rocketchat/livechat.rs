@@ -32,7 +32,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/livechat/room", get(room))
         .route("/api/v1/livechat/room.close", post(close))
         .route("/api/v1/livechat/message", post(send))
-        .route("/api/v1/livechat/message/{id}", get(get_message))
+        .route(
+            "/api/v1/livechat/message/{id}",
+            get(get_message).put(update_message),
+        )
         .route("/api/v1/livechat/messages.history/{rid}", get(history))
         .route(
             "/api/v1/livechat/upload/{rid}",
@@ -268,6 +271,46 @@ async fn get_message(AxState(shared): St, Path(id): Path<String>, Query(q): Quer
         Some(m) => success(json!({ "message": m.to_json(DateForm::Iso) })),
         None => plain_failure("invalid-message"),
     }
+}
+
+/// `PUT livechat/message/:_id {"token","rid","msg"}` (`message.ts`, `put()`): the visitor edits
+/// a message. In this order: the guest by token (`invalid-token`), the room by token and `rid`
+/// with no open check (`invalid-room`), the message by `_id` alone, not checked against `rid`
+/// (`invalid-message`); then `updateMessage` (`apps/meteor/app/livechat/server/lib/messages.ts`)
+/// refuses with `error-action-not-allowed` unless `Message_AllowEditing` is on and the visitor
+/// wrote the message. The core update sets `editedAt`/`editedBy` and re-emits the message.
+async fn update_message(AxState(shared): St, Path(id): Path<String>, body: Bytes) -> Reply {
+    let body = match json_body(&body) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let get = |k: &str| body.get(k).and_then(Value::as_str);
+    let (Some(token), Some(rid), Some(text)) = (get("token"), get("rid"), get("msg")) else {
+        let missing = ["token", "rid", "msg"]
+            .into_iter()
+            .find(|k| get(k).is_none())
+            .unwrap_or("msg");
+        return missing_param(missing);
+    };
+    shared.mutate(|st| {
+        let Some(author) = visitor_author(st, token) else {
+            return plain_failure("invalid-token");
+        };
+        if find_room(st, token, rid).is_none() {
+            return plain_failure("invalid-room");
+        }
+        let Some(original) = st.message(&id) else {
+            return plain_failure("invalid-message");
+        };
+        if !st.setting_bool("Message_AllowEditing") || original.u.id != author.id {
+            return plain_failure("error-action-not-allowed");
+        }
+        st.edit_message(&id, text, author);
+        match st.message(&id) {
+            Some(m) => success(json!({ "message": m.to_json(DateForm::Iso) })),
+            None => plain_failure("invalid-message"),
+        }
+    })
 }
 
 /// `GET livechat/messages.history/:rid?token=[&end=<ISO date>][&limit=20]`: newest first, only

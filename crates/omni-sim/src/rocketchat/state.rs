@@ -274,6 +274,8 @@ fn default_settings(rate_limiter: bool) -> BTreeMap<String, Value> {
         ("API_Enable_Rate_Limiter_Limit_Calls_Default", json!(10)),
         ("API_Enable_Rate_Limiter_Limit_Time_Default", json!(60_000)),
         ("Site_Url", json!("http://127.0.0.1")),
+        // `apps/meteor/server/settings/message.ts`: editing is allowed by default.
+        ("Message_AllowEditing", json!(true)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -475,7 +477,10 @@ impl State {
     /// messages of its own room (`message.token === room.v.token`), a user those of rooms it can
     /// access. Links to unknown messages or other sites are left as text.
     fn quote_attachments(&self, msg: &Msg) -> Vec<Value> {
-        let site = self.setting_str("Site_Url").trim_end_matches('/').to_owned();
+        let site = self
+            .setting_str("Site_Url")
+            .trim_end_matches('/')
+            .to_owned();
         if site.is_empty() {
             return Vec::new();
         }
