@@ -616,6 +616,7 @@ fn is_relayed(event: &webhook::Event) -> bool {
         webhook::Event::Message { .. }
             | webhook::Event::Postback { .. }
             | webhook::Event::Edit { .. }
+            | webhook::Event::Reaction { .. }
     )
 }
 

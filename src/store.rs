@@ -169,6 +169,8 @@ struct Inner {
     relayed: sled::Tree,
     /// Send API `message_id` → the agent's Rocket.Chat message it carried.
     sent: sled::Tree,
+    /// A customer's current reaction per message: page and `mid` → the Rocket.Chat emoji name.
+    reactions: sled::Tree,
     /// Entry counts kept beside the trees, because sled's `len()` walks the whole tree. Signed
     /// because a removal may be counted before the enqueue that preceded it.
     inbox_len: AtomicIsize,
@@ -205,6 +207,7 @@ impl Inner {
             Tree::Outbox => &self.outbox,
             Tree::Relayed => &self.relayed,
             Tree::Sent => &self.sent,
+            Tree::Reactions => &self.reactions,
         }
     }
 }
@@ -286,6 +289,7 @@ impl Store {
             outbox: open_tree(Tree::Outbox)?,
             relayed: open_tree(Tree::Relayed)?,
             sent: open_tree(Tree::Sent)?,
+            reactions: open_tree(Tree::Reactions)?,
             db,
             path: path.to_owned(),
             key,
@@ -904,7 +908,10 @@ impl Store {
         let links = self.prune(Tree::Sent, |at, bytes| {
             Ok(records::decode_sent(at, bytes)?.1 < older_than_ms)
         })?;
-        Ok(marks + links)
+        let reactions = self.prune(Tree::Reactions, |at, bytes| {
+            Ok(records::decode_reaction(at, bytes)?.1 < older_than_ms)
+        })?;
+        Ok(marks + links + reactions)
     }
 
     /// Marks that the agent was told an edit of `rc_message_id` cannot reach Messenger: `true`
@@ -919,6 +926,51 @@ impl Store {
             .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(mark))
             .map_err(sled_err("edit notice mark"))?;
         Ok(swapped.is_ok())
+    }
+
+    // ---- customer reactions ----
+
+    /// Remembers the customer's reaction on message `mid` (a Rocket.Chat emoji name), or forgets
+    /// it (`None`): Messenger's `unreact` may not say which emoji it removes. Does not flush.
+    pub fn put_reaction(
+        &self,
+        page: &PageId,
+        mid: &str,
+        name: Option<&str>,
+        at_ms: u64,
+    ) -> Result<()> {
+        let key = keys::reaction(page, mid);
+        match name {
+            Some(name) => {
+                let bytes = records::encode_reaction(name, at_ms)?;
+                self.inner
+                    .reactions
+                    .insert(key, bytes)
+                    .map_err(sled_err("reaction write"))?;
+            }
+            None => {
+                self.inner
+                    .reactions
+                    .remove(key)
+                    .map_err(sled_err("reaction remove"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The customer's current reaction on message `mid`, as a Rocket.Chat emoji name.
+    pub fn reaction(&self, page: &PageId, mid: &str) -> Result<Option<String>> {
+        let key = keys::reaction(page, mid);
+        match self
+            .inner
+            .reactions
+            .get(&key)
+            .map_err(sled_err("reaction read"))?
+        {
+            Some(bytes) => records::decode_reaction(Self::at(Tree::Reactions, &key), &bytes)
+                .map(|(name, _)| Some(name)),
+            None => Ok(None),
+        }
     }
 
     // ---- sent messages ----

@@ -22,6 +22,7 @@ enum Change {
     SlashCommandsOff,
     CannotReadRoles,
     CannotListDepartments,
+    CannotReact,
     RateLimiterAtDefault,
     RateLimiterUnreadable,
     WrongPassword,
@@ -46,6 +47,7 @@ async fn good_setup() -> Setup {
     chat.sim
         .grant_permission("bot", "view-livechat-departments");
     chat.sim.grant_permission("bot", "view-privileged-setting");
+    chat.sim.grant_permission("bot", "view-livechat-rooms");
     chat.sim
         .add_user("sam", "sam-pw", &["user", "livechat-agent"]);
     chat.sim.add_department("Support", &["sam"]);
@@ -128,6 +130,7 @@ fn apply(setup: &Setup, change: Change) {
         }
         Change::CannotReadRoles => sim.revoke_permission("bot", "view-full-other-user-info"),
         Change::CannotListDepartments => sim.revoke_permission("bot", "view-livechat-departments"),
+        Change::CannotReact => sim.revoke_permission("bot", "view-livechat-rooms"),
         Change::RateLimiterAtDefault => sim.set_setting("API_Enable_Rate_Limiter", json!(true)),
         Change::RateLimiterUnreadable => sim.revoke_permission("bot", "view-privileged-setting"),
         // The app's webhooks follow the public URL these cases change.
@@ -193,6 +196,7 @@ async fn a_good_setup_passes_every_check() {
         "roles",
         "departments",
         "rate limiter",
+        "reactions",
         "graph api",
         "app webhooks",
         "permissions",
@@ -238,6 +242,12 @@ async fn each_misconfiguration_is_named_with_its_fix() {
             "departments",
             Status::Fail,
             &["view-livechat-departments"],
+        ),
+        (
+            Change::CannotReact,
+            "reactions",
+            Status::Warn,
+            &["view-livechat-rooms", "appear as a line"],
         ),
         (
             Change::RateLimiterAtDefault,

@@ -283,6 +283,101 @@ async fn a_customer_edit_changes_the_message_or_follows_it_when_editing_is_off()
     world.stop().await;
 }
 
+/// The customer reacts to message `mid` (`message_reactions` webhook field); `emoji` `None`
+/// leaves it out, as an `unreact` may.
+fn reaction_event(
+    mid: &str,
+    timestamp_ms: u64,
+    action: &str,
+    emoji: Option<&str>,
+) -> serde_json::Value {
+    let mut reaction = json!({"reaction": "other", "action": action, "mid": mid});
+    if let Some(emoji) = emoji {
+        reaction["emoji"] = json!(emoji);
+    }
+    json!({
+        "sender": {"id": "psid-1"},
+        "recipient": {"id": omni_testkit::messenger::PAGE_ID},
+        "timestamp": timestamp_ms,
+        "reaction": reaction
+    })
+}
+
+#[tokio::test]
+async fn customer_reactions_show_on_the_message_and_go_when_taken_back() {
+    let world = World::start(true).await;
+    // Reacting in an Omnichannel room takes access to it: `view-livechat-rooms`.
+    world
+        .chat
+        .sim
+        .grant_permission("bot", "view-livechat-rooms");
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_parcel", t0, "The parcel arrived")])
+        .await;
+    let rid = world.room_with("Peter Chang", 1).await;
+    let message = world.customer_messages(&rid).remove(0);
+    let reactions = |world: &World| {
+        world
+            .chat
+            .sim
+            .messages(&rid)
+            .into_iter()
+            .find(|m| m.id == message.id)
+            .map(|m| m.reactions)
+            .unwrap_or_default()
+    };
+
+    world
+        .post_ok(&[reaction_event("m_parcel", t0 + 1, "react", Some("❤️"))])
+        .await;
+    eventually("a heart on the message", || {
+        reactions(&world).contains_key(":heart:")
+    })
+    .await;
+    // Messenger keeps one reaction per person: a new one replaces it.
+    world
+        .post_ok(&[reaction_event("m_parcel", t0 + 2, "react", Some("👍"))])
+        .await;
+    eventually("a thumbs up instead", || {
+        let now = reactions(&world);
+        now.contains_key(":thumbsup:") && !now.contains_key(":heart:")
+    })
+    .await;
+    // An unreact without the emoji removes the one that is there.
+    world
+        .post_ok(&[reaction_event("m_parcel", t0 + 3, "unreact", None)])
+        .await;
+    eventually("no reaction left", || reactions(&world).is_empty()).await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["The parcel arrived"],
+        "no line per reaction"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn without_room_access_a_reaction_is_a_line_quoting_the_message() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_parcel", t0, "The parcel arrived")])
+        .await;
+    world.room_with("Peter Chang", 1).await;
+    world
+        .post_ok(&[reaction_event("m_parcel", t0 + 1, "react", Some("😆"))])
+        .await;
+    let rid = world.room_with("Peter Chang", 2).await;
+    let line = world.customer_texts(&rid).remove(1);
+    let quoted = world.customer_messages(&rid).remove(0).id;
+    assert!(
+        line.ends_with("\nreacted 😆") && line.contains(&format!("msg={quoted}")),
+        "{line:?}"
+    );
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn a_redelivered_webhook_makes_no_second_message() {
     let world = World::start(true).await;

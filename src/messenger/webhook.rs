@@ -199,9 +199,16 @@ pub enum Event {
     Postback { mid: Option<String>, title: String },
     /// A customer edited a message.
     Edit { mid: String, text: String },
+    /// A customer reacted to a message (theirs or the page's), or took the reaction back
+    /// (`react: false`; the emoji may then be missing).
+    Reaction {
+        mid: String,
+        emoji: Option<String>,
+        react: bool,
+    },
     /// A message the page sent (from this app or from another tool such as the Page inbox).
     Echo { app_id: Option<String> },
-    /// Anything else (reads, deliveries, reactions, referrals, handover…): acknowledged, not relayed.
+    /// Anything else (reads, deliveries, referrals, handover…): acknowledged, not relayed.
     Other(&'static str),
 }
 
@@ -279,10 +286,24 @@ pub fn event(item: &Value) -> Event {
         }
         return Event::Other("message_edit without text");
     }
+    if let Some(reaction) = item.get("reaction") {
+        // https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-reactions
+        if let Some(mid) = reaction.get("mid").and_then(Value::as_str) {
+            return Event::Reaction {
+                mid: mid.to_owned(),
+                emoji: reaction
+                    .get("emoji")
+                    .and_then(Value::as_str)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned),
+                react: reaction.get("action").and_then(Value::as_str) != Some("unreact"),
+            };
+        }
+        return Event::Other("reaction without mid");
+    }
     for kind in [
         "read",
         "delivery",
-        "reaction",
         "referral",
         "optin",
         "account_linking",
@@ -494,8 +515,24 @@ mod tests {
             ),
             (json!({"read":{"watermark":1}}), Event::Other("read")),
             (
-                json!({"reaction":{"mid":"m","action":"react"}}),
-                Event::Other("reaction"),
+                json!({"reaction":{"mid":"m","action":"react","emoji":"\u{2764}\u{FE0F}","reaction":"love"}}),
+                Event::Reaction {
+                    mid: "m".into(),
+                    emoji: Some("❤️".into()),
+                    react: true,
+                },
+            ),
+            (
+                json!({"reaction":{"mid":"m","action":"unreact"}}),
+                Event::Reaction {
+                    mid: "m".into(),
+                    emoji: None,
+                    react: false,
+                },
+            ),
+            (
+                json!({"reaction":{"action":"react"}}),
+                Event::Other("reaction without mid"),
             ),
             (json!({"brand_new_kind":{}}), Event::Other("unknown")),
             (

@@ -9,6 +9,7 @@
 //! hold, and delivery resumes when `livechat/config` says an agent can take it.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::agent_text::to_rocketchat_name;
 use super::outbound::Outbound;
 use super::render::{self, Part};
 use super::{
@@ -72,6 +74,8 @@ pub struct Inbound {
     workers: Workers,
     agents: AgentWatch,
     outage: OutageLog,
+    /// Whether the log already says that reactions degrade to lines.
+    reactions_warned: AtomicBool,
 }
 
 impl Inbound {
@@ -89,6 +93,7 @@ impl Inbound {
             downloads,
             workers: Workers::default(),
             outage: OutageLog::new("rocket.chat"),
+            reactions_warned: AtomicBool::new(false),
         })
     }
 
@@ -200,9 +205,20 @@ impl Inbound {
         // message yet: recorded before posting, because an agent (or a bot) may answer the moment
         // the message lands in the room, and the outbox checks the window.
         let written_ms = event.timestamp_ms;
-        self.ctx.store.update_conversation(key, |c| {
-            c.last_inbound_ms = Some(c.last_inbound_ms.unwrap_or(0).max(written_ms));
-        })?;
+        if let Event::Reaction { mid, emoji, react } = &meaning {
+            // A reaction is not a message: it opens no window, and shows on the message itself.
+            if *progress == 0
+                && self
+                    .react_in_place(key, mid, emoji.as_deref(), *react)
+                    .await?
+            {
+                return Ok(());
+            }
+        } else {
+            self.ctx.store.update_conversation(key, |c| {
+                c.last_inbound_ms = Some(c.last_inbound_ms.unwrap_or(0).max(written_ms));
+            })?;
+        }
         let dedupe = event
             .dedupe_key
             .clone()
@@ -260,6 +276,72 @@ impl Inbound {
             info!(conversation = %key, "held conversation delivered: an agent can take it now");
         }
         Ok(())
+    }
+
+    /// A customer's reaction set (or removed) on the reacted message as the bot's reaction (`true`),
+    /// where Rocket.Chat lets the bot react there; otherwise it is posted as a line quoting the
+    /// message. Messenger keeps one reaction per person and message, and its `unreact` may not
+    /// name the emoji, so the current one is remembered per message.
+    async fn react_in_place(
+        &self,
+        key: &ConversationKey,
+        mid: &str,
+        emoji: Option<&str>,
+        react: bool,
+    ) -> Result<bool, Failure> {
+        let page = &key.page;
+        // The page's messages were agents' replies; the customer's were posted under derived ids.
+        let target = match self.ctx.store.sent(page, mid)? {
+            Some(agent_message) => agent_message,
+            None => render::message_id(page, &format!("m:{mid}"), 0),
+        };
+        let previous = self.ctx.store.reaction(page, mid)?;
+        // Removing takes the remembered emoji; an unknown emoji is shown as a line.
+        let name = if react {
+            match emoji.and_then(to_rocketchat_name) {
+                Some(name) => Some(name),
+                None => return Ok(false),
+            }
+        } else {
+            None
+        };
+        let outcome = async {
+            if let Some(previous) = previous.as_deref().filter(|p| Some(*p) != name.as_deref()) {
+                self.ctx.rest.react(&target, previous, false).await?;
+            }
+            if let Some(name) = &name {
+                self.ctx.rest.react(&target, name, true).await?;
+            }
+            Ok::<_, rest::Error>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) if !react && previous.is_none() => Ok(false),
+            Ok(()) => {
+                self.ctx
+                    .store
+                    .put_reaction(page, mid, name.as_deref(), now_ms())?;
+                Ok(true)
+            }
+            Err(err) if err.is_reaction_refused() => {
+                self.reactions_degraded(key, &err);
+                self.ctx.store.put_reaction(page, mid, None, now_ms())?;
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Says once per run that customer reactions appear as lines, and what the bot lacks.
+    fn reactions_degraded(&self, key: &ConversationKey, err: &rest::Error) {
+        if !self
+            .reactions_warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            warn!(conversation = %key, error = %err, "Rocket.Chat refused a customer's reaction; reactions are shown as lines in the room. To show them as reactions, give the bot's role the view-livechat-rooms permission");
+        } else {
+            debug!(conversation = %key, error = %err, "reaction shown as a line");
+        }
     }
 
     /// A customer's edit changes the message in the room when Rocket.Chat lets the visitor edit

@@ -63,6 +63,19 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
         }
         Event::Postback { title, .. } => Some(vec![text_part(&format!("🔘 {title}"))]),
         Event::Edit { text, .. } => Some(vec![text_part(&format!("{text} _(edited)_"))]),
+        // Shown as a line only where Rocket.Chat does not take the reaction itself.
+        Event::Reaction { mid, emoji, react } => {
+            let text = match (react, emoji) {
+                (true, Some(emoji)) => format!("reacted {emoji}"),
+                (true, None) => "reacted".to_owned(),
+                (false, Some(emoji)) => format!("removed the {emoji} reaction"),
+                (false, None) => "removed a reaction".to_owned(),
+            };
+            Some(vec![Part::Text {
+                text,
+                quoting: Some(mid.clone()),
+            }])
+        }
         Event::Echo { .. } | Event::Other(_) => None,
     }
 }

@@ -368,6 +368,14 @@ struct SentV1 {
     at_ms: u64,
 }
 
+/// A customer's reaction: the Rocket.Chat emoji name, and when it was set.
+#[derive(Serialize, Deserialize)]
+struct ReactionV1 {
+    v: u32,
+    name: String,
+    at_ms: u64,
+}
+
 /// Where a value sits, for error messages.
 #[derive(Clone, Copy)]
 pub(super) struct At<'a> {
@@ -758,6 +766,25 @@ pub(super) fn decode_sent(at: At<'_>, bytes: &[u8]) -> Result<(MessageId, u64)> 
     Ok((stored.rc_message_id, stored.at_ms))
 }
 
+pub(super) fn encode_reaction(name: &str, at_ms: u64) -> Result<Vec<u8>> {
+    let stored = ReactionV1 {
+        v: V1,
+        name: name.to_owned(),
+        at_ms,
+    };
+    encode(Tree::Reactions, &stored)
+}
+
+/// The emoji name and when it was set.
+pub(super) fn decode_reaction(at: At<'_>, bytes: &[u8]) -> Result<(String, u64)> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: ReactionV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok((stored.name, stored.at_ms))
+}
+
 #[cfg(test)]
 mod tests {
     //! Snapshots of the on-disk form: a change here is a format change and needs a new version
@@ -1033,6 +1060,19 @@ mod tests {
         assert_eq!(
             decode_sent(at(Tree::Sent, b"k"), &bytes).unwrap(),
             (MessageId::new("rcMsg1"), 7)
+        );
+    }
+
+    #[test]
+    fn reaction_snapshot() {
+        let bytes = encode_reaction("heart", 9).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            json!({"v": 1, "name": "heart", "at_ms": 9})
+        );
+        assert_eq!(
+            decode_reaction(at(Tree::Reactions, b"k"), &bytes).unwrap(),
+            ("heart".to_owned(), 9)
         );
     }
 

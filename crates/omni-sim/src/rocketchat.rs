@@ -71,6 +71,8 @@ pub struct SimMessage {
     pub file: Option<SimFile>,
     /// The texts of the messages it quotes (its quote attachments).
     pub quoted: Vec<String>,
+    /// `:name:` → who reacted.
+    pub reactions: BTreeMap<String, Vec<String>>,
 }
 
 /// A registered Livechat visitor.
@@ -387,6 +389,7 @@ impl RocketChatSim {
             edited: None,
             file: None,
             quotes: Vec::new(),
+            reactions: Default::default(),
         });
         MessageId::new(id)
     }
@@ -591,6 +594,7 @@ impl RocketChatSim {
                 edited: None,
                 file: Some(file),
                 quotes: Vec::new(),
+                reactions: Default::default(),
             });
             MessageId::new(id)
         })
@@ -725,5 +729,6 @@ fn sim_message(st: &State, m: &Msg) -> SimMessage {
             .iter()
             .filter_map(|q| q.get("text").and_then(Value::as_str).map(str::to_owned))
             .collect(),
+        reactions: m.reactions.clone(),
     }
 }

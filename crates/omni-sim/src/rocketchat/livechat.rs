@@ -242,6 +242,7 @@ async fn send(AxState(shared): St, body: Bytes) -> Reply {
             edited: None,
             file: None,
             quotes: Vec::new(),
+            reactions: Default::default(),
         };
         let doc = msg.to_json(DateForm::Iso);
         if !st.insert_message(msg) {
@@ -455,6 +456,7 @@ async fn upload(
             edited: None,
             file: Some(file),
             quotes: Vec::new(),
+            reactions: Default::default(),
         };
         let doc = msg.to_json(DateForm::Iso);
         st.insert_message(msg);

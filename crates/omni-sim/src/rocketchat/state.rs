@@ -131,6 +131,8 @@ pub(super) struct Msg {
     pub file: Option<FileRef>,
     /// Quote attachments, built when the message is saved (see `State::quote_attachments`).
     pub quotes: Vec<Value>,
+    /// `reactions`: `:name:` → the usernames who reacted, in order.
+    pub reactions: BTreeMap<String, Vec<String>>,
 }
 
 impl Msg {
@@ -164,6 +166,14 @@ impl Msg {
         if let Some((at, by)) = &self.edited {
             m["editedAt"] = date(*at, form);
             m["editedBy"] = json!({ "_id": by.id, "username": by.username });
+        }
+        if !self.reactions.is_empty() {
+            let reactions: serde_json::Map<String, Value> = self
+                .reactions
+                .iter()
+                .map(|(name, usernames)| (name.clone(), json!({ "usernames": usernames })))
+                .collect();
+            m["reactions"] = Value::Object(reactions);
         }
         if !self.quotes.is_empty() {
             m["attachments"] = json!(self.quotes);
@@ -200,6 +210,39 @@ fn url_path_segment(name: &str) -> String {
         .collect::<String>()
         .replace('+', "%20")
 }
+
+/// The emoji names the simulator's `emoji.list` knows: a subset of the JoyPixels names Rocket.Chat
+/// registers (`apps/meteor/app/emoji-emojione/server/lib.ts`), with the ones Messenger's default
+/// reactions map to. Any other name is refused as the real server refuses an unknown one.
+const KNOWN_EMOJI: &[&str] = &[
+    "+1",
+    "-1",
+    "angry",
+    "clap",
+    "cry",
+    "fire",
+    "grinning",
+    "heart",
+    "heart_eyes",
+    "joy",
+    "laughing",
+    "ok_hand",
+    "open_mouth",
+    "pray",
+    "rage",
+    "slight_smile",
+    "smile",
+    "tada",
+    "thumbsdown",
+    "thumbsup",
+    "thumbsup_tone1",
+    "thumbsup_tone2",
+    "thumbsup_tone3",
+    "thumbsup_tone4",
+    "thumbsup_tone5",
+    "wave",
+    "wink",
+];
 
 /// What one DDP subscription listens to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -513,6 +556,57 @@ impl State {
             .collect()
     }
 
+    /// `executeSetReaction` (`apps/meteor/app/reactions/server/setReaction.ts`): the emoji must be
+    /// known (`error-not-allowed` "Invalid emoji provided."), the message must exist
+    /// (`error-not-allowed`), nothing happens when the user's reaction already is as asked, the
+    /// user must be able to access the room (`not-authorized`; for a Livechat room that takes
+    /// `view-livechat-rooms` or serving it — there is no reaction permission). The reaction is
+    /// stored under the username, the key removed with its last user, and the whole message
+    /// re-emitted (`notifyOnMessageChange`). `None` is success, else the error code and reason.
+    pub fn set_reaction(
+        &mut self,
+        uid: &str,
+        emoji: &str,
+        message_id: &str,
+        should_react: Option<bool>,
+    ) -> Option<(&'static str, &'static str)> {
+        let bare = emoji.replace(':', "");
+        if !KNOWN_EMOJI.contains(&bare.as_str()) {
+            return Some(("error-not-allowed", "Invalid emoji provided."));
+        }
+        let name = format!(":{bare}:");
+        let username = self.users.get(uid)?.username.clone();
+        let Some(message) = self.message(message_id) else {
+            return Some(("error-not-allowed", "Not allowed"));
+        };
+        let already = message
+            .reactions
+            .get(&name)
+            .is_some_and(|users| users.contains(&username));
+        let should_react = should_react.unwrap_or(!already);
+        if already == should_react {
+            return None;
+        }
+        let Some(room) = self.rooms.get(&message.rid) else {
+            return Some(("error-not-allowed", "Not allowed"));
+        };
+        if !self.can_access(uid, room) {
+            return Some(("not-authorized", "Not Authorized"));
+        }
+        let message = self.msgs.iter_mut().find(|m| m.id == message_id)?;
+        if should_react {
+            message.reactions.entry(name).or_default().push(username);
+        } else if let Some(users) = message.reactions.get_mut(&name) {
+            users.retain(|u| *u != username);
+            if users.is_empty() {
+                message.reactions.remove(&name);
+            }
+        }
+        let copy = message.clone();
+        self.emit_message(&copy);
+        None
+    }
+
     /// Replaces a message's text and re-emits the same `_id` with `editedAt`, as an edit does.
     pub fn edit_message(&mut self, id: &str, text: &str, by: Author) -> bool {
         let now = now_ms();
@@ -787,6 +881,7 @@ impl State {
             edited: None,
             file: None,
             quotes: Vec::new(),
+            reactions: Default::default(),
         });
         true
     }
