@@ -234,6 +234,11 @@ impl Admin {
         if let Some(problem) = self.pages.app_webhook_problem() {
             text.push_str(&format!("\n• app webhooks: {problem}"));
         }
+        text.push_str(&format!(
+            "\n• Rocket.Chat 429s in the last hour: {} ({})",
+            crate::telemetry::describe_rate_limited(&self.rest.rate_limits().last_hour()),
+            crate::telemetry::LIVECHAT_LIMITS
+        ));
         if self
             .roles_hidden_reported
             .load(std::sync::atomic::Ordering::Relaxed)

@@ -148,11 +148,12 @@ pub async fn run(path: &Path, out: &mut dyn FnMut(&Finding)) -> Report {
         rec.add(Finding::fail(
             "placeholder",
             warning,
-            "the daemon refuses to start until it is set",
+            "`omni-gateway run` refuses to start (exit status 78) until it is set",
         ));
     }
     rec.add(check_store(&config.store));
     check_rocketchat(&config, &mut rec).await;
+    rec.add(check_throttling(&config.http).await);
     if rec.add(check_graph(&config.facebook).await) == Status::Pass {
         check_meta_app(&config, &mut rec).await;
     }
@@ -466,13 +467,13 @@ async fn check_roles(config: &Config, client: &RestClient, bot_roles: &[String])
 /// help them, and the default of 10 calls a minute per route holds a busy page's messages back.
 async fn check_rate_limiter(client: &RestClient) -> Finding {
     const NAME: &str = "rate limiter";
-    const ADVICE: &str = "raise Administration → Settings → Rate Limiter → API Rate Limiter → Default Number calls to the rate limiter (API_Enable_Rate_Limiter_Limit_Calls_Default, e.g. 1000 per 60000 ms) or turn the API rate limiter off (API_Enable_Rate_Limiter); livechat/visitor keeps its own 5 per minute unless the limiter is off";
+    const ADVICE: &str = "raise Administration → Settings → Rate Limiter → API Rate Limiter → Default Number calls to the rate limiter (API_Enable_Rate_Limiter_Limit_Calls_Default, e.g. 1000 per 60000 ms) or turn the API rate limiter off (API_Enable_Rate_Limiter); livechat/visitor and livechat/room keep their own 5 per minute unless the limiter is off";
     let enabled = match client.privileged_setting("API_Enable_Rate_Limiter").await {
         Ok(value) => value.as_bool().unwrap_or(true),
         Err(_) => {
             return Finding::warn(
                 NAME,
-                "cannot read the REST rate limiter settings (they need view-privileged-setting); Livechat visitor routes allow 10 calls per minute per IP by default, far too few for a busy page",
+                "cannot read the REST rate limiter settings (they need view-privileged-setting); by default the unauthenticated Livechat routes allow 10 calls per minute per route and IP, far too few for a busy page",
                 ADVICE,
             );
         }
@@ -512,6 +513,56 @@ async fn check_rate_limiter(client: &RestClient) -> Finding {
                 "the REST rate limiter allows only {calls} calls per {window_ms} ms per route and IP; customer messages would wait"
             ),
             ADVICE,
+        )
+    }
+}
+
+/// 429s per Rocket.Chat route in the last hour, read from the running daemon's `/metrics` on
+/// `[http].listen`, and what the Livechat routes' own limits mean for new conversations.
+async fn check_throttling(config: &HttpConfig) -> Finding {
+    const NAME: &str = "throttling";
+    const METRIC: &str = "omni_gateway_rocketchat_rate_limited_last_hour";
+    let limits = crate::telemetry::LIVECHAT_LIMITS;
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let answer = async {
+        let client = reqwest::Client::builder().timeout(TIMEOUT).build().ok()?;
+        let response = client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .ok()?;
+        response.error_for_status().ok()?.text().await.ok()
+    }
+    .await;
+    let Some(text) = answer else {
+        return Finding::pass(
+            NAME,
+            format!("no daemon answers on {addr}, so no 429 counts to show; {limits}"),
+        );
+    };
+    let counts: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(METRIC)?.strip_prefix("{route=\"")?;
+            let (route, value) = rest.split_once("\"} ")?;
+            Some((route.to_owned(), value.trim().parse().ok()?))
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    let seen = crate::telemetry::describe_rate_limited(&counts);
+    if counts.is_empty() {
+        Finding::pass(
+            NAME,
+            format!("Rocket.Chat answered no request with 429 in the last hour; {limits}"),
+        )
+    } else {
+        Finding::warn(
+            NAME,
+            format!("Rocket.Chat answered 429 in the last hour: {seen}; {limits}"),
+            "customers' messages were delayed, not lost; the rate limiter line says which setting lifts which limit",
         )
     }
 }

@@ -70,7 +70,7 @@ impl Gateway {
             &config.http.public_url,
             config.facebook.verify_token.clone(),
         ));
-        let telemetry = Telemetry::new();
+        let telemetry = Telemetry::with_rate_limits(rest.rate_limits());
         let customer = CustomerMessenger::new(graph.clone(), store.clone(), chat.clone());
         let (ddp, events) = connect_realtime(&config, cancel.child_token()).await;
         let context = RelayContext {

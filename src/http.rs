@@ -574,15 +574,15 @@ fn relayed_events(
     Ok((events, stale_pages))
 }
 
-/// Stores the events durably (the 200 waits for this), then wakes their conversations' workers.
+/// Stores the events durably (the 200 waits for this; see `Store::ingest`), then wakes their
+/// conversations' workers.
 async fn store_events(
     state: &WebhookState,
     events: Vec<InboundEvent>,
     stale_pages: &[PageId],
 ) -> Result<(), store::Error> {
     let keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
-    let outcome = state.store.enqueue_inbound(events)?;
-    state.store.sync().await?;
+    let outcome = state.store.ingest(events).await?;
     state
         .telemetry
         .webhook_event("stored", outcome.stored as u64);
@@ -653,15 +653,22 @@ pub fn metrics(state: MetricsState) -> Router {
 
 async fn render_metrics(State(state): State<MetricsState>) -> Response {
     let pages = state.store.pages().unwrap_or_default();
-    let held = state
+    let held_since: Vec<u64> = state
         .store
         .conversations()
-        .map(|all| all.iter().filter(|c| c.held_since_ms.is_some()).count())
-        .unwrap_or(0);
+        .map(|all| all.iter().filter_map(|c| c.held_since_ms).collect())
+        .unwrap_or_default();
+    let now_ms = crate::health::now_ms();
+    let oldest_held = held_since
+        .iter()
+        .min()
+        .map(|since| Duration::from_millis(now_ms.saturating_sub(*since)))
+        .unwrap_or_default();
     let snapshot = Snapshot {
         inbox_depth: state.store.inbox().len(),
         outbox_depth: state.store.outbox().len(),
-        held_conversations: held,
+        held_conversations: held_since.len(),
+        oldest_held,
         rocketchat_up: matches!(state.health.link(), Link::Up { .. }),
         pages: pages
             .iter()

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod logging;
 pub mod messenger;
 pub mod notices;
 pub mod pages;

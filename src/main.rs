@@ -5,14 +5,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use omni_gateway::config::Config;
+use omni_gateway::logging::{self, TextStyle};
 #[cfg(feature = "sandbox")]
 use omni_gateway::sandbox;
 use omni_gateway::{check, daemon, tls};
-use tracing_subscriber::EnvFilter;
+
+/// sysexits.h `EX_CONFIG`: the configuration is wrong. The systemd unit lists it in
+/// `RestartPreventExitStatus=`, so a wrong file is not restarted in a loop.
+const EX_CONFIG: u8 = 78;
 
 #[derive(Parser)]
 #[command(
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OMNI_GATEWAY_GIT_COMMIT"), ")"),
     about = "Connects Facebook Pages (Messenger) to Rocket.Chat Omnichannel"
 )]
 struct Cli {
@@ -38,7 +42,33 @@ enum Action {
         /// Keep everything running after the tour and print how to poke it.
         #[arg(long)]
         interactive: bool,
+        /// Skip the tour: serve one connected page on this loopback address for a webhook load
+        /// generator, until Ctrl-C.
+        #[arg(long, value_name = "ADDR", conflicts_with = "interactive")]
+        serve: Option<std::net::SocketAddr>,
+        /// With --serve: the app secret the load generator signs with.
+        #[arg(long, requires = "serve", default_value = "bench-secret")]
+        app_secret: String,
+        /// With --serve: the connected page's id.
+        #[arg(long, requires = "serve", default_value = "1111")]
+        page: String,
+        /// With --serve: Rocket.Chat answers 503 to everything, so every event is stored and
+        /// held (ingest alone).
+        #[arg(long, requires = "serve")]
+        rocketchat_down: bool,
     },
+}
+
+/// What `main` does once the command line and, for `run`, the configuration are read.
+enum Job {
+    Run(Box<Config>),
+    Check,
+    #[cfg(feature = "sandbox")]
+    Sandbox {
+        interactive: bool,
+    },
+    #[cfg(feature = "sandbox")]
+    LoadTarget(sandbox::LoadTarget),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,25 +87,63 @@ fn main() -> ExitCode {
         #[cfg(feature = "sandbox")]
         Action::Sandbox { .. } => "warn",
     };
-    init_logging(cli.log_format, default_level);
+    let style = TextStyle::detect();
+    logging::init(
+        matches!(cli.log_format, LogFormat::Json),
+        default_level,
+        style,
+    );
     tls::install_crypto_provider();
+    // `run` refuses a wrong file or a leftover example value before anything starts, one line
+    // per problem, with EX_CONFIG.
+    let job = match action {
+        Action::Run => match Config::load(&cli.config) {
+            Ok(config) => match config.reject_placeholders(&cli.config) {
+                Ok(()) => Job::Run(Box::new(config)),
+                Err(problems) => {
+                    for problem in &problems {
+                        logging::error_line(style, &problem.to_string());
+                    }
+                    logging::error_line(
+                        style,
+                        "refusing to start while the example values above are left; `omni-gateway check` lists what to set",
+                    );
+                    return ExitCode::from(EX_CONFIG);
+                }
+            },
+            Err(err) => {
+                logging::error_line(style, &err.to_string());
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        Action::Check => Job::Check,
+        #[cfg(feature = "sandbox")]
+        Action::Sandbox {
+            serve: Some(listen),
+            app_secret,
+            page,
+            rocketchat_down,
+            ..
+        } => Job::LoadTarget(sandbox::LoadTarget {
+            listen,
+            app_secret,
+            page,
+            rocketchat_down,
+        }),
+        #[cfg(feature = "sandbox")]
+        Action::Sandbox { interactive, .. } => Job::Sandbox { interactive },
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("omni-gateway: cannot start the async runtime: {err}");
+            logging::error_line(style, &format!("cannot start the async runtime: {err}"));
             return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(async {
-        match action {
-            Action::Run => {
-                let config = Config::load(&cli.config)?;
-                for warning in config.placeholder_warnings() {
-                    tracing::warn!("{warning}");
-                }
-                daemon::run(config).await
-            }
-            Action::Check => {
+        match job {
+            Job::Run(config) => daemon::run(*config).await,
+            Job::Check => {
                 let report = check::run(&cli.config, &mut |finding| println!("{finding}")).await;
                 if report.passed() {
                     Ok(())
@@ -86,8 +154,12 @@ fn main() -> ExitCode {
                 }
             }
             #[cfg(feature = "sandbox")]
-            Action::Sandbox { interactive } => {
+            Job::Sandbox { interactive } => {
                 Ok(sandbox::run(interactive, &mut |line| println!("{line}")).await?)
+            }
+            #[cfg(feature = "sandbox")]
+            Job::LoadTarget(target) => {
+                Ok(sandbox::serve_load_target(target, &mut |line| println!("{line}")).await?)
             }
         }
     });
@@ -96,22 +168,12 @@ fn main() -> ExitCode {
         Err(err) => {
             // `{:#}` prints the whole context chain on one line.
             tracing::error!("{err:#}");
-            eprintln!("omni-gateway: {err:#}");
+            // The journal already has the tracing line; elsewhere a person may run with the
+            // log filtered off, so say it once more plainly.
+            if style != TextStyle::Journal {
+                eprintln!("omni-gateway: {err:#}");
+            }
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `RUST_LOG` decides the levels (default `default_level`); `--log-format json` for log
-/// collectors.
-fn init_logging(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

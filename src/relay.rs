@@ -143,7 +143,12 @@ async fn work<D: Direction>(relay: Arc<D>, key: ConversationKey) {
         if ctx.cancel.is_cancelled() {
             return;
         }
-        let next = match D::queue(&ctx.store).oldest(&key) {
+        let queue = D::queue(&ctx.store);
+        // The webhook still arriving wakes a worker once its events are queued.
+        if queue.arriving(&key) && relay.workers().retire(&key, || queue.arriving(&key)) {
+            return;
+        }
+        let next = match queue.oldest(&key) {
             Ok(next) => next,
             Err(err) => {
                 error!(conversation = %key, queue = D::QUEUE, error = %err, "cannot read the queue; retrying");

@@ -24,9 +24,11 @@
 //! skipped.
 
 mod crypto;
+mod journal;
 mod keys;
 mod records;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
@@ -44,6 +46,7 @@ pub use records::{
 };
 
 use crate::ids::{ConversationKey, MessageId, PageId, RoomId};
+use journal::Journal;
 use keys::Tree;
 use records::At;
 
@@ -51,6 +54,11 @@ use records::At;
 pub const SCHEMA_VERSION: u64 = 1;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// The last inbox-journal record whose events are in sled, written in the same transaction as
+/// them (see [`journal`]).
+const JOURNAL_APPLIED_KEY: &[u8] = b"inbox_journal_applied";
+/// The journal's folder inside the store's.
+const JOURNAL_DIR: &str = "inbox-journal";
 
 /// How many `sync()` requests may queue for the flusher before callers wait to enqueue.
 const FLUSH_QUEUE: usize = 1024;
@@ -95,6 +103,8 @@ pub enum Error {
     TokenKeyIo { path: PathBuf, source: io::Error },
     #[error("store sync failed: {0}")]
     Sync(String),
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
 }
 
 impl Error {
@@ -111,6 +121,10 @@ impl Error {
                 ..
             } => err,
             Error::TokenKeyIo { source, .. } => source,
+            Error::Journal(err) => match err.io() {
+                Some(io) => io,
+                None => return false,
+            },
             _ => return false,
         };
         const EFBIG: i32 = 27;
@@ -181,9 +195,106 @@ struct Inner {
     /// The group-commit queue, created by the first `sync()` (it needs a runtime) and again if
     /// its runtime went away.
     flusher: Mutex<Option<mpsc::Sender<oneshot::Sender<FlushResult>>>>,
+    /// Where webhooks' events are made durable before their 200; set once at open.
+    journal: std::sync::OnceLock<Journal<Vec<PreparedInbound>, EnqueueOutcome>>,
+    /// Conversations with a webhook between parse and inbox: see [`Queue::arriving`].
+    arriving: Mutex<HashMap<ConversationKey, usize>>,
+}
+
+/// Counts a webhook's conversations as arriving while it is on its way into the inbox.
+struct Arrival<'a> {
+    arriving: &'a Mutex<HashMap<ConversationKey, usize>>,
+    keys: Vec<ConversationKey>,
+}
+
+impl<'a> Arrival<'a> {
+    fn new(arriving: &'a Mutex<HashMap<ConversationKey, usize>>, events: &[InboundEvent]) -> Self {
+        let mut keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        let mut counts = arriving.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in &keys {
+            *counts.entry(key.clone()).or_default() += 1;
+        }
+        Arrival { arriving, keys }
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.arriving.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(count) = counts.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// An inbound event encoded for the inbox, with its dedupe mark: what the journal carries to
+/// sled.
+struct PreparedInbound {
+    key: ConversationKey,
+    timestamp_ms: u64,
+    seen: Option<Vec<u8>>,
+    mark: Vec<u8>,
+    value: Vec<u8>,
 }
 
 impl Inner {
+    /// Puts batches of prepared events in the inbox and their dedupe marks, all in one
+    /// transaction, with the journal position of the last batch that has one: sled then knows
+    /// exactly which journal records it holds. Returns one outcome per batch.
+    fn apply_inbound(
+        &self,
+        batches: Vec<(Option<journal::Position>, Vec<PreparedInbound>)>,
+    ) -> Result<Vec<EnqueueOutcome>> {
+        let mut keyed = Vec::with_capacity(batches.len());
+        let mut applied = None;
+        for (position, prepared) in batches {
+            let mut queue_keys = Vec::with_capacity(prepared.len());
+            for event in &prepared {
+                let seq = self.db.generate_id().map_err(sled_err("inbox id"))?;
+                queue_keys.push(keys::queue(&event.key, event.timestamp_ms, seq));
+            }
+            applied = position.or(applied);
+            keyed.push((queue_keys, prepared));
+        }
+        let applied = applied.map(journal::Position::to_bytes);
+        let outcomes = (&self.inbox, &self.seen, &self.meta)
+            .transaction(|(inbox, seen, meta)| {
+                let mut outcomes = Vec::with_capacity(keyed.len());
+                for (queue_keys, prepared) in &keyed {
+                    let mut outcome = EnqueueOutcome::default();
+                    for (key, event) in queue_keys.iter().zip(prepared) {
+                        if let Some(seen_key) = &event.seen {
+                            if seen.get(seen_key.as_slice())?.is_some() {
+                                outcome.duplicates += 1;
+                                continue;
+                            }
+                            seen.insert(seen_key.as_slice(), event.mark.as_slice())?;
+                        }
+                        inbox.insert(key.as_slice(), event.value.as_slice())?;
+                        outcome.stored += 1;
+                    }
+                    outcomes.push(outcome);
+                }
+                if let Some(applied) = &applied {
+                    meta.insert(JOURNAL_APPLIED_KEY, applied.as_slice())?;
+                }
+                Ok(outcomes)
+            })
+            .map_err(tx_err("inbox write"))?;
+        add(
+            &self.inbox_len,
+            outcomes.iter().map(|o| o.stored).sum::<usize>(),
+        );
+        Ok(outcomes)
+    }
+
     fn flush(&self) -> Result<()> {
         if let Err(err) = self.db.flush() {
             self.failed.store(true, Ordering::Relaxed);
@@ -210,6 +321,55 @@ impl Inner {
             Tree::Reactions => &self.reactions,
         }
     }
+}
+
+/// Encodes events for the inbox, outside any transaction and off the journal's thread.
+fn prepare_inbound(events: &[InboundEvent]) -> Result<Vec<PreparedInbound>> {
+    events
+        .iter()
+        .map(|event| {
+            Ok(PreparedInbound {
+                key: event.key.clone(),
+                timestamp_ms: event.timestamp_ms,
+                seen: event
+                    .dedupe_key
+                    .as_deref()
+                    .map(|dedupe| keys::seen(&event.key.page, dedupe)),
+                mark: records::encode_mark(Tree::Seen, event.received_ms)?,
+                value: records::encode_inbound(event)?,
+            })
+        })
+        .collect()
+}
+
+/// A journal record: the events' inbox encodings, each behind its 32-bit length.
+fn journal_record(prepared: &[PreparedInbound]) -> Vec<u8> {
+    let size = prepared.iter().map(|p| 4 + p.value.len()).sum();
+    let mut record = Vec::with_capacity(size);
+    for event in prepared {
+        // An event comes from a webhook body capped at 1 MiB.
+        let len = u32::try_from(event.value.len()).unwrap_or(u32::MAX);
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(&event.value);
+    }
+    record
+}
+
+fn read_journal_record(at: At<'_>, mut record: &[u8]) -> Result<Vec<InboundEvent>> {
+    let mut events = Vec::new();
+    while !record.is_empty() {
+        let damaged = || Error::Decode {
+            tree: at.tree.name(),
+            key: at.tree.describe(at.key),
+            reason: "a journal record that is not a list of inbox events".to_owned(),
+        };
+        let (len, rest) = record.split_first_chunk::<4>().ok_or_else(damaged)?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| damaged())?;
+        let value = rest.get(..len).ok_or_else(damaged)?;
+        events.push(records::decode_inbound(at, value)?);
+        record = &rest[len..];
+    }
+    Ok(events)
 }
 
 /// Serves `sync()` requests: waits for one, takes every other one already queued, flushes once
@@ -298,11 +458,14 @@ impl Store {
             flushes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             flusher: Mutex::new(None),
+            journal: std::sync::OnceLock::new(),
+            arriving: Mutex::default(),
         };
         let store = Store {
             inner: Arc::new(inner),
         };
         store.check_schema()?;
+        store.open_journal()?;
         let count = |tree: &sled::Tree| isize::try_from(tree.len()).unwrap_or(isize::MAX);
         store
             .inner
@@ -753,44 +916,90 @@ impl Store {
 
     // ---- inbox ----
 
-    /// Appends a webhook's events in one transaction over the inbox and the dedupe marks. An
-    /// event whose `(page, dedupe_key)` was seen before (in an earlier call or earlier in this
-    /// batch) is skipped. Does not flush: call [`sync`](Self::sync) before acknowledging.
-    pub fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
-        self.noting_failure(self.try_enqueue_inbound(events))
+    /// Makes a webhook's events durable and puts them in the inbox: the step before the
+    /// webhook's 200. The events are appended to the inbox journal, which shares one
+    /// `fdatasync` among every webhook waiting at that moment, and are in the inbox (deduped as
+    /// [`enqueue_inbound`](Self::enqueue_inbound) does) when this returns. No sled flush is on
+    /// this path: the journal is the durable copy until a checkpoint flushes sled.
+    pub async fn ingest(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
+        let _arrival = Arrival::new(&self.inner.arriving, &events);
+        let prepared = prepare_inbound(&events)?;
+        let record = journal_record(&prepared);
+        let Some(journal) = self.inner.journal.get() else {
+            return Err(Error::Sync("the inbox journal is not open".to_owned()));
+        };
+        journal.append(record, prepared).await.map_err(|err| {
+            // The writer stops at its first error; nothing more can be made durable until the
+            // store is reopened (see `has_failed`).
+            self.inner.failed.store(true, Ordering::Relaxed);
+            Error::Journal(err)
+        })
     }
 
-    fn try_enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
-        let mut prepared = Vec::with_capacity(events.len());
-        for event in &events {
-            let seq = self.inner.db.generate_id().map_err(sled_err("inbox id"))?;
-            let key = keys::queue(&event.key, event.timestamp_ms, seq);
-            let seen = event
-                .dedupe_key
-                .as_deref()
-                .map(|dedupe| keys::seen(&event.key.page, dedupe));
-            let mark = records::encode_mark(Tree::Seen, event.received_ms)?;
-            prepared.push((key, seen, mark, records::encode_inbound(event)?));
+    /// Puts events in the inbox in one transaction over the inbox and the dedupe marks. An
+    /// event whose `(page, dedupe_key)` was seen before (in an earlier call or earlier in this
+    /// batch) is skipped. Not durable by itself: [`ingest`](Self::ingest) is the webhook path;
+    /// this one serves tools and tests, followed by [`sync`](Self::sync).
+    pub fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
+        let prepared = prepare_inbound(&events)?;
+        let outcomes = self.inner.apply_inbound(vec![(None, prepared)]);
+        let outcomes = self.noting_failure(outcomes)?;
+        Ok(outcomes.into_iter().next().unwrap_or_default())
+    }
+
+    /// Reads what the inbox journal holds beyond what sled has, applies it, and starts the
+    /// journal's writer.
+    fn open_journal(&self) -> Result<()> {
+        let dir = self.inner.path.join(JOURNAL_DIR);
+        let recovered = Journal::<Vec<PreparedInbound>, EnqueueOutcome>::recover(&dir)?;
+        let applied = self
+            .inner
+            .meta
+            .get(JOURNAL_APPLIED_KEY)
+            .map_err(sled_err("journal position read"))?
+            .and_then(|bytes| journal::Position::from_bytes(&bytes));
+        let mut replayed = 0;
+        for (position, record) in &recovered.records {
+            if applied.is_some_and(|applied| *position <= applied) {
+                continue;
+            }
+            let at = Self::at(Tree::Inbox, JOURNAL_DIR.as_bytes());
+            let events = read_journal_record(at, record)?;
+            replayed += events.len();
+            let prepared = prepare_inbound(&events)?;
+            self.inner
+                .apply_inbound(vec![(Some(*position), prepared)])?;
         }
-        let outcome = (&self.inner.inbox, &self.inner.seen)
-            .transaction(|(inbox, seen)| {
-                let mut outcome = EnqueueOutcome::default();
-                for (key, seen_key, mark, value) in &prepared {
-                    if let Some(seen_key) = seen_key {
-                        if seen.get(seen_key.as_slice())?.is_some() {
-                            outcome.duplicates += 1;
-                            continue;
-                        }
-                        seen.insert(seen_key.as_slice(), mark.as_slice())?;
-                    }
-                    inbox.insert(key.as_slice(), value.as_slice())?;
-                    outcome.stored += 1;
-                }
-                Ok(outcome)
-            })
-            .map_err(tx_err("inbox write"))?;
-        add(&self.inner.inbox_len, outcome.stored);
-        Ok(outcome)
+        if replayed > 0 {
+            tracing::info!(
+                events = replayed,
+                "inbox journal: events acknowledged before an unclean stop put in the inbox"
+            );
+        }
+        let for_apply = Arc::downgrade(&self.inner);
+        let for_checkpoint = Arc::downgrade(&self.inner);
+        let journal = Journal::start(
+            &dir,
+            recovered,
+            Box::new(move |batch| {
+                let inner = for_apply.upgrade().ok_or("the store was closed")?;
+                let batch = batch
+                    .into_iter()
+                    .map(|(position, prepared)| (Some(position), prepared))
+                    .collect();
+                inner.apply_inbound(batch).map_err(|err| {
+                    inner.failed.store(true, Ordering::Relaxed);
+                    err.to_string()
+                })
+            }),
+            Box::new(move || {
+                let inner = for_checkpoint.upgrade().ok_or("the store was closed")?;
+                inner.flush().map_err(|err| err.to_string())
+            }),
+        )?;
+        // `open` is the only caller, once per `Inner`.
+        let _ = self.inner.journal.set(journal);
+        Ok(())
     }
 
     /// The inbox: webhook events waiting for Rocket.Chat.
@@ -1021,6 +1230,20 @@ pub struct Queue<'s, T> {
 }
 
 impl<T> Queue<'_, T> {
+    /// Whether a webhook for `key` is between parse and inbox (inbox only). Its events may be
+    /// older than what the queue holds now: a worker that posts meanwhile could post out of
+    /// order, so it leaves the conversation to the worker that webhook wakes.
+    pub fn arriving(&self, key: &ConversationKey) -> bool {
+        self.tree == Tree::Inbox
+            && self
+                .store
+                .inner
+                .arriving
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(key)
+    }
+
     /// The next item for `key`.
     pub fn oldest(&self, key: &ConversationKey) -> Result<Option<(QueueId, T)>> {
         self.store

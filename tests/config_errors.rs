@@ -452,18 +452,27 @@ fn example_bot_toml_parses_and_lists_its_placeholders() {
             .all(|w| w.contains("still has the example value")),
         "{warnings:?}"
     );
-    let refused = config
+    let refused: Vec<String> = config
         .reject_placeholders(&path)
         .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(refused.len(), 4, "one line per placeholder: {refused:?}");
     assert_eq!(
-        refused,
+        refused[0],
         format!(
             "{}: [rocketchat].password: still has the example value \"change-me\"; set password, password_file or OMNI_GATEWAY_ROCKETCHAT_PASSWORD",
             path.display()
         )
     );
+    for (line, key) in refused.iter().zip(&keys) {
+        assert!(
+            line.starts_with(&format!("{}: {key}: ", path.display())),
+            "{line}"
+        );
+    }
 
     let env = env_of(&[
         ("OMNI_GATEWAY_ROCKETCHAT_PASSWORD", "real-1"),

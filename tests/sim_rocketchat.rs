@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use omni_sim::ids::RoomId;
-use omni_sim::rocketchat::{RocketChatSim, SimOptions};
+use omni_sim::rocketchat::{RocketChatSim, ServerVersion, SimOptions};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
@@ -18,6 +18,7 @@ async fn start(ping_idle: Duration, rest_rate_limiter: bool) -> RocketChatSim {
     RocketChatSim::start(SimOptions {
         ping_idle,
         rest_rate_limiter,
+        ..SimOptions::default()
     })
     .await
     .expect("simulator starts")
@@ -888,4 +889,487 @@ async fn rate_limiter_and_injected_faults() {
         "dropped without a close frame"
     );
     sim.shutdown().await;
+}
+
+// ---- issue 11: what a real server does, per version ---------------------------------------
+
+/// A simulator answering as `version`, with the limiter as given and an online agent in "Sales".
+async fn omnichannel_with(opts: SimOptions) -> (RocketChatSim, reqwest::Client, String) {
+    let sim = RocketChatSim::start(opts).await.expect("simulator starts");
+    sim.add_user("bot", "secret", &["bot"]);
+    sim.add_user("agent1", "pw", &["user", "livechat-agent"]);
+    sim.add_department("Sales", &["agent1"]);
+    sim.set_agent_online("agent1", true);
+    let base = sim.url().as_str().trim_end_matches('/').to_owned();
+    (sim, http(), base)
+}
+
+fn limited(version: ServerVersion) -> SimOptions {
+    SimOptions {
+        rest_rate_limiter: true,
+        version,
+        ..SimOptions::default()
+    }
+}
+
+fn epoch_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+fn header(response: &reqwest::Response, name: &str) -> u64 {
+    response.headers()[name]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("number")
+}
+
+#[tokio::test]
+async fn livechat_room_has_its_own_five_a_minute_that_the_default_does_not_lift() {
+    let (sim, client, base) = omnichannel_with(limited(ServerVersion::V8)).await;
+    // Raising the default limit does not lift a route's own limit.
+    sim.set_setting("API_Enable_Rate_Limiter_Limit_Calls_Default", json!(1000));
+    // The bot's credentials and its api-bypass-rate-limit do not help on an unauthenticated route.
+    let bot = sim.add_user("bot", "secret", &["bot"]);
+    let token = sim.personal_access_token("bot");
+    let room = |visitor: &str| {
+        client
+            .get(format!("{base}/api/v1/livechat/room?token={visitor}"))
+            .header("x-user-id", bot.as_str())
+            .header("x-auth-token", &token)
+            .send()
+    };
+    open_room(&client, &base, "fb-l1").await;
+    // open_room spent one slot of each; an already-open room costs a slot too.
+    for left in (0..4).rev() {
+        let response = room("fb-l1").await.expect("room");
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(header(&response, "x-ratelimit-remaining"), left);
+        assert_eq!(header(&response, "x-ratelimit-limit"), 5);
+    }
+    let before = epoch_ms();
+    let refused = room("fb-l1").await.expect("room");
+    assert_eq!(refused.status().as_u16(), 429);
+    let reset = header(&refused, "x-ratelimit-reset");
+    assert!(
+        reset > before + 50_000 && reset <= epoch_ms() + 60_000,
+        "X-RateLimit-Reset is epoch ms: {reset}"
+    );
+    let (_, reply) = body(refused).await;
+    let keys: Vec<&String> = reply.as_object().expect("object").keys().collect();
+    assert_eq!(
+        keys,
+        ["error", "success"],
+        "no details, no errorType: {reply}"
+    );
+    // The visitor route has its own bucket, also 5.
+    for n in 0..5 {
+        let response = client
+            .post(format!("{base}/api/v1/livechat/visitor"))
+            .json(&json!({ "visitor": { "token": format!("fb-v{n}") } }))
+            .send()
+            .await
+            .expect("visitor");
+        let expected = if n < 4 { 200 } else { 429 };
+        assert_eq!(response.status().as_u16(), expected, "visitor {n}");
+    }
+    // Only switching the limiter off lifts both.
+    sim.set_setting("API_Enable_Rate_Limiter", json!(false));
+    assert_eq!(room("fb-l1").await.expect("room").status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn messages_history_is_one_bucket_for_every_room_and_its_window_passes() {
+    let (sim, client, base) = omnichannel_with(SimOptions {
+        // Test knob: the 60 s window becomes 200 ms.
+        rate_window_divisor: 300,
+        ..limited(ServerVersion::V8)
+    })
+    .await;
+    sim.set_setting("API_Enable_Rate_Limiter_Limit_Calls_Default", json!(3));
+    let a = open_room(&client, &base, "fb-h1").await;
+    let b = open_room(&client, &base, "fb-h2").await;
+    let history = |rid: &str, token: &str| {
+        client
+            .get(format!(
+                "{base}/api/v1/livechat/messages.history/{rid}?token={token}"
+            ))
+            .send()
+    };
+    assert_eq!(
+        history(&a, "fb-h1").await.expect("h").status().as_u16(),
+        200
+    );
+    assert_eq!(
+        history(&b, "fb-h2").await.expect("h").status().as_u16(),
+        200
+    );
+    assert_eq!(
+        history(&a, "fb-h1").await.expect("h").status().as_u16(),
+        200
+    );
+    let refused = history(&b, "fb-h2").await.expect("h");
+    assert_eq!(
+        refused.status().as_u16(),
+        429,
+        "room b shares room a's bucket"
+    );
+    assert_eq!(header(&refused, "x-ratelimit-limit"), 3);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        history(&b, "fb-h2").await.expect("h").status().as_u16(),
+        200
+    );
+}
+
+async fn upload_png(client: &reqwest::Client, base: &str, rid: &str, token: &str) -> (u16, Value) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"PNGDATA".to_vec())
+            .file_name("photo.png")
+            .mime_str("image/png")
+            .expect("mime"),
+    );
+    body(
+        client
+            .post(format!("{base}/api/v1/livechat/upload/{rid}"))
+            .header("x-visitor-token", token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn uploads_are_five_per_ten_seconds_on_8x_only() {
+    for (version, sixth) in [(ServerVersion::V8, 429), (ServerVersion::V7, 200)] {
+        let (_sim, client, base) = omnichannel_with(limited(version)).await;
+        let rid = open_room(&client, &base, "fb-u").await;
+        for n in 0..5 {
+            assert_eq!(upload_png(&client, &base, &rid, "fb-u").await.0, 200, "{n}");
+        }
+        let (status, reply) = upload_png(&client, &base, &rid, "fb-u").await;
+        assert_eq!(status, sixth, "{version:?}: {reply}");
+    }
+}
+
+#[tokio::test]
+async fn upload_refusals_carry_reason() {
+    let (sim, client, base) = omnichannel().await;
+    let rid = open_room(&client, &base, "fb-r1").await;
+    let (status, reply) = body(
+        client
+            .post(format!("{base}/api/v1/livechat/upload/{rid}"))
+            .header("x-visitor-token", "fb-r1")
+            .multipart(reqwest::multipart::Form::new().text("msg", "no file"))
+            .send()
+            .await
+            .expect("upload"),
+    )
+    .await;
+    assert_eq!(
+        (status, reply),
+        (
+            400,
+            json!({ "success": false, "reason": "error-no-file-uploaded" })
+        )
+    );
+    sim.set_setting("Livechat_fileupload_enabled", json!(false));
+    assert_eq!(
+        upload_png(&client, &base, &rid, "fb-r1").await,
+        (
+            400,
+            json!({ "success": false, "reason": "error-file-upload-disabled" })
+        )
+    );
+}
+
+#[tokio::test]
+async fn settings_public_filters_by_id_only_from_7x() {
+    for version in [ServerVersion::V6, ServerVersion::V7, ServerVersion::V8] {
+        let (_sim, client, base) = omnichannel_with(SimOptions {
+            version,
+            ..SimOptions::default()
+        })
+        .await;
+        let get = |query: &str| {
+            client
+                .get(format!("{base}/api/v1/settings.public?{query}"))
+                .send()
+        };
+        let (status, public) = body(get("_id=Livechat_enabled").await.expect("get")).await;
+        assert_eq!(status, 200, "{public}");
+        let ids: Vec<&str> = public["settings"]
+            .as_array()
+            .expect("settings")
+            .iter()
+            .filter_map(|s| s["_id"].as_str())
+            .collect();
+        if version == ServerVersion::V6 {
+            // The filter is ignored: the first page (50, by _id) has no Livechat setting.
+            assert_eq!(ids.len(), 50, "{version:?}");
+            assert!(!ids.contains(&"Livechat_enabled"), "{version:?}");
+            assert!(public["total"].as_u64() > Some(50));
+            assert_eq!(get("nonsense=1").await.expect("get").status().as_u16(), 200);
+        } else {
+            assert_eq!(ids, ["Livechat_enabled"], "{version:?}");
+            let (status, refused) = body(get("nonsense=1").await.expect("get")).await;
+            assert_eq!(status, 400, "{version:?}");
+            assert_eq!(refused["errorType"], "invalid-params");
+        }
+    }
+}
+
+#[tokio::test]
+async fn character_limit_refuses_long_texts_and_config_reports_it() {
+    let (sim, client, base) = omnichannel().await;
+    let rid = open_room(&client, &base, "fb-c").await;
+    let limit = || async {
+        let (_, config) = body(
+            client
+                .get(format!("{base}/api/v1/livechat/config?token=fb-c"))
+                .send()
+                .await
+                .expect("config"),
+        )
+        .await;
+        config["config"]["settings"]["limitTextLength"].clone()
+    };
+    let send = |text: String| {
+        client
+            .post(format!("{base}/api/v1/livechat/message"))
+            .json(&json!({ "token": "fb-c", "rid": rid, "msg": text }))
+            .send()
+    };
+    assert_eq!(limit().await, json!(false));
+    assert_eq!(
+        send("x".repeat(20)).await.expect("send").status().as_u16(),
+        200
+    );
+    sim.set_setting("Livechat_enable_message_character_limit", json!(true));
+    sim.set_setting("Livechat_message_character_limit", json!(10));
+    assert_eq!(limit().await, json!(10));
+    // UTF-16 units: five emoji are ten units.
+    assert_eq!(
+        send("😀".repeat(5)).await.expect("send").status().as_u16(),
+        200
+    );
+    let (status, refused) = body(send("😀".repeat(5) + "!").await.expect("send")).await;
+    assert_eq!(
+        (status, refused),
+        (
+            400,
+            json!({ "success": false, "error": "message-length-exceeds-character-limit" })
+        )
+    );
+    // Limit 0: config falls back to Message_MaxAllowedSize, the route refuses any text.
+    sim.set_setting("Livechat_message_character_limit", json!(0));
+    assert_eq!(limit().await, json!(5000));
+    assert_eq!(send("a".into()).await.expect("send").status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn a_message_id_from_a_closed_room_is_refused_and_found_only_there_from_7x() {
+    for version in [ServerVersion::V6, ServerVersion::V7] {
+        let (sim, client, base) = omnichannel_with(SimOptions {
+            version,
+            ..SimOptions::default()
+        })
+        .await;
+        let old = open_room(&client, &base, "fb-d").await;
+        let send = |rid: &str| {
+            client
+                .post(format!("{base}/api/v1/livechat/message"))
+                .json(&json!({ "token": "fb-d", "rid": rid, "msg": "hi", "_id": "mid-1" }))
+                .send()
+        };
+        assert_eq!(send(&old).await.expect("send").status().as_u16(), 200);
+        sim.close_room(&RoomId::new(old.clone()), "agent1");
+        let (_, room) = body(
+            client
+                .get(format!("{base}/api/v1/livechat/room?token=fb-d"))
+                .send()
+                .await
+                .expect("room"),
+        )
+        .await;
+        let new = room["room"]["_id"].as_str().expect("rid").to_owned();
+        assert_ne!(new, old);
+        assert_eq!(send(&new).await.expect("send").status().as_u16(), 400);
+        let find = |rid: &str| {
+            client
+                .get(format!(
+                    "{base}/api/v1/livechat/message/mid-1?token=fb-d&rid={rid}"
+                ))
+                .send()
+        };
+        let (status, in_old) = body(find(&old).await.expect("get")).await;
+        assert_eq!(
+            (status, in_old["message"]["rid"].as_str()),
+            (200, Some(old.as_str()))
+        );
+        let (status, in_new) = body(find(&new).await.expect("get")).await;
+        if version == ServerVersion::V6 {
+            assert_eq!(status, 200, "6.x looks the id up alone: {in_new}");
+        } else {
+            assert_eq!(
+                (status, in_new),
+                (400, json!({ "success": false, "error": "invalid-message" }))
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_image_carries_its_thumbnail_second_and_image_url_points_at_it() {
+    let (sim, client, base) = omnichannel().await;
+    let rid = open_room(&client, &base, "fb-i").await;
+    let rid_id = RoomId::new(rid.clone());
+    sim.agent_upload(
+        "agent1",
+        &rid_id,
+        "cat.png",
+        "image/png",
+        b"ORIGINAL-PNG".to_vec(),
+    );
+    sim.agent_upload(
+        "agent1",
+        &rid_id,
+        "menu.pdf",
+        "application/pdf",
+        b"%PDF".to_vec(),
+    );
+    let (_, history) = body(
+        client
+            .get(format!(
+                "{base}/api/v1/livechat/messages.history/{rid}?token=fb-i"
+            ))
+            .send()
+            .await
+            .expect("history"),
+    )
+    .await;
+    let messages = history["messages"].as_array().expect("messages");
+    let image = messages
+        .iter()
+        .find(|m| m["file"]["name"] == "cat.png")
+        .expect("image message");
+    let files = image["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2, "{image}");
+    assert_eq!(files[0]["_id"], image["file"]["_id"]);
+    assert_eq!(files[1]["name"], "thumb-cat.png");
+    let attachment = &image["attachments"][0];
+    let thumb_url = format!(
+        "/file-upload/{}/cat.png",
+        files[1]["_id"].as_str().expect("id")
+    );
+    assert_eq!(attachment["image_url"], thumb_url.as_str());
+    let original_url = attachment["title_link"].as_str().expect("title_link");
+    assert!(original_url.contains(image["file"]["_id"].as_str().expect("id")));
+    let pdf = messages
+        .iter()
+        .find(|m| m["file"]["name"] == "menu.pdf")
+        .expect("pdf message");
+    assert_eq!(pdf["files"].as_array().map(Vec::len), Some(1));
+    // Both are served to the room's visitor, and they differ.
+    let fetch = |path: String| {
+        client
+            .get(format!(
+                "{base}{path}?rc_room_type=l&rc_rid={rid}&rc_token=fb-i"
+            ))
+            .send()
+    };
+    let original = fetch(original_url.to_owned()).await.expect("get");
+    assert_eq!(original.status().as_u16(), 200);
+    assert_eq!(
+        original.bytes().await.expect("bytes").as_ref(),
+        b"ORIGINAL-PNG"
+    );
+    let thumb = fetch(thumb_url).await.expect("get");
+    assert_eq!(thumb.status().as_u16(), 200);
+    assert_ne!(
+        thumb.bytes().await.expect("bytes").as_ref(),
+        b"ORIGINAL-PNG"
+    );
+    let seen = sim
+        .messages(&rid_id)
+        .into_iter()
+        .find(|m| m.file.as_ref().is_some_and(|f| f.name == "cat.png"))
+        .expect("image");
+    assert_eq!(seen.thumbnail.map(|t| t.name), Some("thumb-cat.png".into()));
+    // With thumbnails off the server keeps one file.
+    sim.set_setting("Message_Attachments_Thumbnails_Enabled", json!(false));
+    let plain = sim.agent_upload("agent1", &rid_id, "dog.png", "image/png", b"PNG".to_vec());
+    let plain = sim
+        .messages(&rid_id)
+        .into_iter()
+        .find(|m| m.id == plain)
+        .expect("image");
+    assert!(plain.thumbnail.is_none());
+}
+
+#[tokio::test]
+async fn my_messages_carries_public_channel_traffic_the_bot_is_not_in() {
+    let sim = sim().await;
+    sim.add_user("bot", "secret", &["bot"]);
+    sim.add_user("carol", "pw", &["user"]);
+    let general = sim.channel("general", &["carol"]);
+    let mut ddp = Ddp::logged_in(&sim, "bot", "secret").await;
+    assert_eq!(
+        ddp.sub(
+            "m",
+            "stream-room-messages",
+            json!(["__my_messages__", false])
+        )
+        .await["msg"],
+        "ready"
+    );
+    sim.post_channel_message("carol", &general, "lunch?");
+    let event = ddp.recv().await;
+    let args = &event["fields"]["args"];
+    assert_eq!(args[0]["msg"], "lunch?");
+    assert_eq!(args[1]["roomType"], "c");
+    assert_eq!(args[1]["roomParticipant"], false);
+}
+
+#[tokio::test]
+async fn departments_come_in_pages_of_at_most_100() {
+    let (sim, client, base) = omnichannel().await;
+    for n in 1..150 {
+        sim.add_department(&format!("Dept {n:03}"), &["agent1"]);
+    }
+    sim.grant_permission("bot", "view-livechat-departments");
+    let token = sim.personal_access_token("bot");
+    let bot = sim.add_user("bot", "secret", &["bot"]);
+    let page = |query: &str| {
+        client
+            .get(format!("{base}/api/v1/livechat/department?{query}"))
+            .header("x-user-id", bot.as_str())
+            .header("x-auth-token", &token)
+            .send()
+    };
+    let (_, first) = body(page("count=200").await.expect("page")).await;
+    assert_eq!(first["departments"].as_array().map(Vec::len), Some(100));
+    assert_eq!(
+        (first["count"].clone(), first["total"].clone()),
+        (json!(100), json!(150))
+    );
+    let (_, rest) = body(page("count=100&offset=100").await.expect("page")).await;
+    assert_eq!(rest["departments"].as_array().map(Vec::len), Some(50));
+    assert_eq!(rest["offset"], 100);
+    let (_, default) = body(page("").await.expect("page")).await;
+    assert_eq!(default["count"], 50);
+    let (status, refused) = body(page("limit=500").await.expect("page")).await;
+    assert_eq!(
+        (status, refused["errorType"].clone()),
+        (400, json!("invalid-params"))
+    );
 }

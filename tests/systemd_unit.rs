@@ -27,11 +27,7 @@ fn unit_text() -> String {
 /// The unit with `ExecStart=` pointing at the binary this test built, so `verify` can stat it.
 fn unit_for_this_build(dir: &Path) -> PathBuf {
     let path = dir.join("omni-gateway.service");
-    std::fs::write(
-        &path,
-        unit_text().replace("/usr/local/bin/omni-gateway", BINARY),
-    )
-    .unwrap();
+    std::fs::write(&path, unit_text().replace("/usr/bin/omni-gateway", BINARY)).unwrap();
     path
 }
 

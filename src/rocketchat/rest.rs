@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::ids::{MessageId, RoomId, UserId};
+use crate::telemetry::RateLimits;
 
 /// Credentials for authenticated REST calls.
 #[derive(Clone)]
@@ -125,6 +126,7 @@ pub struct RestClient {
     http: reqwest::Client,
     base: Url,
     auth: Arc<RwLock<Option<Auth>>>,
+    rate_limits: Arc<RateLimits>,
 }
 
 /// An Omnichannel department as `livechat/department` lists it.
@@ -172,6 +174,7 @@ impl RestClient {
             http,
             base,
             auth: Arc::new(RwLock::new(None)),
+            rate_limits: Arc::default(),
         })
     }
 
@@ -180,6 +183,11 @@ impl RestClient {
         // A poisoned lock only means a writer panicked mid-assignment of an Option: the value
         // is still a valid Option, so recover it.
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth;
+    }
+
+    /// The 429s this client (and its clones) met, for metrics and `/facebook status`.
+    pub fn rate_limits(&self) -> Arc<RateLimits> {
+        self.rate_limits.clone()
     }
 
     /// The logged-in user, if any.
@@ -273,7 +281,11 @@ impl RestClient {
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
-        Err(classify_failure(route, status, reset, &bytes))
+        let err = classify_failure(route, status, reset, &bytes);
+        if let Error::RateLimited { route, .. } = &err {
+            self.rate_limits.record(route);
+        }
+        Err(err)
     }
 
     /// `POST chat.sendMessage` with a client-chosen `_id`, so a retry cannot post twice.

@@ -1,10 +1,10 @@
 //! A strict, in-process Rocket.Chat simulator: the realtime API (DDP over WebSocket at
 //! `/websocket`) and the REST subset the gateway uses (`/api/v1/…`, Livechat visitor routes, file
 //! downloads at `/file-upload/…`), built from Rocket.Chat's source (summarised in
-//! `docs/rocketchat.md`). It rejects what the real server rejects, with the real error shapes, so the gateway's
-//! tests and `omni-gateway sandbox` exercise the same failure paths as production. Tests drive the
-//! far side through this handle (people typing, agents replying, rooms closing) and inject faults
-//! (dropped sockets, refused connections, unanswered pings, 5xx, 429, latency).
+//! `docs/rocketchat.md`). It rejects what the real server rejects, with the real error shapes, so
+//! the gateway's tests and `omni-gateway sandbox` exercise the same failure paths as production.
+//! Tests drive the far side through this handle (people typing, agents replying, rooms closing)
+//! and inject faults (dropped sockets, refused connections, unanswered pings, 5xx, 429, latency).
 
 mod ddp;
 mod livechat;
@@ -27,15 +27,44 @@ use crate::ids::{MessageId, RoomId, UserId, VisitorToken};
 use state::{Author, Department, FileRef, Msg, Room, RoomKind, State, StoredFile, User};
 use wire::{now_ms, random_id};
 
+/// The Rocket.Chat release line the simulator answers as, where releases differ on the wire
+/// (`docs/rocketchat.md` §5). `V6` is a late 6.x server (6.13, the oldest line
+/// `@rocket.chat/rest-typings` is pinned at in `contract/`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ServerVersion {
+    V6,
+    V7,
+    #[default]
+    V8,
+}
+
+impl ServerVersion {
+    /// What `GET /api/info` reports.
+    pub fn number(self) -> &'static str {
+        match self {
+            ServerVersion::V6 => "6.13.1",
+            ServerVersion::V7 => "7.13.9",
+            ServerVersion::V8 => "8.8.1",
+        }
+    }
+}
+
 /// How the simulator behaves where the real server is configurable.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     /// The server pings after this much client silence and closes with 4000 "TIMEOUT" after the
     /// same again (the real `ddp-streamer` uses 30 s for both, `constants.ts`).
     pub ping_idle: Duration,
-    /// Initial value of `API_Enable_Rate_Limiter` (the real default is on; off here so tests that
-    /// do not test the limiter are not slowed by it).
+    /// Initial value of `API_Enable_Rate_Limiter`. The real default is on; off here until the
+    /// gateway copes with the per-IP Livechat limits (`livechat/visitor` and `livechat/room`
+    /// 5 per 60 s) and `check` reports them (its tests fail with the limiter on by default).
     pub rest_rate_limiter: bool,
+    /// The release line to answer as; the newest by default.
+    pub version: ServerVersion,
+    /// Test knob: every rate-limit window (the routes' own and the default-limit setting) is
+    /// divided by this, so a test can wait a window out. 1 (the default) is the real timing;
+    /// the `X-RateLimit-*` headers and 429 texts follow the shortened window.
+    pub rate_window_divisor: u32,
 }
 
 impl Default for SimOptions {
@@ -43,6 +72,8 @@ impl Default for SimOptions {
         Self {
             ping_idle: Duration::from_secs(30),
             rest_rate_limiter: false,
+            version: ServerVersion::default(),
+            rate_window_divisor: 1,
         }
     }
 }
@@ -69,6 +100,8 @@ pub struct SimMessage {
     pub token: Option<VisitorToken>,
     pub ts_ms: i64,
     pub file: Option<SimFile>,
+    /// The thumbnail the server generated for an image (second `files[]` entry).
+    pub thumbnail: Option<SimFile>,
     /// The texts of the messages it quotes (its quote attachments).
     pub quoted: Vec<String>,
     /// `:name:` → who reacted.
@@ -187,6 +220,7 @@ impl RocketChatSim {
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::warn!(error = %error, "rocket.chat simulator stopped with an error");
@@ -399,6 +433,23 @@ impl RocketChatSim {
         self.shared().mutate(|st| {
             let author = Self::author(st, username);
             self.insert(st, rid, author, text, None)
+        })
+    }
+
+    /// Someone writes in a public channel (`t:"c"`). `__my_messages__` carries it to every
+    /// logged-in user who can access the channel, members or not: role `bot` holds `view-c-room`
+    /// (`allowEmit` in `apps/meteor/server/modules/notifications/notifications.module.ts`,
+    /// `docs/rocketchat.md` §2.6), so a gateway sees this traffic and must drop it.
+    pub fn post_channel_message(&self, username: &str, channel: &RoomId, text: &str) -> MessageId {
+        self.shared().mutate(|st| {
+            assert!(
+                st.rooms
+                    .get(channel.as_str())
+                    .is_some_and(|r| r.kind == RoomKind::Channel),
+                "simulator room {channel} is not a public channel"
+            );
+            let author = Self::author(st, username);
+            self.insert(st, channel, author, text, None)
         })
     }
 
@@ -684,8 +735,29 @@ impl RocketChatSim {
     }
 }
 
-/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference.
+/// Keeps an uploaded file's bytes for `/file-upload/…` and returns its reference. An image (not
+/// SVG, `Message_Attachments_Thumbnails_Enabled` on) also gets a thumbnail file `thumb-<name>`
+/// (`FileUpload.createImageThumbnail` and `uploadImageThumbnail`, called from `apps/meteor/app/file-upload/server/methods/sendFileMessage.ts`). The simulator
+/// does not scale pictures: the thumbnail's bytes are the first half of the original's, so a test
+/// can tell which of the two a client fetched.
 fn store_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>) -> FileRef {
+    let thumb = (mime.starts_with("image/")
+        && mime != "image/svg+xml"
+        && st.setting_bool("Message_Attachments_Thumbnails_Enabled"))
+    .then(|| {
+        let half = bytes
+            .get(..bytes.len().div_ceil(2))
+            .unwrap_or_default()
+            .to_vec();
+        Box::new(keep_file(st, rid, &format!("thumb-{name}"), mime, half))
+    });
+    FileRef {
+        thumb,
+        ..keep_file(st, rid, name, mime, bytes)
+    }
+}
+
+fn keep_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>) -> FileRef {
     let id = random_id();
     let size = bytes.len();
     st.files.insert(
@@ -702,6 +774,7 @@ fn store_file(st: &mut State, rid: &str, name: &str, mime: &str, bytes: Vec<u8>)
         name: name.to_owned(),
         mime: mime.to_owned(),
         size,
+        thumb: None,
     }
 }
 
@@ -714,21 +787,30 @@ fn sim_message(st: &State, m: &Msg) -> SimMessage {
         t: m.t.clone(),
         token: m.token.clone().map(VisitorToken::new),
         ts_ms: m.ts_ms,
-        file: m.file.as_ref().map(|f| SimFile {
-            id: f.id.clone(),
-            name: f.name.clone(),
-            mime: f.mime.clone(),
-            bytes: st
-                .files
-                .get(&f.id)
-                .map(|s| s.bytes.clone())
-                .unwrap_or_default(),
-        }),
+        file: m.file.as_ref().map(|f| sim_file(st, f)),
+        thumbnail: m
+            .file
+            .as_ref()
+            .and_then(|f| f.thumb.as_deref())
+            .map(|t| sim_file(st, t)),
         quoted: m
             .quotes
             .iter()
             .filter_map(|q| q.get("text").and_then(Value::as_str).map(str::to_owned))
             .collect(),
         reactions: m.reactions.clone(),
+    }
+}
+
+fn sim_file(st: &State, f: &FileRef) -> SimFile {
+    SimFile {
+        id: f.id.clone(),
+        name: f.name.clone(),
+        mime: f.mime.clone(),
+        bytes: st
+            .files
+            .get(&f.id)
+            .map(|s| s.bytes.clone())
+            .unwrap_or_default(),
     }
 }

@@ -14,13 +14,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::rest::{authenticate, js_len, json_body, missing_param, visitor_author};
+use super::rest::{
+    authenticate, js_len, json_body, missing_param, pagination, unknown_param, visitor_author,
+};
 use super::state::{Msg, RoomRequest, State, Visitor};
 use super::wire::{
     DateForm, Reply, forbidden, forbidden_permissions, meteor_failure, now_ms, object_failure,
     plain_failure, random_id, success, unauthorized,
 };
-use super::{Shared, store_file};
+use super::{ServerVersion, Shared, store_file};
 
 type St = AxState<Arc<Shared>>;
 type QueryList = Query<Vec<(String, String)>>;
@@ -219,6 +221,17 @@ async fn send(AxState(shared): St, body: Bytes) -> Reply {
         if !room.live.as_ref().is_some_and(|l| l.open) {
             return plain_failure("room-closed");
         }
+        // message.ts: `if (Livechat_enable_message_character_limit && msg.length >
+        // parseInt(Livechat_message_character_limit)) throw new Error(
+        // 'message-length-exceeds-character-limit')`, checked against that setting alone
+        // (`docs/rocketchat.md` §4.3, §4.4).
+        if st.setting_bool("Livechat_enable_message_character_limit") {
+            let limit =
+                usize::try_from(st.setting_i64("Livechat_message_character_limit")).unwrap_or(0);
+            if js_len(text) > limit {
+                return plain_failure("message-length-exceeds-character-limit");
+            }
+        }
         let max = usize::try_from(st.setting_i64("Message_MaxAllowedSize")).unwrap_or(5000);
         if js_len(text) > max {
             return meteor_failure(
@@ -268,7 +281,11 @@ async fn get_message(AxState(shared): St, Path(id): Path<String>, Query(q): Quer
     if find_room(&st, token, rid).is_none() {
         return plain_failure("invalid-room");
     }
-    match st.message(&id) {
+    // 7.x onward: `Messages.findOneByRoomIdAndMessageId(rid, _id)`; 6.x: `findOneById(_id)`
+    // (`apps/meteor/app/livechat/server/api/v1/message.ts`, `docs/rocketchat.md` §4.3). So from
+    // 7.x a message that landed in the visitor's previous room is not found with the new rid.
+    let by_room = shared.opts.version >= ServerVersion::V7;
+    match st.message(&id).filter(|m| !by_room || m.rid == rid) {
         Some(m) => success(json!({ "message": m.to_json(DateForm::Iso) })),
         None => plain_failure("invalid-message"),
     }
@@ -349,6 +366,12 @@ async fn history(AxState(shared): St, Path(rid): Path<String>, Query(q): QueryLi
     success(json!({ "messages": messages }))
 }
 
+/// upload.ts: `API.v1.failure({ reason: 'error-no-file-uploaded' })` — `reason`, not `error`
+/// (`docs/rocketchat.md` §4.6).
+fn no_file() -> Reply {
+    object_failure(json!({ "reason": "error-no-file-uploaded" }))
+}
+
 /// Whether a MIME type passes `FileUpload_MediaTypeWhiteList`/`BlackList` (comma lists, `type/*`).
 fn type_allowed(st: &State, mime: &str) -> bool {
     let matches = |list: &str| {
@@ -396,12 +419,13 @@ async fn upload(
         if !(st.setting_bool("FileUpload_Enabled")
             && st.setting_bool("Livechat_fileupload_enabled"))
         {
-            return plain_failure("error-file-upload-disabled");
+            // upload.ts: `API.v1.failure({ reason: 'error-file-upload-disabled' })`.
+            return object_failure(json!({ "reason": "error-file-upload-disabled" }));
         }
         st.setting_i64("FileUpload_MaxFileSize")
     };
     let Ok(mut multipart) = multipart else {
-        return meteor_failure("No file uploaded", None, None);
+        return no_file();
     };
     let mut file: Option<(String, String, Bytes)> = None;
     let mut text = String::new();
@@ -409,7 +433,7 @@ async fn upload(
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(_) => return meteor_failure("No file uploaded", None, None),
+            Err(_) => return no_file(),
         };
         let name = field.name().unwrap_or_default().to_owned();
         if name == "file" {
@@ -420,14 +444,14 @@ async fn upload(
                 .to_owned();
             match field.bytes().await {
                 Ok(bytes) => file = Some((file_name, mime, bytes)),
-                Err(_) => return meteor_failure("No file uploaded", None, None),
+                Err(_) => return no_file(),
             }
         } else if name == "msg" || name == "description" {
             text = field.text().await.unwrap_or_default();
         }
     }
     let Some((name, mime, bytes)) = file else {
-        return meteor_failure("No file uploaded", None, None);
+        return no_file();
     };
     shared.mutate(|st| {
         if !type_allowed(st, &mime) {
@@ -479,10 +503,21 @@ async fn config(AxState(shared): St, Query(q): QueryList) -> Reply {
         .collect();
     let file_upload =
         st.setting_bool("FileUpload_Enabled") && st.setting_bool("Livechat_fileupload_enabled");
+    // `settings()` in `apps/meteor/app/livechat/server/api/lib/livechat.ts`:
+    // `limitTextLength: Livechat_enable_message_character_limit && (Livechat_message_character_limit
+    // || Message_MaxAllowedSize)` — `false` when off, else a number (`docs/rocketchat.md` §4.4).
+    let limit_text_length = if st.setting_bool("Livechat_enable_message_character_limit") {
+        match st.setting_i64("Livechat_message_character_limit") {
+            0 => json!(st.setting_i64("Message_MaxAllowedSize")),
+            n => json!(n),
+        }
+    } else {
+        json!(false)
+    };
     let mut config = json!({
         "enabled": true,
         "settings": { "registrationForm": true, "allowSwitchingDepartments": true, "displayOfflineForm": true,
-                      "fileUpload": file_upload, "language": "en" },
+                      "fileUpload": file_upload, "language": "en", "limitTextLength": limit_text_length },
         "theme": {}, "messages": {}, "survey": {}, "triggers": [], "resources": {},
         "departments": departments,
         "online": st.livechat_online(param(&q, "department")),
@@ -509,18 +544,42 @@ async fn departments(AxState(shared): St, headers: HeaderMap, Query(q): QueryLis
     {
         return forbidden_permissions();
     }
+    // `isGETLivechatDepartmentProps` (@rocket.chat/rest-typings, `additionalProperties: false`).
+    let allowed = [
+        "text",
+        "onlyMyDepartments",
+        "enabled",
+        "excludeDepartmentId",
+        "showArchived",
+        "count",
+        "offset",
+        "sort",
+        "query",
+    ];
+    if let Some(refused) = unknown_param(&allowed, &q) {
+        return refused;
+    }
     let only_enabled = param(&q, "enabled") == Some("true");
-    let list: Vec<Value> = st
+    let matching: Vec<&super::state::Department> = st
         .departments
         .iter()
         .filter(|d| !only_enabled || d.enabled)
+        .collect();
+    // Paged by `getPaginationItems` (at most 100 a page): a client pages with `offset` until
+    // `offset + count >= total` (`apps/meteor/app/livechat/imports/server/rest/departments.ts`,
+    // `docs/rocketchat.md` §3.4).
+    let (offset, count) = pagination(&st, &q);
+    let list: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(count.unwrap_or(usize::MAX))
         .map(|d| {
             json!({ "_id": d.id, "name": d.name, "enabled": d.enabled, "showOnRegistration": true,
                     "showOnOfflineForm": true, "numAgents": d.agents.len(), "email": "", "description": "" })
         })
         .collect();
     let n = list.len();
-    success(json!({ "departments": list, "count": n, "offset": 0, "total": n }))
+    success(json!({ "departments": list, "count": n, "offset": offset, "total": matching.len() }))
 }
 
 /// Reads a credential from the query string or, failing that, the cookies.

@@ -3,11 +3,14 @@
 //! (`login`, `me`, `chat.*`, `users.info`, `im.create`, `settings`). Livechat routes live in
 //! `livechat.rs`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Path, Query, Request, State as AxState, WebSocketUpgrade};
+use axum::extract::{
+    ConnectInfo, MatchedPath, Path, Query, Request, State as AxState, WebSocketUpgrade,
+};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -15,12 +18,14 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::time::Duration;
 
-use super::Shared;
-use super::state::{Author, Msg, PUBLIC_SETTINGS, RoomKind, State, User, sha256_hex};
+use super::state::{
+    Author, Msg, OTHER_PUBLIC_SETTINGS, PUBLIC_SETTINGS, RoomKind, State, User, sha256_hex,
+};
 use super::wire::{
     DateForm, Reply, date, forbidden_permissions, meteor_failure, now_ms, object_failure,
     plain_failure, random_id, success, unauthorized,
 };
+use super::{ServerVersion, Shared};
 use super::{ddp, livechat};
 
 type St = AxState<Arc<Shared>>;
@@ -70,7 +75,13 @@ async fn websocket(AxState(shared): St, ws: WebSocketUpgrade) -> Response {
 }
 
 /// Applies the injected faults and the REST rate limiter before a route runs.
-async fn gate(AxState(shared): St, req: Request, next: Next) -> Response {
+async fn gate(
+    AxState(shared): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip = peer.ip();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -106,16 +117,15 @@ async fn gate(AxState(shared): St, req: Request, next: Next) -> Response {
     if let Some(forced) = forced_fault(&shared) {
         return forced;
     }
-    let Some(limit) = limiter_for(&shared, &route, &method, req.headers()) else {
+    let Some(verdict) = limiter_for(&shared, &route, &method, req.headers(), ip) else {
         return next.run(req).await;
     };
-    let (allowed, remaining, reset_ms) = limit;
-    let (max, _) = limits(&shared.lock(), &route);
-    let headers = rate_headers(max, remaining, reset_ms);
-    let mut response = if allowed {
+    // `enforceRateLimit` sets the headers on every counted call, refused or not.
+    let headers = rate_headers(verdict.limit, verdict.remaining, verdict.reset_ms);
+    let mut response = if verdict.allowed {
         next.run(req).await
     } else {
-        too_many_requests(reset_ms).into_response()
+        too_many_requests(verdict.reset_ms).into_response()
     };
     response.headers_mut().extend(headers);
     response
@@ -231,13 +241,25 @@ fn forced_fault(shared: &Shared) -> Option<Response> {
     None
 }
 
+/// One counted call: whether it may go on, the route's limit, calls left, ms until reset.
+struct RateVerdict {
+    allowed: bool,
+    limit: u64,
+    remaining: u64,
+    reset_ms: u64,
+}
+
 /// Counts the call against the REST limiter when it applies; `None` when it does not.
+/// `shouldVerifyRateLimit` in `apps/meteor/app/api/server/ApiClass.ts`: the limiter is on
+/// (`API_Enable_Rate_Limiter`) and the caller is not an authenticated user holding
+/// `api-bypass-rate-limit` (unauthenticated routes such as the Livechat visitor ones never bypass).
 fn limiter_for(
     shared: &Shared,
     route: &str,
     method: &Method,
     headers: &HeaderMap,
-) -> Option<(bool, u64, u64)> {
+    ip: IpAddr,
+) -> Option<RateVerdict> {
     let name = route.strip_prefix("/api/v1/")?;
     let mut st = shared.lock();
     if !st.setting_bool("API_Enable_Rate_Limiter") {
@@ -250,17 +272,38 @@ fn limiter_for(
             return None;
         }
     }
-    let (max, interval) = limits(&st, route);
-    // Every client here is on loopback, so the key is route + method for one IP.
-    let key = format!("127.0.0.1 /{name}{}", method.as_str().to_ascii_lowercase());
-    Some(st.rate_check(key, max, interval))
+    let (limit, interval) = limits(&st, shared.opts.version, route);
+    let interval = interval / shared.opts.rate_window_divisor.max(1);
+    // The rule's key is `{ IPAddr, route: `/${route}${method}` }` with the route *pattern*
+    // (`getFullRouteName` in ApiClass.ts): every room shares one `messages.history/:rid` bucket.
+    let pattern = name.replace('{', ":").replace('}', "");
+    let key = format!("{ip} /{pattern}{}", method.as_str().to_ascii_lowercase());
+    let (allowed, remaining, reset_ms) = st.rate_check(key, limit, interval);
+    Some(RateVerdict {
+        allowed,
+        limit,
+        remaining,
+        reset_ms,
+    })
 }
 
-/// Per-route limits: `livechat/visitor` has its own 5 per minute (visitor.ts); every other v1
-/// route the `API_Enable_Rate_Limiter_Limit_*_Default` settings.
-fn limits(st: &State, route: &str) -> (u64, Duration) {
-    if route == "/api/v1/livechat/visitor" {
-        return (5, Duration::from_millis(60_000));
+/// Per-route limits. A route's own `rateLimiterOptions` replaces the defaults
+/// (`addRateLimiterRuleForRoutes` in ApiClass.ts), so raising the default-limit settings does not
+/// lift them: `livechat/visitor` 5 per 60 s
+/// (`apps/meteor/app/livechat/server/api/v1/visitor.ts`), `livechat/room` 5 per 60 s
+/// (`apps/meteor/app/livechat/server/api/v1/room.ts`, late 6.x onward), and on 8.x
+/// `livechat/upload/:rid` 5 per 10 s (`apps/meteor/app/livechat/imports/server/rest/upload.ts`).
+/// Every other v1 route: the `API_Enable_Rate_Limiter_Limit_*_Default` settings
+/// (`apps/meteor/server/settings/rate.ts`). `docs/rocketchat.md` §3.3.
+fn limits(st: &State, version: ServerVersion, route: &str) -> (u64, Duration) {
+    match route {
+        "/api/v1/livechat/visitor" | "/api/v1/livechat/room" => {
+            return (5, Duration::from_millis(60_000));
+        }
+        "/api/v1/livechat/upload/{rid}" if version >= ServerVersion::V8 => {
+            return (5, Duration::from_millis(10_000));
+        }
+        _ => {}
     }
     let calls =
         u64::try_from(st.setting_i64("API_Enable_Rate_Limiter_Limit_Calls_Default")).unwrap_or(10);
@@ -345,8 +388,8 @@ fn user_json(user: &User, full: bool) -> Value {
     doc
 }
 
-async fn info() -> Reply {
-    success(json!({ "version": "7.5.0" }))
+async fn info(AxState(shared): St) -> Reply {
+    success(json!({ "version": shared.opts.version.number() }))
 }
 
 /// `POST /api/v1/login`: `{user|username|email, password}` (plain text, as the REST API takes
@@ -638,24 +681,79 @@ async fn im_create(AxState(shared): St, headers: HeaderMap, body: Bytes) -> Repl
     })
 }
 
-/// `GET /api/v1/settings.public[?_id=a,b]`: public settings only.
+/// The `offset`/`count` of a paged route (`getPaginationItems` in
+/// `apps/meteor/app/api/server/helpers/getPaginationItems.ts`): `count` defaults to
+/// `API_Default_Count` (50) and is clamped to `API_Upper_Count_Limit` (100), not refused;
+/// `count=0` means everything when `API_Allow_Infinite_Count` is on. `None` count = no limit.
+pub(super) fn pagination(st: &State, q: &[(String, String)]) -> (usize, Option<usize>) {
+    let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let number = |name: &str| get(name).and_then(|v| v.trim().parse::<usize>().ok());
+    let default = usize::try_from(st.setting_i64("API_Default_Count")).unwrap_or(50);
+    let upper = usize::try_from(st.setting_i64("API_Upper_Count_Limit")).unwrap_or(100);
+    let offset = number("offset").unwrap_or(0);
+    let count = match number("count") {
+        Some(0) if st.setting_bool("API_Allow_Infinite_Count") => None,
+        Some(0) | None => Some(default),
+        Some(n) => Some(n.min(upper)),
+    };
+    (offset, count)
+}
+
+/// The 400 ajv gives a query with a key the route's schema does not allow
+/// (`additionalProperties: false`), as `validateParams` in ApiClass.ts reports it.
+pub(super) fn unknown_param(allowed: &[&str], q: &[(String, String)]) -> Option<Reply> {
+    q.iter()
+        .find(|(k, _)| !allowed.contains(&k.as_str()))
+        .map(|_| {
+            meteor_failure(
+                "invalid-params",
+                Some("must NOT have additional properties"),
+                None,
+            )
+        })
+}
+
+/// `GET /api/v1/settings.public`: public settings, sorted by `_id`, paged (§3.4 of
+/// `docs/rocketchat.md`). From 7.0 the route validates its query with
+/// `isSettingsPublicWithPaginationProps` (`count, offset, sort, _id, query`,
+/// `additionalProperties: false`) and `_id=a,b` filters (`apps/meteor/app/api/server/v1/settings.ts`);
+/// 6.x has no `_id` filter and answers the first page whatever it was asked.
 async fn settings_public(AxState(shared): St, Query(q): Query<Vec<(String, String)>>) -> Reply {
     let st = shared.lock();
+    let filters = shared.opts.version >= ServerVersion::V7;
+    if filters
+        && let Some(refused) = unknown_param(&["count", "offset", "sort", "_id", "query"], &q)
+    {
+        return refused;
+    }
     let wanted: Option<Vec<String>> = q
         .iter()
-        .find(|(k, _)| k == "_id")
+        .find(|(k, _)| filters && k == "_id")
         .map(|(_, v)| v.split(',').map(|s| s.trim().to_owned()).collect());
-    let settings: Vec<Value> = PUBLIC_SETTINGS
+    let mut ids: Vec<&str> = PUBLIC_SETTINGS
         .iter()
+        .chain(OTHER_PUBLIC_SETTINGS)
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    let all: Vec<Value> = ids
+        .into_iter()
         .filter(|id| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == *id)))
         .filter_map(|id| {
             st.settings
-                .get(*id)
+                .get(id)
                 .map(|v| json!({ "_id": id, "value": v }))
         })
         .collect();
-    let n = settings.len();
-    success(json!({ "settings": settings, "count": n, "offset": 0, "total": n }))
+    let total = all.len();
+    let (offset, count) = pagination(&st, &q);
+    let page: Vec<Value> = all
+        .into_iter()
+        .skip(offset)
+        .take(count.unwrap_or(usize::MAX))
+        .collect();
+    let n = page.len();
+    success(json!({ "settings": page, "count": n, "offset": offset, "total": total }))
 }
 
 /// `GET /api/v1/settings/:_id`: needs `view-privileged-setting` (settings.ts), so a bot should

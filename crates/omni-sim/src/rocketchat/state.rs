@@ -105,6 +105,8 @@ pub(super) struct FileRef {
     pub name: String,
     pub mime: String,
     pub size: usize,
+    /// The thumbnail the server generated for an image (`Message_Attachments_Thumbnails_Enabled`).
+    pub thumb: Option<Box<FileRef>>,
 }
 
 /// Who wrote a message: a user (`u` from the users collection) or a Livechat visitor.
@@ -195,6 +197,23 @@ impl Msg {
                 attachment[format!("{kind}_url")] = json!(link);
                 attachment[format!("{kind}_type")] = json!(f.mime);
                 attachment[format!("{kind}_size")] = json!(f.size);
+            }
+            // `parseFileIntoMessageAttachments` in
+            // `apps/meteor/app/file-upload/server/methods/sendFileMessage.ts`: an image's
+            // thumbnail is the second `files[]` entry and `image_url` points at it (under the
+            // original's name); `file` and `title_link` stay on the original
+            // (`docs/rocketchat.md` §2.8).
+            if let Some(t) = &f.thumb {
+                let thumb = json!({ "_id": t.id, "name": t.name, "type": t.mime, "size": t.size,
+                                    "format": "", "typeGroup": "image" });
+                m["files"] = json!([m["file"].clone(), thumb]);
+                attachment["image_url"] = json!(format!(
+                    "/file-upload/{}/{}",
+                    t.id,
+                    url_path_segment(&f.name)
+                ));
+                attachment["image_type"] = json!(t.mime);
+                attachment["image_dimensions"] = json!({ "width": 480, "height": 360 });
             }
             let mut attachments = self.quotes.clone();
             attachments.push(attachment);
@@ -319,8 +338,16 @@ fn default_settings(rate_limiter: bool) -> BTreeMap<String, Value> {
         ("Site_Url", json!("http://127.0.0.1")),
         // `apps/meteor/server/settings/message.ts`: editing is allowed by default.
         ("Message_AllowEditing", json!(true)),
+        // `apps/meteor/server/settings/message.ts`; thumbnails are 480 wide at most.
+        ("Message_Attachments_Thumbnails_Enabled", json!(true)),
+        ("Livechat_enable_message_character_limit", json!(false)),
+        ("Livechat_message_character_limit", json!(0)),
+        ("API_Default_Count", json!(50)),
+        ("API_Upper_Count_Limit", json!(100)),
+        ("API_Allow_Infinite_Count", json!(true)),
     ]
     .into_iter()
+    .chain(OTHER_PUBLIC_SETTINGS.iter().map(|id| (*id, json!(false))))
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
@@ -336,6 +363,66 @@ pub(super) const PUBLIC_SETTINGS: &[&str] = &[
     "FileUpload_MediaTypeBlackList",
     "FileUpload_ProtectFiles",
     "Site_Url",
+];
+
+/// Public settings the gateway never reads that sort before `Livechat_*`, so a first page of
+/// `settings.public` (50 by `_id`) holds none of the settings above, as on a real server
+/// (`apps/meteor/server/settings/accounts.ts`). Their values do not matter here.
+pub(super) const OTHER_PUBLIC_SETTINGS: &[&str] = &[
+    "Accounts_AllowAnonymousRead",
+    "Accounts_AllowAnonymousWrite",
+    "Accounts_AllowDeleteOwnAccount",
+    "Accounts_AllowEmailChange",
+    "Accounts_AllowEmailNotifications",
+    "Accounts_AllowFeaturePreview",
+    "Accounts_AllowInvisibleStatusOption",
+    "Accounts_AllowPasswordChange",
+    "Accounts_AllowPasswordChangeForOAuthUsers",
+    "Accounts_AllowRealNameChange",
+    "Accounts_AllowUserAvatarChange",
+    "Accounts_AllowUserProfileChange",
+    "Accounts_AllowUserStatusMessageChange",
+    "Accounts_AllowUsernameChange",
+    "Accounts_AvatarBlockUnauthenticatedAccess",
+    "Accounts_AvatarExternalProviderUrl",
+    "Accounts_AvatarResize",
+    "Accounts_AvatarSize",
+    "Accounts_CustomFields",
+    "Accounts_CustomFieldsToShowInUserInfo",
+    "Accounts_Default_User_Preferences_alsoSendThreadToChannel",
+    "Accounts_Default_User_Preferences_autoImageLoad",
+    "Accounts_Default_User_Preferences_collapseMediaByDefault",
+    "Accounts_Default_User_Preferences_desktopNotifications",
+    "Accounts_Default_User_Preferences_displayAvatars",
+    "Accounts_Default_User_Preferences_emailNotificationMode",
+    "Accounts_Default_User_Preferences_enableAutoAway",
+    "Accounts_Default_User_Preferences_hideFlexTab",
+    "Accounts_Default_User_Preferences_hideRoles",
+    "Accounts_Default_User_Preferences_hideUsernames",
+    "Accounts_Default_User_Preferences_idleTimeLimit",
+    "Accounts_Default_User_Preferences_mobileNotifications",
+    "Accounts_Default_User_Preferences_newMessageNotification",
+    "Accounts_Default_User_Preferences_newRoomNotification",
+    "Accounts_Default_User_Preferences_notifyCalendarEvents",
+    "Accounts_Default_User_Preferences_pushNotifications",
+    "Accounts_Default_User_Preferences_receiveLoginDetectionEmail",
+    "Accounts_Default_User_Preferences_saveMobileBandwidth",
+    "Accounts_Default_User_Preferences_sendOnEnter",
+    "Accounts_Default_User_Preferences_showThreadsInMainChannel",
+    "Accounts_Default_User_Preferences_sidebarGroupByType",
+    "Accounts_Default_User_Preferences_sidebarShowFavorites",
+    "Accounts_Default_User_Preferences_sidebarShowUnread",
+    "Accounts_Default_User_Preferences_sidebarSortby",
+    "Accounts_Default_User_Preferences_sidebarViewMode",
+    "Accounts_Default_User_Preferences_unreadAlert",
+    "Accounts_Default_User_Preferences_useEmojis",
+    "Accounts_Directory_DefaultView",
+    "Accounts_EmailVerification",
+    "Accounts_ForgetUserSessionOnWindowClose",
+    "Accounts_LoginExpiration",
+    "Accounts_ManuallyApproveNewUsers",
+    "Accounts_PasswordReset",
+    "Accounts_RegistrationForm",
 ];
 
 /// The default role grants of the permissions the simulator checks (`upsertPermissions.ts`).
