@@ -617,6 +617,7 @@ fn is_relayed(event: &webhook::Event) -> bool {
             | webhook::Event::Postback { .. }
             | webhook::Event::Edit { .. }
             | webhook::Event::Reaction { .. }
+            | webhook::Event::Read { .. }
     )
 }
 

@@ -379,6 +379,55 @@ async fn without_room_access_a_reaction_is_a_line_quoting_the_message() {
 }
 
 #[tokio::test]
+async fn a_read_receipt_shows_in_the_room_info_without_a_chat_line() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_hello", t0, "Hello")])
+        .await;
+    let rid = world.room_with("Peter Chang", 1).await;
+    let read = |watermark: u64| {
+        json!({"sender": {"id": "psid-1"}, "recipient": {"id": omni_testkit::messenger::PAGE_ID},
+               "timestamp": watermark + 5, "read": {"watermark": watermark}})
+    };
+    // No custom field yet: the receipt is dropped, the conversation goes on.
+    world.post_ok(&[read(t0 + 1)]).await;
+    world
+        .post_ok(&[text_event("psid-1", "m_more", t0 + 10, "More")])
+        .await;
+    world.room_with("Peter Chang", 2).await;
+    assert_eq!(
+        world
+            .chat
+            .sim
+            .room_custom_field(&rid, omni_gateway::relay::inbound::READ_FIELD),
+        None
+    );
+
+    // An admin creates the room field: the next receipt fills it.
+    world
+        .chat
+        .sim
+        .add_custom_field(omni_gateway::relay::inbound::READ_FIELD, true);
+    let watermark = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    world.post_ok(&[read(watermark)]).await;
+    eventually("the room shows when the customer read", || {
+        world
+            .chat
+            .sim
+            .room_custom_field(&rid, omni_gateway::relay::inbound::READ_FIELD)
+            .is_some_and(|v| v.starts_with("2026-01-01T00:00:00"))
+    })
+    .await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["Hello", "More"],
+        "no chat line per receipt"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
 async fn a_redelivered_webhook_makes_no_second_message() {
     let world = World::start(true).await;
     let t0 = now_ms();
@@ -762,7 +811,7 @@ async fn metrics_count_what_happened() {
         .post_ok(&[
             text_event("psid-1", "m_metric_1", t0 + 1, "two"),
             json!({"sender": {"id": "psid-1"}, "recipient": {"id": PAGE_ID}, "timestamp": t0 + 2,
-                   "read": {"watermark": t0}}),
+                   "delivery": {"watermark": t0}}),
         ])
         .await;
     assert_eq!(

@@ -206,6 +206,8 @@ pub enum Event {
         emoji: Option<String>,
         react: bool,
     },
+    /// The customer read every page message sent at or before `watermark_ms`.
+    Read { watermark_ms: u64 },
     /// A message the page sent (from this app or from another tool such as the Page inbox).
     Echo { app_id: Option<String> },
     /// Anything else (reads, deliveries, referrals, handover…): acknowledged, not relayed.
@@ -301,8 +303,14 @@ pub fn event(item: &Value) -> Event {
         }
         return Event::Other("reaction without mid");
     }
+    if let Some(read) = item.get("read") {
+        // https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-reads
+        return match read.get("watermark").and_then(Value::as_u64) {
+            Some(watermark_ms) => Event::Read { watermark_ms },
+            None => Event::Other("read without watermark"),
+        };
+    }
     for kind in [
-        "read",
         "delivery",
         "referral",
         "optin",
@@ -513,7 +521,11 @@ mod tests {
                     app_id: Some("1517776481860111".into()),
                 },
             ),
-            (json!({"read":{"watermark":1}}), Event::Other("read")),
+            (
+                json!({"read":{"watermark":1}}),
+                Event::Read { watermark_ms: 1 },
+            ),
+            (json!({"read":{}}), Event::Other("read without watermark")),
             (
                 json!({"reaction":{"mid":"m","action":"react","emoji":"\u{2764}\u{FE0F}","reaction":"love"}}),
                 Event::Reaction {

@@ -66,6 +66,10 @@ enum FileFallback {
 }
 
 /// The inbound relay. Shared (`Arc`) by the webhook handler, which wakes it, and its workers.
+/// The Omnichannel custom field (scope Room) that shows agents when the customer last read the
+/// page's messages (an ISO date).
+pub const READ_FIELD: &str = "messenger_read_at";
+
 pub struct Inbound {
     ctx: RelayContext,
     /// Watches the rooms this relay opens, for the agents' replies.
@@ -76,6 +80,8 @@ pub struct Inbound {
     outage: OutageLog,
     /// Whether the log already says that reactions degrade to lines.
     reactions_warned: AtomicBool,
+    /// Whether the log already says that read receipts have no custom field to go to.
+    reads_warned: AtomicBool,
 }
 
 impl Inbound {
@@ -94,6 +100,7 @@ impl Inbound {
             workers: Workers::default(),
             outage: OutageLog::new("rocket.chat"),
             reactions_warned: AtomicBool::new(false),
+            reads_warned: AtomicBool::new(false),
         })
     }
 
@@ -195,6 +202,9 @@ impl Inbound {
         progress: &mut usize,
     ) -> Result<(), Failure> {
         let meaning = webhook::event(&event.payload);
+        if let Event::Read { watermark_ms } = meaning {
+            return self.mark_read(key, watermark_ms).await;
+        }
         let Some(parts) = render::parts(&meaning) else {
             debug!(conversation = %key, "event is not relayed");
             return Ok(());
@@ -328,6 +338,35 @@ impl Inbound {
                 self.ctx.store.put_reaction(page, mid, None, now_ms())?;
                 Ok(false)
             }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Shows agents how far the customer has read, in the room's custom field
+    /// [`READ_FIELD`], without a chat message per receipt. Needs the field created by an admin;
+    /// without it receipts are dropped (and that is logged once).
+    async fn mark_read(&self, key: &ConversationKey, watermark_ms: u64) -> Result<(), Failure> {
+        let Some(conversation) = self.ctx.store.conversation(key)? else {
+            return Ok(());
+        };
+        if conversation.room.is_none() {
+            return Ok(());
+        }
+        let value = crate::rocketchat::dates::iso(watermark_ms);
+        match self
+            .ctx
+            .rest
+            .set_room_field(&conversation.visitor_token, READ_FIELD, &value)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_unknown_custom_field() => {
+                if !self.reads_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    warn!(conversation = %key, "read receipts are not shown: create the Omnichannel custom field {READ_FIELD} (scope Room) in Rocket.Chat to show agents when the customer read their replies");
+                }
+                Ok(())
+            }
+            Err(err) if livechat::is_room_problem(&err) => Ok(()),
             Err(err) => Err(err.into()),
         }
     }

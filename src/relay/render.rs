@@ -76,7 +76,7 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
                 quoting: Some(mid.clone()),
             }])
         }
-        Event::Echo { .. } | Event::Other(_) => None,
+        Event::Read { .. } | Event::Echo { .. } | Event::Other(_) => None,
     }
 }
 

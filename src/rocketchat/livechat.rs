@@ -114,6 +114,19 @@ impl RestClient {
         self.send::<Value>(&route, builder).await.map(|_| ())
     }
 
+    /// `POST livechat/custom.field`: sets a custom field of the visitor's open room (a room-scope
+    /// field), shown to agents in the room's info, with no chat message (`docs/rocketchat.md`
+    /// §4.10). Refused with `invalid-custom-field` ([`Error::is_unknown_custom_field`]) when no
+    /// admin created the field.
+    pub async fn set_room_field(&self, token: &VisitorToken, key: &str, value: &str) -> Result<()> {
+        let route = "livechat/custom.field";
+        let body = json!({"token": token.as_str(), "key": key, "value": value, "overwrite": true});
+        let builder = self
+            .request(Method::POST, route, Access::Anonymous)?
+            .json(&body);
+        self.send::<Value>(route, builder).await.map(|_| ())
+    }
+
     /// `GET livechat/message/:_id?token=&rid=`: whether the visitor's message exists.
     pub async fn visitor_message_exists(
         &self,
@@ -325,6 +338,11 @@ impl Error {
     /// The meaning of an API error's code; `None` for other failures and code-less refusals.
     pub fn refusal(&self) -> Option<Refusal> {
         self.error_type().map(Refusal::from_code)
+    }
+
+    /// `invalid-custom-field`: no Omnichannel custom field has that id.
+    pub fn is_unknown_custom_field(&self) -> bool {
+        self.error_type() == Some("invalid-custom-field")
     }
 
     /// A visitor's edit the server will never take: editing is off, or the message is not there.

@@ -544,6 +544,22 @@ impl RocketChatSim {
     }
 
     /// Creates an enabled Omnichannel department with these agents; returns its id.
+    /// An admin creates an Omnichannel custom field (`scope` `room` when `room_scope`).
+    pub fn add_custom_field(&self, id: &str, room_scope: bool) {
+        self.shared().mutate(|st| {
+            st.custom_fields.insert(id.to_owned(), room_scope);
+        });
+    }
+
+    /// A room's `livechatData` value, as an agent sees it in Room Info.
+    pub fn room_custom_field(&self, rid: &RoomId, key: &str) -> Option<String> {
+        let st = self.shared().lock();
+        st.rooms
+            .get(rid.as_str())
+            .and_then(|r| r.live.as_ref())
+            .and_then(|l| l.data.get(key).cloned())
+    }
+
     pub fn add_department(&self, name: &str, agents: &[&str]) -> String {
         self.shared().mutate(|st| {
             let agents = agents.iter().map(|a| Self::uid(st, a)).collect();

@@ -44,6 +44,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             post(upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/livechat/config", get(config))
+        .route("/api/v1/livechat/custom.field", post(custom_field))
         .route("/api/v1/livechat/department", get(departments))
         .route("/file-upload/{id}/{name}", get(download))
 }
@@ -328,6 +329,46 @@ async fn update_message(AxState(shared): St, Path(id): Path<String>, body: Bytes
             Some(m) => success(json!({ "message": m.to_json(DateForm::Iso) })),
             None => plain_failure("invalid-message"),
         }
+    })
+}
+
+/// `POST livechat/custom.field {"token","key","value","overwrite"}` (`customField.ts`): the guest
+/// by token (`invalid-token`), then `setCustomFields`
+/// (`apps/meteor/app/livechat/server/lib/custom-fields.ts`): the field must exist
+/// (`invalid-custom-field`); a room-scope field is written to `livechatData` of the visitor's
+/// open rooms (`LivechatRooms.updateDataByToken`), kept when `overwrite` is false and a value is
+/// there. Visitor-scope fields are accepted and not modelled further.
+async fn custom_field(AxState(shared): St, body: Bytes) -> Reply {
+    let body = match json_body(&body) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let get = |k: &str| body.get(k).and_then(Value::as_str);
+    let (Some(token), Some(key), Some(value), Some(overwrite)) = (
+        get("token"),
+        get("key"),
+        get("value"),
+        body.get("overwrite").and_then(Value::as_bool),
+    ) else {
+        return plain_failure("Match error: token, key, value and overwrite are required");
+    };
+    shared.mutate(|st| {
+        if st.visitor_by_token(token).is_none() {
+            return plain_failure("invalid-token");
+        }
+        let Some(room_scope) = st.custom_fields.get(key).copied() else {
+            return plain_failure("invalid-custom-field");
+        };
+        if room_scope {
+            for room in st.rooms.values_mut() {
+                if let Some(live) = room.live.as_mut().filter(|l| l.visitor_token == token && l.open) {
+                    if overwrite || !live.data.contains_key(key) {
+                        live.data.insert(key.to_owned(), value.to_owned());
+                    }
+                }
+            }
+        }
+        success(json!({ "field": { "key": key, "value": value, "overwrite": overwrite } }))
     })
 }
 

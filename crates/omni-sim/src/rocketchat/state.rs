@@ -74,6 +74,8 @@ pub(super) struct LiveRoom {
     pub open: bool,
     pub served_by: Option<String>,
     pub closed_ms: Option<i64>,
+    /// `livechatData`: room-scope custom fields.
+    pub data: BTreeMap<String, String>,
 }
 
 pub(super) struct Visitor {
@@ -305,6 +307,8 @@ pub(super) struct State {
     /// permission id → roles that hold it.
     pub perms: BTreeMap<String, BTreeSet<String>>,
     pub departments: Vec<Department>,
+    /// Omnichannel custom fields: id → whether its scope is `room` (else `visitor`).
+    pub custom_fields: BTreeMap<String, bool>,
     pub visitors: Vec<Visitor>,
     pub files: HashMap<String, StoredFile>,
     pub conns: HashMap<u64, Conn>,
@@ -487,6 +491,7 @@ impl State {
             settings: default_settings(rate_limiter),
             perms: default_permissions(),
             departments: Vec::new(),
+            custom_fields: BTreeMap::new(),
             visitors: Vec::new(),
             files: HashMap::new(),
             conns: HashMap::new(),
@@ -896,6 +901,7 @@ impl State {
             open: true,
             served_by: agent.clone(),
             closed_ms: None,
+            data: BTreeMap::new(),
         };
         self.rooms.insert(
             rid.clone(),
