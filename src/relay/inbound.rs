@@ -361,7 +361,10 @@ impl Inbound {
         {
             Ok(()) => Ok(()),
             Err(err) if err.is_unknown_custom_field() => {
-                if !self.reads_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                if !self
+                    .reads_warned
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
                     warn!(conversation = %key, "read receipts are not shown: create the Omnichannel custom field {READ_FIELD} (scope Room) in Rocket.Chat to show agents when the customer read their replies");
                 }
                 Ok(())

@@ -361,7 +361,11 @@ async fn custom_field(AxState(shared): St, body: Bytes) -> Reply {
         };
         if room_scope {
             for room in st.rooms.values_mut() {
-                if let Some(live) = room.live.as_mut().filter(|l| l.visitor_token == token && l.open) {
+                if let Some(live) = room
+                    .live
+                    .as_mut()
+                    .filter(|l| l.visitor_token == token && l.open)
+                {
                     if overwrite || !live.data.contains_key(key) {
                         live.data.insert(key.to_owned(), value.to_owned());
                     }
