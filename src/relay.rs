@@ -7,6 +7,7 @@ pub mod agent_text;
 pub mod inbound;
 pub mod outbound;
 pub mod render;
+pub mod typing;
 
 use std::collections::HashSet;
 use std::future::Future;

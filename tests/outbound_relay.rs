@@ -392,6 +392,49 @@ async fn an_agent_editing_a_sent_reply_is_told_once_that_messenger_keeps_it() {
 }
 
 #[tokio::test]
+async fn an_agent_typing_shows_in_messenger_until_the_reply() {
+    let mut world = World::start(false).await;
+    world
+        .customer_writes("m-1", "Can you check my order?", 0)
+        .await;
+    let rid = world.room_with("Can you check my order?").await;
+    let actions = |world: &World, action: &str| {
+        world
+            .graph
+            .sent_messages()
+            .iter()
+            .filter(|m| m.sender_action.as_deref() == Some(action))
+            .count()
+    };
+
+    // Rocket.Chat's client renews the activity while the agent types: one typing_on.
+    world.chat.sim.agent_typing("agent1", &rid, true);
+    world.chat.sim.agent_typing("agent1", &rid, true);
+    eventually("typing_on", || actions(&world, "typing_on") == 1).await;
+    world.chat.sim.agent_typing("agent1", &rid, false);
+    eventually("typing_off", || actions(&world, "typing_off") == 1).await;
+
+    // Typing, then the reply: Messenger ends the indicator itself, no typing_off follows.
+    world.chat.sim.agent_typing("agent1", &rid, true);
+    eventually("typing_on again", || actions(&world, "typing_on") == 2).await;
+    world.chat.sim.agent_reply("agent1", &rid, "Found it.");
+    world.sent("Found it.").await;
+    world.chat.sim.agent_typing("agent1", &rid, false);
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "It ships today.");
+    world.sent("It ships today.").await;
+    assert_eq!(actions(&world, "typing_on"), 2, "renewals are throttled");
+    assert_eq!(
+        actions(&world, "typing_off"),
+        1,
+        "no typing_off after the reply"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
 async fn long_replies_are_split_and_the_visitor_own_messages_are_not_echoed() {
     let mut world = World::start(false).await;
     world.customer_writes("m-1", "Tell me everything", 0).await;

@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use super::agent_text::to_messenger;
 use super::render::QUOTE_MARK;
+use super::typing::Typing;
 use super::{
     Direction, Handled, MAX_FILE_BYTES, OutageLog, RETRY_MAX, RelayContext, Workers, pause,
 };
@@ -54,6 +55,9 @@ pub struct Outbound {
     ddp: DdpClient,
     human_agent_tag: bool,
     streams: Mutex<HashMap<RoomId, SubscriptionId>>,
+    /// The rooms' `user-activity` subscriptions, beside `streams`.
+    activity: Mutex<HashMap<RoomId, SubscriptionId>>,
+    typing: Typing,
     workers: Workers,
     outage: OutageLog,
 }
@@ -66,12 +70,20 @@ impl Outbound {
         ddp: DdpClient,
         human_agent_tag: bool,
     ) -> Arc<Outbound> {
+        let typing = Typing::start(
+            graph.clone(),
+            ctx.store.clone(),
+            &ctx.tasks,
+            ctx.cancel.clone(),
+        );
         Arc::new(Outbound {
             ctx,
             graph,
             ddp,
             human_agent_tag,
             streams: Mutex::new(HashMap::new()),
+            activity: Mutex::new(HashMap::new()),
+            typing,
             workers: Workers::default(),
             outage: OutageLog::new("facebook send api"),
         })
@@ -107,6 +119,14 @@ impl Outbound {
         let previous = self.lock_streams().insert(rid.clone(), id);
         if let Some(previous) = previous {
             // Two callers raced; keep one subscription.
+            self.ddp.unsubscribe(previous).await;
+        }
+        let activity = self
+            .ddp
+            .watch_room_activity(&rid, &conversation.visitor_token)
+            .await;
+        let previous = self.lock_activity().insert(rid.clone(), activity);
+        if let Some(previous) = previous {
             self.ddp.unsubscribe(previous).await;
         }
         Some(rid)
@@ -252,6 +272,10 @@ impl Outbound {
             if let Some(stream) = stream {
                 self.ddp.unsubscribe(stream).await;
             }
+            let activity = self.lock_activity().remove(rid);
+            if let Some(activity) = activity {
+                self.ddp.unsubscribe(activity).await;
+            }
             info!(conversation = %key, room = %rid, "room closed by an agent");
         }
         self.ctx.store.sync().await?;
@@ -286,6 +310,20 @@ impl Outbound {
 
     fn wake(self: &Arc<Self>, key: &ConversationKey) {
         super::wake(self, key);
+    }
+
+    fn lock_activity(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, SubscriptionId>> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Someone typing in a watched room: the customer sees "typing…" (see `relay::typing`).
+    /// The visitor is the gateway itself and never types, so every activity is an agent's.
+    pub async fn on_activity(&self, rid: &RoomId, typing: bool) {
+        match self.ctx.store.conversation_by_room(rid) {
+            Ok(Some(conversation)) => self.typing.activity(&conversation.key, typing).await,
+            Ok(None) => {}
+            Err(err) => debug!(room = %rid, error = %err, "typing indicator skipped"),
+        }
     }
 
     fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, SubscriptionId>> {
@@ -433,6 +471,7 @@ impl Outbound {
                 },
             }
         })?;
+        self.typing.replied(key);
         if *progress == 0 {
             // Best effort: the customer sees their messages were read.
             if let Some(token) = &page.token {

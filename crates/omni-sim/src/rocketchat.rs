@@ -624,6 +624,16 @@ impl RocketChatSim {
             .collect()
     }
 
+    /// An agent starts (`true`) or stops typing in a room: `user-activity` on the room's
+    /// `stream-notify-room`.
+    pub fn agent_typing(&self, agent: &str, rid: &RoomId, typing: bool) {
+        self.shared().mutate(|st| {
+            let author = Self::author(st, agent);
+            let activities: &[&str] = if typing { &["user-typing"] } else { &[] };
+            st.user_activity(rid.as_str(), &author.username, activities);
+        });
+    }
+
     /// An agent answers in a Livechat room; the message is emitted on the room stream.
     pub fn agent_reply(&self, agent: &str, rid: &RoomId, text: &str) -> MessageId {
         self.post(agent, rid, text)

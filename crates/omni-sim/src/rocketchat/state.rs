@@ -271,6 +271,8 @@ pub(super) enum Sub {
     MyMessages,
     Room(String),
     NotifyUser(String),
+    /// `stream-notify-room` `<rid>/user-activity`, for the room id.
+    RoomActivity(String),
 }
 
 /// A live WebSocket as the rest of the server sees it.
@@ -747,6 +749,31 @@ impl State {
                 }
             }
         }
+        self.deliver(frames);
+    }
+
+    /// A user's activity in a room (`["user-typing"]`, or `[]` when it stops), sent to the room's
+    /// `<rid>/user-activity` subscribers as `[username, activities, {}]`
+    /// (`apps/meteor/server/modules/notifications/notifications.module.ts`, `notifyRoom`). The
+    /// writer's own connection is not echoed; an agent here writes from its own client.
+    pub fn user_activity(&mut self, rid: &str, username: &str, activities: &[&str]) {
+        let event = format!("{rid}/user-activity");
+        let args = json!([username, activities, {}]);
+        let frames: Vec<(u64, String)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| {
+                conn.subs
+                    .values()
+                    .any(|s| matches!(s, Sub::RoomActivity(r) if r == rid))
+            })
+            .map(|(id, _)| {
+                (
+                    *id,
+                    stream_changed("stream-notify-room", &event, args.clone()),
+                )
+            })
+            .collect();
         self.deliver(frames);
     }
 
