@@ -56,6 +56,9 @@ enum Action {
         /// held (ingest alone).
         #[arg(long, requires = "serve")]
         rocketchat_down: bool,
+        /// With --rocketchat-down: Rocket.Chat comes back after this many seconds.
+        #[arg(long, value_name = "SECONDS", requires = "rocketchat_down")]
+        rocketchat_back_after: Option<u64>,
     },
 }
 
@@ -123,12 +126,14 @@ fn main() -> ExitCode {
             app_secret,
             page,
             rocketchat_down,
+            rocketchat_back_after,
             ..
         } => Job::LoadTarget(sandbox::LoadTarget {
             listen,
             app_secret,
             page,
             rocketchat_down,
+            rocketchat_back_after: rocketchat_back_after.map(std::time::Duration::from_secs),
         }),
         #[cfg(feature = "sandbox")]
         Action::Sandbox { interactive, .. } => Job::Sandbox { interactive },

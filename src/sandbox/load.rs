@@ -17,6 +17,8 @@ pub struct LoadTarget {
     pub app_secret: String,
     pub page: String,
     pub rocketchat_down: bool,
+    /// With `rocketchat_down`: Rocket.Chat comes back after this long (a backlog drains).
+    pub rocketchat_back_after: Option<std::time::Duration>,
 }
 
 /// Serves `target` until Ctrl-C or SIGTERM.
@@ -49,15 +51,24 @@ pub async fn serve_load_target(target: LoadTarget, say: &mut dyn FnMut(&str)) ->
             target.page
         )));
     }
+    // A load generator brings hundreds of new customers a second; the real per-IP limit on new
+    // conversations (5 a minute) would measure the limiter, not the gateway.
+    sandbox
+        .chat
+        .set_setting("API_Enable_Rate_Limiter", serde_json::json!(false));
     if target.rocketchat_down {
         sandbox.chat.fail_next_rest(usize::MAX, 503);
-    } else {
-        // A load generator brings hundreds of new customers a second; the real per-IP limit on
-        // new conversations (5 a minute) would measure the limiter, not the gateway.
-        sandbox
-            .chat
-            .set_setting("API_Enable_Rate_Limiter", serde_json::json!(false));
     }
+    let back = async {
+        match target.rocketchat_back_after {
+            Some(after) if target.rocketchat_down => {
+                tokio::time::sleep(after).await;
+                sandbox.chat.fail_next_rest(0, 503);
+                tracing::warn!("sandbox: Rocket.Chat is back");
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
     say(&format!(
         "serving page {} at {}/webhooks/messenger (app secret as given; Rocket.Chat {}); Ctrl-C stops",
         target.page,
@@ -68,7 +79,10 @@ pub async fn serve_load_target(target: LoadTarget, say: &mut dyn FnMut(&str)) ->
             "up"
         },
     ));
-    crate::systemd::shutdown_signal().await;
+    tokio::select! {
+        () = crate::systemd::shutdown_signal() => {}
+        () = async { back.await; crate::systemd::shutdown_signal().await } => {}
+    }
     sandbox.stop().await;
     Ok(())
 }
