@@ -23,6 +23,7 @@ enum Change {
     CannotReadRoles,
     CannotListDepartments,
     CannotReact,
+    CannotPostInLivechatRooms,
     RateLimiterAtDefault,
     RateLimiterUnreadable,
     WrongPassword,
@@ -131,6 +132,7 @@ fn apply(setup: &Setup, change: Change) {
         Change::CannotReadRoles => sim.revoke_permission("bot", "view-full-other-user-info"),
         Change::CannotListDepartments => sim.revoke_permission("bot", "view-livechat-departments"),
         Change::CannotReact => sim.revoke_permission("bot", "view-livechat-rooms"),
+        Change::CannotPostInLivechatRooms => sim.revoke_permission("bot", "view-livechat-rooms"),
         Change::RateLimiterAtDefault => sim.set_setting("API_Enable_Rate_Limiter", json!(true)),
         Change::RateLimiterUnreadable => sim.revoke_permission("bot", "view-privileged-setting"),
         // The app's webhooks follow the public URL these cases change.
@@ -194,6 +196,7 @@ async fn a_good_setup_passes_every_check() {
         "omnichannel",
         "slash commands",
         "roles",
+        "page inbox replies",
         "departments",
         "rate limiter",
         "reactions",
@@ -248,6 +251,12 @@ async fn each_misconfiguration_is_named_with_its_fix() {
             "reactions",
             Status::Warn,
             &["view-livechat-rooms", "appear as a line"],
+        ),
+        (
+            Change::CannotPostInLivechatRooms,
+            "page inbox replies",
+            Status::Warn,
+            &["view-livechat-rooms", "Page Inbox"],
         ),
         (
             Change::RateLimiterAtDefault,
