@@ -318,6 +318,38 @@ async fn check_rocketchat(config: &Config, rec: &mut Recorder<'_>) {
         ),
     });
     rec.add(check_rate_limiter(&client).await);
+    rec.add(check_reactions(&client, &me.roles).await);
+}
+
+/// Whether customer reactions can show as reactions: `chat.react` has no permission of its own
+/// but needs access to the room, which in an Omnichannel room the bot has only through
+/// `view-livechat-rooms` (`docs/rocketchat.md` §3.7).
+async fn check_reactions(client: &RestClient, bot_roles: &[String]) -> Finding {
+    const NAME: &str = "reactions";
+    const PERMISSION: &str = "view-livechat-rooms";
+    let fix = format!(
+        "grant {PERMISSION} to the bot's role under Administration → Permissions to show customers' reactions as reactions; without it they appear as a line in the room"
+    );
+    match client.permission_roles().await {
+        Ok(permissions) => {
+            let holders = permissions.get(PERMISSION).cloned().unwrap_or_default();
+            if bot_roles.iter().any(|r| holders.contains(r)) {
+                Finding::pass(
+                    NAME,
+                    format!("customers' reactions show as reactions (the bot holds {PERMISSION})"),
+                )
+            } else {
+                Finding::warn(
+                    NAME,
+                    format!(
+                        "the bot's roles lack {PERMISSION}: customers' reactions appear as lines"
+                    ),
+                    fix,
+                )
+            }
+        }
+        Err(err) => Finding::warn(NAME, format!("cannot list permissions: {err}"), fix),
+    }
 }
 
 /// Logs in over REST with the credentials the daemon will use; `None` after a failure.

@@ -397,6 +397,9 @@ async fn rocketchat_loop(
                 Some(Streamed::Room(rid, message)) => {
                     relays.outbound.on_room_event(&rid, &message).await;
                 }
+                Some(Streamed::Activity { rid, typing }) => {
+                    relays.outbound.on_activity(&rid, typing).await;
+                }
                 None => {}
             },
             Event::SubscriptionFailed { id, error } => {

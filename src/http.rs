@@ -663,6 +663,8 @@ fn is_relayed(event: &webhook::Event) -> bool {
         webhook::Event::Message { .. }
             | webhook::Event::Postback { .. }
             | webhook::Event::Edit { .. }
+            | webhook::Event::Reaction { .. }
+            | webhook::Event::Read { .. }
     )
 }
 

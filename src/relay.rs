@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod render;
 pub mod threads;
+pub mod typing;
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -289,6 +289,62 @@ impl Sandbox {
             Ok((format!("{SHOP_AGENT} replies in the room → Carla receives it on Messenger: \"{answer}\""), ()))
         })
         .await?;
+        let thanks = ":tada: Thanks for your patience!";
+        let delivered = tour.hop("emoji", async {
+            self.chat.agent_reply(SHOP_AGENT, &room, thanks);
+            let sent = self.customer_receives_sent(CARLA, "🎉 Thanks for your patience!").await?;
+            Ok((format!(
+                "{SHOP_AGENT} picks 🎉 in Rocket.Chat (stored as \"{thanks}\") → Carla receives \"🎉 Thanks for your patience!\""
+            ), sent))
+        })
+        .await?;
+        tour.hop("reaction", async {
+            let item = json!({
+                "sender": {"id": CARLA}, "recipient": {"id": SHOP_PAGE},
+                "timestamp": crate::health::now_ms(),
+                "reaction": {"reaction": "love", "emoji": "❤️", "action": "react", "mid": delivered},
+            });
+            self.customer_sends(SHOP_PAGE, item).await?;
+            let deadline = Instant::now() + self.inner_wait();
+            loop {
+                let reacted = self.chat.messages(&room).into_iter().any(|m| {
+                    m.msg == thanks && m.reactions.get(":heart:").is_some_and(|u| u.iter().any(|u| u == BOT))
+                });
+                if reacted {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err("the agent's message never showed the customer's ❤️".to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Ok((
+                "Carla reacts ❤️ to it in Messenger → the agent's message in the room shows a :heart: reaction".to_owned(),
+                (),
+            ))
+        })
+        .await?;
+        let typo = "Please send it to 5 Elm Stret";
+        let fixed = "Please send it to 5 Elm Street";
+        tour.hop("edit", async {
+            let mid = format!("m_{}", hex::encode(rand::rng().random::<[u8; 12]>()));
+            self.customer_sends(SHOP_PAGE, json!({
+                "sender": {"id": CARLA}, "recipient": {"id": SHOP_PAGE},
+                "timestamp": crate::health::now_ms(),
+                "message": {"mid": mid, "text": typo},
+            })).await?;
+            self.wait_for_room_message(typo).await?;
+            self.customer_sends(SHOP_PAGE, json!({
+                "sender": {"id": CARLA}, "recipient": {"id": SHOP_PAGE},
+                "timestamp": crate::health::now_ms(),
+                "message_edit": {"mid": mid, "text": fixed, "num_edit": 1},
+            })).await?;
+            self.wait_for_room_message(fixed).await?;
+            Ok((format!(
+                "Carla writes \"{typo}\" and edits it in Messenger → the same message in the room now reads \"{fixed}\""
+            ), ()))
+        })
+        .await?;
         tour.hop("room closed", async {
             self.chat.close_room(&room, SHOP_AGENT);
             self.customer_receives(CARLA, FINISHED).await?;
@@ -431,6 +487,35 @@ impl Sandbox {
         }
     }
 
+    /// Meta delivers a signed webhook with one `messaging` item.
+    async fn customer_sends(&self, page: &str, item: serde_json::Value) -> Result<(), String> {
+        let now = crate::health::now_ms();
+        let body =
+            json!({"object": "page", "entry": [{"id": page, "time": now, "messaging": [item]}]});
+        let url = format!("{}/webhooks/messenger", self.gateway_url());
+        let response = self
+            .facebook
+            .deliver_webhook(&url, body.to_string().as_bytes())
+            .await
+            .map_err(|e| format!("the webhook was not delivered: {}", e.without_url()))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            other => Err(format!("the gateway answered the webhook with {other}")),
+        }
+    }
+
+    /// Waits until the Send API got this text for the customer; returns Meta's `message_id`.
+    async fn customer_receives_sent(&self, psid: &str, text: &str) -> Result<String, String> {
+        self.facebook
+            .wait_for_sent(
+                |m| m.recipient == psid && m.text.as_deref() == Some(text),
+                self.inner_wait(),
+            )
+            .await
+            .and_then(|m| m.message_id)
+            .ok_or_else(|| format!("the Send API never got \"{text}\" for the customer"))
+    }
+
     /// Waits until a Livechat room holds a visitor message with this text.
     async fn wait_for_room_message(&self, text: &str) -> Result<RoomId, String> {
         let deadline = Instant::now() + self.inner_wait();
@@ -508,6 +593,8 @@ fn populate_rocketchat(chat: &RocketChatSim) -> String {
     chat.add_user(BOT, &bot_password, &["bot"]);
     chat.grant_permission("bot", "view-full-other-user-info");
     chat.grant_permission("bot", "view-livechat-departments");
+    // Customers' reactions show as the bot's reactions in Omnichannel rooms.
+    chat.grant_permission("bot", "view-livechat-rooms");
     chat.add_user(ADMIN, &random_password(), &["user", "admin"]);
     chat.add_user(SHOP_AGENT, &random_password(), &["user", "livechat-agent"]);
     chat.add_user(

@@ -45,7 +45,7 @@ pub use records::{
     OAuthState, OutboundItem, Outgoing, Page, PageStatus,
 };
 
-use crate::ids::{ConversationKey, PageId, RoomId};
+use crate::ids::{ConversationKey, MessageId, PageId, RoomId};
 use journal::Journal;
 use keys::Tree;
 use records::At;
@@ -181,6 +181,10 @@ struct Inner {
     seen: sled::Tree,
     outbox: sled::Tree,
     relayed: sled::Tree,
+    /// Send API `message_id` → the agent's Rocket.Chat message it carried.
+    sent: sled::Tree,
+    /// A customer's current reaction per message: page and `mid` → the Rocket.Chat emoji name.
+    reactions: sled::Tree,
     /// Entry counts kept beside the trees, because sled's `len()` walks the whole tree. Signed
     /// because a removal may be counted before the enqueue that preceded it.
     inbox_len: AtomicIsize,
@@ -313,6 +317,8 @@ impl Inner {
             Tree::Seen => &self.seen,
             Tree::Outbox => &self.outbox,
             Tree::Relayed => &self.relayed,
+            Tree::Sent => &self.sent,
+            Tree::Reactions => &self.reactions,
         }
     }
 }
@@ -442,6 +448,8 @@ impl Store {
             seen: open_tree(Tree::Seen)?,
             outbox: open_tree(Tree::Outbox)?,
             relayed: open_tree(Tree::Relayed)?,
+            sent: open_tree(Tree::Sent)?,
+            reactions: open_tree(Tree::Reactions)?,
             db,
             path: path.to_owned(),
             key,
@@ -1123,12 +1131,115 @@ impl Store {
         }
     }
 
-    /// Forgets relayed-message marks created before `older_than_ms`; returns how many. Keep
-    /// them longer than any back-fill reaches, or an old reply could be sent twice.
+    /// Forgets relayed-message marks created before `older_than_ms`, and the sent-message links
+    /// of the same age; returns how many. Keep them longer than any back-fill reaches, or an old
+    /// reply could be sent twice.
     pub fn prune_relayed(&self, older_than_ms: u64) -> Result<usize> {
-        self.prune(Tree::Relayed, |at, bytes| {
+        let marks = self.prune(Tree::Relayed, |at, bytes| {
             Ok(records::decode_mark(at, bytes)? < older_than_ms)
-        })
+        })?;
+        let links = self.prune(Tree::Sent, |at, bytes| {
+            Ok(records::decode_sent(at, bytes)?.1 < older_than_ms)
+        })?;
+        let reactions = self.prune(Tree::Reactions, |at, bytes| {
+            Ok(records::decode_reaction(at, bytes)?.1 < older_than_ms)
+        })?;
+        Ok(marks + links + reactions)
+    }
+
+    /// Marks that the agent was told an edit of `rc_message_id` cannot reach Messenger: `true`
+    /// the first time. Kept with the relayed marks (under a prefix no message id has) and pruned
+    /// with them. Does not flush.
+    pub fn first_edit_notice(&self, rc_message_id: &MessageId, at_ms: u64) -> Result<bool> {
+        let key = format!("edit-notice:{}", rc_message_id.as_str());
+        let mark = records::encode_mark(Tree::Relayed, at_ms)?;
+        let swapped = self
+            .inner
+            .relayed
+            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(mark))
+            .map_err(sled_err("edit notice mark"))?;
+        Ok(swapped.is_ok())
+    }
+
+    // ---- customer reactions ----
+
+    /// Remembers the customer's reaction on message `mid` (a Rocket.Chat emoji name), or forgets
+    /// it (`None`): Messenger's `unreact` may not say which emoji it removes. Does not flush.
+    pub fn put_reaction(
+        &self,
+        page: &PageId,
+        mid: &str,
+        name: Option<&str>,
+        at_ms: u64,
+    ) -> Result<()> {
+        let key = keys::reaction(page, mid);
+        match name {
+            Some(name) => {
+                let bytes = records::encode_reaction(name, at_ms)?;
+                self.inner
+                    .reactions
+                    .insert(key, bytes)
+                    .map_err(sled_err("reaction write"))?;
+            }
+            None => {
+                self.inner
+                    .reactions
+                    .remove(key)
+                    .map_err(sled_err("reaction remove"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The customer's current reaction on message `mid`, as a Rocket.Chat emoji name.
+    pub fn reaction(&self, page: &PageId, mid: &str) -> Result<Option<String>> {
+        let key = keys::reaction(page, mid);
+        match self
+            .inner
+            .reactions
+            .get(&key)
+            .map_err(sled_err("reaction read"))?
+        {
+            Some(bytes) => records::decode_reaction(Self::at(Tree::Reactions, &key), &bytes)
+                .map(|(name, _)| Some(name)),
+            None => Ok(None),
+        }
+    }
+
+    // ---- sent messages ----
+
+    /// Remembers that the Send API accepted (part of) the agent's Rocket.Chat message
+    /// `rc_message_id` as `message_id`, so a customer's reply to it links to that message.
+    /// Does not flush: losing it in a crash only makes such a link point nowhere.
+    pub fn put_sent(
+        &self,
+        page: &PageId,
+        message_id: &str,
+        rc_message_id: &MessageId,
+        at_ms: u64,
+    ) -> Result<()> {
+        let bytes = records::encode_sent(rc_message_id, at_ms)?;
+        self.inner
+            .sent
+            .insert(keys::sent(page, message_id), bytes)
+            .map_err(sled_err("sent message write"))?;
+        Ok(())
+    }
+
+    /// The agent's Rocket.Chat message that the page's Send API `message_id` carried.
+    pub fn sent(&self, page: &PageId, message_id: &str) -> Result<Option<MessageId>> {
+        let key = keys::sent(page, message_id);
+        match self
+            .inner
+            .sent
+            .get(&key)
+            .map_err(sled_err("sent message read"))?
+        {
+            Some(bytes) => {
+                records::decode_sent(Self::at(Tree::Sent, &key), &bytes).map(|(id, _)| Some(id))
+            }
+            None => Ok(None),
+        }
     }
 }
 

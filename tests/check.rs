@@ -22,6 +22,7 @@ enum Change {
     SlashCommandsOff,
     CannotReadRoles,
     CannotListDepartments,
+    CannotReact,
     CannotPostInLivechatRooms,
     RateLimiterAtDefault,
     RateLimiterUnreadable,
@@ -130,6 +131,7 @@ fn apply(setup: &Setup, change: Change) {
         }
         Change::CannotReadRoles => sim.revoke_permission("bot", "view-full-other-user-info"),
         Change::CannotListDepartments => sim.revoke_permission("bot", "view-livechat-departments"),
+        Change::CannotReact => sim.revoke_permission("bot", "view-livechat-rooms"),
         Change::CannotPostInLivechatRooms => sim.revoke_permission("bot", "view-livechat-rooms"),
         Change::RateLimiterAtDefault => sim.set_setting("API_Enable_Rate_Limiter", json!(true)),
         Change::RateLimiterUnreadable => sim.revoke_permission("bot", "view-privileged-setting"),
@@ -197,6 +199,7 @@ async fn a_good_setup_passes_every_check() {
         "page inbox replies",
         "departments",
         "rate limiter",
+        "reactions",
         "graph api",
         "app webhooks",
         "permissions",
@@ -242,6 +245,12 @@ async fn each_misconfiguration_is_named_with_its_fix() {
             "departments",
             Status::Fail,
             &["view-livechat-departments"],
+        ),
+        (
+            Change::CannotReact,
+            "reactions",
+            Status::Warn,
+            &["view-livechat-rooms", "appear as a line"],
         ),
         (
             Change::CannotPostInLivechatRooms,

@@ -238,6 +238,195 @@ async fn a_reply_links_to_the_message_it_answers() {
     world.stop().await;
 }
 
+/// The customer edits message `mid` in Messenger (`message_edits` webhook field).
+fn edit_event(mid: &str, timestamp_ms: u64, text: &str, num_edit: u32) -> serde_json::Value {
+    json!({
+        "sender": {"id": "psid-1"},
+        "recipient": {"id": omni_testkit::messenger::PAGE_ID},
+        "timestamp": timestamp_ms,
+        "message_edit": {"mid": mid, "text": text, "num_edit": num_edit}
+    })
+}
+
+#[tokio::test]
+async fn a_customer_edit_changes_the_message_or_follows_it_when_editing_is_off() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_typo", t0, "I ordred two")])
+        .await;
+    let rid = world.room_with("Peter Chang", 1).await;
+    world
+        .post_ok(&[edit_event("m_typo", t0 + 1, "I ordered two", 1)])
+        .await;
+    world
+        .chat
+        .sim
+        .wait_for_message(&rid, |m| m.msg == "I ordered two", PATIENCE)
+        .await
+        .expect("the message edited in place");
+    assert_eq!(world.customer_texts(&rid), vec!["I ordered two"]);
+
+    // Editing turned off in Rocket.Chat: the server refuses, the edit follows as a new line.
+    world
+        .chat
+        .sim
+        .set_setting("Message_AllowEditing", json!(false));
+    world
+        .post_ok(&[edit_event("m_typo", t0 + 2, "I ordered three", 2)])
+        .await;
+    world.room_with("Peter Chang", 2).await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["I ordered two", "I ordered three _(edited)_"]
+    );
+    world.stop().await;
+}
+
+/// The customer reacts to message `mid` (`message_reactions` webhook field); `emoji` `None`
+/// leaves it out, as an `unreact` may.
+fn reaction_event(
+    mid: &str,
+    timestamp_ms: u64,
+    action: &str,
+    emoji: Option<&str>,
+) -> serde_json::Value {
+    let mut reaction = json!({"reaction": "other", "action": action, "mid": mid});
+    if let Some(emoji) = emoji {
+        reaction["emoji"] = json!(emoji);
+    }
+    json!({
+        "sender": {"id": "psid-1"},
+        "recipient": {"id": omni_testkit::messenger::PAGE_ID},
+        "timestamp": timestamp_ms,
+        "reaction": reaction
+    })
+}
+
+#[tokio::test]
+async fn customer_reactions_show_on_the_message_and_go_when_taken_back() {
+    let world = World::start(true).await;
+    // Reacting in an Omnichannel room takes access to it: `view-livechat-rooms`.
+    world
+        .chat
+        .sim
+        .grant_permission("bot", "view-livechat-rooms");
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_parcel", t0, "The parcel arrived")])
+        .await;
+    let rid = world.room_with("Peter Chang", 1).await;
+    let message = world.customer_messages(&rid).remove(0);
+    let reactions = |world: &World| {
+        world
+            .chat
+            .sim
+            .messages(&rid)
+            .into_iter()
+            .find(|m| m.id == message.id)
+            .map(|m| m.reactions)
+            .unwrap_or_default()
+    };
+
+    world
+        .post_ok(&[reaction_event("m_parcel", t0 + 1, "react", Some("❤️"))])
+        .await;
+    eventually("a heart on the message", || {
+        reactions(&world).contains_key(":heart:")
+    })
+    .await;
+    // Messenger keeps one reaction per person: a new one replaces it.
+    world
+        .post_ok(&[reaction_event("m_parcel", t0 + 2, "react", Some("👍"))])
+        .await;
+    eventually("a thumbs up instead", || {
+        let now = reactions(&world);
+        now.contains_key(":thumbsup:") && !now.contains_key(":heart:")
+    })
+    .await;
+    // An unreact without the emoji removes the one that is there.
+    world
+        .post_ok(&[reaction_event("m_parcel", t0 + 3, "unreact", None)])
+        .await;
+    eventually("no reaction left", || reactions(&world).is_empty()).await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["The parcel arrived"],
+        "no line per reaction"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn without_room_access_a_reaction_is_a_line_quoting_the_message() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_parcel", t0, "The parcel arrived")])
+        .await;
+    world.room_with("Peter Chang", 1).await;
+    world
+        .post_ok(&[reaction_event("m_parcel", t0 + 1, "react", Some("😆"))])
+        .await;
+    let rid = world.room_with("Peter Chang", 2).await;
+    let line = world.customer_texts(&rid).remove(1);
+    let quoted = world.customer_messages(&rid).remove(0).id;
+    assert!(
+        line.ends_with("\nreacted 😆") && line.contains(&format!("msg={quoted}")),
+        "{line:?}"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_read_receipt_shows_in_the_room_info_without_a_chat_line() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_hello", t0, "Hello")])
+        .await;
+    let rid = world.room_with("Peter Chang", 1).await;
+    let read = |watermark: u64| {
+        json!({"sender": {"id": "psid-1"}, "recipient": {"id": omni_testkit::messenger::PAGE_ID},
+               "timestamp": watermark + 5, "read": {"watermark": watermark}})
+    };
+    // No custom field yet: the receipt is dropped, the conversation goes on.
+    world.post_ok(&[read(t0 + 1)]).await;
+    world
+        .post_ok(&[text_event("psid-1", "m_more", t0 + 10, "More")])
+        .await;
+    world.room_with("Peter Chang", 2).await;
+    assert_eq!(
+        world
+            .chat
+            .sim
+            .room_custom_field(&rid, omni_gateway::relay::inbound::READ_FIELD),
+        None
+    );
+
+    // An admin creates the room field: the next receipt fills it.
+    world
+        .chat
+        .sim
+        .add_custom_field(omni_gateway::relay::inbound::READ_FIELD, true);
+    let watermark = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    world.post_ok(&[read(watermark)]).await;
+    eventually("the room shows when the customer read", || {
+        world
+            .chat
+            .sim
+            .room_custom_field(&rid, omni_gateway::relay::inbound::READ_FIELD)
+            .is_some_and(|v| v.starts_with("2026-01-01T00:00:00"))
+    })
+    .await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["Hello", "More"],
+        "no chat line per receipt"
+    );
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn a_redelivered_webhook_makes_no_second_message() {
     let world = World::start(true).await;
@@ -622,7 +811,7 @@ async fn metrics_count_what_happened() {
         .post_ok(&[
             text_event("psid-1", "m_metric_1", t0 + 1, "two"),
             json!({"sender": {"id": "psid-1"}, "recipient": {"id": PAGE_ID}, "timestamp": t0 + 2,
-                   "read": {"watermark": t0}}),
+                   "delivery": {"watermark": t0}}),
         ])
         .await;
     assert_eq!(

@@ -262,6 +262,179 @@ async fn agent_reply_reaches_the_customer_with_the_page_token() {
 }
 
 #[tokio::test]
+async fn agent_markup_reaches_the_customer_as_messenger_text() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "Where is the guide?", 0).await;
+    let rid = world.room_with("Where is the guide?").await;
+
+    // Rocket.Chat's emoji picker writes shortcodes, its links are markdown.
+    world.chat.sim.agent_reply("agent1", &rid, "@all");
+    world.chat.sim.agent_reply(
+        "agent1",
+        &rid,
+        ":wave: Here it is: [the guide](https://acme.example/guide) :thumbsup_tone2:",
+    );
+    world
+        .sent("👋 Here it is: the guide (https://acme.example/guide) 👍🏼")
+        .await;
+    let texts: Vec<String> = world
+        .graph
+        .sent_messages()
+        .into_iter()
+        .filter_map(|m| m.text)
+        .collect();
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.contains("@all") || t.trim().is_empty()),
+        "a message that was only @all is not sent: {texts:?}"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn quotes_link_both_ways() {
+    let mut world = World::start(false).await;
+    world
+        .customer_writes("m-1", "Is the blue one in stock?", 0)
+        .await;
+    let rid = world.room_with("Is the blue one in stock?").await;
+    let asked = world
+        .chat
+        .sim
+        .messages(&rid)
+        .into_iter()
+        .find(|m| m.msg == "Is the blue one in stock?")
+        .expect("the question in the room");
+
+    // An agent quotes it the way Rocket.Chat's client does: a blank link to the message first.
+    let link = format!("{}live/{}?msg={}", world.chat.sim.url(), rid, asked.id);
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, &format!("[ ]({link}) Yes, two left."));
+    let answer = world
+        .sent("↩️ “Is the blue one in stock?”\nYes, two left.")
+        .await;
+
+    // The customer answers that reply in Messenger: the room shows it quoting the agent's message.
+    let agent_message = world
+        .chat
+        .sim
+        .messages(&rid)
+        .into_iter()
+        .find(|m| m.msg.ends_with("Yes, two left."))
+        .expect("the agent's reply");
+    let ts = now_ms();
+    let body = json!({"object":"page","entry":[{"id":PAGE,"time":ts,"messaging":[
+        {"sender":{"id":PSID},"recipient":{"id":PAGE},"timestamp":ts,"message":{"mid":"m-2","text":"Great, I take one",
+         "reply_to":{"mid":answer.message_id.expect("Meta's message id")}}}]}]});
+    let url = format!("http://{}/webhooks/messenger", world.gateway().http_addr);
+    let response = world
+        .graph
+        .deliver_webhook(&url, body.to_string().as_bytes())
+        .await
+        .expect("webhook delivered");
+    assert_eq!(response.status(), 200);
+    let reply = world
+        .chat
+        .sim
+        .wait_for_message(&rid, |m| m.msg.ends_with("Great, I take one"), PATIENCE)
+        .await
+        .expect("the customer's reply in the room");
+    assert!(
+        reply.msg.contains(&format!("msg={}", agent_message.id)),
+        "links the agent's message: {}",
+        reply.msg
+    );
+    assert_eq!(
+        reply.quoted,
+        vec![agent_message.msg.clone()],
+        "Rocket.Chat shows it as a quote"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn an_agent_editing_a_sent_reply_is_told_once_that_messenger_keeps_it() {
+    let mut world = World::start(false).await;
+    world
+        .customer_writes("m-1", "What time do you open?", 0)
+        .await;
+    let rid = world.room_with("What time do you open?").await;
+    let reply = world.chat.sim.agent_reply("agent1", &rid, "At 8.");
+    world.sent("At 8.").await;
+
+    world.chat.sim.edit("agent1", &reply, "At 9.");
+    world.chat.sim.edit("agent1", &reply, "At 9:30.");
+    eventually("the agent is told", || {
+        world
+            .dm_to("agent1")
+            .iter()
+            .any(|m| m.contains("Messenger cannot change a sent message"))
+    })
+    .await;
+    // A later message proves both edits went past the relay.
+    world.chat.sim.agent_reply("agent1", &rid, "Sorry!");
+    world.sent("Sorry!").await;
+    let told = world
+        .dm_to("agent1")
+        .iter()
+        .filter(|m| m.contains("Messenger cannot change a sent message"))
+        .count();
+    assert_eq!(told, 1, "once per message");
+    assert_eq!(
+        world.sent_count("At 9."),
+        0,
+        "an edit is not sent as a new message"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn an_agent_typing_shows_in_messenger_until_the_reply() {
+    let mut world = World::start(false).await;
+    world
+        .customer_writes("m-1", "Can you check my order?", 0)
+        .await;
+    let rid = world.room_with("Can you check my order?").await;
+    let actions = |world: &World, action: &str| {
+        world
+            .graph
+            .sent_messages()
+            .iter()
+            .filter(|m| m.sender_action.as_deref() == Some(action))
+            .count()
+    };
+
+    // Rocket.Chat's client renews the activity while the agent types: one typing_on.
+    world.chat.sim.agent_typing("agent1", &rid, true);
+    world.chat.sim.agent_typing("agent1", &rid, true);
+    eventually("typing_on", || actions(&world, "typing_on") == 1).await;
+    world.chat.sim.agent_typing("agent1", &rid, false);
+    eventually("typing_off", || actions(&world, "typing_off") == 1).await;
+
+    // Typing, then the reply: Messenger ends the indicator itself, no typing_off follows.
+    world.chat.sim.agent_typing("agent1", &rid, true);
+    eventually("typing_on again", || actions(&world, "typing_on") == 2).await;
+    world.chat.sim.agent_reply("agent1", &rid, "Found it.");
+    world.sent("Found it.").await;
+    world.chat.sim.agent_typing("agent1", &rid, false);
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "It ships today.");
+    world.sent("It ships today.").await;
+    assert_eq!(actions(&world, "typing_on"), 2, "renewals are throttled");
+    assert_eq!(
+        actions(&world, "typing_off"),
+        1,
+        "no typing_off after the reply"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
 async fn long_replies_are_split_and_the_visitor_own_messages_are_not_echoed() {
     let mut world = World::start(false).await;
     world.customer_writes("m-1", "Tell me everything", 0).await;

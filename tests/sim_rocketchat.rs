@@ -415,6 +415,39 @@ async fn visitor_stream_needs_the_room_token_and_sees_the_close() {
 }
 
 #[tokio::test]
+async fn typing_stream_needs_the_visitor_token_and_carries_the_activity() {
+    let (sim, client, base) = omnichannel().await;
+    let rid = open_room(&client, &base, "fb-3").await;
+    let mut ddp = Ddp::open(&sim).await;
+    ddp.connect().await;
+    let event = format!("{rid}/user-activity");
+    let stream =
+        |token: &str| json!([event, { "useCollection": false, "args": [{ "token": token }] }]);
+    let refused = ddp
+        .sub("t0", "stream-notify-room", stream("fb-other"))
+        .await;
+    assert_eq!(refused["error"]["error"], "not-allowed");
+    assert_eq!(
+        ddp.sub("t1", "stream-notify-room", stream("fb-3")).await["msg"],
+        "ready"
+    );
+    let rid_id = RoomId::new(rid.clone());
+    sim.agent_typing("agent1", &rid_id, true);
+    let typing = ddp.recv().await;
+    assert_eq!(typing["collection"], "stream-notify-room");
+    assert_eq!(typing["fields"]["eventName"], event.as_str());
+    assert_eq!(
+        typing["fields"]["args"],
+        json!(["agent1", ["user-typing"], {}])
+    );
+    sim.agent_typing("agent1", &rid_id, false);
+    assert_eq!(
+        ddp.recv().await["fields"]["args"],
+        json!(["agent1", [], {}])
+    );
+}
+
+#[tokio::test]
 async fn livechat_routes_follow_the_real_errors() {
     let (sim, client, base) = omnichannel().await;
     let rid = open_room(&client, &base, "fb-2").await;

@@ -443,3 +443,21 @@ fn a_second_open_of_the_same_directory_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn sent_messages_map_meta_ids_to_agent_messages_per_page_and_age_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let page = PageId::new("p1");
+    store
+        .put_sent(&page, "m_meta1", &MessageId::new("rc1"), 100)
+        .unwrap();
+    assert_eq!(
+        store.sent(&page, "m_meta1").unwrap(),
+        Some(MessageId::new("rc1"))
+    );
+    assert_eq!(store.sent(&PageId::new("p2"), "m_meta1").unwrap(), None);
+    assert_eq!(store.prune_relayed(100).unwrap(), 0, "not older yet");
+    assert_eq!(store.prune_relayed(101).unwrap(), 1);
+    assert_eq!(store.sent(&page, "m_meta1").unwrap(), None);
+}

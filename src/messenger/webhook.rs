@@ -313,6 +313,15 @@ pub enum Event {
     Postback { mid: Option<String>, title: String },
     /// A customer edited a message.
     Edit { mid: String, text: String },
+    /// A customer reacted to a message (theirs or the page's), or took the reaction back
+    /// (`react: false`; the emoji may then be missing).
+    Reaction {
+        mid: String,
+        emoji: Option<String>,
+        react: bool,
+    },
+    /// The customer read every page message sent at or before `watermark_ms`.
+    Read { watermark_ms: u64 },
     /// A message the page sent (from this app or from another tool such as the Page Inbox):
     /// `metadata` is what the sending app attached to its Send API call.
     Echo {
@@ -322,7 +331,7 @@ pub enum Event {
         attachments: Vec<Attachment>,
         metadata: Option<String>,
     },
-    /// Anything else (reads, deliveries, reactions, referrals, handover…): acknowledged, not relayed.
+    /// Anything else (deliveries, referrals, handover…): acknowledged, not relayed.
     Other(&'static str),
 }
 
@@ -413,10 +422,30 @@ pub fn event(item: &Value) -> Event {
         }
         return Event::Other("message_edit without text");
     }
+    if let Some(reaction) = item.get("reaction") {
+        // https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-reactions
+        if let Some(mid) = reaction.get("mid").and_then(Value::as_str) {
+            return Event::Reaction {
+                mid: mid.to_owned(),
+                emoji: reaction
+                    .get("emoji")
+                    .and_then(Value::as_str)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned),
+                react: reaction.get("action").and_then(Value::as_str) != Some("unreact"),
+            };
+        }
+        return Event::Other("reaction without mid");
+    }
+    if let Some(read) = item.get("read") {
+        // https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-reads
+        return match read.get("watermark").and_then(Value::as_u64) {
+            Some(watermark_ms) => Event::Read { watermark_ms },
+            None => Event::Other("read without watermark"),
+        };
+    }
     for kind in [
-        "read",
         "delivery",
-        "reaction",
         "referral",
         "optin",
         "account_linking",
@@ -634,10 +663,30 @@ mod tests {
                     metadata: Some("omni-gateway:abc:0".into()),
                 },
             ),
-            (json!({"read":{"watermark":1}}), Event::Other("read")),
             (
-                json!({"reaction":{"mid":"m","action":"react"}}),
-                Event::Other("reaction"),
+                json!({"read":{"watermark":1}}),
+                Event::Read { watermark_ms: 1 },
+            ),
+            (json!({"read":{}}), Event::Other("read without watermark")),
+            (
+                json!({"reaction":{"mid":"m","action":"react","emoji":"\u{2764}\u{FE0F}","reaction":"love"}}),
+                Event::Reaction {
+                    mid: "m".into(),
+                    emoji: Some("❤️".into()),
+                    react: true,
+                },
+            ),
+            (
+                json!({"reaction":{"mid":"m","action":"unreact"}}),
+                Event::Reaction {
+                    mid: "m".into(),
+                    emoji: None,
+                    react: false,
+                },
+            ),
+            (
+                json!({"reaction":{"action":"react"}}),
+                Event::Other("reaction without mid"),
             ),
             (json!({"brand_new_kind":{}}), Event::Other("unknown")),
             (

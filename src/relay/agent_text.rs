@@ -160,6 +160,62 @@ fn plain(text: &str, out: &mut String) {
     }
 }
 
+/// The name Rocket.Chat's emoji picker gives an emoji (without colons), for a reaction: a
+/// reaction is stored under its name, and the server also accepts JoyPixels' alternate names
+/// (`:+1:`) but keeps them as a different key, so an agent would see two 👍 if the gateway used
+/// another name than the picker. Skin tones become `_tone1`…`_tone5`. `None` for an emoji that
+/// has no name here (Rocket.Chat refuses unknown names).
+pub fn to_rocketchat_name(emoji: &str) -> Option<String> {
+    let bare = emoji.trim_end_matches('\u{FE0F}');
+    let found = emojis::get(emoji)
+        .or_else(|| emojis::get(bare))
+        .or_else(|| emojis::get(&format!("{bare}\u{FE0F}")))?;
+    let tone = found.skin_tone().filter(|t| *t != SkinTone::Default);
+    let base = found.with_skin_tone(SkinTone::Default).unwrap_or(found);
+    let name = PICKER_PREFERRED
+        .iter()
+        .find(|(_, gemoji)| base.shortcodes().any(|s| s == *gemoji))
+        .map(|(picker, _)| (*picker).to_owned())
+        .or_else(|| {
+            ROCKETCHAT_NAMES
+                .iter()
+                .find(|(_, gemoji)| base.shortcodes().any(|s| s == *gemoji))
+                .map(|(rc, _)| (*rc).to_owned())
+        })
+        .or_else(|| {
+            // gemoji's own name, where Rocket.Chat reads it as the same emoji.
+            base.shortcodes()
+                .find(|s| lookup_base(s).is_some_and(|e| e == base))
+                .map(str::to_owned)
+        })?;
+    Some(match tone.and_then(rocketchat_tone_number) {
+        Some(n) => format!("{name}_tone{n}"),
+        None => name,
+    })
+}
+
+/// Emoji whose first gemoji name is one of JoyPixels' alternates, not the picker's name:
+/// (picker name, a gemoji name of the same emoji).
+const PICKER_PREFERRED: &[(&str, &str)] = &[
+    ("thumbsup", "+1"),
+    ("thumbsdown", "-1"),
+    ("punch", "fist_oncoming"),
+    ("raised_hand", "hand"),
+    ("poop", "hankey"),
+];
+
+/// The number of Rocket.Chat's `_toneN` suffix.
+fn rocketchat_tone_number(tone: SkinTone) -> Option<u8> {
+    Some(match tone {
+        SkinTone::Light => 1,
+        SkinTone::MediumLight => 2,
+        SkinTone::Medium => 3,
+        SkinTone::MediumDark => 4,
+        SkinTone::Dark => 5,
+        _ => return None,
+    })
+}
+
 /// The emoji for the shortcode at the start of `rest`, and how many bytes it spans.
 fn shortcode(rest: &str) -> Option<(&'static str, usize)> {
     let caps = SHORTCODE.captures(rest)?;
@@ -552,6 +608,33 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(&to_messenger(input), expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn messenger_reactions_get_the_picker_names() {
+        let cases = [
+            ("❤️", Some("heart")),
+            ("\u{2764}", Some("heart")),
+            ("😆", Some("laughing")),
+            ("😮", Some("open_mouth")),
+            ("😢", Some("cry")),
+            ("😠", Some("angry")),
+            ("👍", Some("thumbsup")),
+            ("👍🏽", Some("thumbsup_tone3")),
+            ("👎", Some("thumbsdown")),
+            ("💩", Some("poop")),
+            ("🏖️", Some("beach")),
+            ("not an emoji", None),
+        ];
+        for (emoji, expected) in cases {
+            assert_eq!(to_rocketchat_name(emoji).as_deref(), expected, "{emoji}");
+        }
+        // Every name given reads back as the same emoji.
+        for emoji in emojis::iter() {
+            if let Some(name) = to_rocketchat_name(emoji.as_str()) {
+                assert_eq!(to_messenger(&format!(":{name}:")), emoji.as_str(), "{name}");
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 mod page_inbox;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::agent_text::to_rocketchat_name;
 use super::outbound::Outbound;
 use super::render::{self, Part};
 use super::{
@@ -28,7 +30,7 @@ use super::{
 use crate::backoff::Backoff;
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, PageId, RoomId, VisitorToken};
-use crate::messenger::webhook::{self, Attachment};
+use crate::messenger::webhook::{self, Attachment, Event};
 use crate::rocketchat::livechat::{self, Visitor};
 use crate::rocketchat::rest::{self, RestClient};
 use crate::store::{self, Conversation, InboundEvent, Page, Queue, Store};
@@ -66,6 +68,10 @@ enum FileFallback {
 }
 
 /// The inbound relay. Shared (`Arc`) by the webhook handler, which wakes it, and its workers.
+/// The Omnichannel custom field (scope Room) that shows agents when the customer last read the
+/// page's messages (an ISO date).
+pub const READ_FIELD: &str = "messenger_read_at";
+
 pub struct Inbound {
     ctx: RelayContext,
     /// Watches the rooms this relay opens, for the agents' replies.
@@ -74,6 +80,10 @@ pub struct Inbound {
     workers: Workers,
     agents: AgentWatch,
     outage: OutageLog,
+    /// Whether the log already says that reactions degrade to lines.
+    reactions_warned: AtomicBool,
+    /// Whether the log already says that read receipts have no custom field to go to.
+    reads_warned: AtomicBool,
 }
 
 impl Inbound {
@@ -91,6 +101,8 @@ impl Inbound {
             downloads,
             workers: Workers::default(),
             outage: OutageLog::new("rocket.chat"),
+            reactions_warned: AtomicBool::new(false),
+            reads_warned: AtomicBool::new(false),
         })
     }
 
@@ -192,6 +204,9 @@ impl Inbound {
         progress: &mut usize,
     ) -> Result<(), Failure> {
         let meaning = webhook::event(&event.payload);
+        if let Event::Read { watermark_ms } = meaning {
+            return self.mark_read(key, watermark_ms).await;
+        }
         if let webhook::Event::Echo {
             app_id,
             mid: Some(mid),
@@ -221,13 +236,27 @@ impl Inbound {
         // message yet: recorded before posting, because an agent (or a bot) may answer the moment
         // the message lands in the room, and the outbox checks the window.
         let written_ms = event.timestamp_ms;
-        self.ctx.store.update_conversation(key, |c| {
-            c.last_inbound_ms = Some(c.last_inbound_ms.unwrap_or(0).max(written_ms));
-        })?;
+        if let Event::Reaction { mid, emoji, react } = &meaning {
+            // A reaction is not a message: it opens no window, and shows on the message itself.
+            if *progress == 0
+                && self
+                    .react_in_place(key, mid, emoji.as_deref(), *react)
+                    .await?
+            {
+                return Ok(());
+            }
+        } else {
+            self.ctx.store.update_conversation(key, |c| {
+                c.last_inbound_ms = Some(c.last_inbound_ms.unwrap_or(0).max(written_ms));
+            })?;
+        }
         let dedupe = event
             .dedupe_key
             .clone()
             .unwrap_or_else(|| format!("t:{}:{}", event.timestamp_ms, event.received_ms));
+        if *progress == 0 && self.edit_in_place(key, &meaning, &conversation).await? {
+            return Ok(());
+        }
         let mut new_rooms = 0;
         while *progress < parts.len() {
             let rid = self.room(page.as_ref(), &mut conversation).await?;
@@ -280,10 +309,145 @@ impl Inbound {
         Ok(())
     }
 
-    /// The line that shows which message a reply answers: a link to it in the room (its id is
-    /// derived from its `mid`, as for every relayed message).
+    /// A customer's reaction set (or removed) on the reacted message as the bot's reaction (`true`),
+    /// where Rocket.Chat lets the bot react there; otherwise it is posted as a line quoting the
+    /// message. Messenger keeps one reaction per person and message, and its `unreact` may not
+    /// name the emoji, so the current one is remembered per message.
+    async fn react_in_place(
+        &self,
+        key: &ConversationKey,
+        mid: &str,
+        emoji: Option<&str>,
+        react: bool,
+    ) -> Result<bool, Failure> {
+        let page = &key.page;
+        // The page's messages were agents' replies; the customer's were posted under derived ids.
+        let target = match self.ctx.store.sent(page, mid)? {
+            Some(agent_message) => agent_message,
+            None => render::message_id(page, &format!("m:{mid}"), 0),
+        };
+        let previous = self.ctx.store.reaction(page, mid)?;
+        // Removing takes the remembered emoji; an unknown emoji is shown as a line.
+        let name = if react {
+            match emoji.and_then(to_rocketchat_name) {
+                Some(name) => Some(name),
+                None => return Ok(false),
+            }
+        } else {
+            None
+        };
+        let outcome = async {
+            if let Some(previous) = previous.as_deref().filter(|p| Some(*p) != name.as_deref()) {
+                self.ctx.rest.react(&target, previous, false).await?;
+            }
+            if let Some(name) = &name {
+                self.ctx.rest.react(&target, name, true).await?;
+            }
+            Ok::<_, rest::Error>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) if !react && previous.is_none() => Ok(false),
+            Ok(()) => {
+                self.ctx
+                    .store
+                    .put_reaction(page, mid, name.as_deref(), now_ms())?;
+                Ok(true)
+            }
+            Err(err) if err.is_reaction_refused() => {
+                self.reactions_degraded(key, &err);
+                self.ctx.store.put_reaction(page, mid, None, now_ms())?;
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Shows agents how far the customer has read, in the room's custom field
+    /// [`READ_FIELD`], without a chat message per receipt. Needs the field created by an admin;
+    /// without it receipts are dropped (and that is logged once).
+    async fn mark_read(&self, key: &ConversationKey, watermark_ms: u64) -> Result<(), Failure> {
+        let Some(conversation) = self.ctx.store.conversation(key)? else {
+            return Ok(());
+        };
+        if conversation.room.is_none() {
+            return Ok(());
+        }
+        let value = crate::rocketchat::dates::iso(watermark_ms);
+        match self
+            .ctx
+            .rest
+            .set_room_field(&conversation.visitor_token, READ_FIELD, &value)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_unknown_custom_field() => {
+                if !self
+                    .reads_warned
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    warn!(conversation = %key, "read receipts are not shown: create the Omnichannel custom field {READ_FIELD} (scope Room) in Rocket.Chat to show agents when the customer read their replies");
+                }
+                Ok(())
+            }
+            Err(err) if livechat::is_room_problem(&err) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Says once per run that customer reactions appear as lines, and what the bot lacks.
+    fn reactions_degraded(&self, key: &ConversationKey, err: &rest::Error) {
+        if !self
+            .reactions_warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            warn!(conversation = %key, error = %err, "Rocket.Chat refused a customer's reaction; reactions are shown as lines in the room. To show them as reactions, give the bot's role the view-livechat-rooms permission");
+        } else {
+            debug!(conversation = %key, error = %err, "reaction shown as a line");
+        }
+    }
+
+    /// A customer's edit changes the message in the room when Rocket.Chat lets the visitor edit
+    /// it (`true`); otherwise the edit is posted as a new "(edited)" line. The message is the
+    /// first part of the original, posted under the id derived from its `mid`.
+    async fn edit_in_place(
+        &self,
+        key: &ConversationKey,
+        meaning: &Event,
+        conversation: &Conversation,
+    ) -> Result<bool, Failure> {
+        let Event::Edit { mid, text } = meaning else {
+            return Ok(false);
+        };
+        let Some(rid) = &conversation.room else {
+            return Ok(false);
+        };
+        let original = render::message_id(&key.page, &format!("m:{mid}"), 0);
+        match self
+            .ctx
+            .rest
+            .update_visitor_message(&conversation.visitor_token, rid, &original, text)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(err) if err.is_edit_refused() || livechat::is_room_problem(&err) => {
+                debug!(conversation = %key, reason = err.error_type().unwrap_or("-"), "edit posted as a new line");
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The line that shows which message a reply answers: a link to it in the room. A page
+    /// message is the agent's message the Send API answered with that `mid`; a customer's
+    /// message has its id derived from its `mid`, as for every relayed message.
     fn quote(&self, page: &PageId, rid: &RoomId, mid: &str) -> String {
-        let target = render::message_id(page, &format!("m:{mid}"), 0);
+        let agent_message = self.ctx.store.sent(page, mid).unwrap_or_else(|err| {
+            warn!(error = %err, "cannot read which agent message was quoted; linking the customer's");
+            None
+        });
+        let target =
+            agent_message.unwrap_or_else(|| render::message_id(page, &format!("m:{mid}"), 0));
         match self.ctx.rest.room_message_link(rid, &target) {
             Ok(url) => render::quote_line(url.as_str()),
             Err(_) => "↩️ _replying to an earlier message_".into(),

@@ -13,6 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::{debug, error, info, warn};
 
+use super::agent_text::to_messenger;
+use super::render::QUOTE_MARK;
+use super::typing::Typing;
 use super::{
     Direction, Handled, MAX_FILE_BYTES, OutageLog, RETRY_MAX, RelayContext, Workers, pause,
 };
@@ -57,6 +60,9 @@ pub struct Outbound {
     ddp: DdpClient,
     human_agent_tag: bool,
     streams: Mutex<HashMap<RoomId, SubscriptionId>>,
+    /// The rooms' `user-activity` subscriptions, beside `streams`.
+    activity: Mutex<HashMap<RoomId, SubscriptionId>>,
+    typing: Typing,
     workers: Workers,
     outage: OutageLog,
 }
@@ -69,12 +75,20 @@ impl Outbound {
         ddp: DdpClient,
         human_agent_tag: bool,
     ) -> Arc<Outbound> {
+        let typing = Typing::start(
+            graph.clone(),
+            ctx.store.clone(),
+            &ctx.tasks,
+            ctx.cancel.clone(),
+        );
         Arc::new(Outbound {
             ctx,
             graph,
             ddp,
             human_agent_tag,
             streams: Mutex::new(HashMap::new()),
+            activity: Mutex::new(HashMap::new()),
+            typing,
             workers: Workers::default(),
             outage: OutageLog::new("facebook send api"),
         })
@@ -110,6 +124,14 @@ impl Outbound {
         let previous = self.lock_streams().insert(rid.clone(), id);
         if let Some(previous) = previous {
             // Two callers raced; keep one subscription.
+            self.ddp.unsubscribe(previous).await;
+        }
+        let activity = self
+            .ddp
+            .watch_room_activity(&rid, &conversation.visitor_token)
+            .await;
+        let previous = self.lock_activity().insert(rid.clone(), activity);
+        if let Some(previous) = previous {
             self.ddp.unsubscribe(previous).await;
         }
         Some(rid)
@@ -237,6 +259,9 @@ impl Outbound {
         };
         let closing = matches!(item.payload, Outgoing::Close { .. });
         if !self.ctx.store.enqueue_outbound(item)? {
+            if message.edited {
+                self.edited_after_sending(&key, message).await?;
+            }
             return Ok(false);
         }
         self.ctx.store.update_conversation(&key, |c| {
@@ -252,6 +277,10 @@ impl Outbound {
             if let Some(stream) = stream {
                 self.ddp.unsubscribe(stream).await;
             }
+            let activity = self.lock_activity().remove(rid);
+            if let Some(activity) = activity {
+                self.ddp.unsubscribe(activity).await;
+            }
             info!(conversation = %key, room = %rid, "room closed by an agent");
         }
         self.ctx.store.sync().await?;
@@ -259,8 +288,47 @@ impl Outbound {
         Ok(true)
     }
 
+    /// An agent changed a reply that is already on its way: Messenger has no way to change a
+    /// page's message, so the agent hears it, once per message.
+    async fn edited_after_sending(
+        &self,
+        key: &ConversationKey,
+        message: &RoomMessage,
+    ) -> Result<(), store::Error> {
+        if !self.ctx.store.first_edit_notice(&message.id, now_ms())? {
+            return Ok(());
+        }
+        self.ctx.store.sync().await?;
+        info!(conversation = %key, message = %message.id, "agent edited a reply already sent to Messenger");
+        let text = format!(
+            "You edited a reply that was already sent to the customer on Messenger: “{}”\nMessenger cannot change a sent message; the customer keeps the first version. Send a new message to correct it.",
+            preview(&to_messenger(&message.text))
+        );
+        // Not on the stream's path: a notice retries while Rocket.Chat is away.
+        let chat = self.ctx.chat.clone();
+        let agent = [message.author_username.clone()];
+        self.ctx.tasks.spawn(async move {
+            chat.notify(&agent, &text).await;
+        });
+        Ok(())
+    }
+
     fn wake(self: &Arc<Self>, key: &ConversationKey) {
         super::wake(self, key);
+    }
+
+    fn lock_activity(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, SubscriptionId>> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Someone typing in a watched room: the customer sees "typing…" (see `relay::typing`).
+    /// The visitor is the gateway itself and never types, so every activity is an agent's.
+    pub async fn on_activity(&self, rid: &RoomId, typing: bool) {
+        match self.ctx.store.conversation_by_room(rid) {
+            Ok(Some(conversation)) => self.typing.activity(&conversation.key, typing).await,
+            Ok(None) => {}
+            Err(err) => debug!(room = %rid, error = %err, "typing indicator skipped"),
+        }
     }
 
     fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, SubscriptionId>> {
@@ -466,6 +534,7 @@ impl Outbound {
             })?;
         self.send_text(page, key, text, messaging, send_metadata(item, 0))
             .await
+            .map(|_| ())
     }
 
     async fn send_reply(
@@ -496,6 +565,7 @@ impl Outbound {
                 },
             }
         })?;
+        self.typing.replied(key);
         if *progress == 0 {
             // Best effort: the customer sees their messages were read.
             if let Some(token) = &page.token {
@@ -517,17 +587,34 @@ impl Outbound {
                 *progress += 1;
                 continue;
             }
-            if *progress < chunks.len() {
+            let message_id = if *progress < chunks.len() {
                 let metadata = send_metadata(item, *progress);
                 self.send_text(page, key, &chunks[*progress], messaging, metadata)
-                    .await?;
+                    .await?
             } else {
                 let file = &files[*progress - chunks.len()];
-                self.send_file(page, key, item, file, messaging).await?;
-            }
+                self.send_file(page, key, item, file, messaging).await?
+            };
             *progress += 1;
+            self.remember_sent(key, message_id.as_deref(), item);
         }
         Ok(())
+    }
+
+    /// Keeps which agent message Meta's `message_id` carried, so a customer who replies to it in
+    /// Messenger (`reply_to.mid`) is shown replying to that agent message in the room. Best
+    /// effort: the reply itself was delivered either way.
+    fn remember_sent(&self, key: &ConversationKey, message_id: Option<&str>, item: &OutboundItem) {
+        let Some(message_id) = message_id else {
+            return;
+        };
+        if let Err(err) =
+            self.ctx
+                .store
+                .put_sent(&key.page, message_id, &item.rc_message_id, now_ms())
+        {
+            warn!(conversation = %key, error = %err, "cannot remember a sent message; a customer's reply to it will not link to it");
+        }
     }
 
     async fn send_text(
@@ -537,9 +624,9 @@ impl Outbound {
         text: &str,
         messaging: Messaging,
         metadata: String,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<String>, Failure> {
         let Some(token) = &page.token else {
-            return Ok(());
+            return Ok(None);
         };
         let request = SendRequest {
             recipient: key.psid.clone(),
@@ -550,7 +637,7 @@ impl Outbound {
         self.graph
             .send_message(&page.id, token, &request)
             .await
-            .map(|_| ())
+            .map(|sent| Some(sent.message_id))
             .map_err(Failure::Graph)
     }
 
@@ -563,9 +650,9 @@ impl Outbound {
         item: &OutboundItem,
         file: &AgentFile,
         messaging: Messaging,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<String>, Failure> {
         let Some(token) = &page.token else {
-            return Ok(());
+            return Ok(None);
         };
         let conversation = self
             .ctx
@@ -594,7 +681,7 @@ impl Outbound {
                 Bytes::from(bytes),
             )
             .await
-            .map(|_| ())
+            .map(|sent| Some(sent.message_id))
             .map_err(Failure::Graph)
     }
 
@@ -771,15 +858,20 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
         RoomMessageKind::System(_) => return None,
         RoomMessageKind::Written => {}
     }
-    if message.from_visitor || (message.text.trim().is_empty() && message.files.is_empty()) {
+    // Converted here, before the outbox, so what is stored, split and retried is what is sent;
+    // emptiness is judged after it: a message that was only `@all` or a quote marker says nothing
+    // to the customer.
+    let text = to_messenger(&message.text);
+    if message.from_visitor || (text.trim().is_empty() && message.files.is_empty()) {
         return None;
     }
     // The gateway's own posts (the page's replies from the Page Inbox) came from Messenger.
     if super::render::is_derived_id(&message.id) {
         return None;
     }
+    let text = with_quotes(&message.quoted, text);
     Some(Outgoing::Reply {
-        text: message.text.clone(),
+        text,
         files: message
             .files
             .iter()
@@ -793,6 +885,30 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
         automated: message.automated,
         ts_ms: message.ts_ms,
     })
+}
+
+/// An agent's reply that quotes messages reads with the quoted words first, one line each:
+/// Messenger shows no quote the gateway could attach to a page's message (the Send API documents
+/// no reply-to for pages), and the customer must know what the answer refers to. The gateway's
+/// own "replying to" line in a relayed customer message is not part of what the customer wrote.
+fn with_quotes(quoted: &[String], reply: String) -> String {
+    let mut lines: Vec<String> = quoted
+        .iter()
+        .filter_map(|text| {
+            let words = to_messenger(text)
+                .lines()
+                .filter(|line| !line.starts_with(QUOTE_MARK))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let words = words.trim();
+            (!words.is_empty()).then(|| format!("{QUOTE_MARK} “{}”", preview(words)))
+        })
+        .collect();
+    if lines.is_empty() {
+        return reply;
+    }
+    lines.push(reply);
+    lines.join("\n")
 }
 
 /// The Send API policy (`docs/messenger.md` §3.3): `RESPONSE` within 24 h of the customer's last
@@ -957,6 +1073,8 @@ mod tests {
                         mime: "application/pdf".into(),
                     })
                     .collect(),
+                quoted: vec![],
+                edited: false,
             };
         let written = RoomMessageKind::Written;
         let cases = vec![
@@ -982,6 +1100,26 @@ mod tests {
                 None,
             ),
             (message(written.clone(), false, "  ", vec![]), None),
+            (
+                message(
+                    written.clone(),
+                    false,
+                    ":thumbsup: [docs](https://x.example)",
+                    vec![],
+                ),
+                Some("reply agent1 👍 docs (https://x.example)"),
+            ),
+            (message(written.clone(), false, "@all", vec![]), None),
+            (
+                RoomMessage {
+                    quoted: vec![
+                        "↩️ [replying to an earlier message](https://c.example/live/R?msg=x)\nIs it *blue*? :smile:".into(),
+                        String::new(),
+                    ],
+                    ..message(written.clone(), false, "[ ](https://c.example/live/R?msg=q) Yes", vec![])
+                },
+                Some("reply agent1 ↩️ “Is it *blue*? 😄”\nYes"),
+            ),
             (
                 message(written, false, "", vec!["/file-upload/F1/a.pdf"]),
                 Some("reply agent1  files:/file-upload/F1/a.pdf"),

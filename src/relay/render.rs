@@ -64,7 +64,20 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
         }
         Event::Postback { title, .. } => Some(vec![text_part(&format!("🔘 {title}"))]),
         Event::Edit { text, .. } => Some(vec![text_part(&format!("{text} _(edited)_"))]),
-        Event::Echo { .. } | Event::Other(_) => None,
+        // Shown as a line only where Rocket.Chat does not take the reaction itself.
+        Event::Reaction { mid, emoji, react } => {
+            let text = match (react, emoji) {
+                (true, Some(emoji)) => format!("reacted {emoji}"),
+                (true, None) => "reacted".to_owned(),
+                (false, Some(emoji)) => format!("removed the {emoji} reaction"),
+                (false, None) => "removed a reaction".to_owned(),
+            };
+            Some(vec![Part::Text {
+                text,
+                quoting: Some(mid.clone()),
+            }])
+        }
+        Event::Read { .. } | Event::Echo { .. } | Event::Other(_) => None,
     }
 }
 
@@ -78,8 +91,11 @@ fn text_part(text: &str) -> Part {
 /// The first line of a reply: a link to the quoted message, whose Rocket.Chat id is derived from
 /// its `mid` like every relayed message's; `link` is that message's URL in the room.
 pub fn quote_line(link: &str) -> String {
-    format!("↩️ [replying to an earlier message]({link})")
+    format!("{QUOTE_MARK} [replying to an earlier message]({link})")
 }
+
+/// How a quote line starts, in both directions.
+pub const QUOTE_MARK: &str = "↩️";
 
 /// Until 30 August 2026 Meta sends a sticker as an `image` and a `sticker` attachment of the same
 /// message (`docs/messenger.md` §2.6): the sticker is relayed once, as the image. A sticker

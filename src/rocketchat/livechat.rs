@@ -96,6 +96,37 @@ impl RestClient {
         }
     }
 
+    /// `PUT livechat/message/:_id {"token","rid","msg"}`: the visitor edits its own message
+    /// (`docs/rocketchat.md` §4.9). Refused when the server does not allow editing or has no
+    /// such message ([`Error::is_edit_refused`]).
+    pub async fn update_visitor_message(
+        &self,
+        token: &VisitorToken,
+        rid: &RoomId,
+        id: &MessageId,
+        text: &str,
+    ) -> Result<()> {
+        let route = format!("livechat/message/{}", id.as_str());
+        let body = json!({"token": token.as_str(), "rid": rid.as_str(), "msg": text});
+        let builder = self
+            .request(Method::PUT, &route, Access::Anonymous)?
+            .json(&body);
+        self.send::<Value>(&route, builder).await.map(|_| ())
+    }
+
+    /// `POST livechat/custom.field`: sets a custom field of the visitor's open room (a room-scope
+    /// field), shown to agents in the room's info, with no chat message (`docs/rocketchat.md`
+    /// §4.10). Refused with `invalid-custom-field` ([`Error::is_unknown_custom_field`]) when no
+    /// admin created the field.
+    pub async fn set_room_field(&self, token: &VisitorToken, key: &str, value: &str) -> Result<()> {
+        let route = "livechat/custom.field";
+        let body = json!({"token": token.as_str(), "key": key, "value": value, "overwrite": true});
+        let builder = self
+            .request(Method::POST, route, Access::Anonymous)?
+            .json(&body);
+        self.send::<Value>(route, builder).await.map(|_| ())
+    }
+
     /// `GET livechat/message/:_id?token=&rid=`: whether the visitor's message exists.
     pub async fn visitor_message_exists(
         &self,
@@ -280,6 +311,10 @@ pub enum Refusal {
     FileTooLarge,
     /// `error-file-upload-disabled`: file uploads are turned off.
     UploadsDisabled,
+    /// `error-action-not-allowed`: editing is turned off (`Message_AllowEditing`).
+    EditNotAllowed,
+    /// `invalid-message`: no message with that id.
+    NoSuchMessage,
     /// Any other code, as the server sent it.
     Other(String),
 }
@@ -292,6 +327,8 @@ impl Refusal {
             "error-type-not-allowed" => Refusal::FileTypeNotAllowed,
             "error-size-not-allowed" => Refusal::FileTooLarge,
             "error-file-upload-disabled" => Refusal::UploadsDisabled,
+            "error-action-not-allowed" => Refusal::EditNotAllowed,
+            "invalid-message" => Refusal::NoSuchMessage,
             other => Refusal::Other(other.to_owned()),
         }
     }
@@ -301,6 +338,19 @@ impl Error {
     /// The meaning of an API error's code; `None` for other failures and code-less refusals.
     pub fn refusal(&self) -> Option<Refusal> {
         self.error_type().map(Refusal::from_code)
+    }
+
+    /// `invalid-custom-field`: no Omnichannel custom field has that id.
+    pub fn is_unknown_custom_field(&self) -> bool {
+        self.error_type() == Some("invalid-custom-field")
+    }
+
+    /// A visitor's edit the server will never take: editing is off, or the message is not there.
+    pub fn is_edit_refused(&self) -> bool {
+        matches!(
+            self.refusal(),
+            Some(Refusal::EditNotAllowed | Refusal::NoSuchMessage)
+        )
     }
 
     /// `no-agent-online`: hold the conversation until an agent is.

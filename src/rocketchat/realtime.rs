@@ -11,6 +11,9 @@ use crate::ids::{MessageId, RoomId, UserId, VisitorToken};
 /// The stream of every message the bot can see (`docs/rocketchat.md` §2.6).
 const MY_MESSAGES: &str = "__my_messages__";
 const ROOM_MESSAGES_STREAM: &str = "stream-room-messages";
+const NOTIFY_ROOM_STREAM: &str = "stream-notify-room";
+const USER_ACTIVITY: &str = "/user-activity";
+const USER_TYPING: &str = "user-typing";
 /// The system message type of a Livechat room's closing.
 const LIVECHAT_CLOSE: &str = "livechat-close";
 /// The type of a direct-message room.
@@ -29,6 +32,15 @@ impl DdpClient {
         let params = json!([rid.as_str(), {"useCollection": false, "args": [{"visitorToken": token.as_str()}]}]);
         self.subscribe(ROOM_MESSAGES_STREAM, params).await
     }
+
+    /// Subscribes to who is typing in a Livechat room, as its visitor: `stream-notify-room`
+    /// `<rid>/user-activity` takes the visitor's `token` in place of room access
+    /// (`apps/meteor/server/modules/notifications/notifications.module.ts`, `streamRoom`;
+    /// `docs/rocketchat.md` §2.8.2).
+    pub async fn watch_room_activity(&self, rid: &RoomId, token: &VisitorToken) -> SubscriptionId {
+        let params = json!([format!("{}{USER_ACTIVITY}", rid.as_str()), {"useCollection": false, "args": [{"token": token.as_str()}]}]);
+        self.subscribe(NOTIFY_ROOM_STREAM, params).await
+    }
 }
 
 /// What a stream event means to the gateway.
@@ -38,11 +50,23 @@ pub enum Streamed {
     MyMessage(ChatMessage, RoomContext),
     /// A message of a watched Livechat room.
     Room(RoomId, RoomMessage),
+    /// Someone in a watched Livechat room started (`typing`) or stopped typing.
+    Activity { rid: RoomId, typing: bool },
 }
 
 impl Streamed {
     /// Reads a stream event; `None` for events of other streams and malformed ones.
     pub fn read(event: &StreamEvent) -> Option<Streamed> {
+        if event.collection == NOTIFY_ROOM_STREAM {
+            // `args: [name, ["user-typing", …] or [], {}]`.
+            let rid = event.event_name.strip_suffix(USER_ACTIVITY)?;
+            event.args.first()?.as_str()?;
+            let activities = event.args.get(1)?.as_array()?;
+            return Some(Streamed::Activity {
+                rid: RoomId::new(rid),
+                typing: activities.iter().any(|a| a.as_str() == Some(USER_TYPING)),
+            });
+        }
         if event.collection != ROOM_MESSAGES_STREAM {
             return None;
         }
@@ -171,6 +195,10 @@ pub struct RoomMessage {
     pub text: String,
     pub ts_ms: u64,
     pub files: Vec<RoomFile>,
+    /// The texts of the messages this one quotes, oldest quote first (see [`quoted_texts`]).
+    pub quoted: Vec<String>,
+    /// Changed after it was written (`editedAt`); the stream re-emits the same `_id`.
+    pub edited: bool,
 }
 
 /// What kind of message a Livechat room message is.
@@ -219,8 +247,28 @@ impl RoomMessage {
                 .to_owned(),
             ts_ms,
             files: room_files(value),
+            quoted: quoted_texts(value),
+            edited: value.get("editedAt").is_some_and(|v| !v.is_null()),
         })
     }
+}
+
+/// The quotes of a message. A client writes a quote as a blank link to the quoted message
+/// before the text (`apps/meteor/client/lib/utils/prependReplies.ts`); the server checks the
+/// link and the author's access and stores the quote as an attachment with `message_link` and
+/// the quoted `text` (`apps/meteor/server/services/messages/hooks/BeforeSaveJumpToMessage.ts`,
+/// `apps/meteor/lib/createQuoteAttachment.ts`). Only the attachment counts: it is what the server
+/// validated.
+fn quoted_texts(message: &Value) -> Vec<String> {
+    message
+        .get("attachments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.get("message_link").and_then(Value::as_str).is_some())
+        .filter_map(|a| a.get("text").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The files of a message: `files[]` (or the older `file`) for name and type, the matching

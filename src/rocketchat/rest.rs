@@ -86,6 +86,16 @@ impl Error {
         }
     }
 
+    /// `chat.react` will never take this reaction: the bot may not access the room
+    /// (`not-authorized`: it lacks `view-livechat-rooms`), the emoji is unknown or the message is
+    /// gone (`error-not-allowed`, `error-message-not-found`).
+    pub fn is_reaction_refused(&self) -> bool {
+        matches!(
+            self.error_type(),
+            Some("not-authorized" | "error-not-allowed" | "error-message-not-found")
+        )
+    }
+
     /// The `errorType` code of an API error (`no-agent-online`, `room-closed`, …).
     pub fn error_type(&self) -> Option<&str> {
         match self {
@@ -293,6 +303,17 @@ impl RestClient {
             },
             Err(err) => Err(err),
         }
+    }
+
+    /// `POST chat.react` as the bot: sets (`react`) or removes its reaction `name` (an emoji name
+    /// without colons) on a message (`docs/rocketchat.md` §3.7). Idempotent: asking for the state
+    /// the reaction already has changes nothing. Refused ([`Error::is_reaction_refused`]) when
+    /// the bot may not access the room or the emoji is unknown.
+    pub async fn react(&self, message: &MessageId, name: &str, react: bool) -> Result<()> {
+        let route = "chat.react";
+        let body = json!({"messageId": message.as_str(), "emoji": format!(":{name}:"), "shouldReact": react});
+        let builder = self.request(Method::POST, route, Access::Bot)?.json(&body);
+        self.send::<Value>(route, builder).await.map(|_| ())
     }
 
     /// `GET chat.getMessage`: whether a message with this `_id` exists.

@@ -72,6 +72,16 @@ pub(super) fn seen(page: &PageId, dedupe_key: &str) -> Vec<u8> {
     out
 }
 
+/// A message the Send API accepted: the page, then the `message_id` Meta gave it.
+pub(super) fn sent(page: &PageId, message_id: &str) -> Vec<u8> {
+    seen(page, message_id)
+}
+
+/// A customer's reaction: the page, then the `mid` of the message reacted to.
+pub(super) fn reaction(page: &PageId, mid: &str) -> Vec<u8> {
+    seen(page, mid)
+}
+
 /// The smallest key greater than every key starting with `prefix`; `None` when there is none.
 pub(super) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -121,6 +131,8 @@ pub(super) enum Tree {
     Seen,
     Outbox,
     Relayed,
+    Sent,
+    Reactions,
 }
 
 impl Tree {
@@ -137,6 +149,8 @@ impl Tree {
             Tree::Seen => "seen",
             Tree::Outbox => "outbox",
             Tree::Relayed => "relayed",
+            Tree::Sent => "sent",
+            Tree::Reactions => "reactions",
         }
     }
 
@@ -146,7 +160,7 @@ impl Tree {
         match self {
             Tree::Conversations => describe_conversation_key(key),
             Tree::Inbox | Tree::Outbox => describe_queue_key(key),
-            Tree::Seen => match take_str(key) {
+            Tree::Seen | Tree::Sent | Tree::Reactions => match take_str(key) {
                 Some((page, rest)) => format!("{page}/{}", String::from_utf8_lossy(rest)),
                 None => format!("{} undecodable bytes", key.len()),
             },

@@ -360,6 +360,22 @@ struct MarkV1 {
     at_ms: u64,
 }
 
+/// A message the Send API accepted: which agent message it carried, and when.
+#[derive(Serialize, Deserialize)]
+struct SentV1 {
+    v: u32,
+    rc_message_id: MessageId,
+    at_ms: u64,
+}
+
+/// A customer's reaction: the Rocket.Chat emoji name, and when it was set.
+#[derive(Serialize, Deserialize)]
+struct ReactionV1 {
+    v: u32,
+    name: String,
+    at_ms: u64,
+}
+
 /// Where a value sits, for error messages.
 #[derive(Clone, Copy)]
 pub(super) struct At<'a> {
@@ -731,6 +747,44 @@ pub(super) fn decode_mark(at: At<'_>, bytes: &[u8]) -> Result<u64> {
     Ok(stored.at_ms)
 }
 
+pub(super) fn encode_sent(rc_message_id: &MessageId, at_ms: u64) -> Result<Vec<u8>> {
+    let stored = SentV1 {
+        v: V1,
+        rc_message_id: rc_message_id.clone(),
+        at_ms,
+    };
+    encode(Tree::Sent, &stored)
+}
+
+/// The Rocket.Chat message id and when it was sent.
+pub(super) fn decode_sent(at: At<'_>, bytes: &[u8]) -> Result<(MessageId, u64)> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: SentV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok((stored.rc_message_id, stored.at_ms))
+}
+
+pub(super) fn encode_reaction(name: &str, at_ms: u64) -> Result<Vec<u8>> {
+    let stored = ReactionV1 {
+        v: V1,
+        name: name.to_owned(),
+        at_ms,
+    };
+    encode(Tree::Reactions, &stored)
+}
+
+/// The emoji name and when it was set.
+pub(super) fn decode_reaction(at: At<'_>, bytes: &[u8]) -> Result<(String, u64)> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: ReactionV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok((stored.name, stored.at_ms))
+}
+
 #[cfg(test)]
 mod tests {
     //! Snapshots of the on-disk form: a change here is a format change and needs a new version
@@ -993,6 +1047,32 @@ mod tests {
             )
             .unwrap(),
             7
+        );
+    }
+
+    #[test]
+    fn sent_message_snapshot() {
+        let bytes = encode_sent(&MessageId::new("rcMsg1"), 7).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            json!({"v": 1, "rc_message_id": "rcMsg1", "at_ms": 7})
+        );
+        assert_eq!(
+            decode_sent(at(Tree::Sent, b"k"), &bytes).unwrap(),
+            (MessageId::new("rcMsg1"), 7)
+        );
+    }
+
+    #[test]
+    fn reaction_snapshot() {
+        let bytes = encode_reaction("heart", 9).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            json!({"v": 1, "name": "heart", "at_ms": 9})
+        );
+        assert_eq!(
+            decode_reaction(at(Tree::Reactions, b"k"), &bytes).unwrap(),
+            ("heart".to_owned(), 9)
         );
     }
 

@@ -102,6 +102,10 @@ pub struct SimMessage {
     pub file: Option<SimFile>,
     /// The thumbnail the server generated for an image (second `files[]` entry).
     pub thumbnail: Option<SimFile>,
+    /// The texts of the messages it quotes (its quote attachments).
+    pub quoted: Vec<String>,
+    /// `:name:` → who reacted.
+    pub reactions: BTreeMap<String, Vec<String>>,
 }
 
 /// A registered Livechat visitor.
@@ -418,6 +422,8 @@ impl RocketChatSim {
             updated_ms: now,
             edited: None,
             file: None,
+            quotes: Vec::new(),
+            reactions: Default::default(),
         });
         MessageId::new(id)
     }
@@ -538,6 +544,22 @@ impl RocketChatSim {
     }
 
     /// Creates an enabled Omnichannel department with these agents; returns its id.
+    /// An admin creates an Omnichannel custom field (`scope` `room` when `room_scope`).
+    pub fn add_custom_field(&self, id: &str, room_scope: bool) {
+        self.shared().mutate(|st| {
+            st.custom_fields.insert(id.to_owned(), room_scope);
+        });
+    }
+
+    /// A room's `livechatData` value, as an agent sees it in Room Info.
+    pub fn room_custom_field(&self, rid: &RoomId, key: &str) -> Option<String> {
+        let st = self.shared().lock();
+        st.rooms
+            .get(rid.as_str())
+            .and_then(|r| r.live.as_ref())
+            .and_then(|l| l.data.get(key).cloned())
+    }
+
     pub fn add_department(&self, name: &str, agents: &[&str]) -> String {
         self.shared().mutate(|st| {
             let agents = agents.iter().map(|a| Self::uid(st, a)).collect();
@@ -602,6 +624,16 @@ impl RocketChatSim {
             .collect()
     }
 
+    /// An agent starts (`true`) or stops typing in a room: `user-activity` on the room's
+    /// `stream-notify-room`.
+    pub fn agent_typing(&self, agent: &str, rid: &RoomId, typing: bool) {
+        self.shared().mutate(|st| {
+            let author = Self::author(st, agent);
+            let activities: &[&str] = if typing { &["user-typing"] } else { &[] };
+            st.user_activity(rid.as_str(), &author.username, activities);
+        });
+    }
+
     /// An agent answers in a Livechat room; the message is emitted on the room stream.
     pub fn agent_reply(&self, agent: &str, rid: &RoomId, text: &str) -> MessageId {
         self.post(agent, rid, text)
@@ -638,6 +670,8 @@ impl RocketChatSim {
                 updated_ms: now,
                 edited: None,
                 file: Some(file),
+                quotes: Vec::new(),
+                reactions: Default::default(),
             });
             MessageId::new(id)
         })
@@ -785,6 +819,12 @@ fn sim_message(st: &State, m: &Msg) -> SimMessage {
             .as_ref()
             .and_then(|f| f.thumb.as_deref())
             .map(|t| sim_file(st, t)),
+        quoted: m
+            .quotes
+            .iter()
+            .filter_map(|q| q.get("text").and_then(Value::as_str).map(str::to_owned))
+            .collect(),
+        reactions: m.reactions.clone(),
     }
 }
 

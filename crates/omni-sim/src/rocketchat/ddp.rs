@@ -368,7 +368,7 @@ fn subscribe(shared: &Shared, conn_id: u64, frame: &Value) -> String {
         .unwrap_or_default();
     let nosub = |error: Value| json!({ "msg": "nosub", "id": id, "error": error }).to_string();
     let stream = match name {
-        "stream-room-messages" | "stream-notify-user" => name,
+        "stream-room-messages" | "stream-notify-user" | "stream-notify-room" => name,
         other => {
             return nosub(meteor_error(
                 json!(404),
@@ -402,6 +402,10 @@ fn subscribe(shared: &Shared, conn_id: u64, frame: &Value) -> String {
             "stream-room-messages" if event == "__my_messages__" => Some(Sub::MyMessages),
             "stream-room-messages" => room_read_allowed(st, user.as_deref(), event, &args)
                 .then(|| Sub::Room(event.to_owned())),
+            "stream-notify-room" => event
+                .strip_suffix("/user-activity")
+                .filter(|rid| activity_read_allowed(st, user.as_deref(), rid, &args))
+                .map(|rid| Sub::RoomActivity(rid.to_owned())),
             _ => user
                 .filter(|uid| event.starts_with(&format!("{uid}/")))
                 .map(|_| Sub::NotifyUser(event.to_owned())),
@@ -415,6 +419,23 @@ fn subscribe(shared: &Shared, conn_id: u64, frame: &Value) -> String {
         json!({ "msg": "ready", "subs": [id] }).to_string()
     } else {
         nosub(meteor_error(json!("not-allowed"), None, None))
+    }
+}
+
+/// The `stream-notify-room` read rule (`notifications.module.ts`, `streamRoom.allowRead`; only
+/// `user-activity` is modelled): with `args[0].token`, the room must be a Livechat room of that
+/// visitor (`t == 'l'` and `v.token`; open or not); without one, a user who can access the room.
+fn activity_read_allowed(st: &State, user: Option<&str>, rid: &str, args: &[Value]) -> bool {
+    let Some(room) = st.rooms.get(rid) else {
+        return false;
+    };
+    match args
+        .first()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+    {
+        Some(token) => room.live.as_ref().is_some_and(|l| l.visitor_token == token),
+        None => user.is_some_and(|uid| st.can_access(uid, room)),
     }
 }
 

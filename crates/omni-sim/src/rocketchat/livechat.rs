@@ -34,13 +34,17 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/livechat/room", get(room))
         .route("/api/v1/livechat/room.close", post(close))
         .route("/api/v1/livechat/message", post(send))
-        .route("/api/v1/livechat/message/{id}", get(get_message))
+        .route(
+            "/api/v1/livechat/message/{id}",
+            get(get_message).put(update_message),
+        )
         .route("/api/v1/livechat/messages.history/{rid}", get(history))
         .route(
             "/api/v1/livechat/upload/{rid}",
             post(upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/livechat/config", get(config))
+        .route("/api/v1/livechat/custom.field", post(custom_field))
         .route("/api/v1/livechat/department", get(departments))
         .route("/file-upload/{id}/{name}", get(download))
 }
@@ -251,6 +255,8 @@ async fn send(AxState(shared): St, body: Bytes) -> Reply {
             updated_ms: now,
             edited: None,
             file: None,
+            quotes: Vec::new(),
+            reactions: Default::default(),
         };
         let doc = msg.to_json(DateForm::Iso);
         if !st.insert_message(msg) {
@@ -284,6 +290,90 @@ async fn get_message(AxState(shared): St, Path(id): Path<String>, Query(q): Quer
         Some(m) => success(json!({ "message": m.to_json(DateForm::Iso) })),
         None => plain_failure("invalid-message"),
     }
+}
+
+/// `PUT livechat/message/:_id {"token","rid","msg"}` (`message.ts`, `put()`): the visitor edits
+/// a message. In this order: the guest by token (`invalid-token`), the room by token and `rid`
+/// with no open check (`invalid-room`), the message by `_id` alone, not checked against `rid`
+/// (`invalid-message`); then `updateMessage` (`apps/meteor/app/livechat/server/lib/messages.ts`)
+/// refuses with `error-action-not-allowed` unless `Message_AllowEditing` is on and the visitor
+/// wrote the message. The core update sets `editedAt`/`editedBy` and re-emits the message.
+async fn update_message(AxState(shared): St, Path(id): Path<String>, body: Bytes) -> Reply {
+    let body = match json_body(&body) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let get = |k: &str| body.get(k).and_then(Value::as_str);
+    let (Some(token), Some(rid), Some(text)) = (get("token"), get("rid"), get("msg")) else {
+        let missing = ["token", "rid", "msg"]
+            .into_iter()
+            .find(|k| get(k).is_none())
+            .unwrap_or("msg");
+        return missing_param(missing);
+    };
+    shared.mutate(|st| {
+        let Some(author) = visitor_author(st, token) else {
+            return plain_failure("invalid-token");
+        };
+        if find_room(st, token, rid).is_none() {
+            return plain_failure("invalid-room");
+        }
+        let Some(original) = st.message(&id) else {
+            return plain_failure("invalid-message");
+        };
+        if !st.setting_bool("Message_AllowEditing") || original.u.id != author.id {
+            return plain_failure("error-action-not-allowed");
+        }
+        st.edit_message(&id, text, author);
+        match st.message(&id) {
+            Some(m) => success(json!({ "message": m.to_json(DateForm::Iso) })),
+            None => plain_failure("invalid-message"),
+        }
+    })
+}
+
+/// `POST livechat/custom.field {"token","key","value","overwrite"}` (`customField.ts`): the guest
+/// by token (`invalid-token`), then `setCustomFields`
+/// (`apps/meteor/app/livechat/server/lib/custom-fields.ts`): the field must exist
+/// (`invalid-custom-field`); a room-scope field is written to `livechatData` of the visitor's
+/// open rooms (`LivechatRooms.updateDataByToken`), kept when `overwrite` is false and a value is
+/// there. Visitor-scope fields are accepted and not modelled further.
+async fn custom_field(AxState(shared): St, body: Bytes) -> Reply {
+    let body = match json_body(&body) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let get = |k: &str| body.get(k).and_then(Value::as_str);
+    let (Some(token), Some(key), Some(value), Some(overwrite)) = (
+        get("token"),
+        get("key"),
+        get("value"),
+        body.get("overwrite").and_then(Value::as_bool),
+    ) else {
+        return plain_failure("Match error: token, key, value and overwrite are required");
+    };
+    shared.mutate(|st| {
+        if st.visitor_by_token(token).is_none() {
+            return plain_failure("invalid-token");
+        }
+        let Some(room_scope) = st.custom_fields.get(key).copied() else {
+            return plain_failure("invalid-custom-field");
+        };
+        if room_scope {
+            for room in st.rooms.values_mut() {
+                if let Some(live) = room
+                    .live
+                    .as_mut()
+                    .filter(|l| l.visitor_token == token && l.open)
+                {
+                    if overwrite || !live.data.contains_key(key) {
+                        live.data.insert(key.to_owned(), value.to_owned());
+                    }
+                }
+            }
+        }
+        success(json!({ "field": { "key": key, "value": value, "overwrite": overwrite } }))
+    })
 }
 
 /// `GET livechat/messages.history/:rid?token=[&end=<ISO date>][&limit=20]`: newest first, only
@@ -434,6 +524,8 @@ async fn upload(
             updated_ms: now,
             edited: None,
             file: Some(file),
+            quotes: Vec::new(),
+            reactions: Default::default(),
         };
         let doc = msg.to_json(DateForm::Iso);
         st.insert_message(msg);

@@ -51,6 +51,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/chat.sendMessage", post(send_message))
         .route("/api/v1/chat.getMessage", get(get_message))
+        .route("/api/v1/chat.react", post(react))
         .route("/api/v1/users.info", get(users_info))
         .route("/api/v1/im.create", post(im_create))
         .route("/api/v1/settings.public", get(settings_public))
@@ -530,6 +531,8 @@ async fn send_message(AxState(shared): St, headers: HeaderMap, body: Bytes) -> R
             updated_ms: now,
             edited: None,
             file: None,
+            quotes: Vec::new(),
+            reactions: Default::default(),
         };
         let doc = msg.to_json(DateForm::Iso);
         if !st.insert_message(msg) {
@@ -566,6 +569,48 @@ async fn get_message(
         return meteor_failure("error-not-allowed", Some("Not allowed"), None);
     }
     success(json!({ "message": msg.to_json(DateForm::Iso) }))
+}
+
+/// `POST /api/v1/chat.react {"messageId","emoji"|"reaction","shouldReact"?}`
+/// (`apps/meteor/app/api/server/v1/chat.ts`, `authRequired`): the message must exist
+/// (`error-message-not-found`), an emoji must be given (`error-emoji-param-not-provided`), then
+/// `executeSetReaction` decides ([`State::set_reaction`]).
+async fn react(AxState(shared): St, headers: HeaderMap, body: Bytes) -> Reply {
+    let body = match json_body(&body) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    shared.mutate(|st| {
+        let Some(uid) = authenticate(st, &headers) else {
+            return unauthorized();
+        };
+        let Some(id) = body.get("messageId").and_then(Value::as_str) else {
+            return meteor_failure(
+                "error-messageid-param-not-provided",
+                Some("The required \"messageId\" param is missing."),
+                None,
+            );
+        };
+        if st.message(id).is_none() {
+            return meteor_failure("error-message-not-found", Some("Message not found"), None);
+        }
+        let Some(emoji) = body
+            .get("emoji")
+            .or_else(|| body.get("reaction"))
+            .and_then(Value::as_str)
+        else {
+            return meteor_failure(
+                "error-emoji-param-not-provided",
+                Some("The required \"emoji\" param is missing."),
+                None,
+            );
+        };
+        let should_react = body.get("shouldReact").and_then(Value::as_bool);
+        match st.set_reaction(&uid, emoji, id, should_react) {
+            None => success(json!({})),
+            Some((code, reason)) => meteor_failure(code, Some(reason), None),
+        }
+    })
 }
 
 /// `GET /api/v1/users.info?userId=|username=`: `roles` only for oneself or with

@@ -74,6 +74,8 @@ pub(super) struct LiveRoom {
     pub open: bool,
     pub served_by: Option<String>,
     pub closed_ms: Option<i64>,
+    /// `livechatData`: room-scope custom fields.
+    pub data: BTreeMap<String, String>,
 }
 
 pub(super) struct Visitor {
@@ -131,6 +133,10 @@ pub(super) struct Msg {
     pub updated_ms: i64,
     pub edited: Option<(i64, Author)>,
     pub file: Option<FileRef>,
+    /// Quote attachments, built when the message is saved (see `State::quote_attachments`).
+    pub quotes: Vec<Value>,
+    /// `reactions`: `:name:` → the usernames who reacted, in order.
+    pub reactions: BTreeMap<String, Vec<String>>,
 }
 
 impl Msg {
@@ -164,6 +170,17 @@ impl Msg {
         if let Some((at, by)) = &self.edited {
             m["editedAt"] = date(*at, form);
             m["editedBy"] = json!({ "_id": by.id, "username": by.username });
+        }
+        if !self.reactions.is_empty() {
+            let reactions: serde_json::Map<String, Value> = self
+                .reactions
+                .iter()
+                .map(|(name, usernames)| (name.clone(), json!({ "usernames": usernames })))
+                .collect();
+            m["reactions"] = Value::Object(reactions);
+        }
+        if !self.quotes.is_empty() {
+            m["attachments"] = json!(self.quotes);
         }
         if let Some(f) = &self.file {
             let link = format!("/file-upload/{}/{}", f.id, url_path_segment(&f.name));
@@ -200,7 +217,9 @@ impl Msg {
                 attachment["image_type"] = json!(t.mime);
                 attachment["image_dimensions"] = json!({ "width": 480, "height": 360 });
             }
-            m["attachments"] = json!([attachment]);
+            let mut attachments = self.quotes.clone();
+            attachments.push(attachment);
+            m["attachments"] = json!(attachments);
         }
         m
     }
@@ -213,12 +232,47 @@ fn url_path_segment(name: &str) -> String {
         .replace('+', "%20")
 }
 
+/// The emoji names the simulator's `emoji.list` knows: a subset of the JoyPixels names Rocket.Chat
+/// registers (`apps/meteor/app/emoji-emojione/server/lib.ts`), with the ones Messenger's default
+/// reactions map to. Any other name is refused as the real server refuses an unknown one.
+const KNOWN_EMOJI: &[&str] = &[
+    "+1",
+    "-1",
+    "angry",
+    "clap",
+    "cry",
+    "fire",
+    "grinning",
+    "heart",
+    "heart_eyes",
+    "joy",
+    "laughing",
+    "ok_hand",
+    "open_mouth",
+    "pray",
+    "rage",
+    "slight_smile",
+    "smile",
+    "tada",
+    "thumbsdown",
+    "thumbsup",
+    "thumbsup_tone1",
+    "thumbsup_tone2",
+    "thumbsup_tone3",
+    "thumbsup_tone4",
+    "thumbsup_tone5",
+    "wave",
+    "wink",
+];
+
 /// What one DDP subscription listens to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Sub {
     MyMessages,
     Room(String),
     NotifyUser(String),
+    /// `stream-notify-room` `<rid>/user-activity`, for the room id.
+    RoomActivity(String),
 }
 
 /// A live WebSocket as the rest of the server sees it.
@@ -255,6 +309,8 @@ pub(super) struct State {
     /// permission id → roles that hold it.
     pub perms: BTreeMap<String, BTreeSet<String>>,
     pub departments: Vec<Department>,
+    /// Omnichannel custom fields: id → whether its scope is `room` (else `visitor`).
+    pub custom_fields: BTreeMap<String, bool>,
     pub visitors: Vec<Visitor>,
     pub files: HashMap<String, StoredFile>,
     pub conns: HashMap<u64, Conn>,
@@ -286,6 +342,8 @@ fn default_settings(rate_limiter: bool) -> BTreeMap<String, Value> {
         ("API_Enable_Rate_Limiter_Limit_Calls_Default", json!(10)),
         ("API_Enable_Rate_Limiter_Limit_Time_Default", json!(60_000)),
         ("Site_Url", json!("http://127.0.0.1")),
+        // `apps/meteor/server/settings/message.ts`: editing is allowed by default.
+        ("Message_AllowEditing", json!(true)),
         // `apps/meteor/server/settings/message.ts`; thumbnails are 480 wide at most.
         ("Message_Attachments_Thumbnails_Enabled", json!(true)),
         ("Livechat_enable_message_character_limit", json!(false)),
@@ -435,6 +493,7 @@ impl State {
             settings: default_settings(rate_limiter),
             perms: default_permissions(),
             departments: Vec::new(),
+            custom_fields: BTreeMap::new(),
             visitors: Vec::new(),
             files: HashMap::new(),
             conns: HashMap::new(),
@@ -537,13 +596,109 @@ impl State {
     /// Stores a new message and emits it on every stream that may see it. A message whose `_id`
     /// exists already is skipped and `false` returned, as `sendMessage` does
     /// (`RC:apps/meteor/app/lib/server/functions/sendMessage.ts`, `messageAlreadyExists … return`).
-    pub fn insert_message(&mut self, msg: Msg) -> bool {
+    pub fn insert_message(&mut self, mut msg: Msg) -> bool {
         if self.message(&msg.id).is_some() {
             return false;
         }
+        msg.quotes = self.quote_attachments(&msg);
         self.msgs.push(msg.clone());
         self.emit_message(&msg);
         true
+    }
+
+    /// The quotes Rocket.Chat attaches to a message before saving it
+    /// (`apps/meteor/server/services/messages/hooks/BeforeSaveJumpToMessage.ts`): every URL in
+    /// the text that contains the `Site_Url` setting and has `?msg=<id>` of a message the author
+    /// may see becomes a quote attachment (`apps/meteor/lib/createQuoteAttachment.ts`:
+    /// `text`, `message_link`, `author_name` = alias or username, `ts`). A visitor may quote the
+    /// messages of its own room (`message.token === room.v.token`), a user those of rooms it can
+    /// access. Links to unknown messages or other sites are left as text.
+    fn quote_attachments(&self, msg: &Msg) -> Vec<Value> {
+        let site = self
+            .setting_str("Site_Url")
+            .trim_end_matches('/')
+            .to_owned();
+        if site.is_empty() {
+            return Vec::new();
+        }
+        msg.msg
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '<' || c == '>')
+            .filter(|word| word.starts_with("http") && word.contains(&site))
+            .filter_map(|link| {
+                let url = url::Url::parse(link).ok()?;
+                let id = url.query_pairs().find(|(k, _)| k == "msg")?.1.into_owned();
+                let quoted = self.message(&id)?;
+                let room = self.rooms.get(&quoted.rid)?;
+                let allowed = match &msg.token {
+                    Some(token) => room
+                        .live
+                        .as_ref()
+                        .is_some_and(|l| &l.visitor_token == token),
+                    None => self.can_access(&msg.u.id, room),
+                };
+                allowed.then(|| {
+                    json!({
+                        "text": quoted.msg,
+                        "md": [],
+                        "message_link": link,
+                        "author_name": quoted.alias.clone().unwrap_or_else(|| quoted.u.username.clone()),
+                        "attachments": [],
+                        "ts": date(quoted.ts_ms, DateForm::Ejson),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// `executeSetReaction` (`apps/meteor/app/reactions/server/setReaction.ts`): the emoji must be
+    /// known (`error-not-allowed` "Invalid emoji provided."), the message must exist
+    /// (`error-not-allowed`), nothing happens when the user's reaction already is as asked, the
+    /// user must be able to access the room (`not-authorized`; for a Livechat room that takes
+    /// `view-livechat-rooms` or serving it — there is no reaction permission). The reaction is
+    /// stored under the username, the key removed with its last user, and the whole message
+    /// re-emitted (`notifyOnMessageChange`). `None` is success, else the error code and reason.
+    pub fn set_reaction(
+        &mut self,
+        uid: &str,
+        emoji: &str,
+        message_id: &str,
+        should_react: Option<bool>,
+    ) -> Option<(&'static str, &'static str)> {
+        let bare = emoji.replace(':', "");
+        if !KNOWN_EMOJI.contains(&bare.as_str()) {
+            return Some(("error-not-allowed", "Invalid emoji provided."));
+        }
+        let name = format!(":{bare}:");
+        let username = self.users.get(uid)?.username.clone();
+        let Some(message) = self.message(message_id) else {
+            return Some(("error-not-allowed", "Not allowed"));
+        };
+        let already = message
+            .reactions
+            .get(&name)
+            .is_some_and(|users| users.contains(&username));
+        let should_react = should_react.unwrap_or(!already);
+        if already == should_react {
+            return None;
+        }
+        let Some(room) = self.rooms.get(&message.rid) else {
+            return Some(("error-not-allowed", "Not allowed"));
+        };
+        if !self.can_access(uid, room) {
+            return Some(("not-authorized", "Not Authorized"));
+        }
+        let message = self.msgs.iter_mut().find(|m| m.id == message_id)?;
+        if should_react {
+            message.reactions.entry(name).or_default().push(username);
+        } else if let Some(users) = message.reactions.get_mut(&name) {
+            users.retain(|u| *u != username);
+            if users.is_empty() {
+                message.reactions.remove(&name);
+            }
+        }
+        let copy = message.clone();
+        self.emit_message(&copy);
+        None
     }
 
     /// Replaces a message's text and re-emits the same `_id` with `editedAt`, as an edit does.
@@ -594,6 +749,31 @@ impl State {
                 }
             }
         }
+        self.deliver(frames);
+    }
+
+    /// A user's activity in a room (`["user-typing"]`, or `[]` when it stops), sent to the room's
+    /// `<rid>/user-activity` subscribers as `[username, activities, {}]`
+    /// (`apps/meteor/server/modules/notifications/notifications.module.ts`, `notifyRoom`). The
+    /// writer's own connection is not echoed; an agent here writes from its own client.
+    pub fn user_activity(&mut self, rid: &str, username: &str, activities: &[&str]) {
+        let event = format!("{rid}/user-activity");
+        let args = json!([username, activities, {}]);
+        let frames: Vec<(u64, String)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| {
+                conn.subs
+                    .values()
+                    .any(|s| matches!(s, Sub::RoomActivity(r) if r == rid))
+            })
+            .map(|(id, _)| {
+                (
+                    *id,
+                    stream_changed("stream-notify-room", &event, args.clone()),
+                )
+            })
+            .collect();
         self.deliver(frames);
     }
 
@@ -748,6 +928,7 @@ impl State {
             open: true,
             served_by: agent.clone(),
             closed_ms: None,
+            data: BTreeMap::new(),
         };
         self.rooms.insert(
             rid.clone(),
@@ -819,6 +1000,8 @@ impl State {
             updated_ms: now,
             edited: None,
             file: None,
+            quotes: Vec::new(),
+            reactions: Default::default(),
         });
         true
     }
