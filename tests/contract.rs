@@ -258,6 +258,7 @@ async fn a_deliberately_wrong_request_fails_naming_route_and_field() {
     if skipped() {
         return;
     }
+    omni_gateway::tls::install_crypto_provider();
     let chat = Chat::start().await;
     chat.sim.record_rest_requests();
     let http = reqwest::Client::new();
