@@ -667,6 +667,59 @@ async fn check_meta_app(config: &Config, rec: &mut Recorder<'_>) {
     if let Some(finding) = check_permissions(&config.store, &client).await {
         rec.add(finding);
     }
+    if let Some(finding) = check_thread_control(&config.store, &client).await {
+        rec.add(finding);
+    }
+}
+
+/// Whether the gateway's app is each connected page's primary receiver: only then may it take a
+/// conversation the Page Inbox or another app holds when an agent answers
+/// (`docs/messenger.md` §7). Needs the store (and so a stopped daemon), like the permissions.
+async fn check_thread_control(config: &StoreConfig, client: &GraphClient) -> Option<Finding> {
+    const NAME: &str = "thread control";
+    if !config.path.exists() || !config.key_file.exists() {
+        return None;
+    }
+    let key = TokenKey::load_or_create(&config.key_file).ok()?;
+    let store = Store::open(&config.path, key, config.cache_capacity_bytes).ok()?;
+    let pages = store.pages().ok()?;
+    let mut secondary = Vec::new();
+    let mut unknown = Vec::new();
+    let mut checked = 0;
+    for page in pages {
+        let Some(token) = &page.token else {
+            continue;
+        };
+        checked += 1;
+        match client.is_primary_receiver(&page.id, token).await {
+            Ok(true) => {}
+            Ok(false) => secondary.push(format!("{} ({})", page.name, page.id)),
+            Err(err) => unknown.push(format!("{} ({}): {}", page.name, page.id, err.describe())),
+        }
+    }
+    Some(if checked == 0 {
+        Finding::pass(NAME, "no page is connected yet")
+    } else if !secondary.is_empty() {
+        Finding::warn(
+            NAME,
+            format!(
+                "the app is not the primary receiver of {}: when the Page Inbox or another app holds a conversation, an agent's reply can only ask for it",
+                secondary.join(", ")
+            ),
+            "in the page's settings (Advanced messaging → Handover protocol, or Meta Business Suite → Inbox settings → Automations) make this app the primary receiver",
+        )
+    } else if !unknown.is_empty() {
+        Finding::warn(
+            NAME,
+            format!("the primary receiver could not be read for {}", unknown.join("; ")),
+            "run `check` again; if it persists, re-connect the page with `/facebook authorize`",
+        )
+    } else {
+        Finding::pass(
+            NAME,
+            format!("the app is the primary receiver of every connected page ({checked})"),
+        )
+    })
 }
 
 /// `GET /{app-id}/subscriptions`: the `page` object goes to this gateway with every field it

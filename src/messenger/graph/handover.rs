@@ -42,6 +42,30 @@ impl GraphClient {
         .await
     }
 
+    /// Whether this app is the page's primary receiver: `GET /{page-id}/secondary_receivers`
+    /// is answered only to the primary receiver
+    /// (<https://developers.facebook.com/docs/messenger-platform/handover-protocol/assign-app-roles>),
+    /// so a refusal with code 10 means another app (often the Page Inbox) holds the role.
+    pub async fn is_primary_receiver(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+    ) -> Result<bool, Error> {
+        let req = self.request(
+            Method::GET,
+            &[page.as_str(), "secondary_receivers"],
+            Some(page_token),
+        );
+        match self
+            .call::<serde_json::Value>("secondary receivers", req)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.graph_error().is_some_and(|e| e.code == 10) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
     async fn handover(
         &self,
         page: &PageId,

@@ -60,6 +60,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/{v}/{page}/messages", post(messages))
         .route("/{v}/{page}/take_thread_control", post(take_thread_control))
+        .route("/{v}/{page}/secondary_receivers", get(secondary_receivers))
         .route(
             "/{v}/{page}/request_thread_control",
             post(request_thread_control),
@@ -417,6 +418,19 @@ async fn unsubscribe(
     let result = shared
         .lock()
         .unsubscribe(token(&headers, &params).as_deref(), &page);
+    answer(result, &page)
+}
+
+/// `GET /{page}/secondary_receivers`: answered to the primary receiver only.
+async fn secondary_receivers(
+    AxumState(shared): Sim,
+    Path((_, page)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    let result = shared
+        .lock()
+        .secondary_receivers(token(&headers, &q).as_deref(), &page);
     answer(result, &page)
 }
 

@@ -83,6 +83,23 @@ impl State {
         Ok(())
     }
 
+    /// `GET /{page}/secondary_receivers`: "only the app with the Primary Receiver role for the
+    /// page may use this API"
+    /// (<https://developers.facebook.com/docs/messenger-platform/handover-protocol/assign-app-roles>).
+    /// The simulated app is the page's only other app, so the list is empty. Decision where the
+    /// docs are silent: another app's call is refused with a code 10 permission error.
+    pub fn secondary_receivers(&self, token: Option<&str>, page: &str) -> Result<Value, Fault> {
+        let page = self.page_of(token, page)?;
+        if !self.is_primary(&page) {
+            return Err(Fault::new(
+                10,
+                None,
+                "(#10) Only the primary receiver can read the page's secondary receivers",
+            ));
+        }
+        Ok(json!({ "data": [] }))
+    }
+
     /// `POST /{page}/take_thread_control` and `POST /{page}/request_thread_control`.
     pub fn handover_call(
         &mut self,
