@@ -94,7 +94,11 @@ impl Sandbox {
     pub async fn start() -> Result<Sandbox, Error> {
         let setup =
             |what: &str, err: &dyn std::fmt::Display| Error::Setup(format!("{what}: {err}"));
-        let chat = RocketChatSim::start(SimOptions::default())
+        let chat = RocketChatSim::start(SimOptions {
+        // The set-up `check` asks for: the REST rate limiter off.
+        rest_rate_limiter: false,
+        ..SimOptions::default()
+    })
             .await
             .map_err(|e| setup("rocket.chat simulator", &e))?;
         let bot_password = populate_rocketchat(&chat);

@@ -6,6 +6,7 @@ use std::path::Path;
 use omni_gateway::check::{self, Report, Status};
 use omni_gateway::messenger::graph::SUBSCRIBED_FIELDS;
 use omni_sim::graph::{AppSubscription, GraphSim};
+use omni_sim::rocketchat::{ServerVersion, SimOptions};
 use omni_testkit::{
     BOT, BOT_PASSWORD, Chat, Running, password_credentials, start_gateway, until_ready,
 };
@@ -39,8 +40,13 @@ struct Setup {
     running: Running,
 }
 
-async fn good_setup() -> Setup {
-    let chat = Chat::start().await;
+async fn good_setup_on(version: ServerVersion) -> Setup {
+    let chat = Chat::start_with(SimOptions {
+        rest_rate_limiter: false,
+        version,
+        ..SimOptions::default()
+    })
+    .await;
     chat.sim
         .set_setting("Message_AllowUnrecognizedSlashCommand", json!(true));
     chat.sim
@@ -129,7 +135,11 @@ fn apply(setup: &Setup, change: Change) {
         Change::CannotReadRoles => sim.revoke_permission("bot", "view-full-other-user-info"),
         Change::CannotListDepartments => sim.revoke_permission("bot", "view-livechat-departments"),
         Change::RateLimiterAtDefault => sim.set_setting("API_Enable_Rate_Limiter", json!(true)),
-        Change::RateLimiterUnreadable => sim.revoke_permission("bot", "view-privileged-setting"),
+        // A real server's default: the limiter on, and a bot that may not read the setting.
+        Change::RateLimiterUnreadable => {
+            sim.set_setting("API_Enable_Rate_Limiter", json!(true));
+            sim.revoke_permission("bot", "view-privileged-setting");
+        }
         // The app's webhooks follow the public URL these cases change.
         Change::PlainHttpPublicUrl | Change::GatewayNotRunning => {
             let mut sub = setup.facebook.app_subscription().unwrap();
@@ -155,7 +165,11 @@ fn apply(setup: &Setup, change: Change) {
 }
 
 async fn check_with(change: Change) -> Report {
-    let setup = good_setup().await;
+    check_on(ServerVersion::default(), change).await
+}
+
+async fn check_on(version: ServerVersion, change: Change) -> Report {
+    let setup = good_setup_on(version).await;
     apply(&setup, change);
     let dir = tempfile::tempdir().unwrap();
     let path = check_config(&setup, change, dir.path());
@@ -211,6 +225,30 @@ async fn a_good_setup_passes_every_check() {
     );
 }
 
+/// 6.x ignores `settings.public?_id=` and answers its first page (the filter came with 7.0):
+/// `check` still reads Omnichannel's and the slash commands' settings, on every release line.
+#[tokio::test]
+async fn every_release_line_reports_omnichannel_from_its_settings() {
+    for version in [ServerVersion::V6, ServerVersion::V7, ServerVersion::V8] {
+        let report = check_on(version, Change::None).await;
+        let all = lines(&report);
+        for name in ["omnichannel", "slash commands", "rate limiter"] {
+            assert_eq!(
+                report.get(name).map(|f| f.status),
+                Some(Status::Pass),
+                "{version:?} {name}:\n{all}"
+            );
+        }
+        let report = check_on(version, Change::LivechatOff).await;
+        assert_eq!(
+            report.get("omnichannel").map(|f| f.status),
+            Some(Status::Fail),
+            "{version:?}: {}",
+            lines(&report)
+        );
+    }
+}
+
 #[tokio::test]
 async fn each_misconfiguration_is_named_with_its_fix() {
     // (change, the check that must fail or warn, its status, words the line must contain)
@@ -244,15 +282,20 @@ async fn each_misconfiguration_is_named_with_its_fix() {
             "rate limiter",
             Status::Fail,
             &[
+                "5 calls per 60 s per client IP",
                 "10 calls per 60000 ms",
-                "API_Enable_Rate_Limiter_Limit_Calls_Default",
+                "API_Enable_Rate_Limiter = false",
+                "at most 5 new conversations a minute per gateway IP",
             ],
         ),
         (
             Change::RateLimiterUnreadable,
             "rate limiter",
-            Status::Warn,
-            &["10 calls per minute", "API_Enable_Rate_Limiter"],
+            Status::Fail,
+            &[
+                "at most 5 new conversations a minute",
+                "API_Enable_Rate_Limiter = false",
+            ],
         ),
         (
             Change::WrongPassword,

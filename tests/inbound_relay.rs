@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use omni_gateway::store::Department;
+use omni_gateway::ids::{ConversationKey, PageId, Psid};
+use omni_gateway::store::{Department, InboundEvent};
 use omni_sim::ids::RoomId;
-use omni_sim::rocketchat::{SimLivechatRoom, SimMessage, SimVisitor};
+use omni_sim::rocketchat::{ServerVersion, SimLivechatRoom, SimMessage, SimOptions, SimVisitor};
 use omni_testkit::messenger::{
     Facebook, OFFLINE, PAGE_ID, PageSetup, WELCOME, attachment_event, body, body_for, connect_page,
     now_ms, post_webhook, start_gateway, text_event,
@@ -34,11 +35,25 @@ impl World {
     }
 
     async fn start_with(agent_online: bool, page: impl FnOnce(&mut PageSetup)) -> World {
+        World::start_on(ServerVersion::default(), agent_online, page).await
+    }
+
+    /// The world on a simulator answering as `version`, the REST limiter off (as `check` asks).
+    async fn start_on(
+        version: ServerVersion,
+        agent_online: bool,
+        page: impl FnOnce(&mut PageSetup),
+    ) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("omni_gateway=debug")
             .with_test_writer()
             .try_init();
-        let chat = Chat::start().await;
+        let chat = Chat::start_with(SimOptions {
+            rest_rate_limiter: false,
+            version,
+            ..SimOptions::default()
+        })
+        .await;
         chat.sim
             .add_user(AGENT, "agent-pw", &["user", "livechat-agent"]);
         let department = chat.sim.add_department("Sales", &[AGENT]);
@@ -682,4 +697,56 @@ async fn metrics_count_what_happened() {
         assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
     }
     world.stop().await;
+}
+
+/// An event that already landed in a room the agent has since closed comes back (a crash before
+/// its removal was flushed repeats it). 7.x/8.x refuse a message `_id` used in another room and
+/// look a visitor's message up only in the room asked for: the id is derived per room, so the
+/// retry lands in the new room instead of wedging the conversation.
+#[tokio::test]
+async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation() {
+    for version in [ServerVersion::V7, ServerVersion::V8] {
+        let world = World::start_on(version, true, |_| {}).await;
+        let t0 = now_ms();
+        world
+            .post_ok(&[text_event("psid-1", "m_a", t0, "first visit")])
+            .await;
+        let first = world.room_with("Peter Chang", 1).await;
+        // No `mid`, so the store's duplicate marks do not catch the repeat: the way an event
+        // comes back after a crash before its removal was flushed.
+        let repeated = InboundEvent {
+            key: ConversationKey::new(PageId::new(PAGE_ID), Psid::new("psid-1")),
+            timestamp_ms: t0 + 1,
+            dedupe_key: None,
+            received_ms: t0 + 1,
+            standby: false,
+            payload: text_event("psid-1", "m_x", t0 + 1, "landed once"),
+        };
+        let store = &world.running.gateway.store;
+        store.enqueue_inbound(vec![repeated.clone()]).expect("queued");
+        store.sync().await.expect("flushed");
+        world
+            .post_ok(&[text_event("psid-1", "m_b", t0 + 2, "wakes the worker")])
+            .await;
+        world.room_with("Peter Chang", 3).await;
+        assert_eq!(
+            world.customer_texts(&first),
+            ["first visit", "landed once", "wakes the worker"],
+            "{version:?}"
+        );
+        world.chat.sim.close_room(&first, AGENT);
+        store.enqueue_inbound(vec![repeated]).expect("queued again");
+        store.sync().await.expect("flushed");
+        world
+            .post_ok(&[text_event("psid-1", "m_c", t0 + 3, "after the close")])
+            .await;
+        let second = world.room_with("Peter Chang", 2).await;
+        assert_ne!(first, second, "{version:?}");
+        assert_eq!(
+            world.customer_texts(&second),
+            ["landed once", "after the close"],
+            "{version:?}: the repeat lands in the new room and the conversation goes on"
+        );
+        world.stop().await;
+    }
 }

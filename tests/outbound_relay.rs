@@ -647,3 +647,37 @@ async fn an_agent_file_is_uploaded_to_messenger_as_multipart() {
     );
     world.stop_gateway().await;
 }
+
+/// An image has a generated thumbnail as a second `files[]` entry (Rocket.Chat's
+/// `sendFileMessage.ts`): the customer gets the original, once.
+#[tokio::test]
+async fn an_agent_image_reaches_the_customer_once_as_the_original() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "a photo please", 0).await;
+    let rid = world.room_with("a photo please").await;
+    let jpeg: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    world
+        .chat
+        .sim
+        .agent_upload("agent1", &rid, "shelf.jpg", "image/jpeg", jpeg.clone());
+    let sent = world
+        .graph
+        .wait_for_sent(|m| m.file.is_some(), PATIENCE)
+        .await
+        .expect("the image reached the Send API");
+    assert_eq!(sent.file.expect("a file").bytes, jpeg, "the original's bytes");
+    world.chat.sim.agent_reply("agent1", &rid, "that's it");
+    world
+        .graph
+        .wait_for_sent(|m| m.text.as_deref() == Some("that's it"), PATIENCE)
+        .await
+        .expect("the next reply arrives");
+    let files = world
+        .graph
+        .sent_messages()
+        .into_iter()
+        .filter(|m| m.file.is_some())
+        .count();
+    assert_eq!(files, 1, "one file sent, not the thumbnail too");
+    world.stop_gateway().await;
+}

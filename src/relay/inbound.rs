@@ -42,6 +42,9 @@ const POLL_MAX: Duration = Duration::from_secs(30);
 enum Failure {
     #[error("no agent is online")]
     NoAgent { department: Option<String> },
+    /// The room is ready and an older event of the conversation is waiting: it goes first.
+    #[error("an older message of the conversation arrived meanwhile")]
+    OlderFirst,
     #[error(transparent)]
     RocketChat(#[from] rest::Error),
     #[error(transparent)]
@@ -72,6 +75,10 @@ pub struct Inbound {
     workers: Workers,
     agents: AgentWatch,
     outage: OutageLog,
+    /// Visitor tokens already registered, with the department they were registered with:
+    /// `livechat/visitor` allows 5 calls a minute per client IP, so a retry (or a new room for
+    /// the same department) does not register the visitor again.
+    registered: Mutex<HashMap<VisitorToken, Option<String>>>,
 }
 
 impl Inbound {
@@ -89,6 +96,7 @@ impl Inbound {
             downloads,
             workers: Workers::default(),
             outage: OutageLog::new("rocket.chat"),
+            registered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -139,6 +147,8 @@ impl Inbound {
                     self.ctx.telemetry.inbound_delivered(latency_ms);
                     return Handled::Done;
                 }
+                Err(Failure::OlderFirst) if progress == 0 => return Handled::Again,
+                Err(Failure::OlderFirst) => {}
                 Err(Failure::NoAgent { department }) => {
                     self.ctx.telemetry.rocketchat_error("no_agent_online");
                     if let Err(err) = self.hold(key).await {
@@ -209,8 +219,15 @@ impl Inbound {
             .unwrap_or_else(|| format!("t:{}:{}", event.timestamp_ms, event.received_ms));
         let mut new_rooms = 0;
         while *progress < parts.len() {
+            let had_room = conversation.room.is_some();
             let rid = self.room(page.as_ref(), &mut conversation).await?;
-            let id = render::message_id(&key.page, &dedupe, *progress);
+            // Opening a room takes a few round trips, during which an older message of the same
+            // conversation may have been stored (concurrent deliveries, Meta's late retries):
+            // the message to post is picked once the room is ready.
+            if !had_room && *progress == 0 && self.older_waiting(key, event)? {
+                return Err(Failure::OlderFirst);
+            }
+            let id = render::message_id(&key.page, &rid, &dedupe, *progress);
             let posted = match &parts[*progress] {
                 Part::Text { text, quoting } => {
                     let text = match quoting {
@@ -259,10 +276,40 @@ impl Inbound {
         Ok(())
     }
 
+    /// Whether the inbox holds an event of this conversation older than `event`.
+    fn older_waiting(&self, key: &ConversationKey, event: &InboundEvent) -> Result<bool, Failure> {
+        Ok(self
+            .ctx
+            .store
+            .inbox()
+            .oldest(key)?
+            .is_some_and(|(_, oldest)| oldest.timestamp_ms < event.timestamp_ms))
+    }
+
+    /// Registers the visitor unless this token was registered with this department already.
+    async fn register_once(&self, visitor: &Visitor<'_>) -> Result<(), rest::Error> {
+        let department = visitor.department.map(str::to_owned);
+        let known = self
+            .registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(visitor.token)
+            .is_some_and(|d| *d == department);
+        if known {
+            return Ok(());
+        }
+        self.ctx.rest.register_visitor(visitor).await?;
+        self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(visitor.token.clone(), department);
+        Ok(())
+    }
+
     /// The line that shows which message a reply answers: a link to it in the room (its id is
     /// derived from its `mid`, as for every relayed message).
     fn quote(&self, page: &PageId, rid: &RoomId, mid: &str) -> String {
-        let target = render::message_id(page, &format!("m:{mid}"), 0);
+        let target = render::message_id(page, rid, &format!("m:{mid}"), 0);
         match self.ctx.rest.room_message_link(rid, &target) {
             Ok(url) => render::quote_line(url.as_str()),
             Err(_) => "↩️ _replying to an earlier message_".into(),
@@ -301,14 +348,12 @@ impl Inbound {
             .and_then(|p| p.department.as_ref())
             .map(|d| d.id.clone());
         let name = self.ctx.customer.display_name(page, &key.psid).await;
-        self.ctx
-            .rest
-            .register_visitor(&Visitor {
-                token: &conversation.visitor_token,
-                name: &name,
-                department: department.as_deref(),
-            })
-            .await?;
+        self.register_once(&Visitor {
+            token: &conversation.visitor_token,
+            name: &name,
+            department: department.as_deref(),
+        })
+        .await?;
         let room = match self
             .ctx
             .rest

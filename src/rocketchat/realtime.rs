@@ -224,7 +224,11 @@ impl RoomMessage {
 }
 
 /// The files of a message: `files[]` (or the older `file`) for name and type, the matching
-/// attachment's `title_link` for the download path.
+/// attachment's `title_link` for the download path. An image's generated thumbnail is listed in
+/// `files[]` too, after the original, and only the attachment's `image_url` points at it
+/// (`parseFileIntoMessageAttachments` in
+/// `apps/meteor/app/file-upload/server/methods/sendFileMessage.ts`): it is skipped, so the
+/// customer gets the original once.
 fn room_files(message: &Value) -> Vec<RoomFile> {
     let attachments = message
         .get("attachments")
@@ -241,10 +245,23 @@ fn room_files(message: &Value) -> Vec<RoomFile> {
             listed.push(file.clone());
         }
     }
+    let links = |field: &str| -> Vec<&str> {
+        attachments
+            .iter()
+            .filter_map(|a| a.get(field).and_then(Value::as_str))
+            .collect()
+    };
+    let (titles, images) = (links("title_link"), links("image_url"));
+    let is_thumbnail = |id: &str| {
+        images.iter().any(|link| link.contains(id)) && !titles.iter().any(|link| link.contains(id))
+    };
     listed
         .iter()
         .filter_map(|file| {
             let id = file.get("_id").and_then(Value::as_str)?;
+            if is_thumbnail(id) {
+                return None;
+            }
             let name = file
                 .get("name")
                 .and_then(Value::as_str)
@@ -255,11 +272,10 @@ fn room_files(message: &Value) -> Vec<RoomFile> {
                 .and_then(Value::as_str)
                 .unwrap_or("application/octet-stream")
                 .to_owned();
-            let path = attachments
+            let path = titles
                 .iter()
-                .filter_map(|a| a.get("title_link").and_then(Value::as_str))
                 .find(|link| link.contains(id))
-                .map(str::to_owned)
+                .map(|link| (*link).to_owned())
                 .unwrap_or_else(|| format!("/file-upload/{id}/{name}"));
             Some(RoomFile { path, name, mime })
         })
@@ -349,6 +365,16 @@ mod tests {
         assert!(
             RoomMessage::from_value(&json!({"_id":"e"})).is_none(),
             "no date"
+        );
+        let image = json!({"_id":"f","ts":{"$date":1},
+            "file":{"_id":"O1","name":"p.jpg","type":"image/jpeg"},
+            "files":[{"_id":"O1","name":"p.jpg","type":"image/jpeg"},{"_id":"T1","name":"p.jpg","type":"image/jpeg"}],
+            "attachments":[{"title_link":"/file-upload/O1/p.jpg","image_url":"/file-upload/T1/p.jpg"}]});
+        let files = RoomMessage::from_value(&image).expect("parsed").files;
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["/file-upload/O1/p.jpg"],
+            "the original only, never the thumbnail"
         );
     }
 
