@@ -79,6 +79,12 @@ pub struct Inbound {
     /// `livechat/visitor` allows 5 calls a minute per client IP, so a retry (or a new room for
     /// the same department) does not register the visitor again.
     registered: Mutex<HashMap<VisitorToken, Option<String>>>,
+    /// One conversation at a time registers its visitor and opens its room. Both routes allow
+    /// 5 calls per 60 s per client IP (`rateLimiterOptions` in
+    /// `apps/meteor/app/livechat/server/api/v1/visitor.ts` and `room.ts`); the one whose call
+    /// is refused waits until `X-RateLimit-Reset` holding its turn, so a burst of new customers
+    /// costs at most one refused call each instead of every worker retrying at every reset.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl Inbound {
@@ -97,6 +103,7 @@ impl Inbound {
             workers: Workers::default(),
             outage: OutageLog::new("rocket.chat"),
             registered: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -276,6 +283,18 @@ impl Inbound {
         Ok(())
     }
 
+    /// Waits until a 429's `X-RateLimit-Reset`; `false` (do not retry here) for any other
+    /// failure, or when the gateway stops.
+    async fn wait_out_limit(&self, err: &rest::Error) -> bool {
+        let Some(wait) = err.retry_after() else {
+            return false;
+        };
+        self.ctx.telemetry.rocketchat_error(err.kind());
+        info!(error = %err, wait_ms = wait.as_millis() as u64, "new conversations are rate-limited by Rocket.Chat; waiting for the limit to reset");
+        self.pause(wait).await;
+        !self.ctx.cancel.is_cancelled()
+    }
+
     /// Whether the inbox holds an event of this conversation older than `event`.
     fn older_waiting(&self, key: &ConversationKey, event: &InboundEvent) -> Result<bool, Failure> {
         Ok(self
@@ -348,18 +367,31 @@ impl Inbound {
             .and_then(|p| p.department.as_ref())
             .map(|d| d.id.clone());
         let name = self.ctx.customer.display_name(page, &key.psid).await;
-        self.register_once(&Visitor {
+        let turn = self.opening.lock().await;
+        let visitor = Visitor {
             token: &conversation.visitor_token,
             name: &name,
             department: department.as_deref(),
-        })
-        .await?;
-        let room = match self
-            .ctx
-            .rest
-            .visitor_room(&conversation.visitor_token)
-            .await
-        {
+        };
+        loop {
+            match self.register_once(&visitor).await {
+                Err(err) if self.wait_out_limit(&err).await => {}
+                registered => break registered?,
+            }
+        }
+        let opened = loop {
+            match self
+                .ctx
+                .rest
+                .visitor_room(&conversation.visitor_token)
+                .await
+            {
+                Err(err) if self.wait_out_limit(&err).await => {}
+                opened => break opened,
+            }
+        };
+        drop(turn);
+        let room = match opened {
             Ok(room) => room,
             Err(err) if err.is_no_agent_online() => {
                 return Err(Failure::NoAgent { department });
