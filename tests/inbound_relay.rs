@@ -750,3 +750,55 @@ async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation
         world.stop().await;
     }
 }
+
+/// Meta's retries after an outage arrive at once and newest first. On a new conversation the
+/// worker woken by the first one opens the room meanwhile; it picks the message to post only
+/// once the room is ready, so the older ones that arrived during that go first.
+#[tokio::test]
+async fn concurrent_deliveries_of_a_new_conversation_sent_newest_first_land_in_order() {
+    let world = World::start(true).await;
+    let addr = world.running.gateway.http_addr;
+    // Opening a room takes a few slow round trips: the older deliveries land meanwhile.
+    world.chat.sim.set_rest_latency(Duration::from_millis(150));
+    for attempt in 0..6 {
+        let psid = format!("psid-order-{attempt}");
+        let t0 = now_ms();
+        let newest_first: Vec<_> = (0..4u64)
+            .rev()
+            .map(|n| {
+                let event = text_event(
+                    &psid,
+                    &format!("m-{attempt}-{n}"),
+                    t0 + n,
+                    &format!("{attempt}: message {n}"),
+                );
+                let fb = &world.fb;
+                // Newest first: each later (older) delivery starts a little after the previous.
+                let delay = Duration::from_millis(40 * (3 - n));
+                async move {
+                    tokio::time::sleep(delay).await;
+                    post_webhook(fb, addr, &body(&[event])).await
+                }
+            })
+            .collect();
+        for status in futures_util::future::join_all(newest_first).await {
+            assert_eq!(status, StatusCode::OK);
+        }
+        let expected: Vec<String> = (0..4).map(|n| format!("{attempt}: message {n}")).collect();
+        let mut texts = Vec::new();
+        eventually("four messages in the new room", || {
+            texts = world
+                .chat
+                .sim
+                .livechat_rooms()
+                .into_iter()
+                .flat_map(|r| world.customer_texts(&r.id))
+                .filter(|t| t.starts_with(&format!("{attempt}:")))
+                .collect();
+            texts.len() == 4
+        })
+        .await;
+        assert_eq!(texts, expected, "attempt {attempt}: in timestamp order");
+    }
+    world.stop().await;
+}
