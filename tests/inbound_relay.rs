@@ -802,3 +802,40 @@ async fn concurrent_deliveries_of_a_new_conversation_sent_newest_first_land_in_o
     }
     world.stop().await;
 }
+
+/// With Livechat's character limit on, a long text is refused for good
+/// (`message-length-exceeds-character-limit`): it is split under `limitTextLength` from
+/// `livechat/config`, in order, and the conversation goes on.
+#[tokio::test]
+async fn a_text_over_the_character_limit_arrives_split_in_order() {
+    let world = World::start(true).await;
+    world
+        .chat
+        .sim
+        .set_setting("Livechat_enable_message_character_limit", json!(true));
+    world
+        .chat
+        .sim
+        .set_setting("Livechat_message_character_limit", json!(40));
+    let long = "Hello there. I ordered a blue kettle last week and it arrived broken. \
+                Can you send a new one or refund me? Thanks a lot for your help.";
+    let t0 = now_ms();
+    world
+        .post_ok(&[
+            text_event("psid-1", "m_long", t0, long),
+            text_event("psid-1", "m_next", t0 + 1, "and one more thing"),
+        ])
+        .await;
+    let rid = world.room_with("Peter Chang", 2).await;
+    eventually("the last message after the pieces", || {
+        world.customer_texts(&rid).last().map(String::as_str) == Some("and one more thing")
+    })
+    .await;
+    let texts = world.customer_texts(&rid);
+    let pieces = &texts[..texts.len() - 1];
+    assert!(pieces.len() >= 4, "{texts:?}");
+    assert!(pieces.iter().all(|p| p.chars().count() <= 40), "{texts:?}");
+    let normalised = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(normalised(&pieces.join(" ")), normalised(long), "in order, nothing lost");
+    world.stop().await;
+}

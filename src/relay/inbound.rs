@@ -241,9 +241,12 @@ impl Inbound {
                         Some(mid) => format!("{}\n{text}", self.quote(&key.page, &rid, mid)),
                         None => text.clone(),
                     };
-                    self.ctx
-                        .rest
-                        .send_visitor_message(&conversation.visitor_token, &rid, &id, &text)
+                    let pieces = Pieces {
+                        page: &key.page,
+                        dedupe: &dedupe,
+                        index: *progress,
+                    };
+                    self.post_text(&conversation.visitor_token, &rid, &id, &text, pieces)
                         .await
                 }
                 Part::File {
@@ -293,6 +296,49 @@ impl Inbound {
         info!(error = %err, wait_ms = wait.as_millis() as u64, "new conversations are rate-limited by Rocket.Chat; waiting for the limit to reset");
         self.pause(wait).await;
         !self.ctx.cancel.is_cancelled()
+    }
+
+    /// Posts a customer's text; when Livechat's character limit refuses it, splits it under
+    /// the limit `livechat/config` gives and posts the pieces in order, each with an id derived
+    /// from the part's, so a retry finds the pieces already posted.
+    async fn post_text(
+        &self,
+        token: &VisitorToken,
+        rid: &RoomId,
+        id: &crate::ids::MessageId,
+        text: &str,
+        pieces: Pieces<'_>,
+    ) -> Result<(), rest::Error> {
+        let err = match self
+            .ctx
+            .rest
+            .send_visitor_message(token, rid, id, text)
+            .await
+        {
+            Err(err) if err.refusal() == Some(livechat::Refusal::TooLong) => err,
+            other => return other,
+        };
+        let Some(limit) = self.ctx.rest.livechat_text_limit(token).await? else {
+            return Err(err);
+        };
+        let split = split_under(text, limit);
+        if split.len() < 2 {
+            return Err(err);
+        }
+        info!(room = %rid, limit, pieces = split.len(), "text longer than Livechat's character limit; posting it in pieces");
+        for (n, piece) in split.iter().enumerate() {
+            let id = render::message_id(
+                pieces.page,
+                rid,
+                &format!("{}#{n}", pieces.dedupe),
+                pieces.index,
+            );
+            self.ctx
+                .rest
+                .send_visitor_message(token, rid, &id, piece)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Whether the inbox holds an event of this conversation older than `event`.
@@ -555,6 +601,26 @@ impl Direction for Inbound {
         retry: &mut Backoff,
     ) -> Handled {
         self.deliver_until_accepted(key, event, retry).await
+    }
+}
+
+/// What a text part's split pieces derive their ids from.
+struct Pieces<'a> {
+    page: &'a PageId,
+    dedupe: &'a str,
+    index: usize,
+}
+
+/// `text` in pieces of at most `limit` UTF-16 code units (the server compares `msg.length`),
+/// cut at sentence or word ends where it can.
+fn split_under(text: &str, limit: usize) -> Vec<String> {
+    let mut max = limit;
+    loop {
+        let pieces = super::outbound::split_text(text, max);
+        if max <= 1 || pieces.iter().all(|p| p.encode_utf16().count() <= limit) {
+            return pieces;
+        }
+        max /= 2;
     }
 }
 
