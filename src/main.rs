@@ -42,6 +42,23 @@ enum Action {
         /// Keep everything running after the tour and print how to poke it.
         #[arg(long)]
         interactive: bool,
+        /// Skip the tour: serve one connected page on this loopback address for a webhook load
+        /// generator, until Ctrl-C.
+        #[arg(long, value_name = "ADDR", conflicts_with = "interactive")]
+        serve: Option<std::net::SocketAddr>,
+        /// With --serve: the app secret the load generator signs with.
+        #[arg(long, requires = "serve", default_value = "bench-secret")]
+        app_secret: String,
+        /// With --serve: the connected page's id.
+        #[arg(long, requires = "serve", default_value = "1111")]
+        page: String,
+        /// With --serve: Rocket.Chat answers 503 to everything, so every event is stored and
+        /// held (ingest alone).
+        #[arg(long, requires = "serve")]
+        rocketchat_down: bool,
+        /// With --rocketchat-down: Rocket.Chat comes back after this many seconds.
+        #[arg(long, value_name = "SECONDS", requires = "rocketchat_down")]
+        rocketchat_back_after: Option<u64>,
     },
 }
 
@@ -53,6 +70,8 @@ enum Job {
     Sandbox {
         interactive: bool,
     },
+    #[cfg(feature = "sandbox")]
+    LoadTarget(sandbox::LoadTarget),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -102,7 +121,22 @@ fn main() -> ExitCode {
         },
         Action::Check => Job::Check,
         #[cfg(feature = "sandbox")]
-        Action::Sandbox { interactive } => Job::Sandbox { interactive },
+        Action::Sandbox {
+            serve: Some(listen),
+            app_secret,
+            page,
+            rocketchat_down,
+            rocketchat_back_after,
+            ..
+        } => Job::LoadTarget(sandbox::LoadTarget {
+            listen,
+            app_secret,
+            page,
+            rocketchat_down,
+            rocketchat_back_after: rocketchat_back_after.map(std::time::Duration::from_secs),
+        }),
+        #[cfg(feature = "sandbox")]
+        Action::Sandbox { interactive, .. } => Job::Sandbox { interactive },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -127,6 +161,10 @@ fn main() -> ExitCode {
             #[cfg(feature = "sandbox")]
             Job::Sandbox { interactive } => {
                 Ok(sandbox::run(interactive, &mut |line| println!("{line}")).await?)
+            }
+            #[cfg(feature = "sandbox")]
+            Job::LoadTarget(target) => {
+                Ok(sandbox::serve_load_target(target, &mut |line| println!("{line}")).await?)
             }
         }
     });

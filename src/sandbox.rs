@@ -21,6 +21,9 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::daemon::Gateway;
 
+mod load;
+pub use load::{LoadTarget, serve_load_target};
+
 /// Longest a hop may take by default; the held conversation waits for the relay's
 /// `livechat/config` poll, which backs off from 2 s.
 const HOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -92,6 +95,15 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts and populates both simulators, then the gateway against them.
     pub async fn start() -> Result<Sandbox, Error> {
+        Sandbox::start_with(None, None).await
+    }
+
+    /// [`start`](Self::start) with a chosen app secret and HTTP port (for load generators,
+    /// which sign webhooks with a secret they are given and need a known address).
+    pub async fn start_with(
+        app_secret: Option<String>,
+        port: Option<u16>,
+    ) -> Result<Sandbox, Error> {
         let setup =
             |what: &str, err: &dyn std::fmt::Display| Error::Setup(format!("{what}: {err}"));
         let chat = RocketChatSim::start(SimOptions {
@@ -102,7 +114,8 @@ impl Sandbox {
             .await
             .map_err(|e| setup("rocket.chat simulator", &e))?;
         let bot_password = populate_rocketchat(&chat);
-        let app_secret = hex::encode(rand::rng().random::<[u8; 16]>());
+        let app_secret =
+            app_secret.unwrap_or_else(|| hex::encode(rand::rng().random::<[u8; 16]>()));
         let facebook = GraphSim::start(APP_ID, &app_secret)
             .await
             .map_err(|e| setup("facebook simulator", &e))?;
@@ -118,7 +131,10 @@ impl Sandbox {
         // first; another process could take it in between, hence the retries.
         let mut last_error = String::new();
         for _ in 0..3 {
-            let port = free_port().map_err(|e| setup("free port", &e))?;
+            let port = match port {
+                Some(port) => port,
+                None => free_port().map_err(|e| setup("free port", &e))?,
+            };
             let text = config_text(
                 &chat,
                 &facebook,
