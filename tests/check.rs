@@ -32,6 +32,8 @@ enum Change {
     StoreInUse,
     AppWebhooksElsewhere,
     AppWebhooksPartial,
+    /// More departments than one page of `livechat/department` holds (100).
+    ManyDepartments,
 }
 
 struct Setup {
@@ -136,6 +138,11 @@ fn apply(setup: &Setup, change: Change) {
         Change::CannotListDepartments => sim.revoke_permission("bot", "view-livechat-departments"),
         Change::RateLimiterAtDefault => sim.set_setting("API_Enable_Rate_Limiter", json!(true)),
         // A real server's default: the limiter on, and a bot that may not read the setting.
+        Change::ManyDepartments => {
+            for n in 0..150 {
+                sim.add_department(&format!("Team {n}"), &["sam"]);
+            }
+        }
         Change::RateLimiterUnreadable => {
             sim.set_setting("API_Enable_Rate_Limiter", json!(true));
             sim.revoke_permission("bot", "view-privileged-setting");
@@ -247,6 +254,19 @@ async fn every_release_line_reports_omnichannel_from_its_settings() {
             lines(&report)
         );
     }
+}
+
+/// The server pages `livechat/department` at 100 (`API_Upper_Count_Limit`): every page is read.
+#[tokio::test]
+async fn departments_beyond_one_page_are_all_listed() {
+    let report = check_with(Change::ManyDepartments).await;
+    let line = report.get("departments").map(|f| f.to_string());
+    assert_eq!(
+        line.as_deref(),
+        Some("✓ departments: the bot can list Omnichannel departments (151 found)"),
+        "{}",
+        lines(&report)
+    );
 }
 
 #[tokio::test]
