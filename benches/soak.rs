@@ -161,8 +161,8 @@ async fn soak(args: &Args) -> bool {
         rest_rate_limiter: false,
         ..SimOptions::default()
     })
-        .await
-        .expect("rocket.chat simulator");
+    .await
+    .expect("rocket.chat simulator");
     chat.set_setting("Message_AllowUnrecognizedSlashCommand", json!(true));
     chat.add_user(BOT, BOT_PASSWORD, &["bot"]);
     chat.grant_permission("bot", "view-full-other-user-info");

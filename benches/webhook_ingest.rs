@@ -97,8 +97,8 @@ async fn run(case: &Case) -> Outcome {
         rest_rate_limiter: false,
         ..SimOptions::default()
     })
-        .await
-        .expect("rocket.chat simulator");
+    .await
+    .expect("rocket.chat simulator");
     chat.add_user(BOT, BOT_PASSWORD, &["bot"]);
     chat.add_user("sam", "sam-pw", &["user", "livechat-agent"]);
     chat.set_agent_online("sam", true);

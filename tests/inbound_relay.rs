@@ -723,7 +723,9 @@ async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation
             payload: text_event("psid-1", "m_x", t0 + 1, "landed once"),
         };
         let store = &world.running.gateway.store;
-        store.enqueue_inbound(vec![repeated.clone()]).expect("queued");
+        store
+            .enqueue_inbound(vec![repeated.clone()])
+            .expect("queued");
         store.sync().await.expect("flushed");
         world
             .post_ok(&[text_event("psid-1", "m_b", t0 + 2, "wakes the worker")])
@@ -836,6 +838,10 @@ async fn a_text_over_the_character_limit_arrives_split_in_order() {
     assert!(pieces.len() >= 4, "{texts:?}");
     assert!(pieces.iter().all(|p| p.chars().count() <= 40), "{texts:?}");
     let normalised = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert_eq!(normalised(&pieces.join(" ")), normalised(long), "in order, nothing lost");
+    assert_eq!(
+        normalised(&pieces.join(" ")),
+        normalised(long),
+        "in order, nothing lost"
+    );
     world.stop().await;
 }

@@ -14,8 +14,8 @@ async fn sim_with_agent() -> RocketChatSim {
         rest_rate_limiter: false,
         ..SimOptions::default()
     })
-        .await
-        .expect("simulator");
+    .await
+    .expect("simulator");
     sim.add_user("agent1", "pw", &["user", "livechat-agent"]);
     sim.set_agent_online("agent1", true);
     sim
@@ -129,8 +129,8 @@ async fn no_agent_online_is_a_typed_error_and_config_says_when_one_is() {
         rest_rate_limiter: false,
         ..SimOptions::default()
     })
-        .await
-        .expect("simulator");
+    .await
+    .expect("simulator");
     sim.add_user("agent1", "pw", &["user", "livechat-agent"]);
     let rest = client(&sim);
     let token = VisitorToken::new("fb-offline-test");

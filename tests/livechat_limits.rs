@@ -154,7 +154,10 @@ async fn back_fill_of_more_rooms_than_the_history_bucket_loses_no_reply() {
             t0,
             &text(c, "m", 0),
         )];
-        assert_eq!(post_webhook(&world.fb, addr, &body(&items)).await, StatusCode::OK);
+        assert_eq!(
+            post_webhook(&world.fb, addr, &body(&items)).await,
+            StatusCode::OK
+        );
     }
     settle(
         Duration::from_secs(60),
@@ -177,7 +180,13 @@ async fn back_fill_of_more_rooms_than_the_history_bucket_loses_no_reply() {
     world.chat.sim.refuse_connections(false);
     settle(
         Duration::from_secs(60),
-        || agent_replies(&world.fb.sim).values().map(Vec::len).sum::<usize>() == ROOMS,
+        || {
+            agent_replies(&world.fb.sim)
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                == ROOMS
+        },
         || format!("{:#?}", agent_replies(&world.fb.sim)),
     )
     .await;

@@ -665,7 +665,11 @@ async fn an_agent_image_reaches_the_customer_once_as_the_original() {
         .wait_for_sent(|m| m.file.is_some(), PATIENCE)
         .await
         .expect("the image reached the Send API");
-    assert_eq!(sent.file.expect("a file").bytes, jpeg, "the original's bytes");
+    assert_eq!(
+        sent.file.expect("a file").bytes,
+        jpeg,
+        "the original's bytes"
+    );
     world.chat.sim.agent_reply("agent1", &rid, "that's it");
     world
         .graph
@@ -692,7 +696,10 @@ async fn a_room_closed_while_down_is_caught_up_once_without_resubscribing() {
     world.customer_writes("m-1", "hello", 0).await;
     let rid = world.room_with("hello").await;
     world.stop_gateway().await;
-    world.chat.sim.agent_reply("agent1", &rid, "sorry, we are closing");
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "sorry, we are closing");
     world.chat.sim.close_room(&rid, "agent1");
     world.chat.sim.record_rest_requests();
     world.start_gateway().await;
@@ -708,7 +715,9 @@ async fn a_room_closed_while_down_is_caught_up_once_without_resubscribing() {
         .iter()
         .filter(|r| {
             r["route"] == "/api/v1/livechat/messages.history/{rid}"
-                && r["path"].as_str().is_some_and(|p| p.ends_with(rid.as_str()))
+                && r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(rid.as_str()))
         })
         .count();
     assert!(

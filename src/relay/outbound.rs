@@ -177,23 +177,24 @@ impl Outbound {
             .last_agent_message_ms
             .unwrap_or(1)
             .saturating_sub(1);
-        match self.room_history_until_read(&conversation, rid, since).await {
-            Some(messages) => {
-                let mut caught_up = 0;
-                for message in messages {
-                    match self.take(rid, &message).await {
-                        Ok(true) => caught_up += 1,
-                        Ok(false) => {}
-                        Err(err) => {
-                            error!(room = %rid, error = %err, "cannot queue a back-filled message")
-                        }
-                    }
-                }
-                if caught_up > 0 {
-                    info!(room = %rid, messages = caught_up, "back-filled agent messages missed while away");
+        let Some(messages) = self
+            .room_history_until_read(&conversation, rid, since)
+            .await
+        else {
+            return;
+        };
+        let mut caught_up = 0;
+        for message in messages {
+            match self.take(rid, &message).await {
+                Ok(true) => caught_up += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    error!(room = %rid, error = %err, "cannot queue a back-filled message")
                 }
             }
-            None => {}
+        }
+        if caught_up > 0 {
+            info!(room = %rid, messages = caught_up, "back-filled agent messages missed while away");
         }
     }
 

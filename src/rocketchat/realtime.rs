@@ -379,7 +379,10 @@ mod tests {
         assert!(!is_ignored_my_message(&dm), "a DM goes on to the admin");
         let room = json!({"msg":"changed","collection":"stream-room-messages","id":"id",
                           "fields":{"eventName":"r1","args":[message()]}});
-        assert!(!is_ignored_my_message(&room.to_string()), "a Livechat room's stream");
+        assert!(
+            !is_ignored_my_message(&room.to_string()),
+            "a Livechat room's stream"
+        );
         assert!(!is_ignored_my_message("not json __my_messages__"));
     }
 

@@ -91,10 +91,9 @@ impl RestClient {
         const MAX_PAGES: usize = 50;
         let mut offset = 0usize;
         for _ in 0..MAX_PAGES {
-            let builder = self.request(Method::GET, route, Access::Anonymous)?.query(&[
-                ("count", PAGE.to_string()),
-                ("offset", offset.to_string()),
-            ]);
+            let builder = self
+                .request(Method::GET, route, Access::Anonymous)?
+                .query(&[("count", PAGE.to_string()), ("offset", offset.to_string())]);
             let page: PublicSettings = self.send(route, builder).await?;
             let got = page.settings.len();
             offset += got;
