@@ -75,9 +75,9 @@ pub struct Inbound {
     workers: Workers,
     agents: AgentWatch,
     outage: OutageLog,
-    /// Visitor tokens already registered, with the department they were registered with:
-    /// `livechat/visitor` allows 5 calls a minute per client IP, so a retry (or a new room for
-    /// the same department) does not register the visitor again.
+    /// Visitor tokens registered while their room is not open yet (a 429, a hold, an outage),
+    /// with the department they were registered with: `livechat/visitor` allows 5 calls a
+    /// minute per client IP, so a retry does not register the visitor again.
     registered: Mutex<HashMap<VisitorToken, Option<String>>>,
     /// One conversation at a time registers its visitor and opens its room. Both routes allow
     /// 5 calls per 60 s per client IP (`rateLimiterOptions` in
@@ -444,6 +444,12 @@ impl Inbound {
             }
             Err(err) => return Err(err.into()),
         };
+        // Kept only until the room is open, so the map stays as small as the conversations
+        // waiting for a room; a later room registers again (the page's department may change).
+        self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conversation.visitor_token);
         conversation.room = Some(room.rid.clone());
         self.ctx
             .store
