@@ -231,6 +231,9 @@ impl Admin {
                 status_label(&page.status)
             ));
         }
+        for (page, line) in self.pages.policy_problems() {
+            text.push_str(&format!("\n• page {page}: {line}"));
+        }
         if let Some(problem) = self.pages.app_webhook_problem() {
             text.push_str(&format!("\n• app webhooks: {problem}"));
         }

@@ -305,6 +305,7 @@ async fn check_rocketchat(config: &Config, rec: &mut Recorder<'_>) {
     }
 
     rec.add(check_roles(config, &client, &me.roles).await);
+    rec.add(check_page_replies(&client, &me.roles).await);
     rec.add(match client.departments().await {
         Ok(departments) => Finding::pass(
             "departments",
@@ -428,6 +429,40 @@ async fn check_roles(config: &Config, client: &RestClient, bot_roles: &[String])
                 "make sure the bot's role holds {READ_ROLES}, or only the `admins` usernames may run commands"
             ),
         ),
+    }
+}
+
+/// Permission that lets the bot post in Livechat rooms it does not serve: replies typed in the
+/// Page Inbox are shown there (`chat.sendMessage` → `canAccessRoomAsync`, Livechat validators in
+/// `apps/meteor/app/livechat/server/roomAccessValidator.compatibility.ts`).
+const VIEW_LIVECHAT_ROOMS: &str = "view-livechat-rooms";
+
+/// Whether the bot may show the page's replies from the Page Inbox in the customer's room.
+async fn check_page_replies(client: &RestClient, bot_roles: &[String]) -> Finding {
+    const NAME: &str = "page inbox replies";
+    let fix = format!(
+        "grant {VIEW_LIVECHAT_ROOMS} to the bot's role under Administration → Permissions; until then replies typed in the Page Inbox reach the customer but not the agents' room"
+    );
+    match client.permission_roles().await {
+        Ok(permissions) => {
+            let holders = permissions
+                .get(VIEW_LIVECHAT_ROOMS)
+                .cloned()
+                .unwrap_or_default();
+            if bot_roles.iter().any(|r| holders.contains(r)) {
+                Finding::pass(
+                    NAME,
+                    "the bot may post in Livechat rooms: replies typed in the Page Inbox are shown to the agents",
+                )
+            } else {
+                Finding::warn(
+                    NAME,
+                    format!("the bot's roles do not hold {VIEW_LIVECHAT_ROOMS}"),
+                    fix,
+                )
+            }
+        }
+        Err(err) => Finding::warn(NAME, format!("cannot list permissions: {err}"), fix),
     }
 }
 

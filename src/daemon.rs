@@ -21,6 +21,7 @@ use crate::notices::Notifier;
 use crate::pages::{self, Pages};
 use crate::relay::inbound::Inbound;
 use crate::relay::outbound::Outbound;
+use crate::relay::threads::Threads;
 use crate::relay::{CustomerMessenger, RelayContext};
 use crate::rocketchat::ddp::{Credentials, DdpClient, DdpSettings, Event};
 use crate::rocketchat::realtime::{self, Streamed};
@@ -73,12 +74,14 @@ impl Gateway {
         let telemetry = Telemetry::with_rate_limits(rest.rate_limits());
         let customer = CustomerMessenger::new(graph.clone(), store.clone(), chat.clone());
         let (ddp, events) = connect_realtime(&config, cancel.child_token()).await;
+        let threads = Arc::new(Threads::new(&config.facebook.app_id));
         let context = RelayContext {
             store: store.clone(),
             rest: rest.clone(),
             customer,
             chat: chat.clone(),
             telemetry: telemetry.clone(),
+            threads: threads.clone(),
             tasks: tasks.clone(),
             cancel: cancel.clone(),
         };
@@ -88,7 +91,7 @@ impl Gateway {
             ddp.clone(),
             config.facebook.human_agent_tag,
         );
-        let inbound = Inbound::new(context, outbound.clone());
+        let inbound = Inbound::new(context.clone(), outbound.clone());
         outbound.resume().await?;
         inbound.resume_pending()?;
         let admin = Arc::new(Admin::new(
@@ -126,7 +129,7 @@ impl Gateway {
         ));
         tasks.spawn(store_maintenance(store.clone(), cancel.clone()));
 
-        let router = router(&config, &store, &health, pages, inbound, telemetry);
+        let router = router(&config, &context, &health, pages, inbound);
         tasks.spawn(http::serve(listener, router, cancel.clone()));
         tasks.close();
 
@@ -194,21 +197,26 @@ fn graph_client(config: &Config) -> anyhow::Result<GraphClient> {
 /// Every HTTP route: probes, the OAuth callback, the Messenger webhook and metrics.
 fn router(
     config: &Config,
-    store: &Store,
+    context: &RelayContext,
     health: &Health,
     pages: Arc<Pages>,
     inbound: Arc<Inbound>,
-    telemetry: Telemetry,
 ) -> axum::Router {
+    let store = &context.store;
+    let telemetry = context.telemetry.clone();
     http::with_limits(
         http::probes(http::ProbeState {
             health: health.clone(),
             store: store.clone(),
         })
-        .merge(http::oauth(pages))
+        .merge(http::oauth(pages.clone()))
         .merge(http::webhooks(http::WebhookState {
             store: store.clone(),
             inbound,
+            pages,
+            tasks: context.tasks.clone(),
+            app_id: config.facebook.app_id.clone(),
+            threads: context.threads.clone(),
             telemetry: telemetry.clone(),
             app_secret: config.facebook.app_secret.clone(),
             verify_token: config.facebook.verify_token.clone(),

@@ -30,6 +30,8 @@ use crate::ids::{ConversationKey, PageId};
 use crate::messenger::webhook;
 use crate::pages::{self, CallbackPage, DialogOutcome, Pages};
 use crate::relay::inbound::Inbound;
+use crate::relay::outbound;
+use crate::relay::threads::Threads;
 use crate::store::Store;
 use crate::store::{self, InboundEvent, PageStatus};
 use crate::telemetry::{Snapshot, Telemetry};
@@ -424,6 +426,13 @@ fn capitalize(text: &str) -> String {
 pub struct WebhookState {
     pub store: Store,
     pub inbound: Arc<Inbound>,
+    /// Told about Meta's policy enforcement on a page.
+    pub pages: Arc<Pages>,
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Our Facebook app id: an echo from it is our own send.
+    pub app_id: String,
+    /// Told who controls which conversation (`messaging_handovers`, `standby`).
+    pub threads: Arc<Threads>,
     pub telemetry: Telemetry,
     pub app_secret: SecretString,
     pub verify_token: SecretString,
@@ -498,10 +507,26 @@ async fn receive_webhook(
             "webhook items without sender or recipient ignored"
         );
     }
-    let (events, stale_pages) = match relayed_events(&state, parsed.events) {
+    for handover in &parsed.handovers {
+        state.threads.record(handover);
+    }
+    for notice in parsed.policy {
+        // The notice is not stored: Meta sends it once, and admins are told by DM at once.
+        let pages = state.pages.clone();
+        state
+            .tasks
+            .spawn(async move { pages.policy_enforcement(&notice).await });
+    }
+    let (events, stale_pages, echoes) = match relayed_events(&state, parsed.events) {
         Ok(found) => found,
         Err(err) => return store_failure(&err),
     };
+    if events.is_empty() && echoes > 0 {
+        // The echo marks tell a retrying outbox worker its send was delivered: durable first.
+        if let Err(err) = state.store.sync().await {
+            return store_failure(&err);
+        }
+    }
     if !events.is_empty() {
         if let Err(err) = store_events(&state, events, &stale_pages).await {
             return store_failure(&err);
@@ -534,18 +559,36 @@ fn verified_webhook(
     })
 }
 
-/// The events the relay carries, for connected pages, and the pages whose last-webhook time is
-/// due for an update. Other events are counted and dropped (acknowledged).
+/// The events the relay carries, for connected pages, the pages whose last-webhook time is
+/// due for an update, and how many echoes of our own sends were marked (not flushed). Other
+/// events are counted and dropped (acknowledged).
 fn relayed_events(
     state: &WebhookState,
     envelopes: Vec<webhook::Envelope>,
-) -> Result<(Vec<InboundEvent>, Vec<PageId>), store::Error> {
+) -> Result<(Vec<InboundEvent>, Vec<PageId>, usize), store::Error> {
     let mut events = Vec::new();
     let mut stale_pages = Vec::new();
+    let mut echoes = 0;
     for envelope in envelopes {
-        if !is_relayed(&webhook::event(&envelope.raw)) {
-            state.telemetry.webhook_event("ignored", 1);
-            continue;
+        match webhook::event(&envelope.raw) {
+            webhook::Event::Echo {
+                app_id, metadata, ..
+            } if app_id.as_deref() == Some(state.app_id.as_str()) => {
+                // Our own send: noted for the outbox, never shown again.
+                if let Some(sent) = metadata.as_deref().and_then(outbound::own_send) {
+                    state.store.mark_echoed(sent, now_ms())?;
+                    echoes += 1;
+                }
+                state.telemetry.webhook_event("ignored", 1);
+                continue;
+            }
+            // The page's words from the Page Inbox or another app: shown in the room.
+            webhook::Event::Echo { .. } => {}
+            meaning if !is_relayed(&meaning) => {
+                state.telemetry.webhook_event("ignored", 1);
+                continue;
+            }
+            _ => {}
         }
         match state.store.page(&envelope.page)? {
             Some(page) if page.token.is_some() || page.status != PageStatus::Disconnected => {
@@ -562,8 +605,12 @@ fn relayed_events(
                 continue;
             }
         }
+        let key = ConversationKey::new(envelope.page, envelope.psid);
+        if envelope.standby {
+            state.threads.standby(&key);
+        }
         events.push(InboundEvent {
-            key: ConversationKey::new(envelope.page, envelope.psid),
+            key,
             timestamp_ms: envelope.timestamp_ms,
             dedupe_key: envelope.dedupe_key,
             received_ms: now_ms(),
@@ -571,7 +618,7 @@ fn relayed_events(
             payload: envelope.raw,
         });
     }
-    Ok((events, stale_pages))
+    Ok((events, stale_pages, echoes))
 }
 
 /// Stores the events durably (the 200 waits for this; see `Store::ingest`), then wakes their

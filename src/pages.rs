@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use url::Url;
 
+mod policy;
+
 use crate::health::now_ms;
 use crate::ids::{PageId, RoomId, UserId};
 use crate::messenger::graph::{self, GraphClient};
@@ -116,6 +118,9 @@ pub struct Pages {
     /// Why the app-level webhook subscription is not as the gateway needs it, when it is not;
     /// read by `status`.
     app_webhooks: std::sync::Mutex<Option<String>>,
+    /// Meta's last policy warning or block per page (`messaging_policy_enforcement`), for
+    /// `status`; an `unblock` clears it.
+    policy: std::sync::Mutex<std::collections::HashMap<PageId, String>>,
     /// Held while pages are connected, disconnected or checked, so the health check never sees
     /// a page between "stored" and "subscribed" (and re-subscribes it) or re-subscribes a page
     /// that `unauthorize` is taking down.
@@ -139,6 +144,7 @@ impl Pages {
             public_url,
             verify_token,
             app_webhooks: std::sync::Mutex::new(None),
+            policy: std::sync::Mutex::new(std::collections::HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
         }
     }

@@ -7,6 +7,7 @@ pub mod agent_text;
 pub mod inbound;
 pub mod outbound;
 pub mod render;
+pub mod threads;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -38,6 +39,8 @@ pub struct RelayContext {
     pub customer: CustomerMessenger,
     pub chat: Notifier,
     pub telemetry: Telemetry,
+    /// Who controls each conversation (handover protocol).
+    pub threads: Arc<threads::Threads>,
     /// Where the relays' workers run, so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,

@@ -1058,6 +1058,30 @@ impl Store {
         })
     }
 
+    /// Records that Meta echoed one of the gateway's own sends (`sent` names the Rocket.Chat
+    /// message and part, from the Send API `metadata`), so a retry after an unanswered send can
+    /// tell that it was delivered. Does not flush; pruned with the dedupe marks.
+    pub fn mark_echoed(&self, sent: &str, at_ms: u64) -> Result<()> {
+        let mark = records::encode_mark(Tree::Seen, at_ms)?;
+        let result = self
+            .inner
+            .seen
+            .insert(echo_key(sent), mark)
+            .map(|_| ())
+            .map_err(sled_err("echo mark write"));
+        self.noting_failure(result)
+    }
+
+    /// Whether Meta echoed this send (see [`mark_echoed`](Self::mark_echoed)).
+    pub fn was_echoed(&self, sent: &str) -> Result<bool> {
+        let found = self
+            .inner
+            .seen
+            .get(echo_key(sent))
+            .map_err(sled_err("echo mark read"))?;
+        Ok(found.is_some())
+    }
+
     // ---- outbox ----
 
     /// Queues an agent message, unless its Rocket.Chat message id was queued before (a
@@ -1106,6 +1130,11 @@ impl Store {
             Ok(records::decode_mark(at, bytes)? < older_than_ms)
         })
     }
+}
+
+/// Echo marks share the dedupe tree; inbound dedupe keys never start with `echo:`.
+fn echo_key(sent: &str) -> Vec<u8> {
+    format!("echo:{sent}").into_bytes()
 }
 
 /// One queue of the store (the inbox or the outbox): per conversation, oldest first. Items are

@@ -23,6 +23,7 @@ enum Change {
     SlashCommandsOff,
     CannotReadRoles,
     CannotListDepartments,
+    CannotPostInLivechatRooms,
     RateLimiterAtDefault,
     RateLimiterUnreadable,
     WrongPassword,
@@ -54,6 +55,7 @@ async fn good_setup_on(version: ServerVersion) -> Setup {
     chat.sim
         .grant_permission("bot", "view-livechat-departments");
     chat.sim.grant_permission("bot", "view-privileged-setting");
+    chat.sim.grant_permission("bot", "view-livechat-rooms");
     chat.sim
         .add_user("sam", "sam-pw", &["user", "livechat-agent"]);
     chat.sim.add_department("Support", &["sam"]);
@@ -136,6 +138,7 @@ fn apply(setup: &Setup, change: Change) {
         }
         Change::CannotReadRoles => sim.revoke_permission("bot", "view-full-other-user-info"),
         Change::CannotListDepartments => sim.revoke_permission("bot", "view-livechat-departments"),
+        Change::CannotPostInLivechatRooms => sim.revoke_permission("bot", "view-livechat-rooms"),
         Change::RateLimiterAtDefault => sim.set_setting("API_Enable_Rate_Limiter", json!(true)),
         // A real server's default: the limiter on, and a bot that may not read the setting.
         Change::ManyDepartments => {
@@ -212,6 +215,7 @@ async fn a_good_setup_passes_every_check() {
         "omnichannel",
         "slash commands",
         "roles",
+        "page inbox replies",
         "departments",
         "rate limiter",
         "graph api",
@@ -296,6 +300,12 @@ async fn each_misconfiguration_is_named_with_its_fix() {
             "departments",
             Status::Fail,
             &["view-livechat-departments"],
+        ),
+        (
+            Change::CannotPostInLivechatRooms,
+            "page inbox replies",
+            Status::Warn,
+            &["view-livechat-rooms", "Page Inbox"],
         ),
         (
             Change::RateLimiterAtDefault,

@@ -11,6 +11,7 @@
 //! stripped of their URL before they are returned.
 
 mod error;
+mod handover;
 pub mod signed_request;
 mod types;
 

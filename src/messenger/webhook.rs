@@ -68,7 +68,113 @@ pub struct Envelope {
 pub struct Parsed {
     pub object: String,
     pub events: Vec<Envelope>,
+    /// Meta's warnings and blocks of the app on a page (`messaging_policy_enforcement`).
+    pub policy: Vec<PolicyEnforcement>,
+    /// Who controls which conversation, and the page's app roles (`messaging_handovers`).
+    pub handovers: Vec<Handover>,
     pub skipped: usize,
+}
+
+/// A `messaging_policy_enforcement` event: Meta warned about, blocked or unblocked the app on a
+/// page. It has a recipient (the page) and no sender, so it is not a conversation's event.
+/// Source: <https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_policy_enforcement/>.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyEnforcement {
+    pub page: PageId,
+    /// `warning`, `block` or `unblock`.
+    pub action: String,
+    pub reason: Option<String>,
+}
+
+/// A `messaging_handovers` event. Source:
+/// <https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_handovers/>.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// `pass_thread_control` or `take_thread_control`: `owner` controls the conversation now.
+    Moved {
+        page: PageId,
+        psid: Psid,
+        owner: Option<String>,
+    },
+    /// `request_thread_control`: another app asks for a conversation this app controls.
+    Requested {
+        page: PageId,
+        psid: Psid,
+        requester: Option<String>,
+    },
+    /// `app_roles`: the apps that are the page's primary receivers.
+    Roles {
+        page: PageId,
+        primary_receivers: Vec<String>,
+    },
+}
+
+fn handover(item: &Value, entry_page: Option<&str>) -> Option<Handover> {
+    let page = entry_page.map(str::to_owned).or_else(|| {
+        item.get("recipient")
+            .and_then(|r| r.get("id"))
+            .and_then(id_string)
+    })?;
+    let page = PageId::new(page);
+    if let Some(roles) = item.get("app_roles").and_then(Value::as_object) {
+        let primary_receivers = roles
+            .iter()
+            .filter(|(_, list)| {
+                list.as_array()
+                    .is_some_and(|l| l.iter().any(|r| r.as_str() == Some("primary_receiver")))
+            })
+            .map(|(app, _)| app.clone())
+            .collect();
+        return Some(Handover::Roles {
+            page,
+            primary_receivers,
+        });
+    }
+    let psid = || {
+        item.get("sender")
+            .and_then(|s| s.get("id"))
+            .and_then(id_string)
+            .map(Psid::new)
+    };
+    for kind in ["pass_thread_control", "take_thread_control"] {
+        if let Some(body) = item.get(kind) {
+            return Some(Handover::Moved {
+                page,
+                psid: psid()?,
+                owner: body.get("new_owner_app_id").and_then(id_string),
+            });
+        }
+    }
+    let body = item.get("request_thread_control")?;
+    Some(Handover::Requested {
+        page,
+        psid: psid()?,
+        requester: body.get("requested_owner_app_id").and_then(id_string),
+    })
+}
+
+fn policy_enforcement(item: &Value, entry_page: Option<&str>) -> Option<PolicyEnforcement> {
+    // Meta's reference spells the key with a hyphen; the field name uses an underscore.
+    let body = item
+        .get("policy-enforcement")
+        .or_else(|| item.get("policy_enforcement"))?;
+    let page = entry_page.map(str::to_owned).or_else(|| {
+        item.get("recipient")
+            .and_then(|r| r.get("id"))
+            .and_then(id_string)
+    })?;
+    Some(PolicyEnforcement {
+        page: PageId::new(page),
+        action: body
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or("warning")
+            .to_owned(),
+        reason: body
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
 }
 
 /// Reads a webhook body (already signature-checked).
@@ -99,6 +205,14 @@ pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
                 continue;
             };
             for item in items {
+                if let Some(notice) = policy_enforcement(item, entry_page.as_deref()) {
+                    parsed.policy.push(notice);
+                    continue;
+                }
+                if let Some(handover) = handover(item, entry_page.as_deref()) {
+                    parsed.handovers.push(handover);
+                    continue;
+                }
                 match envelope(item, entry_page.as_deref(), standby) {
                     Some(event) => parsed.events.push(event),
                     None => parsed.skipped += 1,
@@ -199,8 +313,15 @@ pub enum Event {
     Postback { mid: Option<String>, title: String },
     /// A customer edited a message.
     Edit { mid: String, text: String },
-    /// A message the page sent (from this app or from another tool such as the Page inbox).
-    Echo { app_id: Option<String> },
+    /// A message the page sent (from this app or from another tool such as the Page Inbox):
+    /// `metadata` is what the sending app attached to its Send API call.
+    Echo {
+        app_id: Option<String>,
+        mid: Option<String>,
+        text: Option<String>,
+        attachments: Vec<Attachment>,
+        metadata: Option<String>,
+    },
     /// Anything else (reads, deliveries, reactions, referrals, handover…): acknowledged, not relayed.
     Other(&'static str),
 }
@@ -219,7 +340,11 @@ pub struct Attachment {
 impl Attachment {
     /// Whether the content is a file to download and upload (as opposed to a link or a place).
     pub fn is_file(&self) -> bool {
-        matches!(self.kind.as_str(), "image" | "video" | "audio" | "file") && self.url.is_some()
+        // A sticker is an image with a URL (`docs/messenger.md` §2.6).
+        matches!(
+            self.kind.as_str(),
+            "image" | "video" | "audio" | "file" | "sticker"
+        ) && self.url.is_some()
     }
 }
 
@@ -227,8 +352,17 @@ impl Attachment {
 pub fn event(item: &Value) -> Event {
     if let Some(message) = item.get("message") {
         if message.get("is_echo").and_then(Value::as_bool) == Some(true) {
+            let field = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
             return Event::Echo {
                 app_id: message.get("app_id").and_then(id_string),
+                mid: field("mid"),
+                text: field("text"),
+                attachments: message
+                    .get("attachments")
+                    .and_then(Value::as_array)
+                    .map(|list| list.iter().filter_map(attachment).collect())
+                    .unwrap_or_default(),
+                metadata: field("metadata"),
             };
         }
         let Some(mid) = message.get("mid").and_then(Value::as_str) else {
@@ -290,6 +424,7 @@ pub fn event(item: &Value) -> Event {
         "take_thread_control",
         "request_thread_control",
         "policy_enforcement",
+        "policy-enforcement",
     ] {
         if item.get(kind).is_some() {
             return Event::Other(kind);
@@ -312,8 +447,10 @@ fn attachment(value: &Value) -> Option<Attachment> {
         let long = c.get("long")?;
         Some((lat.to_string(), long.to_string()))
     });
+    // A `fallback` (shared link) may carry `url` and `title` beside `payload` rather than in it.
+    let top = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
     Some(Attachment {
-        url: field("url"),
+        url: field("url").or_else(|| top("url")),
         title: field("title").or_else(|| {
             value
                 .get("title")
@@ -487,9 +624,14 @@ mod tests {
                 },
             ),
             (
-                json!({"message":{"mid":"m","is_echo":true,"app_id":1517776481860111i64}}),
+                json!({"message":{"mid":"m","is_echo":true,"app_id":1517776481860111i64,
+                    "text":"hi","metadata":"omni-gateway:abc:0"}}),
                 Event::Echo {
                     app_id: Some("1517776481860111".into()),
+                    mid: Some("m".into()),
+                    text: Some("hi".into()),
+                    attachments: vec![],
+                    metadata: Some("omni-gateway:abc:0".into()),
                 },
             ),
             (json!({"read":{"watermark":1}}), Event::Other("read")),
@@ -509,6 +651,48 @@ mod tests {
     }
 
     #[test]
+    fn handovers_and_policy_notices_are_read_from_the_envelope() {
+        let body = json!({"object":"page","entry":[{"id":"P1","time":1,"messaging":[
+            {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":1,
+             "pass_thread_control":{"new_owner_app_id":"42","previous_owner_app_id":"263902037430900"}},
+            {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":2,
+             "request_thread_control":{"requested_owner_app_id":263902037430900i64}},
+            {"recipient":{"id":"P1"},"timestamp":3,"app_roles":{"42":["primary_receiver"],"7":["secondary_receiver"]}},
+            {"recipient":{"id":"P1"},"timestamp":4,"policy-enforcement":{"action":"block","reason":"spam"}}
+        ]}]});
+        let parsed = parse(body.to_string().as_bytes()).expect("parses");
+        assert!(parsed.events.is_empty());
+        assert_eq!(parsed.skipped, 0);
+        assert_eq!(
+            parsed.handovers,
+            vec![
+                Handover::Moved {
+                    page: PageId::new("P1"),
+                    psid: Psid::new("U1"),
+                    owner: Some("42".into()),
+                },
+                Handover::Requested {
+                    page: PageId::new("P1"),
+                    psid: Psid::new("U1"),
+                    requester: Some("263902037430900".into()),
+                },
+                Handover::Roles {
+                    page: PageId::new("P1"),
+                    primary_receivers: vec!["42".into()],
+                },
+            ]
+        );
+        assert_eq!(
+            parsed.policy,
+            vec![PolicyEnforcement {
+                page: PageId::new("P1"),
+                action: "block".into(),
+                reason: Some("spam".into()),
+            }]
+        );
+    }
+
+    #[test]
     fn attachments_of_every_kind() {
         let item = json!({"message":{"mid":"m","attachments":[
             {"type":"image","payload":{"url":"https://cdn/x.jpg"}},
@@ -516,6 +700,7 @@ mod tests {
             {"type":"location","payload":{"coordinates":{"lat":52.5,"long":13.4}},"title":"Berlin"},
             {"type":"fallback","payload":{"url":"https://example.com","title":"Example"}},
             {"type":"fallback"},
+            {"type":"fallback","url":"https://example.org/a","title":"Top level"},
             {"payload":{}}
         ]}});
         let Event::Message { attachments, .. } = event(&item) else {
@@ -529,12 +714,15 @@ mod tests {
             kinds,
             vec![
                 ("image", true),
-                ("sticker", false),
+                ("sticker", true),
                 ("location", false),
+                ("fallback", false),
                 ("fallback", false),
                 ("fallback", false)
             ]
         );
+        assert_eq!(attachments[5].url.as_deref(), Some("https://example.org/a"));
+        assert_eq!(attachments[5].title.as_deref(), Some("Top level"));
         assert_eq!(
             attachments[2].coordinates,
             Some(("52.5".into(), "13.4".into()))

@@ -8,6 +8,8 @@
 //! conversation: the customer gets the offline message and the page's admins a notice, once per
 //! hold, and delivery resumes when `livechat/config` says an agent can take it.
 
+mod page_inbox;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -207,10 +209,29 @@ impl Inbound {
         progress: &mut usize,
     ) -> Result<(), Failure> {
         let meaning = webhook::event(&event.payload);
-        let Some(parts) = render::parts(&meaning) else {
+        if let webhook::Event::Echo {
+            app_id,
+            mid: Some(mid),
+            text,
+            attachments,
+            ..
+        } = &meaning
+        {
+            let reply = page_inbox::PageReply {
+                app_id: app_id.as_deref(),
+                mid,
+                text: text.as_deref(),
+                attachments,
+            };
+            return self.deliver_page_reply(key, reply).await;
+        }
+        let Some(mut parts) = render::parts(&meaning) else {
             debug!(conversation = %key, "event is not relayed");
             return Ok(());
         };
+        if event.standby {
+            render::mark_standby(&mut parts);
+        }
         let page = self.ctx.store.page(&key.page)?;
         let mut conversation = self.conversation(key)?;
         // The customer's write opens the Send API window, whether or not Rocket.Chat has the

@@ -34,6 +34,11 @@ const RESPONSE_WINDOW_MS: u64 = 24 * 3600 * 1000;
 const HUMAN_AGENT_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
 /// How often a page that needs authorization is looked at again.
 const REAUTH_POLL: Duration = Duration::from_secs(2);
+/// How many error answers from Meta one outbox item gets before it is given up (the waits
+/// between them double from `RETRY_MIN`, so about eight seconds in all).
+const SEND_ATTEMPTS: u32 = 5;
+/// The `metadata` of the gateway's handover calls, which other apps see in their webhooks.
+const HANDOVER_METADATA: &str = "omni-gateway: an agent answered in Rocket.Chat";
 /// When a new room's history is read once, in case a reply beat the stream's subscription.
 const NEW_STREAM_CATCH_UP: Duration = Duration::from_secs(1);
 
@@ -299,6 +304,8 @@ impl Outbound {
         retry.reset();
         // Parts of a reply already sent, so a retry does not repeat them.
         let mut progress = 0;
+        // Error answers from Meta for this item: every code is retried a bounded number of times.
+        let mut answers = 0;
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Sent::Stopped;
@@ -328,7 +335,7 @@ impl Outbound {
                 continue;
             }
             let result = match outgoing {
-                Outgoing::Close { .. } => self.send_finished(&page, key).await,
+                Outgoing::Close { .. } => self.send_finished(&page, key, item).await,
                 Outgoing::Reply { .. } => {
                     self.send_reply(&page, key, item, outgoing, &mut progress)
                         .await
@@ -341,19 +348,23 @@ impl Outbound {
                 }
                 Err(failure) => failure,
             };
-            if let Some((reason, fix)) = self.after_failure(key, failure, retry).await {
+            if let Some((reason, fix)) = self.after_failure(key, failure, retry, &mut answers).await
+            {
                 return self.refuse(key, item, outgoing, &reason, fix).await;
             }
         }
     }
 
     /// Deals with a failed attempt: waits before the retry (`None`), or gives the reason and the
-    /// fix of a final refusal.
+    /// fix of a final refusal. `answers` counts Meta's error answers for this item: after
+    /// [`SEND_ATTEMPTS`] of them the item is given up, so a code that never heals (code 2 when the
+    /// person blocked the page) does not hold the conversation's later replies.
     async fn after_failure(
         &self,
         key: &ConversationKey,
         failure: Failure,
         retry: &mut Backoff,
+        answers: &mut u32,
     ) -> Option<(String, &'static str)> {
         match failure {
             Failure::Window { reason, fix } => Some((reason.to_string(), fix)),
@@ -368,11 +379,29 @@ impl Outbound {
             }
             Failure::Graph(err) => {
                 self.ctx.telemetry.reply_failed(&err);
+                if err.is_answer() {
+                    *answers += 1;
+                }
+                let given_up = *answers >= SEND_ATTEMPTS;
                 match err.kind() {
                     ErrorKind::TokenInvalid => {
                         self.ctx.customer.token_invalid(&key.page, &err).await;
                         None
                     }
+                    ErrorKind::Transient if given_up => Some((
+                        format!(
+                            "{} (tried {SEND_ATTEMPTS} times)",
+                            err.plain_reason()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| err.to_string())
+                        ),
+                        "The reply was given up so the conversation's later replies are not held up; send it again later, or reach the customer another way.",
+                    )),
+                    ErrorKind::ThreadOwnedElsewhere if given_up => Some((
+                        err.describe(),
+                        "The gateway took the conversation but Messenger still refused; an admin should check the page's Conversation routing in its Meta settings.",
+                    )),
+                    ErrorKind::ThreadOwnedElsewhere => self.take_thread(key).await,
                     ErrorKind::Transient | ErrorKind::RateLimited => {
                         self.outage.failed(&err.describe());
                         let backoff = retry.next_wait();
@@ -393,7 +422,70 @@ impl Outbound {
         }
     }
 
-    async fn send_finished(&self, page: &Page, key: &ConversationKey) -> Result<(), Failure> {
+    /// Another app controls the conversation: take it (allowed when this app is the page's
+    /// primary receiver) and let the caller send again at once (`None`); otherwise ask for it
+    /// and give the agent the reason (`docs/messenger.md` §7).
+    async fn take_thread(&self, key: &ConversationKey) -> Option<(String, &'static str)> {
+        let page = match self.ctx.store.page(&key.page) {
+            Ok(Some(page)) => page,
+            Ok(None) => return None,
+            Err(err) => {
+                error!(conversation = %key, error = %err, "cannot read the page");
+                self.pause(RETRY_MAX).await;
+                return None;
+            }
+        };
+        let token = page.token.as_ref()?;
+        let owner = self
+            .ctx
+            .threads
+            .other_owner(key)
+            .unwrap_or_else(|| "another app (the Page Inbox or a bot)".to_owned());
+        // `app_roles` said the app is not the primary receiver: taking would be refused.
+        if self.ctx.threads.is_primary(&key.page) != Some(false) {
+            match self
+                .graph
+                .take_thread_control(&page.id, token, &key.psid, HANDOVER_METADATA)
+                .await
+            {
+                Ok(()) => {
+                    info!(conversation = %key, "took thread control to send an agent's reply");
+                    self.ctx.threads.taken(key);
+                    return None;
+                }
+                Err(err) => {
+                    info!(conversation = %key, error = %err.describe(), "cannot take thread control; requesting it");
+                }
+            }
+        }
+        let asked = self
+            .graph
+            .request_thread_control(&page.id, token, &key.psid, HANDOVER_METADATA)
+            .await;
+        let reason = format!(
+            "{owner} controls this conversation in Messenger, and the gateway's app is not the page's primary receiver, so it cannot take it"
+        );
+        Some(match asked {
+            Ok(()) => (
+                reason,
+                "The gateway asked for the conversation; send your reply again once it is passed (or answer from the Page Inbox). To stop this, an admin can make the gateway's app the page's primary receiver in the page's Conversation routing settings.",
+            ),
+            Err(err) => {
+                warn!(conversation = %key, error = %err.describe(), "request_thread_control failed");
+                (
+                    reason,
+                    "Answer from the Page Inbox, or have an admin make the gateway's app the page's primary receiver in the page's Conversation routing settings.",
+                )
+            }
+        })
+    }
+
+    async fn send_finished(
+        &self,
+        page: &Page,
+        key: &ConversationKey,
+        item: &OutboundItem,
+    ) -> Result<(), Failure> {
         let Some(text) = page.finished.as_deref() else {
             return Ok(());
         };
@@ -403,7 +495,8 @@ impl Outbound {
                 reason: OutsideWindow::FinishedTooLate,
                 fix: "The conversation finished message was not sent.",
             })?;
-        self.send_text(page, key, text, messaging).await
+        self.send_text(page, key, text, messaging, send_metadata(item, 0))
+            .await
     }
 
     async fn send_reply(
@@ -449,8 +542,15 @@ impl Outbound {
         let chunks = split_text(text, MAX_TEXT_CHARS);
         let total = chunks.len() + files.len();
         while *progress < total {
+            // Meta echoed this part already: an earlier attempt that got no answer was delivered.
+            if self.ctx.store.was_echoed(&sent_part(item, *progress))? {
+                info!(conversation = %key, message = %item.rc_message_id, part = *progress, "already delivered (echoed); not sent again");
+                *progress += 1;
+                continue;
+            }
             if *progress < chunks.len() {
-                self.send_text(page, key, &chunks[*progress], messaging)
+                let metadata = send_metadata(item, *progress);
+                self.send_text(page, key, &chunks[*progress], messaging, metadata)
                     .await?;
             } else {
                 let file = &files[*progress - chunks.len()];
@@ -467,6 +567,7 @@ impl Outbound {
         key: &ConversationKey,
         text: &str,
         messaging: Messaging,
+        metadata: String,
     ) -> Result<(), Failure> {
         let Some(token) = &page.token else {
             return Ok(());
@@ -475,7 +576,7 @@ impl Outbound {
             recipient: key.psid.clone(),
             messaging,
             content: Content::Text(text.to_owned()),
-            metadata: Some("omni-gateway:agent".into()),
+            metadata: Some(metadata),
         };
         self.graph
             .send_message(&page.id, token, &request)
@@ -670,6 +771,25 @@ fn age(hours: u64) -> String {
     }
 }
 
+/// The Send API `metadata` of the gateway's sends: the Rocket.Chat message and the part, so its
+/// echo (`docs/messenger.md` §2.6) tells which part of which reply reached the customer.
+const METADATA_PREFIX: &str = "omni-gateway:agent:";
+
+fn sent_part(item: &OutboundItem, part: usize) -> String {
+    format!("{}:{part}", item.rc_message_id)
+}
+
+fn send_metadata(item: &OutboundItem, part: usize) -> String {
+    format!("{METADATA_PREFIX}{}", sent_part(item, part))
+}
+
+/// The part an echo's `metadata` names, when the gateway sent it (for [`Store::mark_echoed`]).
+pub fn own_send(metadata: &str) -> Option<&str> {
+    metadata
+        .strip_prefix(METADATA_PREFIX)
+        .filter(|rest| !rest.is_empty())
+}
+
 /// Decides what a room message means for the customer: an agent reply, the room's closing, or
 /// nothing (the visitor's own messages, other system messages, empty messages).
 pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
@@ -683,6 +803,10 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
         RoomMessageKind::Written => {}
     }
     if message.from_visitor || (message.text.trim().is_empty() && message.files.is_empty()) {
+        return None;
+    }
+    // The gateway's own posts (the page's replies from the Page Inbox) came from Messenger.
+    if super::render::is_derived_id(&message.id) {
         return None;
     }
     Some(Outgoing::Reply {

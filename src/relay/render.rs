@@ -37,6 +37,7 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
             if let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) {
                 lines.push(text.to_owned());
             }
+            let attachments = without_sticker_doubles(attachments);
             for attachment in attachments.iter().filter(|a| !a.is_file()) {
                 lines.push(describe(attachment));
             }
@@ -80,6 +81,30 @@ pub fn quote_line(link: &str) -> String {
     format!("↩️ [replying to an earlier message]({link})")
 }
 
+/// Until 30 August 2026 Meta sends a sticker as an `image` and a `sticker` attachment of the same
+/// message (`docs/messenger.md` §2.6): the sticker is relayed once, as the image. A sticker
+/// alone (as afterwards) is a file with a URL and is uploaded as an image itself.
+fn without_sticker_doubles(attachments: &[Attachment]) -> Vec<Attachment> {
+    let has_image = attachments.iter().any(|a| a.kind == "image");
+    attachments
+        .iter()
+        .filter(|a| !(has_image && a.kind == "sticker"))
+        .cloned()
+        .collect()
+}
+
+/// The room's mark on a customer's message that came under `standby[]`: another app (the Page
+/// Inbox or a bot) controlled the conversation in Messenger when it was written.
+pub const STANDBY_LABEL: &str = "_(written while another app — the Page Inbox or a bot — handled this conversation in Messenger)_";
+
+/// Marks the parts of a standby event: the label heads its first text, or comes first.
+pub fn mark_standby(parts: &mut Vec<Part>) {
+    match parts.first_mut() {
+        Some(Part::Text { text, .. }) => *text = format!("{STANDBY_LABEL}\n{text}"),
+        _ => parts.insert(0, text_part(STANDBY_LABEL)),
+    }
+}
+
 /// Readable text for content that is not a file.
 fn describe(attachment: &Attachment) -> String {
     let url = attachment.url.as_deref().unwrap_or_default();
@@ -97,6 +122,14 @@ fn describe(attachment: &Attachment) -> String {
             "[shared content that Messenger does not show to apps]".into()
         }
         "fallback" => format!("🔗 {title} {url}")
+            .replace("  ", " ")
+            .trim()
+            .to_owned(),
+        "reel" | "ig_reel" => format!("🎬 Reel: {title} {url}")
+            .replace("  ", " ")
+            .trim()
+            .to_owned(),
+        "post" | "ig_post" => format!("📰 Post: {title} {url}")
             .replace("  ", " ")
             .trim()
             .to_owned(),
@@ -123,6 +156,50 @@ pub fn message_id(page: &PageId, rid: &RoomId, dedupe_key: &str, index: usize) -
         .as_bytes(),
     );
     MessageId::new(format!("fb{}", &hex::encode(digest)[..24]))
+}
+
+/// Whether `id` is one [`message_id`] derived: the gateway's own posts in a room (the customer's
+/// messages and the page's replies written elsewhere), which must never travel back to Messenger.
+pub fn is_derived_id(id: &MessageId) -> bool {
+    let id = id.as_str();
+    id.len() == 26
+        && id.starts_with("fb")
+        && id[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// How a reply the page sent from elsewhere (the Page Inbox / Business Suite, or another app)
+/// reads in the room: the page's own words, labelled, so no one takes them for the customer's.
+pub fn page_reply(
+    page_name: &str,
+    from_page_inbox: bool,
+    text: Option<&str>,
+    attachments: &[Attachment],
+) -> String {
+    let source = if from_page_inbox {
+        "Page Inbox"
+    } else {
+        "another app"
+    };
+    let mut lines = vec![format!(
+        "📘 *{page_name}* replied in Messenger (from the {source}):"
+    )];
+    if let Some(text) = text.filter(|t| !t.trim().is_empty()) {
+        lines.push(
+            text.lines()
+                .map(|l| format!("> {l}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    for attachment in attachments {
+        lines.push(match (&attachment.url, attachment.is_file()) {
+            (Some(url), true) => format!("[{}] {url}", attachment.kind),
+            _ => describe(attachment),
+        });
+    }
+    lines.join("\n")
 }
 
 /// A file name for an upload: the last path segment of the URL when it has an extension,
@@ -190,7 +267,38 @@ mod tests {
                     vec![attachment("sticker", Some("https://cdn/s.png"), None)],
                     None,
                 ),
-                vec!["[sticker] https://cdn/s.png"],
+                vec!["file"],
+            ),
+            (
+                message(
+                    None,
+                    vec![
+                        attachment("image", Some("https://cdn/s.png"), None),
+                        attachment("sticker", Some("https://cdn/s.png"), None),
+                    ],
+                    None,
+                ),
+                vec!["file"],
+            ),
+            (
+                message(None, vec![attachment("sticker", None, None)], None),
+                vec!["[sticker]"],
+            ),
+            (
+                message(
+                    None,
+                    vec![attachment("reel", Some("https://r"), Some("Our launch"))],
+                    None,
+                ),
+                vec!["🎬 Reel: Our launch https://r"],
+            ),
+            (
+                message(
+                    None,
+                    vec![attachment("ig_post", Some("https://p"), Some("A post"))],
+                    None,
+                ),
+                vec!["📰 Post: A post https://p"],
             ),
             (
                 message(None, vec![location], None),
@@ -211,10 +319,10 @@ mod tests {
             (
                 message(
                     None,
-                    vec![attachment("ig_reel", Some("https://r"), None)],
+                    vec![attachment("appointment_booking", Some("https://r"), None)],
                     None,
                 ),
-                vec!["🔗 [ig_reel] https://r"],
+                vec!["🔗 [appointment_booking] https://r"],
             ),
             (
                 message(Some("  "), vec![], None),
@@ -274,9 +382,54 @@ mod tests {
     }
 
     #[test]
+    fn standby_is_marked_on_the_first_text_or_before_a_file() {
+        let mut text = vec![text_part("hi")];
+        mark_standby(&mut text);
+        assert_eq!(text, vec![text_part(&format!("{STANDBY_LABEL}\nhi"))]);
+        let mut file = parts(&message(
+            None,
+            vec![attachment("image", Some("https://cdn/a.jpg"), None)],
+            None,
+        ))
+        .expect("relayed");
+        mark_standby(&mut file);
+        assert_eq!(file.len(), 2);
+        assert_eq!(file[0], text_part(STANDBY_LABEL));
+    }
+
+    #[test]
     fn echoes_and_reads_are_not_relayed() {
-        assert_eq!(parts(&Event::Echo { app_id: None }), None);
+        let echo = Event::Echo {
+            app_id: None,
+            mid: None,
+            text: Some("hi".into()),
+            attachments: vec![],
+            metadata: None,
+        };
+        assert_eq!(parts(&echo), None);
         assert_eq!(parts(&Event::Other("read")), None);
+    }
+
+    #[test]
+    fn derived_ids_are_recognised_and_meteor_ids_are_not() {
+        assert!(is_derived_id(&message_id(&PageId::new("1"), "e:m", 0)));
+        assert!(!is_derived_id(&MessageId::new("Zx4mQkJ8oP2bN7aRt")));
+        assert!(!is_derived_id(&MessageId::new(
+            "fbXXXXXXXXXXXXXXXXXXXXXXXX"
+        )));
+    }
+
+    #[test]
+    fn page_replies_are_labelled_quotes() {
+        assert_eq!(
+            page_reply("Acme", true, Some("We ship today.\nThanks!"), &[]),
+            "📘 *Acme* replied in Messenger (from the Page Inbox):\n> We ship today.\n> Thanks!"
+        );
+        let photo = attachment("image", Some("https://cdn/p.jpg"), None);
+        assert!(
+            page_reply("Acme", false, None, &[photo])
+                .ends_with("another app):\n[image] https://cdn/p.jpg")
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use url::Url;
 
-pub use state::{AppSubscription, GraphSimStats};
+pub use state::{AppSubscription, GraphSimStats, PAGE_INBOX_APP_ID};
 
 use routes::Shared;
 use state::State;
@@ -84,6 +84,13 @@ pub struct SentMessage {
     pub file: Option<SentFile>,
     /// The `message_id` the simulator answered with (none for sender actions).
     pub message_id: Option<String>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// Stops the server when the last handle is dropped.
@@ -342,6 +349,114 @@ impl GraphSim {
         self.shared.lock().grant_human_agent(on);
     }
 
+    /// The page's primary receiver app (handover protocol); by default the simulated app.
+    pub fn set_primary_receiver(&self, page_id: &str, app_id: &str) {
+        self.shared.lock().set_primary_receiver(page_id, app_id);
+    }
+
+    /// Gives control of a conversation to an app (the Page Inbox is [`PAGE_INBOX_APP_ID`]), or
+    /// makes it idle (`None`).
+    pub fn set_thread_owner(&self, page_id: &str, psid: &str, app_id: Option<&str>) {
+        self.shared.lock().set_thread_owner(page_id, psid, app_id);
+    }
+
+    pub fn thread_owner(&self, page_id: &str, psid: &str) -> Option<String> {
+        self.shared.lock().thread_owner(page_id, psid)
+    }
+
+    /// Every `request_thread_control` received: `(page, psid, metadata)`.
+    pub fn thread_requests(&self) -> Vec<(String, String, String)> {
+        self.shared.lock().thread_requests()
+    }
+
+    /// The webhook body Meta sends for a customer's message: under `standby[]` when another app
+    /// controls the conversation, else under `messaging[]`
+    /// (https://developers.facebook.com/docs/messenger-platform/handover-protocol/).
+    pub fn customer_message_body(
+        &self,
+        page_id: &str,
+        psid: &str,
+        mid: &str,
+        text: &str,
+        ts_ms: u64,
+    ) -> serde_json::Value {
+        let list = if self.shared.lock().is_standby(page_id, psid) {
+            "standby"
+        } else {
+            "messaging"
+        };
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts_ms,list:[
+            {"sender":{"id":psid},"recipient":{"id":page_id},"timestamp":ts_ms,
+             "message":{"mid":mid,"text":text}}]}]})
+    }
+
+    /// The `messaging_handovers` body Meta sends when control of a conversation moves
+    /// (`pass_thread_control` to the new owner, `take_thread_control` to the one that lost it),
+    /// and the simulator's ownership follows it
+    /// (https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_handovers/).
+    pub fn thread_moved_body(
+        &self,
+        page_id: &str,
+        psid: &str,
+        kind: &str,
+        new_owner: &str,
+        previous_owner: &str,
+    ) -> serde_json::Value {
+        self.set_thread_owner(page_id, psid, Some(new_owner));
+        let ts = unix_ms();
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts,"messaging":[
+            {"sender":{"id":psid},"recipient":{"id":page_id},"timestamp":ts,
+             kind:{"new_owner_app_id":new_owner,"previous_owner_app_id":previous_owner,
+                   "metadata":"simulated"}}]}]})
+    }
+
+    /// The `app_roles` handover event: `primary` becomes the page's primary receiver.
+    pub fn app_roles_body(&self, page_id: &str, primary: &str) -> serde_json::Value {
+        self.set_primary_receiver(page_id, primary);
+        let ts = unix_ms();
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts,"messaging":[
+            {"recipient":{"id":page_id},"timestamp":ts,
+             "app_roles":{primary:["primary_receiver"]}}]}]})
+    }
+
+    /// The `message_echoes` webhook body for a message the page sent: Meta echoes every send to
+    /// the page's subscribed apps, with the sending app's `app_id` (the Page Inbox is
+    /// [`PAGE_INBOX_APP_ID`]) and the `metadata` it passed, sender and recipient swapped
+    /// (https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-echoes).
+    pub fn echo_body(
+        &self,
+        page_id: &str,
+        psid: &str,
+        mid: &str,
+        text: &str,
+        app_id: &str,
+        metadata: Option<&str>,
+    ) -> serde_json::Value {
+        let ts = unix_ms();
+        let mut message = serde_json::json!({"is_echo":true,"app_id":app_id.parse::<u64>().map(serde_json::Value::from).unwrap_or_else(|_| app_id.into()),"mid":mid,"text":text});
+        if let Some(metadata) = metadata {
+            message["metadata"] = metadata.into();
+        }
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts,"messaging":[
+            {"sender":{"id":page_id},"recipient":{"id":psid},"timestamp":ts,"message":message}]}]})
+    }
+
+    /// The webhook body Meta sends when it warns about (`warning`), blocks (`block`) or unblocks
+    /// (`unblock`) the app on a page: a `policy-enforcement` item with the page as recipient and
+    /// no sender
+    /// (https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_policy_enforcement/).
+    pub fn policy_enforcement_body(
+        &self,
+        page_id: &str,
+        action: &str,
+        reason: &str,
+        ts_ms: u64,
+    ) -> serde_json::Value {
+        serde_json::json!({"object":"page","entry":[{"id":page_id,"time":ts_ms,"messaging":[
+            {"recipient":{"id":page_id},"timestamp":ts_ms,
+             "policy-enforcement":{"action":action,"reason":reason}}]}]})
+    }
+
     /// Makes the next `n` requests whose path contains `path_contains` fail with `error`.
     pub fn fail_next(&self, path_contains: &str, n: usize, error: SimError) {
         self.shared.lock().fail_next(path_contains, n, error);
@@ -391,11 +506,13 @@ impl GraphSim {
             .unwrap_or_default();
         let mut state = self.shared.lock();
         for entry in entries {
-            let items = entry
-                .get("messaging")
-                .and_then(|m| m.as_array())
+            // Standby events are customer messages too; they open the window alike.
+            let items: Vec<serde_json::Value> = ["messaging", "standby"]
+                .iter()
+                .filter_map(|list| entry.get(*list).and_then(|m| m.as_array()))
+                .flatten()
                 .cloned()
-                .unwrap_or_default();
+                .collect();
             for item in items {
                 let from_customer = item.get("postback").is_some()
                     || item

@@ -8,8 +8,9 @@ use std::time::Duration;
 use omni_sim::graph::GraphSim;
 use omni_sim::rocketchat::RocketChatSim;
 
-/// The metadata the gateway puts on agent replies (its own welcome and offline texts differ).
-const AGENT_METADATA: &str = "omni-gateway:agent";
+/// How the metadata the gateway puts on agent replies starts (`omni-gateway:agent:<id>:<part>`;
+/// its own welcome and offline texts differ).
+const AGENT_METADATA: &str = "omni-gateway:agent:";
 
 /// `"c{conversation} {what}{n}"`, the shape every test text has.
 pub fn text(conversation: usize, what: &str, n: usize) -> String {
@@ -39,7 +40,11 @@ pub fn customer_messages(chat: &RocketChatSim) -> BTreeMap<String, Vec<String>> 
 pub fn agent_replies(graph: &GraphSim) -> BTreeMap<String, Vec<String>> {
     let mut by_psid: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for sent in graph.sent_messages() {
-        if sent.metadata.as_deref() == Some(AGENT_METADATA) {
+        if sent
+            .metadata
+            .as_deref()
+            .is_some_and(|m| m.starts_with(AGENT_METADATA))
+        {
             if let Some(text) = sent.text {
                 by_psid.entry(sent.recipient).or_default().push(text);
             }

@@ -42,6 +42,9 @@ pub enum ErrorKind {
     TokenInvalid,
     /// The Send API refused because the 24-hour (or 7-day HUMAN_AGENT) window is closed.
     OutsideWindow,
+    /// Another app (the Page Inbox or a bot) controls the conversation (code 10, subcode
+    /// 2018300): the same send fails until the thread is taken, so it is never retried blindly.
+    ThreadOwnedElsewhere,
     /// The request itself is wrong or not allowed: retrying the same request cannot succeed.
     Final,
 }
@@ -85,6 +88,8 @@ fn is_rate_limit_code(code: i64) -> bool {
 
 /// Window subcodes of code 10: 2018278 (current) and 2018065 (legacy), `docs/messenger.md` §3.3.
 const WINDOW_SUBCODES: [i64; 2] = [2018278, 2018065];
+/// Code 10's subcode for "another app is controlling this thread" (`docs/messenger.md` §4.2, §7).
+const THREAD_OWNED_SUBCODE: i64 = 2018300;
 
 impl Error {
     pub(crate) fn from_reqwest(err: reqwest::Error) -> Error {
@@ -148,6 +153,38 @@ impl Error {
         }
     }
 
+    /// Whether the failure is the far end speaking (an error envelope or a bare HTTP status), as
+    /// opposed to no answer at all. Only these count toward a retry cap: an error that Meta keeps
+    /// answering may never heal (code 2 can mean the person blocked the page, `docs/messenger.md`
+    /// §4.2), while a network outage is waited out.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, Error::Graph { .. } | Error::Http { .. })
+    }
+
+    /// What a person understands of the errors whose Meta text says little
+    /// (`docs/messenger.md` §4.2).
+    pub fn plain_reason(&self) -> Option<&'static str> {
+        let error = self.graph_error()?;
+        Some(match (error.code, error.error_subcode) {
+            (99, _) | (1, Some(99)) => {
+                "the Facebook app lacks a permission it needs (Advanced Access to \
+                 pages_messaging); an admin must request it in the Meta app dashboard"
+            }
+            (551, _) => {
+                "this person isn't available on Messenger right now (they may have deactivated \
+                 their account or blocked the page)"
+            }
+            (2, _) => {
+                "Facebook kept answering with a service error (code 2); this often means the \
+                 person blocked the page"
+            }
+            (10, Some(2018108)) | (200, Some(1545041)) => {
+                "this person does not accept messages from the page"
+            }
+            _ => return None,
+        })
+    }
+
     /// One line for a person: what happened and, where someone must act, what to do.
     pub fn describe(&self) -> String {
         let what = match self {
@@ -168,10 +205,17 @@ impl Error {
                 ),
                 None => "facebook is rate limiting; retrying later".to_owned(),
             },
+            ErrorKind::ThreadOwnedElsewhere => "another app (the Page Inbox or a bot) controls \
+                                                this conversation in Messenger"
+                .to_owned(),
             ErrorKind::Transient => "temporary failure; retrying".to_owned(),
-            ErrorKind::Final => match self.graph_error().and_then(|e| e.error_user_msg.clone()) {
-                Some(user_msg) => user_msg,
-                None => return what,
+            ErrorKind::Final => match (
+                self.plain_reason(),
+                self.graph_error().and_then(|e| e.error_user_msg.clone()),
+            ) {
+                (Some(plain), _) => plain.to_owned(),
+                (None, Some(user_msg)) => user_msg,
+                (None, None) => return what,
             },
         };
         format!("{what} — {advice}")
@@ -182,7 +226,10 @@ fn classify(status: u16, error: &GraphError) -> ErrorKind {
     match (error.code, error.error_subcode) {
         (190, _) => ErrorKind::TokenInvalid,
         (10, Some(sub)) if WINDOW_SUBCODES.contains(&sub) => ErrorKind::OutsideWindow,
+        (10, Some(THREAD_OWNED_SUBCODE)) => ErrorKind::ThreadOwnedElsewhere,
         (code, _) if is_rate_limit_code(code) => ErrorKind::RateLimited,
+        // "Missing permissions … Advanced Access" comes as code 99 or as 1/99: never heals.
+        (99, _) | (1, Some(99)) => ErrorKind::Final,
         (1 | 2 | 1200, _) => ErrorKind::Transient,
         _ if error.is_transient == Some(true) => ErrorKind::Transient,
         (10 | 100 | 200..=299 | 368 | 551, _) => ErrorKind::Final,
@@ -277,6 +324,9 @@ mod tests {
             (400, 10, Some(2018278), None, OutsideWindow),
             (400, 10, Some(2018065), None, OutsideWindow),
             (400, 10, Some(2018108), None, Final),
+            (400, 10, Some(2018300), None, ThreadOwnedElsewhere),
+            (400, 99, None, None, Final),
+            (500, 1, Some(99), Some(true), Final),
             (400, 100, Some(2018001), None, Final),
             (403, 200, Some(1545041), None, Final),
             (400, 230, None, None, Final),

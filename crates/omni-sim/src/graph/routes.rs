@@ -59,6 +59,11 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             get(subscribed_apps).post(subscribe).delete(unsubscribe),
         )
         .route("/{v}/{page}/messages", post(messages))
+        .route("/{v}/{page}/take_thread_control", post(take_thread_control))
+        .route(
+            "/{v}/{page}/request_thread_control",
+            post(request_thread_control),
+        )
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
@@ -413,6 +418,53 @@ async fn unsubscribe(
         .lock()
         .unsubscribe(token(&headers, &params).as_deref(), &page);
     answer(result, &page)
+}
+
+/// `POST /{page}/take_thread_control` (JSON body `{"recipient":{"id":…},"metadata":…}`).
+async fn take_thread_control(
+    AxumState(shared): Sim,
+    Path((_, page)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handover(&shared, &page, "take_thread_control", &q, &headers, &body)
+}
+
+/// `POST /{page}/request_thread_control`.
+async fn request_thread_control(
+    AxumState(shared): Sim,
+    Path((_, page)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handover(
+        &shared,
+        &page,
+        "request_thread_control",
+        &q,
+        &headers,
+        &body,
+    )
+}
+
+fn handover(
+    shared: &Shared,
+    page: &str,
+    edge: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let result = serde_json::from_slice::<Value>(body)
+        .map_err(|_| Fault::param("(#100) The request body is not valid JSON"))
+        .and_then(|body| {
+            shared
+                .lock()
+                .handover_call(token(headers, q).as_deref(), page, edge, &body)
+        });
+    answer(result, page)
 }
 
 /// `POST /{page}/messages` with a JSON, multipart or form body.

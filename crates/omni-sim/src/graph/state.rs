@@ -1,6 +1,10 @@
 //! The simulated Facebook: people, pages, tokens, login codes, Messenger users, and the rules
 //! Meta applies to them. No I/O here; `routes` turns HTTP into calls on [`State`].
 
+mod handover;
+
+pub use handover::PAGE_INBOX_APP_ID;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -135,6 +139,8 @@ pub(super) fn standard_message(code: i64, subcode: Option<i64>) -> String {
             "(#10) This message is sent outside of allowed window. Learn more about the new \
              policy here: https://developers.facebook.com/docs/messenger-platform/policy-overview"
         }
+        // The text is the simulator's; integrations match only the code and subcode.
+        (10, Some(2018300)) => "(#10) Another app is controlling this thread",
         (10, _) => "(#10) Application does not have permission for this action",
         (190, Some(460)) => {
             "Error validating access token: The session has been invalidated because the user \
@@ -256,6 +262,7 @@ pub(super) struct State {
     permissions: HashMap<String, BTreeMap<String, &'static str>>,
     pub app_subscription: Option<AppSubscription>,
     rules: Vec<FailRule>,
+    handover: handover::Handover,
     pub sent: Vec<SentMessage>,
     /// Every request as `METHOD /path`, oldest first.
     pub calls: Vec<String>,
@@ -280,6 +287,7 @@ impl State {
             permissions: HashMap::new(),
             app_subscription: None,
             rules: Vec::new(),
+            handover: handover::Handover::default(),
             sent: Vec::new(),
             calls: Vec::new(),
             stats: GraphSimStats::default(),
@@ -1134,6 +1142,7 @@ impl State {
             (None, Some(attachment)) => check_attachment(attachment, msg.file.is_some())?,
             (Some(_), None) => {}
         }
+        self.check_thread(&key.0, &key.1)?;
         if unix_now_ms().saturating_sub(last_ms) > window_days * DAY_MS {
             return Err(Fault::new(
                 10,

@@ -497,7 +497,16 @@ async fn send_message(AxState(shared): St, headers: HeaderMap, body: Bytes) -> R
         let Some(room) = st.rooms.get(rid) else {
             return plain_failure("error-invalid-room");
         };
-        if !room.members.contains(&uid) {
+        // `canSendMessageAsync` → `canAccessRoomAsync`
+        // (apps/meteor/app/authorization/server/functions/canSendMessage.ts): members, and for
+        // a Livechat room anyone with `view-livechat-rooms` or its serving agent
+        // (apps/meteor/app/livechat/server/roomAccessValidator.compatibility.ts). Other rooms
+        // keep the simulator's narrower members-only rule (the gateway posts there only in DMs).
+        let allowed = match room.kind {
+            RoomKind::Livechat => st.can_access(&uid, room),
+            _ => room.members.contains(&uid),
+        };
+        if !allowed {
             return plain_failure("error-not-allowed");
         }
         let id = match message.get("_id") {
