@@ -412,7 +412,12 @@ mod tests {
 
     #[test]
     fn derived_ids_are_recognised_and_meteor_ids_are_not() {
-        assert!(is_derived_id(&message_id(&PageId::new("1"), "e:m", 0)));
+        assert!(is_derived_id(&message_id(
+            &PageId::new("1"),
+            &RoomId::new("r"),
+            "e:m",
+            0
+        )));
         assert!(!is_derived_id(&MessageId::new("Zx4mQkJ8oP2bN7aRt")));
         assert!(!is_derived_id(&MessageId::new(
             "fbXXXXXXXXXXXXXXXXXXXXXXXX"
