@@ -156,9 +156,13 @@ fn lock(tracker: &Shared) -> std::sync::MutexGuard<'_, Tracker> {
 }
 
 async fn soak(args: &Args) -> bool {
-    let chat = RocketChatSim::start(SimOptions::default())
-        .await
-        .expect("rocket.chat simulator");
+    let chat = RocketChatSim::start(SimOptions {
+        // The set-up `check` asks for: the REST rate limiter off.
+        rest_rate_limiter: false,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("rocket.chat simulator");
     chat.set_setting("Message_AllowUnrecognizedSlashCommand", json!(true));
     chat.add_user(BOT, BOT_PASSWORD, &["bot"]);
     chat.grant_permission("bot", "view-full-other-user-info");

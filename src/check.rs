@@ -502,16 +502,19 @@ async fn check_page_replies(client: &RestClient, bot_roles: &[String]) -> Findin
 /// help them, and the default of 10 calls a minute per route holds a busy page's messages back.
 async fn check_rate_limiter(client: &RestClient) -> Finding {
     const NAME: &str = "rate limiter";
-    const ADVICE: &str = "raise Administration → Settings → Rate Limiter → API Rate Limiter → Default Number calls to the rate limiter (API_Enable_Rate_Limiter_Limit_Calls_Default, e.g. 1000 per 60000 ms) or turn the API rate limiter off (API_Enable_Rate_Limiter); livechat/visitor and livechat/room keep their own 5 per minute unless the limiter is off";
     let enabled = match client.privileged_setting("API_Enable_Rate_Limiter").await {
         Ok(value) => value.as_bool().unwrap_or(true),
-        Err(_) => {
-            return Finding::warn(
-                NAME,
-                "cannot read the REST rate limiter settings (they need view-privileged-setting); by default the unauthenticated Livechat routes allow 10 calls per minute per route and IP, far too few for a busy page",
-                ADVICE,
-            );
-        }
+        // Without `view-privileged-setting`: the limiter's headers on an anonymous call tell.
+        Err(_) => match client.anonymous_calls_are_limited().await {
+            Ok(limited) => limited,
+            Err(err) => {
+                return Finding::warn(
+                    NAME,
+                    format!("cannot tell whether the REST rate limiter is on: {err}"),
+                    LIMITER_FIX,
+                );
+            }
+        },
     };
     if !enabled {
         return Finding::pass(NAME, "the REST rate limiter is off");
@@ -536,21 +539,24 @@ async fn check_rate_limiter(client: &RestClient) -> Finding {
     } else {
         calls
     };
-    if per_minute >= MIN_CALLS_PER_MINUTE {
-        Finding::pass(
-            NAME,
-            format!("the REST rate limiter allows {calls} calls per {window_ms} ms per route"),
-        )
+    let default_limit = if per_minute >= MIN_CALLS_PER_MINUTE {
+        String::new()
     } else {
-        Finding::fail(
-            NAME,
-            format!(
-                "the REST rate limiter allows only {calls} calls per {window_ms} ms per route and IP; customer messages would wait"
-            ),
-            ADVICE,
+        format!(
+            "; the other unauthenticated Livechat routes allow only {calls} calls per {window_ms} ms per route and IP, so customer messages and back-fill wait"
         )
-    }
+    };
+    Finding::fail(
+        NAME,
+        format!(
+            "the REST rate limiter is on: livechat/visitor and livechat/room allow 5 calls per 60 s per client IP whatever the default limit says, so at most 5 new conversations a minute start from this gateway{default_limit}"
+        ),
+        LIMITER_FIX,
+    )
 }
+
+/// How to lift the Livechat routes' own limit, or what living with it means.
+const LIMITER_FIX: &str = "turn off Administration → Settings → Rate Limiter → API Rate Limiter → Enable Rate Limiter (API_Enable_Rate_Limiter = false), the only switch that lifts the 5-per-minute limit of livechat/visitor and livechat/room; or accept the cap: at most 5 new conversations a minute per gateway IP, the others wait in order (nothing is lost) until the minute passes";
 
 /// 429s per Rocket.Chat route in the last hour, read from the running daemon's `/metrics` on
 /// `[http].listen`, and what the Livechat routes' own limits mean for new conversations.
@@ -711,7 +717,10 @@ async fn check_thread_control(config: &StoreConfig, client: &GraphClient) -> Opt
     } else if !unknown.is_empty() {
         Finding::warn(
             NAME,
-            format!("the primary receiver could not be read for {}", unknown.join("; ")),
+            format!(
+                "the primary receiver could not be read for {}",
+                unknown.join("; ")
+            ),
             "run `check` again; if it persists, re-connect the page with `/facebook authorize`",
         )
     } else {

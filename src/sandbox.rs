@@ -106,9 +106,13 @@ impl Sandbox {
     ) -> Result<Sandbox, Error> {
         let setup =
             |what: &str, err: &dyn std::fmt::Display| Error::Setup(format!("{what}: {err}"));
-        let chat = RocketChatSim::start(SimOptions::default())
-            .await
-            .map_err(|e| setup("rocket.chat simulator", &e))?;
+        let chat = RocketChatSim::start(SimOptions {
+            // The set-up `check` asks for: the REST rate limiter off.
+            rest_rate_limiter: false,
+            ..SimOptions::default()
+        })
+        .await
+        .map_err(|e| setup("rocket.chat simulator", &e))?;
         let bot_password = populate_rocketchat(&chat);
         let app_secret =
             app_secret.unwrap_or_else(|| hex::encode(rand::rng().random::<[u8; 16]>()));

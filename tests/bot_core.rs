@@ -272,3 +272,32 @@ async fn two_factor_accounts_are_told_to_use_a_token() {
     assert!(running.gateway.health.readiness().is_err());
     running.gateway.shutdown().await.expect("clean shutdown");
 }
+
+/// `__my_messages__` carries every public channel's messages the bot can see: they are dropped
+/// at the door (counted, never decoded), commands in them included, while a DM still works.
+#[tokio::test]
+async fn public_channel_traffic_is_dropped_at_the_door() {
+    let chat = Chat::start().await;
+    let general = chat.sim.channel("general", &["alice", "bob"]);
+    let running = start_gateway(&chat, &password_credentials()).await;
+    until_ready(&running.gateway).await;
+
+    for n in 0..50 {
+        chat.sim
+            .post_channel_message("bob", &general, &format!("lunch at {n}?"));
+    }
+    chat.sim
+        .post_channel_message("alice", &general, "/facebook help");
+    eventually("51 channel frames dropped", || {
+        running.gateway.ddp.stats().ignored_frames >= 51
+    })
+    .await;
+    chat.sim.post("alice", &chat.alice_dm, "/facebook help");
+    chat.bot_says(&chat.alice_dm, |m| m.contains("authorize"))
+        .await;
+    assert!(
+        chat.bot_messages(&general).is_empty(),
+        "nothing said in the channel"
+    );
+    running.gateway.shutdown().await.expect("clean shutdown");
+}

@@ -6,6 +6,7 @@ use std::path::Path;
 use omni_gateway::check::{self, Report, Status};
 use omni_gateway::messenger::graph::SUBSCRIBED_FIELDS;
 use omni_sim::graph::{AppSubscription, GraphSim};
+use omni_sim::rocketchat::{ServerVersion, SimOptions};
 use omni_testkit::{
     BOT, BOT_PASSWORD, Chat, Running, password_credentials, start_gateway, until_ready,
 };
@@ -33,6 +34,8 @@ enum Change {
     StoreInUse,
     AppWebhooksElsewhere,
     AppWebhooksPartial,
+    /// More departments than one page of `livechat/department` holds (100).
+    ManyDepartments,
 }
 
 struct Setup {
@@ -41,8 +44,13 @@ struct Setup {
     running: Running,
 }
 
-async fn good_setup() -> Setup {
-    let chat = Chat::start().await;
+async fn good_setup_on(version: ServerVersion) -> Setup {
+    let chat = Chat::start_with(SimOptions {
+        rest_rate_limiter: false,
+        version,
+        ..SimOptions::default()
+    })
+    .await;
     chat.sim
         .set_setting("Message_AllowUnrecognizedSlashCommand", json!(true));
     chat.sim
@@ -134,7 +142,16 @@ fn apply(setup: &Setup, change: Change) {
         Change::CannotReact => sim.revoke_permission("bot", "view-livechat-rooms"),
         Change::CannotPostInLivechatRooms => sim.revoke_permission("bot", "view-livechat-rooms"),
         Change::RateLimiterAtDefault => sim.set_setting("API_Enable_Rate_Limiter", json!(true)),
-        Change::RateLimiterUnreadable => sim.revoke_permission("bot", "view-privileged-setting"),
+        // A real server's default: the limiter on, and a bot that may not read the setting.
+        Change::ManyDepartments => {
+            for n in 0..150 {
+                sim.add_department(&format!("Team {n}"), &["sam"]);
+            }
+        }
+        Change::RateLimiterUnreadable => {
+            sim.set_setting("API_Enable_Rate_Limiter", json!(true));
+            sim.revoke_permission("bot", "view-privileged-setting");
+        }
         // The app's webhooks follow the public URL these cases change.
         Change::PlainHttpPublicUrl | Change::GatewayNotRunning => {
             let mut sub = setup.facebook.app_subscription().unwrap();
@@ -160,7 +177,11 @@ fn apply(setup: &Setup, change: Change) {
 }
 
 async fn check_with(change: Change) -> Report {
-    let setup = good_setup().await;
+    check_on(ServerVersion::default(), change).await
+}
+
+async fn check_on(version: ServerVersion, change: Change) -> Report {
+    let setup = good_setup_on(version).await;
     apply(&setup, change);
     let dir = tempfile::tempdir().unwrap();
     let path = check_config(&setup, change, dir.path());
@@ -218,6 +239,43 @@ async fn a_good_setup_passes_every_check() {
     );
 }
 
+/// 6.x ignores `settings.public?_id=` and answers its first page (the filter came with 7.0):
+/// `check` still reads Omnichannel's and the slash commands' settings, on every release line.
+#[tokio::test]
+async fn every_release_line_reports_omnichannel_from_its_settings() {
+    for version in [ServerVersion::V6, ServerVersion::V7, ServerVersion::V8] {
+        let report = check_on(version, Change::None).await;
+        let all = lines(&report);
+        for name in ["omnichannel", "slash commands", "rate limiter"] {
+            assert_eq!(
+                report.get(name).map(|f| f.status),
+                Some(Status::Pass),
+                "{version:?} {name}:\n{all}"
+            );
+        }
+        let report = check_on(version, Change::LivechatOff).await;
+        assert_eq!(
+            report.get("omnichannel").map(|f| f.status),
+            Some(Status::Fail),
+            "{version:?}: {}",
+            lines(&report)
+        );
+    }
+}
+
+/// The server pages `livechat/department` at 100 (`API_Upper_Count_Limit`): every page is read.
+#[tokio::test]
+async fn departments_beyond_one_page_are_all_listed() {
+    let report = check_with(Change::ManyDepartments).await;
+    let line = report.get("departments").map(|f| f.to_string());
+    assert_eq!(
+        line.as_deref(),
+        Some("✓ departments: the bot can list Omnichannel departments (151 found)"),
+        "{}",
+        lines(&report)
+    );
+}
+
 #[tokio::test]
 async fn each_misconfiguration_is_named_with_its_fix() {
     // (change, the check that must fail or warn, its status, words the line must contain)
@@ -263,15 +321,20 @@ async fn each_misconfiguration_is_named_with_its_fix() {
             "rate limiter",
             Status::Fail,
             &[
+                "5 calls per 60 s per client IP",
                 "10 calls per 60000 ms",
-                "API_Enable_Rate_Limiter_Limit_Calls_Default",
+                "API_Enable_Rate_Limiter = false",
+                "at most 5 new conversations a minute per gateway IP",
             ],
         ),
         (
             Change::RateLimiterUnreadable,
             "rate limiter",
-            Status::Warn,
-            &["10 calls per minute", "API_Enable_Rate_Limiter"],
+            Status::Fail,
+            &[
+                "at most 5 new conversations a minute",
+                "API_Enable_Rate_Limiter = false",
+            ],
         ),
         (
             Change::WrongPassword,

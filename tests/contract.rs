@@ -261,6 +261,9 @@ async fn a_deliberately_wrong_request_fails_naming_route_and_field() {
     omni_gateway::tls::install_crypto_provider();
     let chat = Chat::start().await;
     chat.sim.record_rest_requests();
+    // The crate's reqwest has no default TLS provider; the gateway installs one, and this test
+    // may run before any gateway in the process did.
+    omni_gateway::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let base = chat.sim.url();
     let url = |path: &str| base.join(path).expect("simulator URL");

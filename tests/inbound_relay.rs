@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use omni_gateway::store::Department;
+use omni_gateway::ids::{ConversationKey, PageId, Psid};
+use omni_gateway::store::{Department, InboundEvent};
 use omni_sim::ids::RoomId;
-use omni_sim::rocketchat::{SimLivechatRoom, SimMessage, SimVisitor};
+use omni_sim::rocketchat::{ServerVersion, SimLivechatRoom, SimMessage, SimOptions, SimVisitor};
 use omni_testkit::messenger::{
     Facebook, OFFLINE, PAGE_ID, PageSetup, WELCOME, attachment_event, body, body_for, connect_page,
     now_ms, post_webhook, start_gateway, text_event,
@@ -34,11 +35,25 @@ impl World {
     }
 
     async fn start_with(agent_online: bool, page: impl FnOnce(&mut PageSetup)) -> World {
+        World::start_on(ServerVersion::default(), agent_online, page).await
+    }
+
+    /// The world on a simulator answering as `version`, the REST limiter off (as `check` asks).
+    async fn start_on(
+        version: ServerVersion,
+        agent_online: bool,
+        page: impl FnOnce(&mut PageSetup),
+    ) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("omni_gateway=debug")
             .with_test_writer()
             .try_init();
-        let chat = Chat::start().await;
+        let chat = Chat::start_with(SimOptions {
+            rest_rate_limiter: false,
+            version,
+            ..SimOptions::default()
+        })
+        .await;
         chat.sim
             .add_user(AGENT, "agent-pw", &["user", "livechat-agent"]);
         let department = chat.sim.add_department("Sales", &[AGENT]);
@@ -870,5 +885,152 @@ async fn metrics_count_what_happened() {
     for (series, want) in expected {
         assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
     }
+    world.stop().await;
+}
+
+/// An event that already landed in a room the agent has since closed comes back (a crash before
+/// its removal was flushed repeats it). 7.x/8.x refuse a message `_id` used in another room and
+/// look a visitor's message up only in the room asked for: the id is derived per room, so the
+/// retry lands in the new room instead of wedging the conversation.
+#[tokio::test]
+async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation() {
+    for version in [ServerVersion::V7, ServerVersion::V8] {
+        let world = World::start_on(version, true, |_| {}).await;
+        let t0 = now_ms();
+        world
+            .post_ok(&[text_event("psid-1", "m_a", t0, "first visit")])
+            .await;
+        let first = world.room_with("Peter Chang", 1).await;
+        // No `mid`, so the store's duplicate marks do not catch the repeat: the way an event
+        // comes back after a crash before its removal was flushed.
+        let repeated = InboundEvent {
+            key: ConversationKey::new(PageId::new(PAGE_ID), Psid::new("psid-1")),
+            timestamp_ms: t0 + 1,
+            dedupe_key: None,
+            received_ms: t0 + 1,
+            standby: false,
+            payload: text_event("psid-1", "m_x", t0 + 1, "landed once"),
+        };
+        let store = &world.running.gateway.store;
+        store
+            .enqueue_inbound(vec![repeated.clone()])
+            .expect("queued");
+        store.sync().await.expect("flushed");
+        world
+            .post_ok(&[text_event("psid-1", "m_b", t0 + 2, "wakes the worker")])
+            .await;
+        world.room_with("Peter Chang", 3).await;
+        assert_eq!(
+            world.customer_texts(&first),
+            ["first visit", "landed once", "wakes the worker"],
+            "{version:?}"
+        );
+        world.chat.sim.close_room(&first, AGENT);
+        store.enqueue_inbound(vec![repeated]).expect("queued again");
+        store.sync().await.expect("flushed");
+        world
+            .post_ok(&[text_event("psid-1", "m_c", t0 + 3, "after the close")])
+            .await;
+        let second = world.room_with("Peter Chang", 2).await;
+        assert_ne!(first, second, "{version:?}");
+        assert_eq!(
+            world.customer_texts(&second),
+            ["landed once", "after the close"],
+            "{version:?}: the repeat lands in the new room and the conversation goes on"
+        );
+        world.stop().await;
+    }
+}
+
+/// Meta's retries after an outage arrive at once and newest first. On a new conversation the
+/// worker woken by the first one opens the room meanwhile; it picks the message to post only
+/// once the room is ready, so the older ones that arrived during that go first.
+#[tokio::test]
+async fn concurrent_deliveries_of_a_new_conversation_sent_newest_first_land_in_order() {
+    let world = World::start(true).await;
+    let addr = world.running.gateway.http_addr;
+    // Opening a room takes a few slow round trips: the older deliveries land meanwhile.
+    world.chat.sim.set_rest_latency(Duration::from_millis(150));
+    for attempt in 0..6 {
+        let psid = format!("psid-order-{attempt}");
+        let t0 = now_ms();
+        let newest_first: Vec<_> = (0..4u64)
+            .rev()
+            .map(|n| {
+                let event = text_event(
+                    &psid,
+                    &format!("m-{attempt}-{n}"),
+                    t0 + n,
+                    &format!("{attempt}: message {n}"),
+                );
+                let fb = &world.fb;
+                // Newest first: each later (older) delivery starts a little after the previous.
+                let delay = Duration::from_millis(40 * (3 - n));
+                async move {
+                    tokio::time::sleep(delay).await;
+                    post_webhook(fb, addr, &body(&[event])).await
+                }
+            })
+            .collect();
+        for status in futures_util::future::join_all(newest_first).await {
+            assert_eq!(status, StatusCode::OK);
+        }
+        let expected: Vec<String> = (0..4).map(|n| format!("{attempt}: message {n}")).collect();
+        let mut texts = Vec::new();
+        eventually("four messages in the new room", || {
+            texts = world
+                .chat
+                .sim
+                .livechat_rooms()
+                .into_iter()
+                .flat_map(|r| world.customer_texts(&r.id))
+                .filter(|t| t.starts_with(&format!("{attempt}:")))
+                .collect();
+            texts.len() == 4
+        })
+        .await;
+        assert_eq!(texts, expected, "attempt {attempt}: in timestamp order");
+    }
+    world.stop().await;
+}
+
+/// With Livechat's character limit on, a long text is refused for good
+/// (`message-length-exceeds-character-limit`): it is split under `limitTextLength` from
+/// `livechat/config`, in order, and the conversation goes on.
+#[tokio::test]
+async fn a_text_over_the_character_limit_arrives_split_in_order() {
+    let world = World::start(true).await;
+    world
+        .chat
+        .sim
+        .set_setting("Livechat_enable_message_character_limit", json!(true));
+    world
+        .chat
+        .sim
+        .set_setting("Livechat_message_character_limit", json!(40));
+    let long = "Hello there. I ordered a blue kettle last week and it arrived broken. \
+                Can you send a new one or refund me? Thanks a lot for your help.";
+    let t0 = now_ms();
+    world
+        .post_ok(&[
+            text_event("psid-1", "m_long", t0, long),
+            text_event("psid-1", "m_next", t0 + 1, "and one more thing"),
+        ])
+        .await;
+    let rid = world.room_with("Peter Chang", 2).await;
+    eventually("the last message after the pieces", || {
+        world.customer_texts(&rid).last().map(String::as_str) == Some("and one more thing")
+    })
+    .await;
+    let texts = world.customer_texts(&rid);
+    let pieces = &texts[..texts.len() - 1];
+    assert!(pieces.len() >= 4, "{texts:?}");
+    assert!(pieces.iter().all(|p| p.chars().count() <= 40), "{texts:?}");
+    let normalised = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        normalised(&pieces.join(" ")),
+        normalised(long),
+        "in order, nothing lost"
+    );
     world.stop().await;
 }

@@ -9,9 +9,13 @@ use omni_gateway::rocketchat::rest::RestClient;
 use omni_sim::rocketchat::{RocketChatSim, SimOptions};
 
 async fn sim_with_agent() -> RocketChatSim {
-    let sim = RocketChatSim::start(SimOptions::default())
-        .await
-        .expect("simulator");
+    let sim = RocketChatSim::start(SimOptions {
+        // The set-up `check` asks for: the REST rate limiter off.
+        rest_rate_limiter: false,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator");
     sim.add_user("agent1", "pw", &["user", "livechat-agent"]);
     sim.set_agent_online("agent1", true);
     sim
@@ -120,9 +124,13 @@ async fn a_repeated_message_id_counts_as_delivered_and_closed_rooms_are_recognis
 
 #[tokio::test]
 async fn no_agent_online_is_a_typed_error_and_config_says_when_one_is() {
-    let sim = RocketChatSim::start(SimOptions::default())
-        .await
-        .expect("simulator");
+    let sim = RocketChatSim::start(SimOptions {
+        // The set-up `check` asks for: the REST rate limiter off.
+        rest_rate_limiter: false,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator");
     sim.add_user("agent1", "pw", &["user", "livechat-agent"]);
     let rest = client(&sim);
     let token = VisitorToken::new("fb-offline-test");

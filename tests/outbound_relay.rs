@@ -820,3 +820,89 @@ async fn an_agent_file_is_uploaded_to_messenger_as_multipart() {
     );
     world.stop_gateway().await;
 }
+
+/// An image has a generated thumbnail as a second `files[]` entry (Rocket.Chat's
+/// `sendFileMessage.ts`): the customer gets the original, once.
+#[tokio::test]
+async fn an_agent_image_reaches_the_customer_once_as_the_original() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "a photo please", 0).await;
+    let rid = world.room_with("a photo please").await;
+    let jpeg: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    world
+        .chat
+        .sim
+        .agent_upload("agent1", &rid, "shelf.jpg", "image/jpeg", jpeg.clone());
+    let sent = world
+        .graph
+        .wait_for_sent(|m| m.file.is_some(), PATIENCE)
+        .await
+        .expect("the image reached the Send API");
+    assert_eq!(
+        sent.file.expect("a file").bytes,
+        jpeg,
+        "the original's bytes"
+    );
+    world.chat.sim.agent_reply("agent1", &rid, "that's it");
+    world
+        .graph
+        .wait_for_sent(|m| m.text.as_deref() == Some("that's it"), PATIENCE)
+        .await
+        .expect("the next reply arrives");
+    let files = world
+        .graph
+        .sent_messages()
+        .into_iter()
+        .filter(|m| m.file.is_some())
+        .count();
+    assert_eq!(files, 1, "one file sent, not the thumbnail too");
+    world.stop_gateway().await;
+}
+
+/// A room closed while the gateway was down: at start-up its visitor-token stream is refused
+/// (`nosub` / `not-allowed`, the room-access validator wants `room.open`), and one read of its
+/// history delivers the reply it missed. No retry storm: the refused stream is not asked for
+/// again, and the history is read once or twice, not on every reconnect.
+#[tokio::test]
+async fn a_room_closed_while_down_is_caught_up_once_without_resubscribing() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "hello", 0).await;
+    let rid = world.room_with("hello").await;
+    world.stop_gateway().await;
+    world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "sorry, we are closing");
+    world.chat.sim.close_room(&rid, "agent1");
+    world.chat.sim.record_rest_requests();
+    world.start_gateway().await;
+    world.sent("sorry, we are closing").await;
+    // A few keepalive periods and a reconnect: a storm would read the history again and again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    world.chat.sim.drop_connections();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let history_reads = world
+        .chat
+        .sim
+        .rest_requests()
+        .iter()
+        .filter(|r| {
+            r["route"] == "/api/v1/livechat/messages.history/{rid}"
+                && r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(rid.as_str()))
+        })
+        .count();
+    assert!(
+        (1..=2).contains(&history_reads),
+        "the closed room's history read once or twice, not in a loop: {history_reads}"
+    );
+    let replies = world
+        .graph
+        .sent_messages()
+        .into_iter()
+        .filter(|m| m.text.as_deref() == Some("sorry, we are closing"))
+        .count();
+    assert_eq!(replies, 1, "the missed reply sent once");
+    world.stop_gateway().await;
+}

@@ -46,6 +46,9 @@ const POLL_MAX: Duration = Duration::from_secs(30);
 enum Failure {
     #[error("no agent is online")]
     NoAgent { department: Option<String> },
+    /// The room is ready and an older event of the conversation is waiting: it goes first.
+    #[error("an older message of the conversation arrived meanwhile")]
+    OlderFirst,
     #[error(transparent)]
     RocketChat(#[from] rest::Error),
     #[error(transparent)]
@@ -84,6 +87,16 @@ pub struct Inbound {
     reactions_warned: AtomicBool,
     /// Whether the log already says that read receipts have no custom field to go to.
     reads_warned: AtomicBool,
+    /// Visitor tokens registered while their room is not open yet (a 429, a hold, an outage),
+    /// with the department they were registered with: `livechat/visitor` allows 5 calls a
+    /// minute per client IP, so a retry does not register the visitor again.
+    registered: Mutex<HashMap<VisitorToken, Option<String>>>,
+    /// One conversation at a time registers its visitor and opens its room. Both routes allow
+    /// 5 calls per 60 s per client IP (`rateLimiterOptions` in
+    /// `apps/meteor/app/livechat/server/api/v1/visitor.ts` and `room.ts`); the one whose call
+    /// is refused waits until `X-RateLimit-Reset` holding its turn, so a burst of new customers
+    /// costs at most one refused call each instead of every worker retrying at every reset.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl Inbound {
@@ -103,6 +116,8 @@ impl Inbound {
             outage: OutageLog::new("rocket.chat"),
             reactions_warned: AtomicBool::new(false),
             reads_warned: AtomicBool::new(false),
+            registered: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -153,6 +168,8 @@ impl Inbound {
                     self.ctx.telemetry.inbound_delivered(latency_ms);
                     return Handled::Done;
                 }
+                Err(Failure::OlderFirst) if progress == 0 => return Handled::Again,
+                Err(Failure::OlderFirst) => {}
                 Err(Failure::NoAgent { department }) => {
                     self.ctx.telemetry.rocketchat_error("no_agent_online");
                     if let Err(err) = self.hold(key).await {
@@ -259,17 +276,27 @@ impl Inbound {
         }
         let mut new_rooms = 0;
         while *progress < parts.len() {
+            let had_room = conversation.room.is_some();
             let rid = self.room(page.as_ref(), &mut conversation).await?;
-            let id = render::message_id(&key.page, &dedupe, *progress);
+            // Opening a room takes a few round trips, during which an older message of the same
+            // conversation may have been stored (concurrent deliveries, Meta's late retries):
+            // the message to post is picked once the room is ready.
+            if !had_room && *progress == 0 && self.older_waiting(key, event)? {
+                return Err(Failure::OlderFirst);
+            }
+            let id = render::message_id(&key.page, &rid, &dedupe, *progress);
             let posted = match &parts[*progress] {
                 Part::Text { text, quoting } => {
                     let text = match quoting {
                         Some(mid) => format!("{}\n{text}", self.quote(&key.page, &rid, mid)),
                         None => text.clone(),
                     };
-                    self.ctx
-                        .rest
-                        .send_visitor_message(&conversation.visitor_token, &rid, &id, &text)
+                    let pieces = Pieces {
+                        page: &key.page,
+                        dedupe: &dedupe,
+                        index: *progress,
+                    };
+                    self.post_text(&conversation.visitor_token, &rid, &id, &text, pieces)
                         .await
                 }
                 Part::File {
@@ -324,7 +351,15 @@ impl Inbound {
         // The page's messages were agents' replies; the customer's were posted under derived ids.
         let target = match self.ctx.store.sent(page, mid)? {
             Some(agent_message) => agent_message,
-            None => render::message_id(page, &format!("m:{mid}"), 0),
+            None => {
+                // Posted under an id derived from its `mid` and its room: the current room (a
+                // message of an earlier, closed room cannot be reacted to there).
+                let room = self.ctx.store.conversation(key)?.and_then(|c| c.room);
+                let Some(rid) = room else {
+                    return Ok(false);
+                };
+                render::message_id(page, &rid, &format!("m:{mid}"), 0)
+            }
         };
         let previous = self.ctx.store.reaction(page, mid)?;
         // Removing takes the remembered emoji; an unknown emoji is shown as a line.
@@ -422,7 +457,7 @@ impl Inbound {
         let Some(rid) = &conversation.room else {
             return Ok(false);
         };
-        let original = render::message_id(&key.page, &format!("m:{mid}"), 0);
+        let original = render::message_id(&key.page, rid, &format!("m:{mid}"), 0);
         match self
             .ctx
             .rest
@@ -438,16 +473,101 @@ impl Inbound {
         }
     }
 
+    /// Waits until a 429's `X-RateLimit-Reset`; `false` (do not retry here) for any other
+    /// failure, or when the gateway stops.
+    async fn wait_out_limit(&self, err: &rest::Error) -> bool {
+        let Some(wait) = err.retry_after() else {
+            return false;
+        };
+        self.ctx.telemetry.rocketchat_error(err.kind());
+        info!(error = %err, wait_ms = wait.as_millis() as u64, "new conversations are rate-limited by Rocket.Chat; waiting for the limit to reset");
+        self.pause(wait).await;
+        !self.ctx.cancel.is_cancelled()
+    }
+
+    /// Posts a customer's text; when Livechat's character limit refuses it, splits it under
+    /// the limit `livechat/config` gives and posts the pieces in order, each with an id derived
+    /// from the part's, so a retry finds the pieces already posted.
+    async fn post_text(
+        &self,
+        token: &VisitorToken,
+        rid: &RoomId,
+        id: &crate::ids::MessageId,
+        text: &str,
+        pieces: Pieces<'_>,
+    ) -> Result<(), rest::Error> {
+        let err = match self
+            .ctx
+            .rest
+            .send_visitor_message(token, rid, id, text)
+            .await
+        {
+            Err(err) if err.refusal() == Some(livechat::Refusal::TooLong) => err,
+            other => return other,
+        };
+        let Some(limit) = self.ctx.rest.livechat_text_limit(token).await? else {
+            return Err(err);
+        };
+        let split = split_under(text, limit);
+        if split.len() < 2 {
+            return Err(err);
+        }
+        info!(room = %rid, limit, pieces = split.len(), "text longer than Livechat's character limit; posting it in pieces");
+        for (n, piece) in split.iter().enumerate() {
+            let id = render::message_id(
+                pieces.page,
+                rid,
+                &format!("{}#{n}", pieces.dedupe),
+                pieces.index,
+            );
+            self.ctx
+                .rest
+                .send_visitor_message(token, rid, &id, piece)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the inbox holds an event of this conversation older than `event`.
+    fn older_waiting(&self, key: &ConversationKey, event: &InboundEvent) -> Result<bool, Failure> {
+        Ok(self
+            .ctx
+            .store
+            .inbox()
+            .oldest(key)?
+            .is_some_and(|(_, oldest)| oldest.timestamp_ms < event.timestamp_ms))
+    }
+
+    /// Registers the visitor unless this token was registered with this department already.
+    async fn register_once(&self, visitor: &Visitor<'_>) -> Result<(), rest::Error> {
+        let department = visitor.department.map(str::to_owned);
+        let known = self
+            .registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(visitor.token)
+            .is_some_and(|d| *d == department);
+        if known {
+            return Ok(());
+        }
+        self.ctx.rest.register_visitor(visitor).await?;
+        self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(visitor.token.clone(), department);
+        Ok(())
+    }
+
     /// The line that shows which message a reply answers: a link to it in the room. A page
     /// message is the agent's message the Send API answered with that `mid`; a customer's
-    /// message has its id derived from its `mid`, as for every relayed message.
+    /// message has its id derived from its `mid` and the room, as for every relayed message.
     fn quote(&self, page: &PageId, rid: &RoomId, mid: &str) -> String {
         let agent_message = self.ctx.store.sent(page, mid).unwrap_or_else(|err| {
             warn!(error = %err, "cannot read which agent message was quoted; linking the customer's");
             None
         });
         let target =
-            agent_message.unwrap_or_else(|| render::message_id(page, &format!("m:{mid}"), 0));
+            agent_message.unwrap_or_else(|| render::message_id(page, rid, &format!("m:{mid}"), 0));
         match self.ctx.rest.room_message_link(rid, &target) {
             Ok(url) => render::quote_line(url.as_str()),
             Err(_) => "↩️ _replying to an earlier message_".into(),
@@ -486,26 +606,43 @@ impl Inbound {
             .and_then(|p| p.department.as_ref())
             .map(|d| d.id.clone());
         let name = self.ctx.customer.display_name(page, &key.psid).await;
-        self.ctx
-            .rest
-            .register_visitor(&Visitor {
-                token: &conversation.visitor_token,
-                name: &name,
-                department: department.as_deref(),
-            })
-            .await?;
-        let room = match self
-            .ctx
-            .rest
-            .visitor_room(&conversation.visitor_token)
-            .await
-        {
+        let turn = self.opening.lock().await;
+        let visitor = Visitor {
+            token: &conversation.visitor_token,
+            name: &name,
+            department: department.as_deref(),
+        };
+        loop {
+            match self.register_once(&visitor).await {
+                Err(err) if self.wait_out_limit(&err).await => {}
+                registered => break registered?,
+            }
+        }
+        let opened = loop {
+            match self
+                .ctx
+                .rest
+                .visitor_room(&conversation.visitor_token)
+                .await
+            {
+                Err(err) if self.wait_out_limit(&err).await => {}
+                opened => break opened,
+            }
+        };
+        drop(turn);
+        let room = match opened {
             Ok(room) => room,
             Err(err) if err.is_no_agent_online() => {
                 return Err(Failure::NoAgent { department });
             }
             Err(err) => return Err(err.into()),
         };
+        // Kept only until the room is open, so the map stays as small as the conversations
+        // waiting for a room; a later room registers again (the page's department may change).
+        self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conversation.visitor_token);
         conversation.room = Some(room.rid.clone());
         self.ctx
             .store
@@ -663,6 +800,26 @@ impl Direction for Inbound {
         retry: &mut Backoff,
     ) -> Handled {
         self.deliver_until_accepted(key, event, retry).await
+    }
+}
+
+/// What a text part's split pieces derive their ids from.
+struct Pieces<'a> {
+    page: &'a PageId,
+    dedupe: &'a str,
+    index: usize,
+}
+
+/// `text` in pieces of at most `limit` UTF-16 code units (the server compares `msg.length`),
+/// cut at sentence or word ends where it can.
+fn split_under(text: &str, limit: usize) -> Vec<String> {
+    let mut max = limit;
+    loop {
+        let pieces = super::outbound::split_text(text, max);
+        if max <= 1 || pieces.iter().all(|p| p.encode_utf16().count() <= limit) {
+            return pieces;
+        }
+        max /= 2;
     }
 }
 

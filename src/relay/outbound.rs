@@ -204,29 +204,60 @@ impl Outbound {
             .last_agent_message_ms
             .unwrap_or(1)
             .saturating_sub(1);
-        match self
-            .ctx
-            .rest
-            .room_history(&conversation.visitor_token, rid, since)
+        let Some(messages) = self
+            .room_history_until_read(&conversation, rid, since)
             .await
-        {
-            Ok(messages) => {
-                let mut caught_up = 0;
-                for message in messages {
-                    match self.take(rid, &message).await {
-                        Ok(true) => caught_up += 1,
-                        Ok(false) => {}
-                        Err(err) => {
-                            error!(room = %rid, error = %err, "cannot queue a back-filled message")
-                        }
-                    }
-                }
-                if caught_up > 0 {
-                    info!(room = %rid, messages = caught_up, "back-filled agent messages missed while away");
+        else {
+            return;
+        };
+        let mut caught_up = 0;
+        for message in messages {
+            match self.take(rid, &message).await {
+                Ok(true) => caught_up += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    error!(room = %rid, error = %err, "cannot queue a back-filled message")
                 }
             }
-            Err(err) => {
-                warn!(room = %rid, error = %err, "back-fill failed; the next reconnect retries")
+        }
+        if caught_up > 0 {
+            info!(room = %rid, messages = caught_up, "back-filled agent messages missed while away");
+        }
+    }
+
+    /// Reads a room's history since `since`, waiting out 429s: every room shares one
+    /// `livechat/messages.history/:rid` bucket per client IP (the limiter's key is the route
+    /// pattern, `apps/meteor/app/api/server/ApiClass.ts`), so after a reconnect with more open
+    /// rooms than the bucket holds, the rest wait until `X-RateLimit-Reset` instead of losing
+    /// their replies. `None` when another failure (or shutdown) ends it; the next reconnect
+    /// retries those.
+    async fn room_history_until_read(
+        &self,
+        conversation: &Conversation,
+        rid: &RoomId,
+        since: u64,
+    ) -> Option<Vec<RoomMessage>> {
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return None;
+            }
+            match self
+                .ctx
+                .rest
+                .room_history(&conversation.visitor_token, rid, since)
+                .await
+            {
+                Ok(messages) => return Some(messages),
+                Err(err) => match err.retry_after() {
+                    Some(wait) => {
+                        info!(room = %rid, wait_ms = wait.as_millis() as u64, "back-fill rate-limited; reading this room once the limit resets");
+                        self.pause(wait).await;
+                    }
+                    None => {
+                        warn!(room = %rid, error = %err, "back-fill failed; the next reconnect retries");
+                        return None;
+                    }
+                },
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::ids::{MessageId, PageId};
+use crate::ids::{MessageId, PageId, RoomId};
 use crate::messenger::webhook::{Attachment, Event};
 
 /// What to post in the room for one Messenger event, in order.
@@ -156,11 +156,21 @@ fn describe(attachment: &Attachment) -> String {
     }
 }
 
-/// The Rocket.Chat message id for part `index` of the event with this dedupe key: derived, so a
-/// redelivery or a retry posts the same id and Rocket.Chat keeps one copy.
-pub fn message_id(page: &PageId, dedupe_key: &str, index: usize) -> MessageId {
-    let digest =
-        Sha256::digest(format!("{}\u{0}{dedupe_key}\u{0}{index}", page.as_str()).as_bytes());
+/// The Rocket.Chat message id for part `index` of the event with this dedupe key in room `rid`:
+/// derived, so a redelivery or a retry into the same room posts the same id and Rocket.Chat keeps
+/// one copy. The room is part of it because a message `_id` is unique server-wide while 7.x
+/// looks a visitor's message up only in the room it is asked for
+/// (`findOneByRoomIdAndMessageId` in `apps/meteor/app/livechat/server/api/v1/message.ts`): a
+/// retry that lands in a new room after the old one closed must not reuse the old room's id.
+pub fn message_id(page: &PageId, rid: &RoomId, dedupe_key: &str, index: usize) -> MessageId {
+    let digest = Sha256::digest(
+        format!(
+            "{}\u{0}{}\u{0}{dedupe_key}\u{0}{index}",
+            page.as_str(),
+            rid.as_str()
+        )
+        .as_bytes(),
+    );
     MessageId::new(format!("fb{}", &hex::encode(digest)[..24]))
 }
 
@@ -418,7 +428,12 @@ mod tests {
 
     #[test]
     fn derived_ids_are_recognised_and_meteor_ids_are_not() {
-        assert!(is_derived_id(&message_id(&PageId::new("1"), "e:m", 0)));
+        assert!(is_derived_id(&message_id(
+            &PageId::new("1"),
+            &RoomId::new("r"),
+            "e:m",
+            0
+        )));
         assert!(!is_derived_id(&MessageId::new("Zx4mQkJ8oP2bN7aRt")));
         assert!(!is_derived_id(&MessageId::new(
             "fbXXXXXXXXXXXXXXXXXXXXXXXX"
@@ -441,10 +456,12 @@ mod tests {
     #[test]
     fn message_ids_are_stable_and_distinct() {
         let page = PageId::new("1");
-        let a = message_id(&page, "m:abc", 0);
-        assert_eq!(a, message_id(&page, "m:abc", 0));
-        assert_ne!(a, message_id(&page, "m:abc", 1));
-        assert_ne!(a, message_id(&PageId::new("2"), "m:abc", 0));
+        let rid = RoomId::new("r1");
+        let a = message_id(&page, &rid, "m:abc", 0);
+        assert_eq!(a, message_id(&page, &rid, "m:abc", 0));
+        assert_ne!(a, message_id(&page, &rid, "m:abc", 1));
+        assert_ne!(a, message_id(&PageId::new("2"), &rid, "m:abc", 0));
+        assert_ne!(a, message_id(&page, &RoomId::new("r2"), "m:abc", 0));
         assert_eq!(a.as_str().len(), 26);
     }
 

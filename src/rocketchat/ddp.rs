@@ -204,6 +204,8 @@ pub struct DdpStats {
     pub unknown_frames: u64,
     /// Frames that are not DDP at all (not JSON, wrong field types, binary).
     pub garbage_frames: u64,
+    /// `__my_messages__` frames of rooms the gateway ignores, dropped undecoded.
+    pub ignored_frames: u64,
     pub stream_events: u64,
 }
 
@@ -217,6 +219,8 @@ struct Counters {
     pings_sent: AtomicU64,
     unknown_frames: AtomicU64,
     garbage_frames: AtomicU64,
+    /// `__my_messages__` frames of rooms the gateway ignores (public channels).
+    ignored_frames: AtomicU64,
     stream_events: AtomicU64,
 }
 
@@ -357,6 +361,7 @@ impl DdpClient {
             pings_sent: load(&c.pings_sent),
             unknown_frames: load(&c.unknown_frames),
             garbage_frames: load(&c.garbage_frames),
+            ignored_frames: load(&c.ignored_frames),
             stream_events: load(&c.stream_events),
         }
     }
@@ -633,6 +638,11 @@ impl Actor {
 
     async fn on_message(&mut self, conn: &mut Connection, message: Message) -> Result<(), End> {
         match message {
+            // Public-channel traffic on `__my_messages__` is dropped before it is decoded.
+            Message::Text(text) if super::realtime::is_ignored_my_message(text.as_str()) => {
+                bump(&self.shared.counters.ignored_frames);
+                Ok(())
+            }
             Message::Text(text) => match frame::decode(text.as_str()) {
                 Ok(frame) => self.on_frame(conn, frame).await,
                 Err(err) => {

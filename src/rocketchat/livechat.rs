@@ -208,6 +208,23 @@ impl RestClient {
             .unwrap_or(false))
     }
 
+    /// `GET livechat/config`: the Livechat character limit, `settings.limitTextLength` (`false`
+    /// when the limit is off, else a number: `Livechat_enable_message_character_limit &&
+    /// (Livechat_message_character_limit || Message_MaxAllowedSize)`, function `settings()` in
+    /// `apps/meteor/app/livechat/server/api/lib/livechat.ts`).
+    pub async fn livechat_text_limit(&self, token: &VisitorToken) -> Result<Option<usize>> {
+        let route = "livechat/config";
+        let builder = self
+            .request(Method::GET, route, Access::Anonymous)?
+            .query(&[("token", token.as_str())]);
+        let answer: Value = self.send(route, builder).await?;
+        Ok(answer
+            .pointer("/config/settings/limitTextLength")
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0))
+    }
+
     /// `GET livechat/messages.history/:rid`: the room's messages newer than `since_ms`, oldest
     /// first. The route pages backwards from `end` (newest first), so it is read page by page
     /// until a page reaches `since_ms`.
@@ -315,6 +332,9 @@ pub enum Refusal {
     EditNotAllowed,
     /// `invalid-message`: no message with that id.
     NoSuchMessage,
+    /// `message-length-exceeds-character-limit`: the text is longer than Livechat's character
+    /// limit (`apps/meteor/app/livechat/server/api/v1/message.ts`).
+    TooLong,
     /// Any other code, as the server sent it.
     Other(String),
 }
@@ -329,6 +349,7 @@ impl Refusal {
             "error-file-upload-disabled" => Refusal::UploadsDisabled,
             "error-action-not-allowed" => Refusal::EditNotAllowed,
             "invalid-message" => Refusal::NoSuchMessage,
+            "message-length-exceeds-character-limit" => Refusal::TooLong,
             other => Refusal::Other(other.to_owned()),
         }
     }

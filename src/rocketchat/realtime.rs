@@ -82,6 +82,54 @@ impl Streamed {
     }
 }
 
+/// Whether a raw DDP frame is a `__my_messages__` event the gateway ignores: anything but a
+/// direct message the bot takes part in. The stream carries every message of every public channel
+/// the bot can see (the `bot` role holds `view-c-room`; the per-subscriber filter of
+/// `apps/meteor/server/modules/notifications/notifications.module.ts` lets through what the user
+/// can access), so it is dropped here from the frame's text: the message body is skipped
+/// unparsed and only the room context, the second argument, is read, borrowing from the frame.
+/// The admin applies the same rule again to what passes.
+pub fn is_ignored_my_message(frame: &str) -> bool {
+    use serde::de::IgnoredAny;
+    use std::borrow::Cow;
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        collection: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        fields: Option<Fields<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Fields<'a> {
+        #[serde(rename = "eventName", borrow)]
+        event_name: Cow<'a, str>,
+        #[serde(borrow)]
+        args: (IgnoredAny, Context<'a>),
+    }
+    #[derive(Deserialize)]
+    struct Context<'a> {
+        #[serde(rename = "roomType", borrow)]
+        room_type: Option<Cow<'a, str>>,
+        #[serde(rename = "roomParticipant", default)]
+        room_participant: bool,
+    }
+    // Most frames are not this stream's: a substring test spares them any parsing.
+    if !frame.contains(MY_MESSAGES) {
+        return false;
+    }
+    let Ok(Frame {
+        collection: Some(collection),
+        fields: Some(fields),
+    }) = serde_json::from_str::<Frame>(frame)
+    else {
+        return false;
+    };
+    let context = &fields.args.1;
+    collection == ROOM_MESSAGES_STREAM
+        && fields.event_name == MY_MESSAGES
+        && !(context.room_participant && context.room_type.as_deref() == Some(DIRECT_ROOM))
+}
+
 /// A chat message as the stream delivers it (the fields the gateway reads).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatMessage {
@@ -272,7 +320,11 @@ fn quoted_texts(message: &Value) -> Vec<String> {
 }
 
 /// The files of a message: `files[]` (or the older `file`) for name and type, the matching
-/// attachment's `title_link` for the download path.
+/// attachment's `title_link` for the download path. An image's generated thumbnail is listed in
+/// `files[]` too, after the original, and only the attachment's `image_url` points at it
+/// (`parseFileIntoMessageAttachments` in
+/// `apps/meteor/app/file-upload/server/methods/sendFileMessage.ts`): it is skipped, so the
+/// customer gets the original once.
 fn room_files(message: &Value) -> Vec<RoomFile> {
     let attachments = message
         .get("attachments")
@@ -289,10 +341,23 @@ fn room_files(message: &Value) -> Vec<RoomFile> {
             listed.push(file.clone());
         }
     }
+    let links = |field: &str| -> Vec<&str> {
+        attachments
+            .iter()
+            .filter_map(|a| a.get(field).and_then(Value::as_str))
+            .collect()
+    };
+    let (titles, images) = (links("title_link"), links("image_url"));
+    let is_thumbnail = |id: &str| {
+        images.iter().any(|link| link.contains(id)) && !titles.iter().any(|link| link.contains(id))
+    };
     listed
         .iter()
         .filter_map(|file| {
             let id = file.get("_id").and_then(Value::as_str)?;
+            if is_thumbnail(id) {
+                return None;
+            }
             let name = file
                 .get("name")
                 .and_then(Value::as_str)
@@ -303,11 +368,10 @@ fn room_files(message: &Value) -> Vec<RoomFile> {
                 .and_then(Value::as_str)
                 .unwrap_or("application/octet-stream")
                 .to_owned();
-            let path = attachments
+            let path = titles
                 .iter()
-                .filter_map(|a| a.get("title_link").and_then(Value::as_str))
                 .find(|link| link.contains(id))
-                .map(str::to_owned)
+                .map(|link| (*link).to_owned())
                 .unwrap_or_else(|| format!("/file-upload/{id}/{name}"));
             Some(RoomFile { path, name, mime })
         })
@@ -346,6 +410,28 @@ mod tests {
     fn message() -> Value {
         json!({"_id":"m1","rid":"r1","msg":"/facebook help","ts":{"$date":1},
                "u":{"_id":"u1","username":"alice","name":"Alice"}})
+    }
+
+    #[test]
+    fn public_channel_traffic_is_dropped_at_the_door() {
+        let frame = |context: Value| {
+            json!({"msg":"changed","collection":"stream-room-messages","id":"id",
+                   "fields":{"eventName":"__my_messages__","args":[message(), context]}})
+            .to_string()
+        };
+        let channel = frame(json!({"roomParticipant":false,"roomType":"c","roomName":"general"}));
+        let member = frame(json!({"roomParticipant":true,"roomType":"c","roomName":"general"}));
+        let dm = frame(json!({"roomParticipant":true,"roomType":"d","roomName":null}));
+        assert!(is_ignored_my_message(&channel));
+        assert!(is_ignored_my_message(&member));
+        assert!(!is_ignored_my_message(&dm), "a DM goes on to the admin");
+        let room = json!({"msg":"changed","collection":"stream-room-messages","id":"id",
+                          "fields":{"eventName":"r1","args":[message()]}});
+        assert!(
+            !is_ignored_my_message(&room.to_string()),
+            "a Livechat room's stream"
+        );
+        assert!(!is_ignored_my_message("not json __my_messages__"));
     }
 
     #[test]
@@ -397,6 +483,16 @@ mod tests {
         assert!(
             RoomMessage::from_value(&json!({"_id":"e"})).is_none(),
             "no date"
+        );
+        let image = json!({"_id":"f","ts":{"$date":1},
+            "file":{"_id":"O1","name":"p.jpg","type":"image/jpeg"},
+            "files":[{"_id":"O1","name":"p.jpg","type":"image/jpeg"},{"_id":"T1","name":"p.jpg","type":"image/jpeg"}],
+            "attachments":[{"title_link":"/file-upload/O1/p.jpg","image_url":"/file-upload/T1/p.jpg"}]});
+        let files = RoomMessage::from_value(&image).expect("parsed").files;
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["/file-upload/O1/p.jpg"],
+            "the original only, never the thumbnail"
         );
     }
 

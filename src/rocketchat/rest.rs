@@ -369,17 +369,36 @@ impl RestClient {
 
     /// `GET livechat/department`: the Omnichannel departments (needs `view-livechat-departments`
     /// or `view-l-room`; a 403 says the bot lacks it).
+    /// Read page by page: the server clamps `count` to `API_Upper_Count_Limit` (100 by default,
+    /// `getPaginationItems` in `apps/meteor/app/api/server/helpers/getPaginationItems.ts`).
     pub async fn departments(&self) -> Result<Vec<Department>> {
         #[derive(Deserialize)]
         struct Answer {
             departments: Vec<Department>,
+            #[serde(default)]
+            total: Option<usize>,
         }
+        const PAGE: usize = 100;
+        const MAX_PAGES: usize = 100;
         let route = "livechat/department";
-        let builder = self
-            .request(Method::GET, route, Access::Bot)?
-            .query(&[("count", "500")]);
-        let answer: Answer = self.send(route, builder).await?;
-        Ok(answer.departments)
+        let mut all: Vec<Department> = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let builder = self.request(Method::GET, route, Access::Bot)?.query(&[
+                ("count", PAGE.to_string()),
+                ("offset", all.len().to_string()),
+            ]);
+            let answer: Answer = self.send(route, builder).await?;
+            let got = answer.departments.len();
+            all.extend(answer.departments);
+            let done = match answer.total {
+                Some(total) => all.len() >= total,
+                None => got < PAGE,
+            };
+            if got == 0 || done {
+                break;
+            }
+        }
+        Ok(all)
     }
 }
 
@@ -392,14 +411,24 @@ fn classify_failure(
     body: &[u8],
 ) -> Error {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    // Upload refusals carry the code as `reason` and no `error` (`API.v1.failure({ reason })` in
+    // `apps/meteor/app/livechat/imports/server/rest/upload.ts`).
     let error_type = parsed
         .as_ref()
-        .and_then(|b| b.get("errorType").or_else(|| b.get("error")))
+        .and_then(|b| {
+            b.get("errorType")
+                .or_else(|| b.get("error"))
+                .or_else(|| b.get("reason"))
+        })
         .and_then(Value::as_str)
         .map(str::to_owned);
     let message = parsed
         .as_ref()
-        .and_then(|b| b.get("error").or_else(|| b.get("message")))
+        .and_then(|b| {
+            b.get("error")
+                .or_else(|| b.get("message"))
+                .or_else(|| b.get("reason"))
+        })
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
@@ -475,6 +504,16 @@ mod tests {
             ),
             (429, r#"{"success":false}"#, "rate_limited"),
             (
+                429,
+                r#"{"success":false,"error":"Error, too many requests. Please slow down. You must wait 42 seconds before trying this endpoint again. [error-too-many-requests]"}"#,
+                "rate_limited",
+            ),
+            (
+                400,
+                r#"{"success":false,"reason":"error-type-not-allowed"}"#,
+                "api:error-type-not-allowed",
+            ),
+            (
                 401,
                 r#"{"status":"error","message":"You must be logged in to do this."}"#,
                 "unauthorized",
@@ -499,6 +538,26 @@ mod tests {
             };
             assert_eq!(&got, expected, "status {status} body {body}");
         }
+    }
+
+    #[test]
+    fn rate_limit_wait_comes_from_the_reset_header_without_details() {
+        let reset = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            + 30_000;
+        let err = classify_failure(
+            "x",
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(reset),
+            br#"{"success":false,"error":"Error, too many requests. [error-too-many-requests]"}"#,
+        );
+        let wait = err.retry_after().expect("a wait");
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
     }
 
     #[test]

@@ -73,29 +73,56 @@ impl RestClient {
     }
 
     /// `GET settings.public?_id=a,b`: the values of public settings; a setting the server does
-    /// not know (or does not publish) is absent from the map.
+    /// not know (or does not publish) is absent from the map. The `_id` filter exists from 7.0
+    /// (`isSettingsPublicWithPaginationProps` in `apps/meteor/app/api/server/v1/settings.ts`); a
+    /// 6.x server ignores it and answers its first page, so when a wanted setting is missing the
+    /// whole list is read page by page.
     pub async fn public_settings(&self, ids: &[&str]) -> Result<HashMap<String, Value>> {
-        #[derive(Deserialize)]
-        struct Answer {
-            settings: Vec<Setting>,
-        }
-        #[derive(Deserialize)]
-        struct Setting {
-            #[serde(rename = "_id")]
-            id: String,
-            #[serde(default)]
-            value: Value,
-        }
         let route = "settings.public";
         let builder = self
             .request(Method::GET, route, Access::Anonymous)?
             .query(&[("_id", ids.join(",")), ("count", ids.len().to_string())]);
-        let answer: Answer = self.send(route, builder).await?;
-        Ok(answer
-            .settings
-            .into_iter()
-            .map(|s| (s.id, s.value))
-            .collect())
+        let first: PublicSettings = self.send(route, builder).await?;
+        let mut found = wanted_settings(first.settings, ids);
+        if found.len() == ids.len() {
+            return Ok(found);
+        }
+        const PAGE: usize = 100;
+        const MAX_PAGES: usize = 50;
+        let mut offset = 0usize;
+        for _ in 0..MAX_PAGES {
+            let builder = self
+                .request(Method::GET, route, Access::Anonymous)?
+                .query(&[("count", PAGE.to_string()), ("offset", offset.to_string())]);
+            let page: PublicSettings = self.send(route, builder).await?;
+            let got = page.settings.len();
+            offset += got;
+            found.extend(wanted_settings(page.settings, ids));
+            let total = page.total.unwrap_or(0);
+            if got == 0 || found.len() == ids.len() || offset >= total {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether the REST rate limiter counts unauthenticated calls: the server sets
+    /// `X-RateLimit-Limit` on every call it counts (`enforceRateLimit` in
+    /// `apps/meteor/app/api/server/ApiClass.ts`), so one anonymous `settings.public` call tells,
+    /// without `view-privileged-setting`.
+    pub async fn anonymous_calls_are_limited(&self) -> Result<bool> {
+        let route = "settings.public";
+        let url = self.api_url(route)?;
+        let response = self
+            .raw(Method::GET, url)
+            .query(&[("count", "1")])
+            .send()
+            .await
+            .map_err(|source| Error::Transport {
+                route: route.into(),
+                source: source.without_url(),
+            })?;
+        Ok(response.headers().contains_key("x-ratelimit-limit"))
     }
 
     /// `GET settings/:_id`: any setting's value; needs `view-privileged-setting`, so a 403 is
@@ -128,4 +155,27 @@ impl RestClient {
         let answer: Answer = self.send(route, builder).await?;
         Ok(answer.update.into_iter().map(|p| (p.id, p.roles)).collect())
     }
+}
+
+#[derive(Deserialize)]
+struct PublicSettings {
+    settings: Vec<PublicSetting>,
+    #[serde(default)]
+    total: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct PublicSetting {
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(default)]
+    value: Value,
+}
+
+/// The settings of one `settings.public` page that were asked for.
+fn wanted_settings(page: Vec<PublicSetting>, ids: &[&str]) -> HashMap<String, Value> {
+    page.into_iter()
+        .filter(|s| ids.contains(&s.id.as_str()))
+        .map(|s| (s.id, s.value))
+        .collect()
 }

@@ -55,9 +55,9 @@ pub struct SimOptions {
     /// The server pings after this much client silence and closes with 4000 "TIMEOUT" after the
     /// same again (the real `ddp-streamer` uses 30 s for both, `constants.ts`).
     pub ping_idle: Duration,
-    /// Initial value of `API_Enable_Rate_Limiter`. The real default is on; off here until the
-    /// gateway copes with the per-IP Livechat limits (`livechat/visitor` and `livechat/room`
-    /// 5 per 60 s) and `check` reports them (its tests fail with the limiter on by default).
+    /// Initial value of `API_Enable_Rate_Limiter`: on, as on a real server
+    /// (`apps/meteor/server/settings/rate.ts`). A test that models a set-up whose admin followed
+    /// `check` (the limiter off) says so explicitly.
     pub rest_rate_limiter: bool,
     /// The release line to answer as; the newest by default.
     pub version: ServerVersion,
@@ -71,7 +71,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         Self {
             ping_idle: Duration::from_secs(30),
-            rest_rate_limiter: false,
+            rest_rate_limiter: true,
             version: ServerVersion::default(),
             rate_window_divisor: 1,
         }

@@ -41,9 +41,20 @@ pub struct Chat {
 
 impl Chat {
     pub async fn start() -> Chat {
+        Chat::start_with(SimOptions {
+            // The set-up `check` asks for: the REST limiter off (`API_Enable_Rate_Limiter`).
+            // Tests of the limits start their own with `Chat::start_with`.
+            rest_rate_limiter: false,
+            ..SimOptions::default()
+        })
+        .await
+    }
+
+    /// The same world on a simulator with these options (`ping_idle` is shortened to 400 ms).
+    pub async fn start_with(options: SimOptions) -> Chat {
         let sim = RocketChatSim::start(SimOptions {
             ping_idle: Duration::from_millis(400),
-            ..SimOptions::default()
+            ..options
         })
         .await
         .expect("simulator starts");

@@ -55,7 +55,7 @@ impl Inbound {
             reply.text,
             reply.attachments,
         );
-        let id = render::message_id(&key.page, &format!("e:{}", reply.mid), 0);
+        let id = render::message_id(&key.page, &rid, &format!("e:{}", reply.mid), 0);
         match self.ctx.rest.send_message(&id, &rid, &text).await {
             Ok(()) => {
                 info!(conversation = %key, room = %rid, "page reply from elsewhere shown in the room");
