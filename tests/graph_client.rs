@@ -623,3 +623,18 @@ async fn tokens_never_appear_in_errors() {
         }
     }
 }
+
+/// `GET /{page}/secondary_receivers` answers the primary receiver only: what `check`'s
+/// "thread control" line reads.
+#[tokio::test]
+async fn the_primary_receiver_role_is_read_from_secondary_receivers() {
+    let (sim, client) = setup().await;
+    let token = page_token(&sim, &client).await;
+    let page = PageId::new("1001");
+    assert!(client.is_primary_receiver(&page, &token).await.unwrap());
+    // The Page Inbox takes the role (Meta's Page Inbox app id).
+    sim.set_primary_receiver("1001", "263902037430900");
+    assert!(!client.is_primary_receiver(&page, &token).await.unwrap());
+    sim.set_primary_receiver("1001", APP_ID);
+    assert!(client.is_primary_receiver(&page, &token).await.unwrap());
+}
