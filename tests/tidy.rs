@@ -66,7 +66,17 @@ fn files_with(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) {
 /// Notes that live outside the repository (the team's own design notes and references).
 fn outside_reference() -> regex::Regex {
     regex::Regex::new(
-        r"\.\./shared|shared/reference|DESIGN\.md|STYLE\.md|peers\.md|rocketchat-rich\.md|reference/[a-z-]+\.md|§[A-D][0-9]",
+        // Assembled from parts so that this file does not match the greps it enforces.
+        &[
+            r"\.\./",
+            "shared|",
+            "shared/",
+            "reference|",
+            "DESIGN",
+            r"\.md|STYLE\.md|peers\.md|rocketchat-rich\.md|",
+            r"reference/[a-z-]+\.md|§[A-D][0-9]",
+        ]
+        .concat(),
     )
     .expect("literal regex")
 }
@@ -154,11 +164,11 @@ fn the_checks_find_what_they_look_for() {
     );
     let outside = outside_reference();
     for planted in [
-        "see DESIGN.md §5",
-        "(reference/rocketchat.md §A4)",
-        "../shared/x",
+        format!("see {}.md §5", "DESIGN"),
+        "(reference/rocketchat.md §A4)".to_owned(),
+        format!("../{}/x", "shared"),
     ] {
-        assert!(outside.is_match(planted), "{planted}");
+        assert!(outside.is_match(&planted), "{planted}");
     }
     assert!(!outside.is_match("`docs/rocketchat.md` §2.6"));
 }
