@@ -196,6 +196,22 @@ async fn close(AxState(shared): St, body: Bytes) -> Reply {
     })
 }
 
+/// The string parameters a visitor route requires, or the server's missing-param refusal naming
+/// the first one absent.
+fn required_strings<'a, const N: usize>(
+    body: &'a Value,
+    keys: [&str; N],
+) -> Result<[&'a str; N], Reply> {
+    let mut values = [""; N];
+    for (value, key) in values.iter_mut().zip(keys) {
+        match body.get(key).and_then(Value::as_str) {
+            Some(found) => *value = found,
+            None => return Err(missing_param(key)),
+        }
+    }
+    Ok(values)
+}
+
 /// `POST livechat/message {"token","rid","msg","_id"?}` (message.ts). `_id` is honoured; a
 /// repeated `_id` is skipped by the core `sendMessage`, so `Livechat.sendMessage` returns nothing
 /// and the route answers `API.v1.failure()`: HTTP 400 `{"success":false}`.
@@ -204,13 +220,9 @@ async fn send(AxState(shared): St, body: Bytes) -> Reply {
         Ok(b) => b,
         Err(reply) => return reply,
     };
-    let get = |k: &str| body.get(k).and_then(Value::as_str);
-    let (Some(token), Some(rid), Some(text)) = (get("token"), get("rid"), get("msg")) else {
-        let missing = ["token", "rid", "msg"]
-            .into_iter()
-            .find(|k| get(k).is_none())
-            .unwrap_or("msg");
-        return missing_param(missing);
+    let [token, rid, text] = match required_strings(&body, ["token", "rid", "msg"]) {
+        Ok(values) => values,
+        Err(reply) => return reply,
     };
     shared.mutate(|st| {
         let Some(author) = visitor_author(st, token) else {
@@ -241,7 +253,10 @@ async fn send(AxState(shared): St, body: Bytes) -> Reply {
                 Some(json!({ "method": "sendMessage" })),
             );
         }
-        let id = get("_id").map_or_else(random_id, str::to_owned);
+        let id = body
+            .get("_id")
+            .and_then(Value::as_str)
+            .map_or_else(random_id, str::to_owned);
         let now = now_ms();
         let msg = Msg {
             id,
@@ -303,13 +318,9 @@ async fn update_message(AxState(shared): St, Path(id): Path<String>, body: Bytes
         Ok(b) => b,
         Err(reply) => return reply,
     };
-    let get = |k: &str| body.get(k).and_then(Value::as_str);
-    let (Some(token), Some(rid), Some(text)) = (get("token"), get("rid"), get("msg")) else {
-        let missing = ["token", "rid", "msg"]
-            .into_iter()
-            .find(|k| get(k).is_none())
-            .unwrap_or("msg");
-        return missing_param(missing);
+    let [token, rid, text] = match required_strings(&body, ["token", "rid", "msg"]) {
+        Ok(values) => values,
+        Err(reply) => return reply,
     };
     shared.mutate(|st| {
         let Some(author) = visitor_author(st, token) else {
