@@ -629,16 +629,29 @@ async fn store_events(
     stale_pages: &[PageId],
 ) -> Result<(), store::Error> {
     let keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
-    let outcome = state.store.ingest(events).await?;
-    state
-        .telemetry
-        .webhook_event("stored", outcome.stored as u64);
-    state
-        .telemetry
-        .webhook_event("duplicate", outcome.duplicates as u64);
-    for key in &keys {
-        state.inbound.wake(key);
-    }
+    let ingested = state.store.ingest(events).await?;
+    // Durable: the 200 may go. Putting the events in the inbox follows off its path.
+    let telemetry = state.telemetry.clone();
+    let inbound = state.inbound.clone();
+    state.tasks.spawn(async move {
+        match ingested.queued().await {
+            Ok(outcome) => {
+                telemetry.webhook_event("stored", outcome.stored as u64);
+                telemetry.webhook_event("duplicate", outcome.duplicates as u64);
+                debug!(
+                    stored = outcome.stored,
+                    duplicates = outcome.duplicates,
+                    "webhook stored"
+                );
+            }
+            Err(err) => {
+                error!(error = %err, "acknowledged webhook events wait in the inbox journal for the next start");
+            }
+        }
+        for key in &keys {
+            inbound.wake(key);
+        }
+    });
     // For `status`; it needs no flush of its own (the next one carries it).
     for page in stale_pages {
         let now = now_ms();
@@ -649,11 +662,6 @@ async fn store_events(
             warn!(page = %page, error = %err, "cannot record the page's last webhook");
         }
     }
-    debug!(
-        stored = outcome.stored,
-        duplicates = outcome.duplicates,
-        "webhook stored"
-    );
     Ok(())
 }
 

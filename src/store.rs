@@ -199,30 +199,43 @@ struct Inner {
     journal: std::sync::OnceLock<Journal<Vec<PreparedInbound>, EnqueueOutcome>>,
     /// Conversations with a webhook between parse and inbox: see [`Queue::arriving`].
     arriving: Mutex<HashMap<ConversationKey, usize>>,
+    /// Every page read so far, decoded and its token opened: each webhook and each relayed
+    /// event reads its page. Page writes go through the same lock, so it never goes stale.
+    page_cache: Mutex<HashMap<PageId, Page>>,
 }
 
 /// Counts a webhook's conversations as arriving while it is on its way into the inbox.
-struct Arrival<'a> {
-    arriving: &'a Mutex<HashMap<ConversationKey, usize>>,
+struct Arrival {
+    inner: Arc<Inner>,
     keys: Vec<ConversationKey>,
 }
 
-impl<'a> Arrival<'a> {
-    fn new(arriving: &'a Mutex<HashMap<ConversationKey, usize>>, events: &[InboundEvent]) -> Self {
+impl Arrival {
+    fn new(inner: &Arc<Inner>, events: &[InboundEvent]) -> Self {
         let mut keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
         keys.sort();
         keys.dedup();
-        let mut counts = arriving.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = inner
+            .arriving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for key in &keys {
             *counts.entry(key.clone()).or_default() += 1;
         }
-        Arrival { arriving, keys }
+        Arrival {
+            inner: inner.clone(),
+            keys,
+        }
     }
 }
 
-impl Drop for Arrival<'_> {
+impl Drop for Arrival {
     fn drop(&mut self) {
-        let mut counts = self.arriving.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self
+            .inner
+            .arriving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for key in &self.keys {
             if let Some(count) = counts.get_mut(key) {
                 *count -= 1;
@@ -231,6 +244,25 @@ impl Drop for Arrival<'_> {
                 }
             }
         }
+    }
+}
+
+/// A webhook's events, durable and on their way into the inbox.
+pub struct Ingested {
+    pending: journal::Pending<EnqueueOutcome>,
+    /// Dropped once the events are in the inbox (or will only be after a restart).
+    _arrival: Arrival,
+}
+
+impl Ingested {
+    /// Waits until the events are in the inbox and says how many were new. An error means the
+    /// store stopped taking them; they are applied from the journal at the next start.
+    pub async fn queued(self) -> Result<EnqueueOutcome> {
+        let Ingested { pending, _arrival } = self;
+        pending.applied().await.map_err(|err| {
+            _arrival.inner.failed.store(true, Ordering::Relaxed);
+            Error::Journal(err)
+        })
     }
 }
 
@@ -460,6 +492,7 @@ impl Store {
             flusher: Mutex::new(None),
             journal: std::sync::OnceLock::new(),
             arriving: Mutex::default(),
+            page_cache: Mutex::default(),
         };
         let store = Store {
             inner: Arc::new(inner),
@@ -624,13 +657,24 @@ impl Store {
     // ---- pages ----
 
     pub fn page(&self, id: &PageId) -> Result<Option<Page>> {
-        let key = id.as_str().as_bytes();
-        match self.inner.pages.get(key).map_err(sled_err("page read"))? {
-            Some(bytes) => {
-                records::decode_page(&self.inner.key, Self::at(Tree::Pages, key), &bytes).map(Some)
-            }
-            None => Ok(None),
+        let mut cache = self.page_cache();
+        if let Some(page) = cache.get(id) {
+            return Ok(Some(page.clone()));
         }
+        let key = id.as_str().as_bytes();
+        let Some(bytes) = self.inner.pages.get(key).map_err(sled_err("page read"))? else {
+            return Ok(None);
+        };
+        let page = records::decode_page(&self.inner.key, Self::at(Tree::Pages, key), &bytes)?;
+        cache.insert(id.clone(), page.clone());
+        Ok(Some(page))
+    }
+
+    fn page_cache(&self) -> std::sync::MutexGuard<'_, HashMap<PageId, Page>> {
+        self.inner
+            .page_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// All pages, ordered by id.
@@ -647,18 +691,24 @@ impl Store {
 
     pub fn put_page(&self, page: &Page) -> Result<()> {
         let bytes = records::encode_page(&self.inner.key, page)?;
+        let mut cache = self.page_cache();
+        cache.remove(&page.id);
         self.inner
             .pages
             .insert(page.id.as_str().as_bytes(), bytes)
             .map_err(sled_err("page write"))?;
+        cache.insert(page.id.clone(), page.clone());
         Ok(())
     }
 
     /// Atomically reads, changes and writes a page; `None` if there is no such page. `f` may run
     /// more than once when another writer wins the race. The id is the key: a change of
-    /// `page.id` inside `f` is undone.
+    /// `page.id` inside `f` is undone. `f` runs under the page cache's lock: it must not call
+    /// the store.
     pub fn update_page(&self, id: &PageId, mut f: impl FnMut(&mut Page)) -> Result<Option<Page>> {
         let key = id.as_str().as_bytes();
+        let mut cache = self.page_cache();
+        cache.remove(id);
         loop {
             let Some(old) = self.inner.pages.get(key).map_err(sled_err("page read"))? else {
                 return Ok(None);
@@ -673,7 +723,10 @@ impl Store {
                 .compare_and_swap(key, Some(old), Some(new))
                 .map_err(sled_err("page update"))?
             {
-                Ok(()) => return Ok(Some(page)),
+                Ok(()) => {
+                    cache.insert(id.clone(), page.clone());
+                    return Ok(Some(page));
+                }
                 Err(_) => continue,
             }
         }
@@ -916,23 +969,29 @@ impl Store {
 
     // ---- inbox ----
 
-    /// Makes a webhook's events durable and puts them in the inbox: the step before the
-    /// webhook's 200. The events are appended to the inbox journal, which shares one
-    /// `fdatasync` among every webhook waiting at that moment, and are in the inbox (deduped as
-    /// [`enqueue_inbound`](Self::enqueue_inbound) does) when this returns. No sled flush is on
-    /// this path: the journal is the durable copy until a checkpoint flushes sled.
-    pub async fn ingest(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
-        let _arrival = Arrival::new(&self.inner.arriving, &events);
+    /// Makes a webhook's events durable: the step before the webhook's 200. The events are
+    /// appended to the inbox journal, which shares one `fdatasync` among every webhook waiting
+    /// at that moment. When this returns they are on disk; [`Ingested::queued`] tells when they
+    /// are in the inbox (deduped as [`enqueue_inbound`](Self::enqueue_inbound) does), which
+    /// follows off the webhook's path. Until then their conversations count as arriving (see
+    /// [`Queue::arriving`]), so no worker posts a later event first. No sled flush is on this
+    /// path: the journal is the durable copy until a checkpoint flushes sled.
+    pub async fn ingest(&self, events: Vec<InboundEvent>) -> Result<Ingested> {
+        let arrival = Arrival::new(&self.inner, &events);
         let prepared = prepare_inbound(&events)?;
         let record = journal_record(&prepared);
         let Some(journal) = self.inner.journal.get() else {
             return Err(Error::Sync("the inbox journal is not open".to_owned()));
         };
-        journal.append(record, prepared).await.map_err(|err| {
+        let pending = journal.append(record, prepared).await.map_err(|err| {
             // The writer stops at its first error; nothing more can be made durable until the
             // store is reopened (see `has_failed`).
             self.inner.failed.store(true, Ordering::Relaxed);
             Error::Journal(err)
+        })?;
+        Ok(Ingested {
+            pending,
+            _arrival: arrival,
         })
     }
 

@@ -11,12 +11,15 @@
 //!
 //! # Life of a record
 //! [`Journal::append`] hands the record to the writer thread, which takes every request
-//! queued at that moment, writes them with one `write`, `fdatasync`s, answers them all, and
-//! then calls the `apply` hook with the batch (the store puts the events in sled and remembers
-//! the batch's [`Position`] in the same sled transaction). When a segment is full the writer
-//! starts the next one and hands the full one to the checkpoint thread, which calls
-//! `checkpoint` (a sled flush, which may take milliseconds: not on the webhooks' path) and then
-//! deletes it: its records are in sled, durably.
+//! queued at that moment, writes them with one `write`, `fdatasync`s and answers them all: the
+//! caller may now acknowledge. The batch then goes to the applier thread, which takes every
+//! batch waiting, calls the `apply` hook once for them (the store puts the events in sled and
+//! remembers the last [`Position`] in the same sled transaction) and answers each append's
+//! [`Pending`]. Writing the next group and applying the last one overlap. When a segment is
+//! full the writer starts the next one and sends the full one down the same line: the applier
+//! passes it to the checkpoint thread only after applying every record before it, and that
+//! thread calls `checkpoint` (a sled flush) and then deletes the segment: its records are in
+//! sled, durably.
 //!
 //! At start-up [`Journal::recover`] returns the records the last run left; the store skips
 //! those at or before the last applied position it kept in sled, applies the rest, and only
@@ -37,6 +40,9 @@ const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How many appends may wait for the writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
+/// How many written groups may wait for the applier before the writer waits: this bounds the
+/// acknowledged events that are not in sled yet.
+const APPLY_QUEUE: usize = 64;
 
 const HEADER: usize = 8;
 const SUFFIX: &str = "journal";
@@ -104,9 +110,9 @@ pub struct Recovered {
     next_segment: u64,
 }
 
-/// Called on the writer thread with each durable batch, oldest first, before its appends are
-/// answered; it returns one answer per item. An error stops the writer: what is in the journal
-/// but not applied is applied by the next start's recovery.
+/// Called on the applier thread with durable records, oldest first, after their appends were
+/// answered durable; it returns one answer per item. An error stops the applier and with it
+/// the writer: what is in the journal but not applied is applied by the next start's recovery.
 pub type ApplyHook<T, R> = Box<dyn FnMut(Vec<(Position, T)>) -> Result<Vec<R>, String> + Send>;
 /// Called on the writer thread before older segments are deleted: it must make every applied
 /// batch durable elsewhere (a sled flush).
@@ -115,7 +121,38 @@ pub type CheckpointHook = Box<dyn FnMut() -> Result<(), String> + Send>;
 struct Append<T, R> {
     record: Vec<u8>,
     item: T,
-    done: oneshot::Sender<Result<R, String>>,
+    durable: oneshot::Sender<Result<(), String>>,
+    applied: oneshot::Sender<Result<R, String>>,
+}
+
+/// What the writer hands the applier, in journal order.
+enum Written<T, R> {
+    Group(Vec<(Position, T, oneshot::Sender<Result<R, String>>)>),
+    /// A segment every record of which was sent before this.
+    SegmentFull(PathBuf),
+}
+
+/// An append that is durable and on its way into sled.
+pub struct Pending<R> {
+    applied: oneshot::Receiver<Result<R, String>>,
+}
+
+impl<R> Pending<R> {
+    /// Waits until the `apply` hook has taken the record, and returns its answer.
+    pub async fn applied(self) -> Result<R, Error> {
+        match self.applied.await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(reason)) => Err(stopped_by(reason)),
+            Err(_) => Err(Error::Stopped),
+        }
+    }
+}
+
+fn stopped_by(reason: String) -> Error {
+    Error::Io {
+        path: PathBuf::from("inbox journal"),
+        source: io::Error::other(reason),
+    }
 }
 
 /// The handle to the writer thread. Dropping every clone lets the thread finish what is queued
@@ -204,16 +241,20 @@ impl<T: Send + 'static, R: Send + 'static> Journal<T, R> {
         let segment = Segment::create(dir, recovered.next_segment)?;
         let (appends, queue) = mpsc::channel(QUEUE);
         let (full_segments, to_checkpoint) = std::sync::mpsc::sync_channel(FULL_SEGMENTS);
+        let (written, to_apply) = std::sync::mpsc::sync_channel(APPLY_QUEUE);
         thread::Builder::new()
             .name("inbox-checkpoint".to_owned())
             .spawn(move || run_checkpoints(to_checkpoint, checkpoint))
+            .map_err(io_err(dir))?;
+        thread::Builder::new()
+            .name("inbox-apply".to_owned())
+            .spawn(move || run_applier(to_apply, apply, full_segments))
             .map_err(io_err(dir))?;
         let writer = Writer {
             dir: dir.to_owned(),
             segment,
             segment_bytes,
-            apply,
-            full_segments,
+            written,
         };
         thread::Builder::new()
             .name("inbox-journal".to_owned())
@@ -223,19 +264,22 @@ impl<T: Send + 'static, R: Send + 'static> Journal<T, R> {
     }
 
     /// Returns once `record` is on disk (its own `fdatasync` or one shared with the appends
-    /// queued beside it) and `item`, the record decoded, has been applied.
-    pub async fn append(&self, record: Vec<u8>, item: T) -> Result<R, Error> {
-        let (done, written) = oneshot::channel();
+    /// queued beside it); the [`Pending`] tells when `item`, the record decoded, is applied.
+    pub async fn append(&self, record: Vec<u8>, item: T) -> Result<Pending<R>, Error> {
+        let (durable, written) = oneshot::channel();
+        let (applied, pending) = oneshot::channel();
         self.appends
-            .send(Append { record, item, done })
+            .send(Append {
+                record,
+                item,
+                durable,
+                applied,
+            })
             .await
             .map_err(|_| Error::Stopped)?;
         match written.await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(reason)) => Err(Error::Io {
-                path: PathBuf::from("inbox journal"),
-                source: io::Error::other(reason),
-            }),
+            Ok(Ok(())) => Ok(Pending { applied: pending }),
+            Ok(Err(reason)) => Err(stopped_by(reason)),
             Err(_) => Err(Error::Stopped),
         }
     }
@@ -305,9 +349,8 @@ struct Writer<T, R> {
     dir: PathBuf,
     segment: Segment,
     segment_bytes: u64,
-    apply: ApplyHook<T, R>,
-    /// Full segments on their way to [`run_checkpoints`].
-    full_segments: std::sync::mpsc::SyncSender<PathBuf>,
+    /// Durable groups and full segments on their way to [`run_applier`].
+    written: std::sync::mpsc::SyncSender<Written<T, R>>,
 }
 
 /// How many full segments may wait for their checkpoint before the writer waits (each holds
@@ -332,6 +375,57 @@ fn run_checkpoints(full: std::sync::mpsc::Receiver<PathBuf>, mut checkpoint: Che
     }
 }
 
+/// Applies durable groups: every group waiting in one `apply` call, then answers them, then
+/// passes on the full segments that came after them. Stops at the first failure; the writer
+/// stops with it when it next hands over a group.
+fn run_applier<T, R>(
+    queue: std::sync::mpsc::Receiver<Written<T, R>>,
+    mut apply: ApplyHook<T, R>,
+    full_segments: std::sync::mpsc::SyncSender<PathBuf>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut items = Vec::new();
+        let mut waiting = Vec::new();
+        let mut full = Vec::new();
+        for written in std::iter::once(first).chain(queue.try_iter()) {
+            match written {
+                Written::Group(group) => {
+                    for (position, item, applied) in group {
+                        items.push((position, item));
+                        waiting.push(applied);
+                    }
+                }
+                Written::SegmentFull(path) => full.push(path),
+            }
+        }
+        let answers = if items.is_empty() {
+            Ok(Vec::new())
+        } else {
+            apply(items)
+        };
+        match answers {
+            Ok(answers) => {
+                for (applied, answer) in waiting.into_iter().zip(answers) {
+                    // A caller that stopped waiting needs no answer.
+                    let _ = applied.send(Ok(answer));
+                }
+            }
+            Err(reason) => {
+                tracing::error!(error = %reason, "inbox journal: acknowledged events could not be put in the store; they stay in the journal for the next start");
+                for applied in waiting {
+                    let _ = applied.send(Err(reason.clone()));
+                }
+                return;
+            }
+        }
+        for path in full {
+            if full_segments.send(path).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 impl<T, R> Writer<T, R> {
     fn run(mut self, mut queue: mpsc::Receiver<Append<T, R>>) {
         let mut buffer = Vec::new();
@@ -347,7 +441,7 @@ impl<T, R> Writer<T, R> {
                     let reason = err.to_string();
                     tracing::error!(error = %reason, "inbox journal write failed; webhooks are answered 503 until the gateway restarts");
                     for append in batch.drain(..) {
-                        let _ = append.done.send(Err(reason.clone()));
+                        let _ = append.durable.send(Err(reason.clone()));
                     }
                     // Later appends see the closed channel and report the writer stopped.
                     return;
@@ -356,7 +450,7 @@ impl<T, R> Writer<T, R> {
         }
     }
 
-    /// Writes and syncs one batch, hands it to `apply`, and answers its appends.
+    /// Writes and syncs one batch, answers its appends, and hands it to the applier.
     fn write(&mut self, buffer: &mut Vec<u8>, batch: &mut Vec<Append<T, R>>) -> Result<(), Error> {
         buffer.clear();
         let mut positions = Vec::with_capacity(batch.len());
@@ -375,20 +469,15 @@ impl<T, R> Writer<T, R> {
         self.segment.file.write_all(buffer).map_err(io_err(path))?;
         self.segment.file.sync_data().map_err(io_err(path))?;
         self.segment.len += buffer.len() as u64;
-        let mut items = Vec::with_capacity(batch.len());
-        let mut waiting = Vec::with_capacity(batch.len());
+        let mut group = Vec::with_capacity(batch.len());
         for (append, position) in batch.drain(..).zip(positions) {
-            items.push((position, append.item));
-            waiting.push(append.done);
-        }
-        let answers = (self.apply)(items).map_err(|reason| Error::Io {
-            path: self.segment.path.clone(),
-            source: io::Error::other(reason),
-        })?;
-        for (done, answer) in waiting.into_iter().zip(answers) {
             // A caller that gave up (its connection closed) needs no answer.
-            let _ = done.send(Ok(answer));
+            let _ = append.durable.send(Ok(()));
+            group.push((position, append.item, append.applied));
         }
+        self.written
+            .send(Written::Group(group))
+            .map_err(|_| Error::Stopped)?;
         if self.segment.len >= self.segment_bytes {
             self.rotate()?;
         }
@@ -399,8 +488,8 @@ impl<T, R> Writer<T, R> {
     fn rotate(&mut self) -> Result<(), Error> {
         let next = Segment::create(&self.dir, self.segment.number + 1)?;
         let full = std::mem::replace(&mut self.segment, next);
-        self.full_segments
-            .send(full.path)
+        self.written
+            .send(Written::SegmentFull(full.path))
             .map_err(|_| Error::Stopped)
     }
 }
@@ -443,7 +532,11 @@ mod tests {
             let journal = journal.clone();
             waiting.push(tokio::spawn(async move {
                 let record = format!("record {i}").into_bytes();
-                journal.append(record.clone(), record).await
+                journal
+                    .append(record.clone(), record)
+                    .await?
+                    .applied()
+                    .await
             }));
         }
         for task in waiting {
@@ -516,7 +609,8 @@ mod tests {
         )
         .unwrap();
         for i in 0..10u32 {
-            journal.append(vec![i as u8; 40], vec![]).await.unwrap();
+            let pending = journal.append(vec![i as u8; 40], vec![]).await.unwrap();
+            pending.applied().await.unwrap();
         }
         drop(journal);
         // One checkpoint at start, then at least one for the five full segments (the checkpoint
