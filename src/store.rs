@@ -713,9 +713,15 @@ impl Store {
             let Some(old) = self.inner.pages.get(key).map_err(sled_err("page read"))? else {
                 return Ok(None);
             };
-            let mut page = records::decode_page(&self.inner.key, Self::at(Tree::Pages, key), &old)?;
+            let before = records::decode_page(&self.inner.key, Self::at(Tree::Pages, key), &old)?;
+            let mut page = before.clone();
             f(&mut page);
             page.id = id.clone();
+            if page == before {
+                // Nothing to write (for example a page already marked as needing authorization).
+                cache.insert(id.clone(), page.clone());
+                return Ok(Some(page));
+            }
             let new = records::encode_page(&self.inner.key, &page)?;
             match self
                 .inner

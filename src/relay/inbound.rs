@@ -91,6 +91,10 @@ pub struct Inbound {
     /// with the department they were registered with: `livechat/visitor` allows 5 calls a
     /// minute per client IP, so a retry does not register the visitor again.
     registered: Mutex<HashMap<VisitorToken, Option<String>>>,
+    /// The names looked up for visitors whose room is not open yet: a conversation held
+    /// through an outage retries for as long as it lasts, and Graph's profile calls are
+    /// rate-limited per page, so each customer is looked up once.
+    names: Mutex<HashMap<VisitorToken, String>>,
     /// One conversation at a time registers its visitor and opens its room. Both routes allow
     /// 5 calls per 60 s per client IP (`rateLimiterOptions` in
     /// `apps/meteor/app/livechat/server/api/v1/visitor.ts` and `room.ts`); the one whose call
@@ -117,6 +121,7 @@ impl Inbound {
             reactions_warned: AtomicBool::new(false),
             reads_warned: AtomicBool::new(false),
             registered: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
         })
     }
@@ -538,6 +543,30 @@ impl Inbound {
             .is_some_and(|(_, oldest)| oldest.timestamp_ms < event.timestamp_ms))
     }
 
+    /// The customer's name for the visitor record, looked up once while the room is not open.
+    async fn visitor_name(&self, page: Option<&Page>, conversation: &Conversation) -> String {
+        let token = &conversation.visitor_token;
+        let known = self
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned();
+        if let Some(name) = known {
+            return name;
+        }
+        let name = self
+            .ctx
+            .customer
+            .display_name(page, &conversation.key.psid)
+            .await;
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.clone(), name.clone());
+        name
+    }
+
     /// Registers the visitor unless this token was registered with this department already.
     async fn register_once(&self, visitor: &Visitor<'_>) -> Result<(), rest::Error> {
         let department = visitor.department.map(str::to_owned);
@@ -605,7 +634,7 @@ impl Inbound {
         let department = page
             .and_then(|p| p.department.as_ref())
             .map(|d| d.id.clone());
-        let name = self.ctx.customer.display_name(page, &key.psid).await;
+        let name = self.visitor_name(page, conversation).await;
         let turn = self.opening.lock().await;
         let visitor = Visitor {
             token: &conversation.visitor_token,
@@ -640,6 +669,10 @@ impl Inbound {
         // Kept only until the room is open, so the map stays as small as the conversations
         // waiting for a room; a later room registers again (the page's department may change).
         self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conversation.visitor_token);
+        self.names
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&conversation.visitor_token);

@@ -31,14 +31,17 @@ pub async fn serve_load_target(target: LoadTarget, say: &mut dyn FnMut(&str)) ->
     }
     let sandbox =
         Sandbox::start_with(Some(target.app_secret.clone()), Some(target.listen.port())).await?;
-    let mut page = Page::new(
-        PageId::new(&target.page),
-        format!("Load page {}", target.page),
-    );
-    page.token = Some(SecretString::from(format!(
-        "load-page-token-{}",
-        target.page
-    )));
+    let name = format!("Load page {}", target.page);
+    // A token the Graph simulator knows, so profile lookups and sends behave as on a page
+    // connected through `/facebook authorize`.
+    sandbox
+        .facebook
+        .add_page(super::FB_ADMIN, &target.page, &name, &["MESSAGING"]);
+    let token = sandbox
+        .facebook
+        .issue_page_token(super::FB_ADMIN, &target.page);
+    let mut page = Page::new(PageId::new(&target.page), name);
+    page.token = Some(SecretString::from(token));
     page.status = PageStatus::Connected;
     let connected = match sandbox.gateway.store.put_page(&page) {
         Ok(()) => sandbox.gateway.store.sync().await,

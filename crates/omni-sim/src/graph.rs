@@ -183,6 +183,12 @@ impl GraphSim {
         self.shared.lock().add_psid(page_id, psid, first, last);
     }
 
+    /// A never-expiring page token for a page of `owner_fb_user`, as a login with every scope
+    /// would give, without the dialog (a load target starts with its page connected).
+    pub fn issue_page_token(&self, owner_fb_user: &str, page_id: &str) -> String {
+        self.shared.lock().issue_page_token(owner_fb_user, page_id)
+    }
+
     /// The newest live page token, once `/me/accounts` has handed one out.
     pub fn page_token(&self, page_id: &str) -> Option<String> {
         self.shared.lock().page_token(page_id)

@@ -440,6 +440,21 @@ impl State {
         token
     }
 
+    /// A page token as `/me/accounts` hands out after a login with every scope and a
+    /// long-lived user token (it never expires), without the dialog: for targets that start
+    /// with the page already connected.
+    pub fn issue_page_token(&mut self, user: &str, page: &str) -> String {
+        let scopes: Vec<String> = KNOWN_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+        let login = self.issue(Subject::User(user.to_owned()), None, scopes.clone(), 0);
+        let long_lived = self.issue(
+            Subject::User(user.to_owned()),
+            Some(login),
+            scopes.clone(),
+            0,
+        );
+        self.derive_page_token(page, user, &long_lived, &scopes)
+    }
+
     /// Validates a token and everything it was derived from: Meta's code 190 when dead.
     pub fn check(&self, token: &str) -> Result<&TokenRecord, Fault> {
         let rec = self
