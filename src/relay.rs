@@ -268,11 +268,14 @@ impl CustomerMessenger {
 /// It also shortens outages for everyone: a worker waiting to retry can wait for
 /// [`recovery`](Self::recovery) too, which fires when any worker gets through or the daemon knows
 /// the far end is back, so one success restarts every conversation instead of each waiting out
-/// its own backoff.
+/// its own backoff. And one conversation at a time [`probes`](Self::probes) the far end on its
+/// backoff: the rest wait for that, so a thousand held conversations cost one retry per step,
+/// not a thousand.
 pub struct OutageLog {
     name: &'static str,
     down: AtomicBool,
     back: Notify,
+    prober: std::sync::Mutex<Option<ConversationKey>>,
 }
 
 impl OutageLog {
@@ -281,6 +284,7 @@ impl OutageLog {
             name,
             down: AtomicBool::new(false),
             back: Notify::new(),
+            prober: std::sync::Mutex::new(None),
         }
     }
 
@@ -294,6 +298,7 @@ impl OutageLog {
     }
 
     pub fn recovered(&self) {
+        *self.prober() = None;
         if self.down.swap(false, Ordering::Relaxed) {
             info!(peer = self.name, "outage over: delivering again");
             self.back.notify_waiters();
@@ -308,8 +313,34 @@ impl OutageLog {
         }
     }
 
-    /// Resolves when the outage is over (see the type's doc).
+    /// Resolves when the outage is over (see the type's doc), at once if it already is.
     pub async fn recovery(&self) {
-        self.back.notified().await;
+        let notified = self.back.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a recovery between the two is not missed.
+        notified.as_mut().enable();
+        if self.down.load(Ordering::Relaxed) {
+            notified.await;
+        }
+    }
+
+    /// Whether `key` retries on its own backoff during this outage: the first conversation to
+    /// ask takes the turn and keeps it until the outage is over; the others wait for
+    /// [`recovery`](Self::recovery), or the longest backoff should the prober stop trying.
+    pub fn probes(&self, key: &ConversationKey) -> bool {
+        let mut prober = self.prober();
+        match &*prober {
+            Some(current) => current == key,
+            None => {
+                *prober = Some(key.clone());
+                true
+            }
+        }
+    }
+
+    fn prober(&self) -> std::sync::MutexGuard<'_, Option<ConversationKey>> {
+        self.prober
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -189,7 +189,11 @@ impl Inbound {
                     self.ctx.telemetry.rocketchat_error(err.kind());
                     if err.is_retryable() {
                         self.outage.failed(&err.to_string());
-                        let backoff = retry.next_wait();
+                        let backoff = if self.outage.probes(key) {
+                            retry.next_wait()
+                        } else {
+                            RETRY_MAX
+                        };
                         let wait = err.retry_after().unwrap_or(backoff);
                         // A rate limit's wait is the server's word; an outage ends early when
                         // any conversation gets through.
