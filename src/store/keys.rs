@@ -133,6 +133,8 @@ pub(super) enum Tree {
     Relayed,
     Sent,
     Reactions,
+    Posted,
+    PageReactions,
 }
 
 impl Tree {
@@ -151,6 +153,8 @@ impl Tree {
             Tree::Relayed => "relayed",
             Tree::Sent => "sent",
             Tree::Reactions => "reactions",
+            Tree::Posted => "posted",
+            Tree::PageReactions => "page_reactions",
         }
     }
 
@@ -173,7 +177,9 @@ impl Tree {
             | Tree::Grants
             | Tree::Deletions
             | Tree::Rooms
-            | Tree::Relayed => String::from_utf8_lossy(key).into_owned(),
+            | Tree::Relayed
+            | Tree::Posted
+            | Tree::PageReactions => String::from_utf8_lossy(key).into_owned(),
         }
     }
 }
