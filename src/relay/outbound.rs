@@ -390,11 +390,10 @@ impl Outbound {
             })
             .collect();
         let names: Vec<String> = reactions.iter().map(|(n, _)| (*n).to_owned()).collect();
-        let now = now_ms();
         // Ordered with the replies by Rocket.Chat's clock: the change is when the message was.
-        let ts_ms = message.updated_ms.unwrap_or(now);
+        let ts_ms = message.updated_ms.unwrap_or_else(now_ms);
         let queued = self.ctx.store.enqueue_page_reaction(&message.id, |before| {
-            let after = page_reaction(before, &names, now)?;
+            let after = page_reaction(before, &names, ts_ms)?;
             let item = (after.shown != before.shown).then(|| OutboundItem {
                 key: key.clone(),
                 rc_message_id: message.id.clone(),
@@ -1093,7 +1092,9 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
 }
 
 /// What the page's reaction on a customer's message becomes when the agents' reactions on it are
-/// `now` (reaction names), given what was last queued; `None` when nothing changed.
+/// `now` (reaction names) as of `at_ms` (the message's `_updatedAt`), given what was last queued;
+/// `None` when nothing changed, or when this view of the message is older than the last one (a
+/// back-fill read before a stream event was handled).
 ///
 /// Messenger keeps one reaction per sender and message, and the page is one sender for all its
 /// agents, so one of the agents' emoji is shown: the one added last, as Messenger itself
@@ -1101,6 +1102,9 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
 /// others remain, the last of them (by name) is shown; when none remains, the page's reaction
 /// goes.
 pub fn page_reaction(before: &PageReaction, now: &[String], at_ms: u64) -> Option<PageReaction> {
+    if at_ms < before.at_ms {
+        return None;
+    }
     let added = now.iter().filter(|n| !before.agent_names.contains(n)).last();
     let shown = match (added, &before.shown) {
         (Some(added), _) => Some(added.clone()),
@@ -1290,7 +1294,7 @@ mod tests {
         let state = |list: &[&str], shown: Option<&str>| PageReaction {
             agent_names: names(list),
             shown: shown.map(str::to_owned),
-            at_ms: 0,
+            at_ms: 5,
         };
         // (before, agents' reactions now, what the customer sees after; None = nothing changes)
         let cases = [
@@ -1322,6 +1326,8 @@ mod tests {
                 Some(None),
             ),
         ];
+        let stale = page_reaction(&state(&[":thumbsup:"], Some(":thumbsup:")), &[], 4);
+        assert_eq!(stale, None, "an older view of the message changes nothing");
         for (before, now, expected) in cases {
             let got = page_reaction(&before, &names(&now), 9);
             assert_eq!(

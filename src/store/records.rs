@@ -266,6 +266,7 @@ pub struct PageReaction {
     pub agent_names: Vec<String>,
     /// The name whose emoji the customer sees as the page's reaction, if any.
     pub shown: Option<String>,
+    /// The message's `_updatedAt` when it was seen (Rocket.Chat's clock).
     pub at_ms: u64,
 }
 
