@@ -377,7 +377,11 @@ async fn send_text_sender_action_and_text_limit() {
     let reactions: Vec<_> = sim
         .sent_messages()
         .into_iter()
-        .filter(|m| m.sender_action.as_deref().is_some_and(|a| a.ends_with("react")))
+        .filter(|m| {
+            m.sender_action
+                .as_deref()
+                .is_some_and(|a| a.ends_with("react"))
+        })
         .map(|m| (m.sender_action, m.payload))
         .collect();
     assert_eq!(
@@ -397,7 +401,10 @@ async fn send_text_sender_action_and_text_limit() {
         .react(&page, &token, &psid, "m_not-in-this-thread", Some("👍"))
         .await
         .expect_err("unknown message");
-    assert_eq!((graph_codes(&unknown).0, unknown.kind()), (100, ErrorKind::Final));
+    assert_eq!(
+        (graph_codes(&unknown).0, unknown.kind()),
+        (100, ErrorKind::Final)
+    );
 
     let cases = [
         ("x".repeat(2000), true),

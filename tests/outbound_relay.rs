@@ -400,7 +400,12 @@ fn reactions_sent(world: &World) -> Vec<(String, String, Option<String>)> {
         .filter_map(|m| {
             let action = m.sender_action.filter(|a| a.ends_with("react"))?;
             let payload = m.payload.unwrap_or_default();
-            let field = |name: &str| payload.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+            let field = |name: &str| {
+                payload
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
             Some((action, field("message_id")?, field("reaction")))
         })
         .collect()
@@ -466,12 +471,19 @@ async fn an_agent_reaction_on_a_customer_message_reaches_messenger() {
     );
 
     // A reaction on the agent's own reply is the room's business, not the customer's.
-    let reply = world.chat.sim.agent_reply("agent1", &rid, "You're welcome.");
+    let reply = world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "You're welcome.");
     world.sent("You're welcome.").await;
     world.chat.sim.react("agent1", &reply, ":tada:", true);
     world.chat.sim.agent_reply("agent1", &rid, "Bye!");
     world.sent("Bye!").await;
-    assert_eq!(reactions_sent(&world).len(), 4, "nothing for the agent's own reply");
+    assert_eq!(
+        reactions_sent(&world).len(),
+        4,
+        "nothing for the agent's own reply"
+    );
     world.stop_gateway().await;
 }
 
@@ -512,7 +524,10 @@ async fn an_agent_deleting_a_sent_reply_is_told_once_in_the_room() {
     for show_deleted in [false, true] {
         let mut world = World::start(false).await;
         // Posting in an Omnichannel room the bot does not serve takes room access.
-        world.chat.sim.grant_permission("bot", "view-livechat-rooms");
+        world
+            .chat
+            .sim
+            .grant_permission("bot", "view-livechat-rooms");
         world
             .chat
             .sim
@@ -538,13 +553,17 @@ async fn an_agent_deleting_a_sent_reply_is_told_once_in_the_room() {
         world.chat.sim.drop_connections();
         world.chat.sim.agent_reply("agent1", &rid, "Sorry, at 9.");
         world.sent("Sorry, at 9.").await;
-        assert_eq!(told(&world), 1, "once per message (show deleted: {show_deleted})");
+        assert_eq!(
+            told(&world),
+            1,
+            "once per message (show deleted: {show_deleted})"
+        );
         assert!(
-            world
-                .graph
-                .sent_messages()
-                .iter()
-                .all(|m| !m.text.as_deref().unwrap_or_default().contains(TOLD)),
+            world.graph.sent_messages().iter().all(|m| !m
+                .text
+                .as_deref()
+                .unwrap_or_default()
+                .contains(TOLD)),
             "the notice stays in the room"
         );
         world.stop_gateway().await;

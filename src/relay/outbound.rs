@@ -392,31 +392,34 @@ impl Outbound {
         let names: Vec<String> = reactions.iter().map(|(n, _)| (*n).to_owned()).collect();
         // Ordered with the replies by Rocket.Chat's clock: the change is when the message was.
         let ts_ms = message.updated_ms.unwrap_or_else(now_ms);
-        let queued = self.ctx.store.enqueue_page_reaction(&message.id, |before| {
-            let after = page_reaction(before, &names, ts_ms)?;
-            let item = (after.shown != before.shown).then(|| OutboundItem {
-                key: key.clone(),
-                rc_message_id: message.id.clone(),
-                room: rid.clone(),
-                agent_username: after.shown.as_deref().and_then(|shown| {
-                    reactions
-                        .iter()
-                        .find(|(name, _)| *name == shown)
-                        .map(|(_, agent)| (*agent).to_owned())
-                }),
-                created_ms: ts_ms,
-                payload: Outgoing::React {
-                    mid: mid.clone(),
-                    emoji: after
-                        .shown
-                        .as_deref()
-                        .and_then(reaction_emoji)
-                        .map(str::to_owned),
-                    ts_ms,
-                },
-            });
-            Some((after, item))
-        })?;
+        let queued = self
+            .ctx
+            .store
+            .enqueue_page_reaction(&message.id, |before| {
+                let after = page_reaction(before, &names, ts_ms)?;
+                let item = (after.shown != before.shown).then(|| OutboundItem {
+                    key: key.clone(),
+                    rc_message_id: message.id.clone(),
+                    room: rid.clone(),
+                    agent_username: after.shown.as_deref().and_then(|shown| {
+                        reactions
+                            .iter()
+                            .find(|(name, _)| *name == shown)
+                            .map(|(_, agent)| (*agent).to_owned())
+                    }),
+                    created_ms: ts_ms,
+                    payload: Outgoing::React {
+                        mid: mid.clone(),
+                        emoji: after
+                            .shown
+                            .as_deref()
+                            .and_then(reaction_emoji)
+                            .map(str::to_owned),
+                        ts_ms,
+                    },
+                });
+                Some((after, item))
+            })?;
         if queued {
             self.ctx.store.sync().await?;
             self.wake(key);
@@ -1105,7 +1108,7 @@ pub fn page_reaction(before: &PageReaction, now: &[String], at_ms: u64) -> Optio
     if at_ms < before.at_ms {
         return None;
     }
-    let added = now.iter().filter(|n| !before.agent_names.contains(n)).last();
+    let added = now.iter().rfind(|n| !before.agent_names.contains(n));
     let shown = match (added, &before.shown) {
         (Some(added), _) => Some(added.clone()),
         (None, Some(shown)) if now.contains(shown) => Some(shown.clone()),
@@ -1299,7 +1302,11 @@ mod tests {
         // (before, agents' reactions now, what the customer sees after; None = nothing changes)
         let cases = [
             (state(&[], None), vec![], None),
-            (state(&[], None), vec![":thumbsup:"], Some(Some(":thumbsup:"))),
+            (
+                state(&[], None),
+                vec![":thumbsup:"],
+                Some(Some(":thumbsup:")),
+            ),
             (
                 state(&[":thumbsup:"], Some(":thumbsup:")),
                 vec![":thumbsup:"],

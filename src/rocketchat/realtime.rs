@@ -576,7 +576,8 @@ mod tests {
             }]
         );
         assert_eq!(m.updated_ms, Some(7));
-        let removed = json!({"_id":"b","t":"rm","msg":"","ts":{"$date":5},"u":{"username":"agent1"}});
+        let removed =
+            json!({"_id":"b","t":"rm","msg":"","ts":{"$date":5},"u":{"username":"agent1"}});
         assert_eq!(
             RoomMessage::from_value(&removed).expect("parsed").kind,
             RoomMessageKind::Removed

@@ -1198,10 +1198,15 @@ mod tests {
             json!({"v":1,"page":"1001","psid":"2002","rc_message_id":"fb0123","room":"R2","agent_username":"bob",
                    "created_ms":30,"payload":{"kind":"react","mid":"m_1","emoji":"👍","ts_ms":30}})
         );
-        assert_eq!(decode_outbound(at(Tree::Outbox, b"q"), &bytes).unwrap(), react);
+        assert_eq!(
+            decode_outbound(at(Tree::Outbox, b"q"), &bytes).unwrap(),
+            react
+        );
         let unreact = br#"{"v":1,"page":"1001","psid":"2002","rc_message_id":"fb0123","room":"R2","agent_username":null,"created_ms":31,"payload":{"kind":"react","mid":"m_1","emoji":null,"ts_ms":31}}"#;
         assert!(matches!(
-            decode_outbound(at(Tree::Outbox, b"q"), unreact).unwrap().payload,
+            decode_outbound(at(Tree::Outbox, b"q"), unreact)
+                .unwrap()
+                .payload,
             Outgoing::React { emoji: None, .. }
         ));
 
@@ -1215,7 +1220,10 @@ mod tests {
             stored(bytes.clone()),
             json!({"v":1,"page":"1001","mid":"m_1","at_ms":4})
         );
-        assert_eq!(decode_posted(at(Tree::Posted, b"fb0123"), &bytes).unwrap(), posted);
+        assert_eq!(
+            decode_posted(at(Tree::Posted, b"fb0123"), &bytes).unwrap(),
+            posted
+        );
 
         let reaction = PageReaction {
             agent_names: vec![":thumbsup:".into(), ":heart:".into()],
