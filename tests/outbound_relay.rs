@@ -571,6 +571,28 @@ async fn an_agent_deleting_a_sent_reply_is_told_once_in_the_room() {
 }
 
 #[tokio::test]
+async fn without_room_access_a_deleted_reply_is_told_to_the_page_admins() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "Do you deliver?", 0).await;
+    let rid = world.room_with("Do you deliver?").await;
+    let reply = world.chat.sim.agent_reply("agent1", &rid, "Yes, free.");
+    world.sent("Yes, free.").await;
+    world.chat.sim.delete("agent1", &reply);
+    eventually("the admin who connected the page is told", || {
+        world
+            .dm_to("alice")
+            .iter()
+            .any(|m| m.contains("Messenger cannot unsend"))
+    })
+    .await;
+    assert!(
+        world.chat.bot_messages(&rid).is_empty(),
+        "nothing in the room the bot may not post in"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
 async fn an_agent_typing_shows_in_messenger_until_the_reply() {
     let mut world = World::start(false).await;
     world

@@ -462,20 +462,26 @@ impl Outbound {
         let key = conversation.key.clone();
         info!(conversation = %key, message = %id, "agent deleted a reply already sent to Messenger");
         let notice = super::render::message_id(&key.page, rid, &format!("deleted:{id}"), 0);
-        let text = "A reply deleted here was already sent to the customer on Messenger. Messenger cannot unsend a page's message: the customer still sees it. Send a new message if it needs correcting.";
+        const UNSENT: &str =
+            "Messenger cannot unsend a page's message: the customer still sees it.";
+        let text = format!(
+            "A reply deleted here was already sent to the customer on Messenger. {UNSENT} Send a new message if it needs correcting."
+        );
         let rest = self.ctx.rest.clone();
         let chat = self.ctx.chat.clone();
-        let admins = match self.ctx.store.page(&key.page)? {
-            Some(page) => page.subscribers,
-            None => Vec::new(),
+        let (admins, page_name) = match self.ctx.store.page(&key.page)? {
+            Some(page) => (page.subscribers, page.name),
+            None => (Vec::new(), key.page.to_string()),
         };
         let rid = rid.clone();
         // Not on the stream's path: the notice may wait for Rocket.Chat.
         self.ctx.tasks.spawn(async move {
-            if let Err(err) = rest.send_message(&notice, &rid, text).await {
+            if let Err(err) = rest.send_message(&notice, &rid, &text).await {
                 warn!(conversation = %key, room = %rid, error = %err, "cannot tell the room a deleted reply stays in Messenger; telling the page's admins (the bot needs the view-livechat-rooms permission to post in Omnichannel rooms)");
-                chat.notify(&admins, &format!("In the conversation with room {rid}: {text}"))
-                    .await;
+                let text = format!(
+                    "A reply deleted in Livechat room {rid} (page *{page_name}*) was already sent to the customer on Messenger. {UNSENT}\nWhat to do: tell the agent; to have the bot say this in the room itself, grant its role the view-livechat-rooms permission."
+                );
+                chat.notify(&admins, &text).await;
             }
         });
         Ok(())
