@@ -285,9 +285,10 @@ impl Inbound {
                 return Err(Failure::OlderFirst);
             }
             let id = render::message_id(&key.page, &rid, &dedupe, *progress);
-            self.remember_posted(key, &id, &dedupe)?;
             let posted = match &parts[*progress] {
                 Part::Text { text, quoting } => {
+                    // An upload gets Rocket.Chat's id, so only texts are known by theirs.
+                    self.remember_posted(key, &id, &dedupe)?;
                     let text = match quoting {
                         Some(mid) => format!("{}\n{text}", self.quote(&key.page, &rid, mid)),
                         None => text.clone(),
