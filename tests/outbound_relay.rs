@@ -488,6 +488,50 @@ async fn an_agent_reaction_on_a_customer_message_reaches_messenger() {
 }
 
 #[tokio::test]
+async fn the_customer_reaction_shown_by_the_bot_does_not_come_back_as_the_page_reaction() {
+    let mut world = World::start(false).await;
+    // With room access the bot shows the customer's reactions as its own.
+    world
+        .chat
+        .sim
+        .grant_permission("bot", "view-livechat-rooms");
+    world.customer_writes("m-1", "Found it, thanks", 0).await;
+    let (rid, asked) = customer_message(&world, "Found it, thanks").await;
+    let ts = now_ms();
+    let body = json!({"object":"page","entry":[{"id":PAGE,"time":ts,"messaging":[
+        {"sender":{"id":PSID},"recipient":{"id":PAGE},"timestamp":ts,
+         "reaction":{"reaction":"love","emoji":"❤️","action":"react","mid":"m-1"}}]}]});
+    let url = format!("http://{}/webhooks/messenger", world.gateway().http_addr);
+    let response = world
+        .graph
+        .deliver_webhook(&url, body.to_string().as_bytes())
+        .await
+        .expect("webhook delivered");
+    assert_eq!(response.status(), 200);
+    eventually("the bot shows the customer's ❤️", || {
+        world
+            .chat
+            .sim
+            .messages(&rid)
+            .iter()
+            .any(|m| m.id == asked && m.reactions.contains_key(":heart:"))
+    })
+    .await;
+
+    world.chat.sim.react("agent1", &asked, ":thumbsup:", true);
+    eventually("the agent's 👍 reaches Messenger", || {
+        !reactions_sent(&world).is_empty()
+    })
+    .await;
+    assert_eq!(
+        reactions_sent(&world),
+        [react("👍")],
+        "only the agent's reaction is the page's"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
 async fn a_restart_with_a_reaction_queued_sends_it_once() {
     let mut world = World::start(false).await;
     world.customer_writes("m-1", "Is it on sale?", 0).await;
