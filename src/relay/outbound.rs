@@ -27,7 +27,7 @@ use crate::messenger::graph::{
 };
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
-use crate::store::{self, Conversation, OutboundItem, Page, PageStatus, Queue, Store};
+use crate::store::{self, Conversation, OutboundItem, Page, PageStatus, Queue, QueueId, Store};
 pub use crate::store::{AgentFile, Outgoing};
 
 /// Meta's text limit: "UTF-8 and less than 2000 characters".
@@ -793,6 +793,7 @@ impl Direction for Outbound {
     async fn handle(
         &self,
         key: &ConversationKey,
+        _id: &QueueId,
         item: &OutboundItem,
         retry: &mut Backoff,
     ) -> Handled {
