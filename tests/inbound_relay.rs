@@ -1045,13 +1045,15 @@ fn notices_with(world: &World, part: &str) -> usize {
         .count()
 }
 
-/// Every text the customer's messages show, over all of the visitor's rooms.
+/// Every text the customer's messages show, over all of the visitor's rooms, oldest first.
 fn texts_in_every_room(world: &World, visitor: &SimVisitor) -> Vec<String> {
-    world
+    let mut messages: Vec<SimMessage> = world
         .rooms_of(visitor)
         .iter()
-        .flat_map(|r| world.customer_texts(&r.id))
-        .collect()
+        .flat_map(|r| world.customer_messages(&r.id))
+        .collect();
+    messages.sort_by_key(|m| m.ts_ms);
+    messages.into_iter().map(|m| m.msg).collect()
 }
 
 #[tokio::test]
