@@ -1139,14 +1139,14 @@ mod tests {
                 standby: true,
                 payload: json!({"message":{"mid":"m_1","text":"hi"}}),
             },
-            reason: "error-contact-channel-blocked".into(),
+            reason: "blocked".into(),
             detail: "refused".into(),
             set_aside_ms: 30,
         };
         let bytes = encode_set_aside(&aside).unwrap();
         assert_eq!(
             stored(bytes.clone()),
-            json!({"v":1,"reason":"error-contact-channel-blocked","detail":"refused","set_aside_ms":30,
+            json!({"v":1,"reason":"blocked","detail":"refused","set_aside_ms":30,
                    "event":{"v":1,"page":"1001","psid":"2002","timestamp_ms":10,"dedupe_key":"m_1",
                             "received_ms":12,"standby":true,"payload":{"message":{"mid":"m_1","text":"hi"}}}})
         );
