@@ -498,8 +498,16 @@ mod tests {
                     page: Some(page("42")),
                 }),
             ),
-            ("facebook retry ALL", false, Cmd(Command::Retry { page: None })),
-            ("/facebook Retry all", false, Cmd(Command::Retry { page: None })),
+            (
+                "facebook retry ALL",
+                false,
+                Cmd(Command::Retry { page: None }),
+            ),
+            (
+                "/facebook Retry all",
+                false,
+                Cmd(Command::Retry { page: None }),
+            ),
             // edit values
             (
                 "edit 42 department Sales",
@@ -632,7 +640,11 @@ mod tests {
                 true,
                 Bad("unexpected '2'", USAGE_UNAUTHORIZE),
             ),
-            ("retry", true, Bad("missing page id; give one, or all", USAGE_RETRY)),
+            (
+                "retry",
+                true,
+                Bad("missing page id; give one, or all", USAGE_RETRY),
+            ),
             (
                 "retry every",
                 true,

@@ -1113,10 +1113,11 @@ async fn a_blocked_contacts_messages_are_set_aside_then_retried_once_after_unblo
     .await;
     assert_eq!(store.set_aside_events().unwrap().len(), 2);
 
-    world
-        .chat
-        .sim
-        .post("alice", &world.chat.alice_dm, &format!("/facebook retry {PAGE_ID}"));
+    world.chat.sim.post(
+        "alice",
+        &world.chat.alice_dm,
+        &format!("/facebook retry {PAGE_ID}"),
+    );
     world
         .chat
         .bot_says(&world.chat.alice_dm, |m| {
@@ -1147,7 +1148,12 @@ async fn a_blocked_contacts_messages_are_set_aside_then_retried_once_after_unblo
         .await;
     assert_eq!(
         texts_in_every_room(&world, &visitor),
-        vec!["before the block", "after the unblock", "blocked one", "blocked two"]
+        vec![
+            "before the block",
+            "after the unblock",
+            "blocked one",
+            "blocked two"
+        ]
     );
     world.stop().await;
 }
@@ -1198,10 +1204,7 @@ async fn a_text_over_the_maximum_message_size_is_set_aside_and_the_next_goes_on(
 #[tokio::test]
 async fn omnichannel_switched_off_holds_in_order_and_tells_admins_once() {
     let world = World::start(true).await;
-    world
-        .chat
-        .sim
-        .set_setting("Livechat_enabled", json!(false));
+    world.chat.sim.set_setting("Livechat_enabled", json!(false));
     let t0 = now_ms();
     world
         .post_ok(&[text_event("psid-1", "m_off_1", t0, "while off 1")])
@@ -1223,10 +1226,7 @@ async fn omnichannel_switched_off_holds_in_order_and_tells_admins_once() {
         "held, not set aside"
     );
 
-    world
-        .chat
-        .sim
-        .set_setting("Livechat_enabled", json!(true));
+    world.chat.sim.set_setting("Livechat_enabled", json!(true));
     let rid = world.room_with("Peter Chang", 2).await;
     assert_eq!(
         world.customer_texts(&rid),

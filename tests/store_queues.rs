@@ -341,7 +341,10 @@ fn set_aside_events_leave_the_queue_and_come_back_in_their_place() {
         let aside = store.set_aside_events().unwrap();
         assert_eq!(aside.len(), 2);
         assert_eq!(aside[0].event.payload["label"], "refused");
-        assert_eq!((aside[0].reason.as_str(), aside[0].set_aside_ms), ("blocked", 100));
+        assert_eq!(
+            (aside[0].reason.as_str(), aside[0].set_aside_ms),
+            ("blocked", 100)
+        );
         // Another page's kinds are its own.
         let (other, _) = store.inbox().oldest(&other_page).unwrap().unwrap();
         assert!(store.set_aside(&other, "blocked", "why", 103).unwrap());

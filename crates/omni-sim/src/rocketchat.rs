@@ -686,18 +686,16 @@ impl RocketChatSim {
     pub fn block_contact(&self, token: &VisitorToken, by: &str, blocked: bool) {
         self.shared().mutate(|st| {
             let author = Self::author(st, by);
-            let Some(visitor) = st
-                .visitors
-                .iter_mut()
-                .find(|v| v.token == token.as_str())
-            else {
+            let Some(visitor) = st.visitors.iter_mut().find(|v| v.token == token.as_str()) else {
                 panic!("simulator has no visitor with that token");
             };
             visitor.blocked = blocked;
             if !blocked {
                 return;
             }
-            let open = st.open_livechat_room_of(token.as_str()).map(|r| r.id.clone());
+            let open = st
+                .open_livechat_room_of(token.as_str())
+                .map(|r| r.id.clone());
             if let Some(rid) = open {
                 st.close_livechat_room(&rid, author, "This channel has been blocked");
             }
