@@ -7,7 +7,7 @@ use std::sync::Arc;
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, UserId, VisitorToken};
 use omni_gateway::store::{
     Conversation, DeletionRequest, Department, Error, Grant, InboundEvent, OAuthState,
-    OutboundItem, Outgoing, Page, PageStatus, Store, TokenKey,
+    OutboundItem, Outgoing, Page, PageStatus, Platform, Store, TokenKey,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -28,6 +28,7 @@ fn page(id: &str) -> Page {
     Page {
         id: PageId::new(id),
         name: format!("Distinctive Page Name {id}"),
+        platform: Platform::Messenger,
         department: Some(Department {
             id: "dep1".into(),
             name: "Sales".into(),

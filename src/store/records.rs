@@ -14,8 +14,10 @@ use super::keys::Tree;
 use super::{Error, Result};
 use crate::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, UserId, VisitorToken};
 
-/// The version every value is written with.
+/// The version every value is written with, unless its record says otherwise.
 const V1: u32 = 1;
+/// Pages: the record gained its [`Platform`].
+const PAGE_V2: u32 = 2;
 
 /// The Omnichannel department a page's conversations are routed to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,11 +39,27 @@ pub enum PageStatus {
     Disconnected,
 }
 
-/// A connected (or once connected) Facebook Page and its settings.
+/// Which Meta messaging product a [`Page`] record serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "platform", rename_all = "snake_case")]
+pub enum Platform {
+    #[default]
+    Messenger,
+    /// An Instagram professional account, reached through its linked Facebook Page: the Page's
+    /// token and the Page's `/messages` edge serve it (docs/instagram.md §1).
+    Instagram {
+        page: PageId,
+        username: Option<String>,
+    },
+}
+
+/// A connected (or once connected) Facebook Page, or the Instagram account linked to one, and
+/// its settings. Both live in the pages tree keyed by their Meta id, which never collide.
 #[derive(Clone, Debug)]
 pub struct Page {
     pub id: PageId,
     pub name: String,
+    pub platform: Platform,
     pub department: Option<Department>,
     pub welcome: Option<String>,
     pub finished: Option<String>,
@@ -64,6 +82,7 @@ impl Page {
         Page {
             id,
             name,
+            platform: Platform::Messenger,
             department: None,
             welcome: None,
             finished: None,
@@ -86,6 +105,7 @@ impl PartialEq for Page {
         let Page {
             id,
             name,
+            platform,
             department,
             welcome,
             finished,
@@ -100,6 +120,7 @@ impl PartialEq for Page {
         } = self;
         *id == other.id
             && *name == other.name
+            && *platform == other.platform
             && *department == other.department
             && *welcome == other.welcome
             && *finished == other.finished
@@ -273,8 +294,29 @@ pub struct EnqueueOutcome {
 // ---- stored forms ----
 
 #[derive(Serialize, Deserialize)]
-struct PageV1 {
+struct PageV2 {
     v: u32,
+    id: PageId,
+    name: String,
+    #[serde(flatten)]
+    platform: Platform,
+    department: Option<Department>,
+    welcome: Option<String>,
+    finished: Option<String>,
+    offline: Option<String>,
+    /// Sealed with the page's context; see [`TokenKey::seal`].
+    token: Option<String>,
+    grant: Option<String>,
+    status: PageStatus,
+    subscribers: Vec<String>,
+    connected_by: Option<String>,
+    connected_at_ms: Option<u64>,
+    last_webhook_ms: Option<u64>,
+}
+
+/// Before Instagram: every record was a Facebook Page.
+#[derive(Deserialize)]
+struct PageV1 {
     id: PageId,
     name: String,
     department: Option<Department>,
@@ -456,6 +498,7 @@ pub(super) fn encode_page(key: &TokenKey, page: &Page) -> Result<Vec<u8>> {
     let Page {
         id,
         name,
+        platform,
         department,
         welcome,
         finished,
@@ -469,10 +512,11 @@ pub(super) fn encode_page(key: &TokenKey, page: &Page) -> Result<Vec<u8>> {
         last_webhook_ms,
     } = page.clone();
     let token = token.map(|token| key.seal(&page_context(&id), &token));
-    let stored = PageV1 {
-        v: V1,
+    let stored = PageV2 {
+        v: PAGE_V2,
         id,
         name,
+        platform,
         department,
         welcome,
         finished,
@@ -490,8 +534,9 @@ pub(super) fn encode_page(key: &TokenKey, page: &Page) -> Result<Vec<u8>> {
 
 pub(super) fn decode_page(key: &TokenKey, at: At<'_>, bytes: &[u8]) -> Result<Page> {
     let (version, value) = at.versioned(bytes)?;
-    let stored: PageV1 = match version {
-        1 => at.parse(value)?,
+    let stored: PageV2 = match version {
+        1 => PageV2::from(at.parse::<PageV1>(value)?),
+        2 => at.parse(value)?,
         other => return Err(at.unsupported(other)),
     };
     let token = match stored.token {
@@ -504,6 +549,7 @@ pub(super) fn decode_page(key: &TokenKey, at: At<'_>, bytes: &[u8]) -> Result<Pa
     Ok(Page {
         id: stored.id,
         name: stored.name,
+        platform: stored.platform,
         department: stored.department,
         welcome: stored.welcome,
         finished: stored.finished,
@@ -516,6 +562,28 @@ pub(super) fn decode_page(key: &TokenKey, at: At<'_>, bytes: &[u8]) -> Result<Pa
         connected_at_ms: stored.connected_at_ms,
         last_webhook_ms: stored.last_webhook_ms,
     })
+}
+
+impl From<PageV1> for PageV2 {
+    fn from(old: PageV1) -> PageV2 {
+        PageV2 {
+            v: PAGE_V2,
+            id: old.id,
+            name: old.name,
+            platform: Platform::Messenger,
+            department: old.department,
+            welcome: old.welcome,
+            finished: old.finished,
+            offline: old.offline,
+            token: old.token,
+            grant: old.grant,
+            status: old.status,
+            subscribers: old.subscribers,
+            connected_by: old.connected_by,
+            connected_at_ms: old.connected_at_ms,
+            last_webhook_ms: old.last_webhook_ms,
+        }
+    }
 }
 
 fn decrypt_error(at: At<'_>) -> Error {
@@ -876,6 +944,7 @@ mod tests {
         Page {
             id: PageId::new("1001"),
             name: "Acme".into(),
+            platform: Platform::Messenger,
             department: Some(Department {
                 id: "d1".into(),
                 name: "Sales".into(),
@@ -904,7 +973,7 @@ mod tests {
     fn page_snapshot() {
         assert_eq!(
             stored(encode_page(&key(), &page()).unwrap()),
-            json!({"v":1,"id":"1001","name":"Acme","department":{"id":"d1","name":"Sales"},
+            json!({"v":2,"id":"1001","name":"Acme","platform":"messenger","department":{"id":"d1","name":"Sales"},
                    "welcome":"Hi","finished":null,"offline":"Later","token":null,"grant":"u7",
                    "status":{"state":"needs_authorization","reason":"190","since_ms":5},
                    "subscribers":["alice"],"connected_by":"alice","connected_at_ms":3,"last_webhook_ms":null})
@@ -916,6 +985,34 @@ mod tests {
         for (status, expected) in statuses {
             assert_eq!(serde_json::to_value(status).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn instagram_page_snapshot_and_round_trip() {
+        let mut instagram = page();
+        instagram.id = PageId::new("17841405822304914");
+        instagram.platform = Platform::Instagram {
+            page: PageId::new("1001"),
+            username: Some("lumiere_lyon".into()),
+        };
+        let bytes = encode_page(&key(), &instagram).unwrap();
+        let value = stored(bytes.clone());
+        assert_eq!(value["platform"], "instagram");
+        assert_eq!(value["page"], "1001");
+        assert_eq!(value["username"], "lumiere_lyon");
+        let decoded = decode_page(&key(), at(Tree::Pages, b"17841405822304914"), &bytes).unwrap();
+        assert_eq!(decoded, instagram);
+    }
+
+    #[test]
+    fn a_page_written_before_instagram_decodes_as_messenger() {
+        let v1 = json!({"v":1,"id":"1001","name":"Acme","department":{"id":"d1","name":"Sales"},
+                   "welcome":"Hi","finished":null,"offline":"Later","token":null,"grant":"u7",
+                   "status":{"state":"needs_authorization","reason":"190","since_ms":5},
+                   "subscribers":["alice"],"connected_by":"alice","connected_at_ms":3,"last_webhook_ms":null});
+        let bytes = serde_json::to_vec(&v1).unwrap();
+        let decoded = decode_page(&key(), at(Tree::Pages, b"1001"), &bytes).unwrap();
+        assert_eq!(decoded, page());
     }
 
     #[test]
