@@ -890,11 +890,12 @@ async fn metrics_count_what_happened() {
 
 /// An event that already landed in a room the agent has since closed comes back (a crash before
 /// its removal was flushed repeats it). 7.x/8.x refuse a message `_id` used in another room and
-/// look a visitor's message up only in the room asked for: the id is derived per room, so the
-/// retry lands in the new room instead of wedging the conversation.
+/// look a visitor's message up only in the room asked for; 6.x looks it up by `_id` alone. The id
+/// is derived per room, so in every version the retry lands in the new room instead of wedging
+/// the conversation.
 #[tokio::test]
 async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation() {
-    for version in [ServerVersion::V7, ServerVersion::V8] {
+    for version in [ServerVersion::V6, ServerVersion::V7, ServerVersion::V8] {
         let world = World::start_on(version, true, |_| {}).await;
         let t0 = now_ms();
         world

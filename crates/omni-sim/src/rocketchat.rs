@@ -683,7 +683,12 @@ impl RocketChatSim {
     /// has been blocked" (`apps/meteor/ee/app/livechat-enterprise/server/api/lib/contacts.ts`).
     /// While blocked, `livechat/room` and `livechat/message` refuse with
     /// `error-contact-channel-blocked` ([`state::State::get_room_refusal`]).
+    /// Contacts and their channels came with 7.x: a 6.x server cannot block one.
     pub fn block_contact(&self, token: &VisitorToken, by: &str, blocked: bool) {
+        assert!(
+            self.shared().opts.version >= ServerVersion::V7,
+            "6.x has no contact blocking"
+        );
         self.shared().mutate(|st| {
             let author = Self::author(st, by);
             let Some(visitor) = st.visitors.iter_mut().find(|v| v.token == token.as_str()) else {
