@@ -110,7 +110,7 @@ struct Metrics {
     webhook_seconds: Histogram,
     inbound_delivered: Counter,
     inbound_held: Counter,
-    inbound_set_aside: Family<Labels, Counter>,
+    inbound_set_aside: Counter,
     inbound_latency_seconds: Histogram,
     rocketchat_errors: Family<Labels, Counter>,
     replies: Family<Labels, Counter>,
@@ -150,7 +150,7 @@ impl Telemetry {
             webhook_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             inbound_delivered: Counter::default(),
             inbound_held: Counter::default(),
-            inbound_set_aside: Family::default(),
+            inbound_set_aside: Counter::default(),
             inbound_latency_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             rocketchat_errors: Family::default(),
             replies: Family::default(),
@@ -187,7 +187,7 @@ impl Telemetry {
         );
         registry.register(
             "inbound_set_aside",
-            "Customer events Rocket.Chat refused for good, set aside until an admin retries them, by refusal code",
+            "Customer events Rocket.Chat refused for good, set aside until an admin retries them (the reason is in the log and in `/facebook status`)",
             metrics.inbound_set_aside.clone(),
         );
         registry.register(
@@ -310,11 +310,8 @@ impl Telemetry {
         self.metrics.inbound_held.inc();
     }
 
-    pub fn inbound_set_aside(&self, reason: &str) {
-        self.metrics
-            .inbound_set_aside
-            .get_or_create(&vec![("reason", reason.to_owned())])
-            .inc();
+    pub fn inbound_set_aside(&self) {
+        self.metrics.inbound_set_aside.inc();
     }
 
     pub fn rocketchat_error(&self, kind: &str) {

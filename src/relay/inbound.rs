@@ -284,7 +284,7 @@ impl Inbound {
         if let Err(store_err) = self.ctx.store.sync().await {
             error!(conversation = %key, error = %store_err, "cannot persist a set-aside message");
         }
-        self.ctx.telemetry.inbound_set_aside(refusal.code());
+        self.ctx.telemetry.inbound_set_aside();
         warn!(
             conversation = %key,
             page = %key.page,
