@@ -259,8 +259,9 @@ impl Inbound {
 
     /// Moves an event Rocket.Chat refused for good out of the conversation's queue into the
     /// set-aside records, so the conversation's later events go on; the page's admins hear of
-    /// the first of each kind. Parts of the event already posted stay posted; a retry posts its
-    /// texts under the same derived ids, so only a file part can show twice.
+    /// the first of each kind. Parts of the event already posted stay posted: a retry into the
+    /// same room finds its texts by their derived ids, but a file part, or any part once the room
+    /// changed, shows again.
     async fn set_aside(
         &self,
         key: &ConversationKey,
