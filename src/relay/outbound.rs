@@ -28,7 +28,7 @@ use crate::messenger::graph::{
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
 use crate::store::{
-    self, Conversation, OutboundItem, Page, PageReaction, PageStatus, Posted, Queue, Store,
+    self, Conversation, OutboundItem, Page, PageReaction, PageStatus, Posted, Queue, QueueId, Store,
 };
 pub use crate::store::{AgentFile, Outgoing};
 
@@ -973,6 +973,7 @@ impl Direction for Outbound {
     async fn handle(
         &self,
         key: &ConversationKey,
+        _id: &QueueId,
         item: &OutboundItem,
         retry: &mut Backoff,
     ) -> Handled {
