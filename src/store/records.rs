@@ -223,6 +223,19 @@ pub struct InboundEvent {
     pub payload: serde_json::Value,
 }
 
+/// An inbox event Rocket.Chat refused in a way no retry passes (a blocked contact, a text it
+/// will not take), moved out of its conversation's queue so the conversation goes on. It stays
+/// until an admin retries it; nothing is dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetAside {
+    pub event: InboundEvent,
+    /// The refusal's code as Rocket.Chat sent it.
+    pub reason: String,
+    /// The refusal as the log showed it.
+    pub detail: String,
+    pub set_aside_ms: u64,
+}
+
 /// An agent message waiting to be sent to Messenger.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboundItem {
@@ -252,15 +265,43 @@ pub enum Outgoing {
     },
     /// The agent closed the room: send the page's "conversation finished" message.
     Close { ts_ms: u64 },
+    /// The page's reaction on the customer's message `mid` changes to `emoji` (a Unicode emoji),
+    /// or goes (`None`): the Send API's `react` / `unreact`.
+    React {
+        mid: String,
+        emoji: Option<String>,
+        ts_ms: u64,
+    },
 }
 
 impl Outgoing {
-    /// When Rocket.Chat says the message was written.
+    /// When Rocket.Chat says the message was written (or, for a reaction, changed).
     pub fn ts_ms(&self) -> u64 {
         match self {
-            Outgoing::Reply { ts_ms, .. } | Outgoing::Close { ts_ms } => *ts_ms,
+            Outgoing::Reply { ts_ms, .. }
+            | Outgoing::Close { ts_ms }
+            | Outgoing::React { ts_ms, .. } => *ts_ms,
         }
     }
+}
+
+/// A customer's message the relay posted in a room: the Messenger message it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Posted {
+    pub page: PageId,
+    pub mid: String,
+    pub at_ms: u64,
+}
+
+/// The page's reaction on a customer's message, as the relay last queued it for Messenger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageReaction {
+    /// The agents' reaction names (`:thumbsup:`) on the message when last seen.
+    pub agent_names: Vec<String>,
+    /// The name whose emoji the customer sees as the page's reaction, if any.
+    pub shown: Option<String>,
+    /// The message's `_updatedAt` when it was seen (Rocket.Chat's clock).
+    pub at_ms: u64,
 }
 
 /// A file an agent attached, as Rocket.Chat serves it (a path relative to the server).
@@ -395,6 +436,16 @@ struct OutboundV1 {
     payload: Outgoing,
 }
 
+/// A set-aside event: the inbox record as it was, and why it was set aside.
+#[derive(Serialize, Deserialize)]
+struct SetAsideV1 {
+    v: u32,
+    reason: String,
+    detail: String,
+    set_aside_ms: u64,
+    event: InboundV1,
+}
+
 /// A dedupe mark: when it was set, so it can be pruned by age.
 #[derive(Serialize, Deserialize)]
 struct MarkV1 {
@@ -418,6 +469,24 @@ struct ReactionV1 {
     at_ms: u64,
 }
 
+/// See [`Posted`].
+#[derive(Serialize, Deserialize)]
+struct PostedV1 {
+    v: u32,
+    page: PageId,
+    mid: String,
+    at_ms: u64,
+}
+
+/// See [`PageReaction`].
+#[derive(Serialize, Deserialize)]
+struct PageReactionV1 {
+    v: u32,
+    agent_names: Vec<String>,
+    shown: Option<String>,
+    at_ms: u64,
+}
+
 /// Where a value sits, for error messages.
 #[derive(Clone, Copy)]
 pub(super) struct At<'a> {
@@ -426,7 +495,7 @@ pub(super) struct At<'a> {
 }
 
 impl At<'_> {
-    fn decode_error(self, reason: impl ToString) -> Error {
+    pub(super) fn decode_error(self, reason: impl ToString) -> Error {
         Error::Decode {
             tree: self.tree.name(),
             key: self.tree.describe(self.key),
@@ -726,25 +795,7 @@ pub(super) fn decode_room_index(at: At<'_>, bytes: &[u8]) -> Result<Conversation
 }
 
 pub(super) fn encode_inbound(event: &InboundEvent) -> Result<Vec<u8>> {
-    let InboundEvent {
-        key,
-        timestamp_ms,
-        dedupe_key,
-        received_ms,
-        standby,
-        payload,
-    } = event.clone();
-    let stored = InboundV1 {
-        v: V1,
-        page: key.page,
-        psid: key.psid,
-        timestamp_ms,
-        dedupe_key,
-        received_ms,
-        standby,
-        payload,
-    };
-    encode(Tree::Inbox, &stored)
+    encode(Tree::Inbox, &inbound_v1(event.clone()))
 }
 
 pub(super) fn decode_inbound(at: At<'_>, bytes: &[u8]) -> Result<InboundEvent> {
@@ -753,13 +804,73 @@ pub(super) fn decode_inbound(at: At<'_>, bytes: &[u8]) -> Result<InboundEvent> {
         1 => at.parse(value)?,
         other => return Err(at.unsupported(other)),
     };
-    Ok(InboundEvent {
+    Ok(from_inbound_v1(stored))
+}
+
+fn inbound_v1(event: InboundEvent) -> InboundV1 {
+    let InboundEvent {
+        key,
+        timestamp_ms,
+        dedupe_key,
+        received_ms,
+        standby,
+        payload,
+    } = event;
+    InboundV1 {
+        v: V1,
+        page: key.page,
+        psid: key.psid,
+        timestamp_ms,
+        dedupe_key,
+        received_ms,
+        standby,
+        payload,
+    }
+}
+
+fn from_inbound_v1(stored: InboundV1) -> InboundEvent {
+    InboundEvent {
         key: ConversationKey::new(stored.page, stored.psid),
         timestamp_ms: stored.timestamp_ms,
         dedupe_key: stored.dedupe_key,
         received_ms: stored.received_ms,
         standby: stored.standby,
         payload: stored.payload,
+    }
+}
+
+pub(super) fn encode_set_aside(aside: &SetAside) -> Result<Vec<u8>> {
+    let SetAside {
+        event,
+        reason,
+        detail,
+        set_aside_ms,
+    } = aside.clone();
+    let stored = SetAsideV1 {
+        v: V1,
+        reason,
+        detail,
+        set_aside_ms,
+        event: inbound_v1(event),
+    };
+    encode(Tree::SetAside, &stored)
+}
+
+pub(super) fn decode_set_aside(at: At<'_>, bytes: &[u8]) -> Result<SetAside> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: SetAsideV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    // The event inside keeps the inbox record's own version.
+    if stored.event.v != V1 {
+        return Err(at.unsupported(u64::from(stored.event.v)));
+    }
+    Ok(SetAside {
+        event: from_inbound_v1(stored.event),
+        reason: stored.reason,
+        detail: stored.detail,
+        set_aside_ms: stored.set_aside_ms,
     })
 }
 
@@ -851,6 +962,62 @@ pub(super) fn decode_reaction(at: At<'_>, bytes: &[u8]) -> Result<(String, u64)>
         other => return Err(at.unsupported(other)),
     };
     Ok((stored.name, stored.at_ms))
+}
+
+pub(super) fn encode_posted(posted: &Posted) -> Result<Vec<u8>> {
+    let Posted { page, mid, at_ms } = posted.clone();
+    encode(
+        Tree::Posted,
+        &PostedV1 {
+            v: V1,
+            page,
+            mid,
+            at_ms,
+        },
+    )
+}
+
+pub(super) fn decode_posted(at: At<'_>, bytes: &[u8]) -> Result<Posted> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: PostedV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok(Posted {
+        page: stored.page,
+        mid: stored.mid,
+        at_ms: stored.at_ms,
+    })
+}
+
+pub(super) fn encode_page_reaction(reaction: &PageReaction) -> Result<Vec<u8>> {
+    let PageReaction {
+        agent_names,
+        shown,
+        at_ms,
+    } = reaction.clone();
+    encode(
+        Tree::PageReactions,
+        &PageReactionV1 {
+            v: V1,
+            agent_names,
+            shown,
+            at_ms,
+        },
+    )
+}
+
+pub(super) fn decode_page_reaction(at: At<'_>, bytes: &[u8]) -> Result<PageReaction> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: PageReactionV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok(PageReaction {
+        agent_names: stored.agent_names,
+        shown: stored.shown,
+        at_ms: stored.at_ms,
+    })
 }
 
 #[cfg(test)]
@@ -1161,6 +1328,37 @@ mod tests {
     }
 
     #[test]
+    fn set_aside_snapshot() {
+        let aside = SetAside {
+            event: InboundEvent {
+                key: conv(),
+                timestamp_ms: 10,
+                dedupe_key: Some("m_1".into()),
+                received_ms: 12,
+                standby: true,
+                payload: json!({"message":{"mid":"m_1","text":"hi"}}),
+            },
+            reason: "blocked".into(),
+            detail: "refused".into(),
+            set_aside_ms: 30,
+        };
+        let bytes = encode_set_aside(&aside).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"reason":"blocked","detail":"refused","set_aside_ms":30,
+                   "event":{"v":1,"page":"1001","psid":"2002","timestamp_ms":10,"dedupe_key":"m_1",
+                            "received_ms":12,"standby":true,"payload":{"message":{"mid":"m_1","text":"hi"}}}})
+        );
+        assert_eq!(
+            decode_set_aside(at(Tree::SetAside, b"k"), &bytes).unwrap(),
+            aside
+        );
+        let newer_event = br#"{"v":1,"reason":"r","detail":"d","set_aside_ms":1,"event":{"v":2,"page":"1","psid":"2","timestamp_ms":1,"dedupe_key":null,"received_ms":1,"standby":false,"payload":{}}}"#;
+        let err = decode_set_aside(at(Tree::SetAside, b"k"), newer_event).unwrap_err();
+        assert!(err.to_string().contains("value version 2"), "{err}");
+    }
+
+    #[test]
     fn reaction_snapshot() {
         let bytes = encode_reaction("heart", 9).unwrap();
         assert_eq!(
@@ -1170,6 +1368,69 @@ mod tests {
         assert_eq!(
             decode_reaction(at(Tree::Reactions, b"k"), &bytes).unwrap(),
             ("heart".to_owned(), 9)
+        );
+    }
+
+    #[test]
+    fn reaction_outbox_and_customer_message_snapshots() {
+        let react = OutboundItem {
+            key: conv(),
+            rc_message_id: MessageId::new("fb0123"),
+            room: RoomId::new("R2"),
+            agent_username: Some("bob".into()),
+            created_ms: 30,
+            payload: Outgoing::React {
+                mid: "m_1".into(),
+                emoji: Some("👍".into()),
+                ts_ms: 30,
+            },
+        };
+        let bytes = encode_outbound(&react).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"page":"1001","psid":"2002","rc_message_id":"fb0123","room":"R2","agent_username":"bob",
+                   "created_ms":30,"payload":{"kind":"react","mid":"m_1","emoji":"👍","ts_ms":30}})
+        );
+        assert_eq!(
+            decode_outbound(at(Tree::Outbox, b"q"), &bytes).unwrap(),
+            react
+        );
+        let unreact = br#"{"v":1,"page":"1001","psid":"2002","rc_message_id":"fb0123","room":"R2","agent_username":null,"created_ms":31,"payload":{"kind":"react","mid":"m_1","emoji":null,"ts_ms":31}}"#;
+        assert!(matches!(
+            decode_outbound(at(Tree::Outbox, b"q"), unreact)
+                .unwrap()
+                .payload,
+            Outgoing::React { emoji: None, .. }
+        ));
+
+        let posted = Posted {
+            page: PageId::new("1001"),
+            mid: "m_1".into(),
+            at_ms: 4,
+        };
+        let bytes = encode_posted(&posted).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"page":"1001","mid":"m_1","at_ms":4})
+        );
+        assert_eq!(
+            decode_posted(at(Tree::Posted, b"fb0123"), &bytes).unwrap(),
+            posted
+        );
+
+        let reaction = PageReaction {
+            agent_names: vec![":thumbsup:".into(), ":heart:".into()],
+            shown: Some(":heart:".into()),
+            at_ms: 5,
+        };
+        let bytes = encode_page_reaction(&reaction).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"agent_names":[":thumbsup:",":heart:"],"shown":":heart:","at_ms":5})
+        );
+        assert_eq!(
+            decode_page_reaction(at(Tree::PageReactions, b"fb0123"), &bytes).unwrap(),
+            reaction
         );
     }
 

@@ -464,6 +464,29 @@ impl RocketChatSim {
         });
     }
 
+    /// Deletes a message as `username` (see `Message_ShowDeletedStatus` for how it shows).
+    pub fn delete(&self, username: &str, msg: &MessageId) {
+        self.shared().mutate(|st| {
+            let by = Self::author(st, username);
+            assert!(
+                st.delete_message(msg.as_str(), by),
+                "simulator has no message {msg}"
+            );
+        });
+    }
+
+    /// A user reacts (`react`) or takes a reaction back on a message with an emoji name
+    /// (`:thumbsup:`), as `chat.react` does; panics with the server's refusal.
+    pub fn react(&self, username: &str, msg: &MessageId, emoji: &str, react: bool) {
+        let refused = self.shared().mutate(|st| {
+            let uid = Self::author(st, username).id;
+            st.set_reaction(&uid, emoji, msg.as_str(), Some(react))
+        });
+        if let Some((error, reason)) = refused {
+            panic!("chat.react refused for {username}: {error} {reason}");
+        }
+    }
+
     /// A system message of type `t` (e.g. `"uj"`), written by `rocket.cat`.
     pub fn post_system(&self, rid: &RoomId, t: &str, text: &str) {
         let cat = Author {
@@ -675,6 +698,36 @@ impl RocketChatSim {
             });
             MessageId::new(id)
         })
+    }
+
+    /// A manager blocks (`true`) or unblocks the contact channel of the visitor with this token
+    /// (`POST omnichannel/contacts.block` / `contacts.unblock`): `changeContactBlockStatus`, and on
+    /// blocking `closeBlockedRoom` closes the visitor's open room with the comment "This channel
+    /// has been blocked" (`apps/meteor/ee/app/livechat-enterprise/server/api/lib/contacts.ts`).
+    /// While blocked, `livechat/room` and `livechat/message` refuse with
+    /// `error-contact-channel-blocked` ([`state::State::get_room_refusal`]).
+    /// Contacts and their channels came with 7.x: a 6.x server cannot block one.
+    pub fn block_contact(&self, token: &VisitorToken, by: &str, blocked: bool) {
+        assert!(
+            self.shared().opts.version >= ServerVersion::V7,
+            "6.x has no contact blocking"
+        );
+        self.shared().mutate(|st| {
+            let author = Self::author(st, by);
+            let Some(visitor) = st.visitors.iter_mut().find(|v| v.token == token.as_str()) else {
+                panic!("simulator has no visitor with that token");
+            };
+            visitor.blocked = blocked;
+            if !blocked {
+                return;
+            }
+            let open = st
+                .open_livechat_room_of(token.as_str())
+                .map(|r| r.id.clone());
+            if let Some(rid) = open {
+                st.close_livechat_room(&rid, author, "This channel has been blocked");
+            }
+        });
     }
 
     /// An agent closes a Livechat room: `open` false and a `livechat-close` message.
