@@ -48,8 +48,9 @@ pub const DATA_DELETION_PATH: &str = "/oauth/facebook/data-deletion";
 /// Where Meta delivers webhooks: the app-level subscription's `callback_url` is `public_url` + this.
 pub const WEBHOOK_PATH: &str = "/webhooks/messenger";
 
-/// Permissions without which no page can be connected; `business_management` is the one
-/// optional one: without it only pages owned by a business portfolio are missing.
+/// Permissions without which no page can be connected. The others are optional:
+/// without `business_management` only pages owned by a business portfolio are missing, and
+/// without the Instagram ones the pages connect without their Instagram accounts.
 const REQUIRED_SCOPES: &[&str] = &[
     "pages_show_list",
     "pages_messaging",
@@ -835,6 +836,15 @@ fn scope_purpose(scope: &str) -> &'static str {
         "pages_read_engagement" => "reads the page's name and the customers' public profile names",
         "business_management" => {
             "lists pages owned by a business portfolio; without it those pages are missing"
+        }
+        "instagram_basic" => {
+            "finds the Instagram account linked to each page; without it only Messenger is connected"
+        }
+        "instagram_manage_messages" => {
+            "receives and answers the Instagram account's Direct messages"
+        }
+        "instagram_manage_comments" => {
+            "uploads agents' files for Instagram (Meta lists it for the attachment upload)"
         }
         _ => "needed by the gateway",
     }

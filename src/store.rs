@@ -42,7 +42,7 @@ pub use crypto::TokenKey;
 pub use keys::QueueId;
 pub use records::{
     AgentFile, Conversation, DeletionRequest, Department, EnqueueOutcome, Grant, InboundEvent,
-    OAuthState, OutboundItem, Outgoing, Page, PageStatus, Platform,
+    OAuthState, OutboundItem, Outgoing, Page, PageStatus, Platform, TextLimit,
 };
 
 use crate::ids::{ConversationKey, MessageId, PageId, RoomId};

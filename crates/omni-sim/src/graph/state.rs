@@ -2,6 +2,7 @@
 //! Meta applies to them. No I/O here; `routes` turns HTTP into calls on [`State`].
 
 mod handover;
+mod instagram;
 
 pub use handover::PAGE_INBOX_APP_ID;
 
@@ -30,6 +31,9 @@ const KNOWN_SCOPES: &[&str] = &[
     "pages_read_engagement",
     "business_management",
     "public_profile",
+    "instagram_basic",
+    "instagram_manage_messages",
+    "instagram_manage_comments",
 ];
 
 /// Messenger webhook fields a page subscription accepts (`docs/messenger.md` §2.7).
@@ -263,6 +267,7 @@ pub(super) struct State {
     pub app_subscription: Option<AppSubscription>,
     rules: Vec<FailRule>,
     handover: handover::Handover,
+    instagram: instagram::Instagram,
     pub sent: Vec<SentMessage>,
     /// Every request as `METHOD /path`, oldest first.
     pub calls: Vec<String>,
@@ -288,6 +293,7 @@ impl State {
             app_subscription: None,
             rules: Vec::new(),
             handover: handover::Handover::default(),
+            instagram: instagram::Instagram::default(),
             sent: Vec::new(),
             calls: Vec::new(),
             stats: GraphSimStats::default(),
@@ -1053,6 +1059,9 @@ impl State {
         msg.token = token.unwrap_or_default().to_owned();
         if msg.recipient.is_empty() {
             return Err(Fault::param("(#100) The parameter recipient is required"));
+        }
+        if let Some(result) = self.instagram_send(&page, &mut msg) {
+            return result;
         }
         let key = (page, msg.recipient.clone());
         let last_ms = self
