@@ -30,10 +30,17 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
             attachments,
             quick_reply: _,
             reply_to,
+            story_reply,
             ..
         } => {
             let mut parts = Vec::new();
             let mut lines = Vec::new();
+            // The story's media must not be stored (`docs/instagram.md` §4.3): a link only.
+            if let Some(url) = story_reply {
+                lines.push(format!(
+                    "{QUOTE_MARK} replying to your story (the link works while the story is up): {url}"
+                ));
+            }
             if let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) {
                 lines.push(text.to_owned());
             }
@@ -77,9 +84,21 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
                 quoting: Some(mid.clone()),
             }])
         }
+        Event::Deleted { mid } => Some(vec![Part::Text {
+            text: UNSENT_NOTICE.to_owned(),
+            quoting: Some(mid.clone()),
+        }]),
+        Event::Unsupported { .. } => Some(vec![text_part(
+            "[the customer sent something Instagram does not show to apps; see it in the Instagram app]",
+        )]),
         Event::Read { .. } | Event::Echo { .. } | Event::Other(_) => None,
     }
 }
+
+/// The line posted when an Instagram customer unsends a message.
+pub const UNSENT_NOTICE: &str = "🗑️ _The customer unsent this message._";
+/// What the unsent message's own text becomes in the room, where Rocket.Chat allows the edit.
+pub const UNSENT_TEXT: &str = "🗑️ (unsent by the customer)";
 
 fn text_part(text: &str) -> Part {
     Part::Text {
@@ -146,6 +165,19 @@ fn describe(attachment: &Attachment) -> String {
             .trim()
             .to_owned(),
         "post" | "ig_post" => format!("📰 Post: {title} {url}")
+            .replace("  ", " ")
+            .trim()
+            .to_owned(),
+        // Never downloaded: a story's media must not be stored (`docs/instagram.md` §4.3).
+        "story_mention" => format!(
+            "📣 mentioned you in their story (the link works for 24 hours): {url}"
+        )
+        .trim_end_matches([' ', ':'])
+        .to_owned(),
+        "ephemeral" => {
+            "[a disappearing photo or video; open the Instagram app to see it]".to_owned()
+        }
+        "share" => format!("🔗 Shared: {title} {url}")
             .replace("  ", " ")
             .trim()
             .to_owned(),
@@ -264,6 +296,7 @@ mod tests {
             attachments,
             quick_reply: false,
             reply_to: reply_to.map(Into::into),
+            story_reply: None,
         }
     }
 
