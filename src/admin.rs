@@ -273,9 +273,7 @@ impl Admin {
                     .page(linked)?
                     .map(|p| format!(" *{}*", p.name))
                     .unwrap_or_default();
-                format!(
-                    "Instagram, through Page {linked}{name} (texts at most 999 bytes)"
-                )
+                format!("Instagram, through Page {linked}{name} (texts at most 999 bytes)")
             }
         };
         Ok(format!(

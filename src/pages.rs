@@ -35,9 +35,7 @@ use crate::health::now_ms;
 use crate::ids::{PageId, RoomId, UserId};
 use crate::messenger::graph::{self, GraphClient};
 use crate::notices::Notifier;
-use crate::store::{
-    self, DeletionRequest, Grant, OAuthState, Page, PageStatus, Platform, Store,
-};
+use crate::store::{self, DeletionRequest, Grant, OAuthState, Page, PageStatus, Platform, Store};
 
 /// How long an authorization link stays valid.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -345,7 +343,13 @@ impl Pages {
                         continue;
                     }
                     match self
-                        .connect_instagram(record, &user.id, &account.id, &account.name, &account.access_token)
+                        .connect_instagram(
+                            record,
+                            &user.id,
+                            &account.id,
+                            &account.name,
+                            &account.access_token,
+                        )
                         .await
                     {
                         Ok((linked, gone)) => {
@@ -437,8 +441,12 @@ impl Pages {
         let linked = self.graph.instagram_account(page_id, token).await?;
         let mut gone = Vec::new();
         for old in self.store.pages()? {
-            let was_linked = matches!(&old.platform, Platform::Instagram { page, .. } if page == page_id);
-            if !was_linked || linked.as_ref().is_some_and(|ig| ig.id == old.id) || old.token.is_none() {
+            let was_linked =
+                matches!(&old.platform, Platform::Instagram { page, .. } if page == page_id);
+            if !was_linked
+                || linked.as_ref().is_some_and(|ig| ig.id == old.id)
+                || old.token.is_none()
+            {
                 continue;
             }
             self.store.update_page(&old.id, |p| {
@@ -515,19 +523,18 @@ impl Pages {
         only: Option<&PageId>,
     ) -> Result<String, Error> {
         let _changing = self.changes.lock().await;
-        let pages: Vec<Page> = self
-            .store
-            .pages()?
-            .into_iter()
-            .filter(|p| {
-                // Disconnecting a Page takes its Instagram account along (same token).
-                p.token.is_some()
-                    && only.is_none_or(|id| {
+        let pages: Vec<Page> =
+            self.store
+                .pages()?
+                .into_iter()
+                .filter(|p| {
+                    // Disconnecting a Page takes its Instagram account along (same token).
+                    p.token.is_some() && only.is_none_or(|id| {
                         &p.id == id
                             || matches!(&p.platform, Platform::Instagram { page, .. } if page == id)
                     })
-            })
-            .collect();
+                })
+                .collect();
         if pages.is_empty() {
             return Ok(match only {
                 Some(id) => {
@@ -543,23 +550,25 @@ impl Pages {
             if page.is_instagram() {
                 // No subscription of its own: never `subscribed_apps` on an Instagram id.
                 lines.push(format!("✓ {} ({}) disconnected", page.label(), page.id));
-            } else { match self.graph.unsubscribe_app(&page.id, token).await {
-                Ok(()) => lines.push(format!("✓ {} ({}) unsubscribed", page.name, page.id)),
-                // An invalid token means Facebook already dropped the page's access; forget it anyway.
-                Err(err) if err.is_token_invalid() => lines.push(format!(
-                    "✓ {} ({}) was no longer authorized",
-                    page.name, page.id
-                )),
-                Err(err) => {
-                    lines.push(format!(
-                        "✗ {} ({}) could not be unsubscribed: {}",
-                        page.name,
-                        page.id,
-                        err.describe()
-                    ));
-                    continue;
+            } else {
+                match self.graph.unsubscribe_app(&page.id, token).await {
+                    Ok(()) => lines.push(format!("✓ {} ({}) unsubscribed", page.name, page.id)),
+                    // An invalid token means Facebook already dropped the page's access; forget it anyway.
+                    Err(err) if err.is_token_invalid() => lines.push(format!(
+                        "✓ {} ({}) was no longer authorized",
+                        page.name, page.id
+                    )),
+                    Err(err) => {
+                        lines.push(format!(
+                            "✗ {} ({}) could not be unsubscribed: {}",
+                            page.name,
+                            page.id,
+                            err.describe()
+                        ));
+                        continue;
+                    }
                 }
-            } }
+            }
             self.store.update_page(&page.id, |p| {
                 p.token = None;
                 p.status = PageStatus::Disconnected;
@@ -941,7 +950,11 @@ async fn mark_needs_authorization(store: &Store, chat: &Notifier, page_id: &Page
     warn!(page = %page_id, reason = %reason, "page token invalid: the page needs authorization");
     let text = format!(
         "Facebook no longer accepts the access of {} *{}* ({page_id}): {reason}.\nRun `/facebook authorize` to connect it again; messages are kept meanwhile.",
-        if page.is_instagram() { "Instagram account" } else { "page" },
+        if page.is_instagram() {
+            "Instagram account"
+        } else {
+            "page"
+        },
         page.label()
     );
     chat.notify(&page.subscribers, &text).await;

@@ -33,8 +33,8 @@ use crate::ids::{PageId, Psid};
 pub use error::{Error, ErrorKind, GraphError};
 pub use types::{AppSubscription, Permission, SubscriptionField};
 pub use types::{
-    AttachmentKind, Content, FbUser, IgAccount, IgProfile, Messaging, PageAccount, Profile, SendRequest, SendResponse,
-    SenderAction, TokenInfo, TokenInfoError, UserToken,
+    AttachmentKind, Content, FbUser, IgAccount, IgProfile, Messaging, PageAccount, Profile,
+    SendRequest, SendResponse, SenderAction, TokenInfo, TokenInfoError, UserToken,
 };
 
 /// The webhook fields a page is subscribed to: the live-chat set of

@@ -27,9 +27,7 @@ use crate::messenger::graph::{
 };
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
-use crate::store::{
-    self, Conversation, OutboundItem, Page, PageStatus, Queue, Store, TextLimit,
-};
+use crate::store::{self, Conversation, OutboundItem, Page, PageStatus, Queue, Store, TextLimit};
 pub use crate::store::{AgentFile, Outgoing};
 
 /// The standard messaging window, and the HUMAN_AGENT one.
@@ -918,8 +916,12 @@ pub fn instagram_kind(mime: &str, name: &str) -> Result<(AttachmentKind, usize),
     let kind = AttachmentKind::from_mime(&mime);
     let accepted = match kind {
         AttachmentKind::Image => is(&["png", "jpeg", "jpg", "gif"]).then_some(8 * MB),
-        AttachmentKind::Video => is(&["mp4", "ogg", "avi", "mov", "quicktime", "webm"]).then_some(25 * MB),
-        AttachmentKind::Audio => is(&["aac", "m4a", "x-m4a", "wav", "x-wav", "mp4"]).then_some(25 * MB),
+        AttachmentKind::Video => {
+            is(&["mp4", "ogg", "avi", "mov", "quicktime", "webm"]).then_some(25 * MB)
+        }
+        AttachmentKind::Audio => {
+            is(&["aac", "m4a", "x-m4a", "wav", "x-wav", "mp4"]).then_some(25 * MB)
+        }
         AttachmentKind::File => is(&["pdf"]).then_some(25 * MB),
     };
     match (accepted, kind) {
@@ -1217,7 +1219,11 @@ mod tests {
             assert_eq!(got.as_str(), kind, "{name}");
         }
         let refused = [
-            ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "offer.docx", "only PDF"),
+            (
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "offer.docx",
+                "only PDF",
+            ),
             ("image/webp", "photo.webp", "png, jpeg and gif"),
             ("image/png", "café.png", "ASCII"),
         ];

@@ -169,11 +169,11 @@ fn describe(attachment: &Attachment) -> String {
             .trim()
             .to_owned(),
         // Never downloaded: a story's media must not be stored (`docs/instagram.md` §4.3).
-        "story_mention" => format!(
-            "📣 mentioned you in their story (the link works for 24 hours): {url}"
-        )
-        .trim_end_matches([' ', ':'])
-        .to_owned(),
+        "story_mention" => {
+            format!("📣 mentioned you in their story (the link works for 24 hours): {url}")
+                .trim_end_matches([' ', ':'])
+                .to_owned()
+        }
         "ephemeral" => {
             "[a disappearing photo or video; open the Instagram app to see it]".to_owned()
         }

@@ -295,7 +295,10 @@ mod tests {
                 profile(None, Some("camille.mrtn")),
                 Some("@camille.mrtn · Instagram"),
             ),
-            (profile(Some(" Camille "), Some("")), Some("Camille · Instagram")),
+            (
+                profile(Some(" Camille "), Some("")),
+                Some("Camille · Instagram"),
+            ),
             (profile(Some(" "), None), None),
         ];
         for (profile, want) in cases {

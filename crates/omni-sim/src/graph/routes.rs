@@ -553,12 +553,11 @@ async fn message_attachments(
     req: Request,
 ) -> Response {
     let result = match read_multipart(req).await {
-        Ok((fields, file)) => shared.lock().upload_attachment(
-            token(&headers, &q).as_deref(),
-            &page,
-            &fields,
-            file,
-        ),
+        Ok((fields, file)) => {
+            shared
+                .lock()
+                .upload_attachment(token(&headers, &q).as_deref(), &page, &fields, file)
+        }
         Err(fault) => Err(fault),
     };
     answer(result, &page)

@@ -92,7 +92,12 @@ impl State {
 
     /// `GET /{id}`: the page's linked account, an Instagram user's profile, or a Messenger
     /// user's profile.
-    pub fn node(&self, token: Option<&str>, id: &str, fields: Option<&str>) -> Result<Value, Fault> {
+    pub fn node(
+        &self,
+        token: Option<&str>,
+        id: &str,
+        fields: Option<&str>,
+    ) -> Result<Value, Fault> {
         let asks_link = fields.is_some_and(|f| f.contains("instagram_business_account"));
         let page = self.page_of(token, "me")?;
         if asks_link && (id == page || id == "me") {
