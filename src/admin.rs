@@ -277,13 +277,14 @@ impl Admin {
             }
         };
         Ok(format!(
-            "Page {id} *{name}* ({status})\n\
+            "{kind} {id} *{name}* ({status})\n\
              • platform: {platform}\n\
              • department: {department} — change with `/facebook edit {id} department <name or id | none>`\n\
              • welcome: {welcome} — `/facebook edit {id} welcome <text | off>`\n\
              • finished: {finished} — `/facebook edit {id} finished <text | off>`\n\
              • offline: {offline} — `/facebook edit {id} offline <text | off>`\n\
              • notices go to: {subscribers}",
+            kind = kind(&page),
             name = page.label(),
             status = status_label(&page.status),
             department = department_label(page.department.as_ref()),
@@ -344,7 +345,8 @@ impl Admin {
             PageEdit::Offline(Some(_)) => "offline message updated".into(),
         };
         Ok(format!(
-            "Page {id} *{}*: {what}. It applies to the next conversation.",
+            "{} {id} *{}*: {what}. It applies to the next conversation.",
+            kind(&page),
             page.label()
         ))
     }
@@ -491,6 +493,15 @@ impl SeenIds {
             }
         }
         true
+    }
+}
+
+/// "Page", or "Instagram account" for an Instagram record.
+fn kind(page: &Page) -> &'static str {
+    if page.is_instagram() {
+        "Instagram account"
+    } else {
+        "Page"
     }
 }
 
