@@ -845,6 +845,44 @@ mod tests {
     }
 
     #[test]
+    fn instagram_envelopes_are_keyed_by_the_account() {
+        // docs/instagram.md §3.1 and §4.7: the entry id is the account, an echo swaps the ends,
+        // and standby items arrive like Messenger's.
+        let body = json!({"object":"instagram","entry":[{"id":"178","time":1,
+            "messaging":[
+                {"sender":{"id":"ig-user"},"recipient":{"id":"178"},"timestamp":2,
+                 "message":{"mid":"aWdf1","text":"Bonjour"}},
+                {"sender":{"id":"178"},"recipient":{"id":"ig-user"},"timestamp":3,
+                 "message":{"mid":"aWdf2","text":"Salut","is_echo":true}}],
+            "standby":[
+                {"sender":{"id":"ig-user"},"recipient":{"id":"178"},"timestamp":4,
+                 "message":{"mid":"aWdf3","text":"hello?"}}]}]});
+        let parsed = parse(body.to_string().as_bytes()).expect("parses");
+        assert_eq!(parsed.object, "instagram");
+        let seen: Vec<(&str, &str, bool)> = parsed
+            .events
+            .iter()
+            .map(|e| (e.page.as_str(), e.psid.as_str(), e.standby))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("178", "ig-user", false),
+                ("178", "ig-user", false),
+                ("178", "ig-user", true)
+            ]
+        );
+        assert!(matches!(
+            event(&parsed.events[1].raw),
+            Event::Echo {
+                app_id: None,
+                metadata: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn dedupe_keys() {
         let cases = vec![
             (json!({"message":{"mid":"a"}}), Some("m:a")),
@@ -859,6 +897,11 @@ mod tests {
                 Some("r:u:d:unreact:5"),
             ),
             (json!({"read":{"watermark":1}}), None),
+            // An Instagram unsend reuses its original's mid and must not match its key.
+            (
+                json!({"message":{"mid":"a","is_deleted":true}}),
+                Some("d:a"),
+            ),
         ];
         for (item, expected) in cases {
             assert_eq!(dedupe_key(&item).as_deref(), expected, "{item}");

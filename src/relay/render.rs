@@ -391,6 +391,44 @@ mod tests {
                 },
                 vec!["fixed _(edited)_"],
             ),
+            // Instagram (docs/instagram.md §4.2, §4.3, §4.8): story media is never a file.
+            (
+                message(
+                    None,
+                    vec![attachment("story_mention", Some("https://cdn/st"), None)],
+                    None,
+                ),
+                vec![
+                    "📣 mentioned you in their story (the link works for 24 hours): https://cdn/st",
+                ],
+            ),
+            (
+                message(None, vec![attachment("ephemeral", None, None)], None),
+                vec!["[a disappearing photo or video; open the Instagram app to see it]"],
+            ),
+            (
+                Event::Message {
+                    mid: "m".into(),
+                    text: Some("love it".into()),
+                    attachments: vec![],
+                    quick_reply: false,
+                    reply_to: None,
+                    story_reply: Some("https://cdn/story".into()),
+                },
+                vec![
+                    "↩️ replying to your story (the link works while the story is up): https://cdn/story\nlove it",
+                ],
+            ),
+            (
+                Event::Deleted { mid: "m9".into() },
+                vec!["🗑️ _The customer unsent this message._ (quoting m9)"],
+            ),
+            (
+                Event::Unsupported { mid: "m8".into() },
+                vec![
+                    "[the customer sent something Instagram does not show to apps; see it in the Instagram app]",
+                ],
+            ),
         ];
         for (event, expected) in cases {
             let texts: Vec<String> = parts(&event)
