@@ -408,7 +408,10 @@ async fn outside_instagrams_window_the_reply_is_refused_with_the_reason() {
     world.chat.sim.agent_reply(IG_AGENT, &rid, "Trop tard ?");
     eventually("the agent hears the window closed", || {
         world.dm_to(IG_AGENT).iter().any(|m| {
-            m.contains("Trop tard ?") && m.contains("2534022") && m.contains("too long ago")
+            m.contains("Trop tard ?")
+                && m.contains("2534022")
+                && m.contains("Instagram only allows replies within 24 hours")
+                && !m.contains("Messenger")
         })
     })
     .await;

@@ -808,7 +808,17 @@ impl Outbound {
                 "The conversation finished message to {customer} (page *{page_name}*) was not delivered"
             ),
         };
-        let text = format!("{what}\nWhy: {reason}\nWhat to do: {fix}");
+        // The shared reasons and fixes name Messenger; an Instagram customer is on Instagram,
+        // whose window and tag rules are the same (docs/instagram.md §6.3).
+        let product = |words: &str| match &page {
+            Some(page) if page.is_instagram() => words.replace("Messenger", "Instagram"),
+            _ => words.to_owned(),
+        };
+        let text = format!(
+            "{what}\nWhy: {}\nWhat to do: {}",
+            product(reason),
+            product(fix)
+        );
         let mut recipients: Vec<String> = item.agent_username.iter().cloned().collect();
         if let Some(page) = &page {
             for admin in &page.subscribers {
