@@ -384,6 +384,33 @@ async fn reply_file_and_closing_reach_the_customer() {
         "no upload for a refused file"
     );
 
+    // An image over Instagram's 8 MB is refused too, with the limit.
+    world.chat.sim.agent_upload(
+        IG_AGENT,
+        &rid,
+        "vitrine.png",
+        "image/png",
+        vec![0x89; 9 << 20],
+    );
+    eventually("the agent is told the image is too large", || {
+        world
+            .dm_to(IG_AGENT)
+            .iter()
+            .any(|m| m.contains("vitrine.png is larger than Instagram's 8 MB limit"))
+    })
+    .await;
+    assert_eq!(
+        world
+            .fb
+            .sim
+            .calls()
+            .iter()
+            .filter(|c| c.ends_with("/message_attachments"))
+            .count(),
+        uploads_before,
+        "no upload for a refused file"
+    );
+
     // Closing sends the account's finished message.
     world.chat.sim.close_room(&rid, IG_AGENT);
     let finished = world.sent(|m| m.text.as_deref() == Some(IG_FINISHED)).await;

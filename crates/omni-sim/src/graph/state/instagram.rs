@@ -382,3 +382,134 @@ impl State {
         Ok(json!({ "attachment_id": id }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Subject;
+    use super::*;
+
+    /// A state with page `p` linked to account `ig`, customer `c` who just wrote, and a page
+    /// token with `instagram_basic`.
+    fn linked() -> (State, String) {
+        let mut state = State::new("1", "s");
+        state.add_user("u", "Ursula");
+        state.add_page("u", "p", "Page", &["MODERATE"]);
+        state.link_instagram("p", "ig", "shop", "Shop");
+        state.add_igsid("ig", "c", Some("Camille"), "camille");
+        let scopes = vec!["instagram_basic".to_owned()];
+        let user = state.issue(Subject::User("u".into()), None, scopes.clone(), 0);
+        let token = state.derive_page_token("p", "u", &user, &scopes);
+        (state, token)
+    }
+
+    fn text(recipient: &str, text: &str) -> SentMessage {
+        SentMessage {
+            recipient: recipient.to_owned(),
+            messaging_type: Some("RESPONSE".into()),
+            text: Some(text.to_owned()),
+            ..SentMessage::default()
+        }
+    }
+
+    fn upload(name: &str, mime: &str, bytes: usize) -> (HashMap<String, String>, SentFile) {
+        let kind = match mime.split('/').next() {
+            Some("application") => "file",
+            Some(other) => other,
+            None => "file",
+        };
+        let fields = HashMap::from([
+            ("platform".to_owned(), "instagram".to_owned()),
+            (
+                "message".to_owned(),
+                json!({"attachment": {"type": kind, "payload": {"is_reusable": true}}}).to_string(),
+            ),
+        ]);
+        let file = SentFile {
+            name: Some(name.to_owned()),
+            mime: Some(mime.to_owned()),
+            bytes: vec![0; bytes],
+        };
+        (fields, file)
+    }
+
+    #[test]
+    fn the_page_shows_its_linked_account_and_the_customers_profile() {
+        let (state, token) = linked();
+        let node = state
+            .node(
+                Some(&token),
+                "p",
+                Some("instagram_business_account{id,username,name}"),
+            )
+            .expect("linked account");
+        assert_eq!(node["instagram_business_account"]["username"], "shop");
+        let profile = state
+            .node(Some(&token), "c", Some("name,username"))
+            .expect("profile");
+        assert_eq!(
+            (profile["name"].as_str(), profile["username"].as_str()),
+            (Some("Camille"), Some("camille"))
+        );
+        let fault = state
+            .node(Some(&token), "c", Some("first_name"))
+            .expect_err("no first_name on Instagram");
+        assert_eq!(fault.code, 100);
+    }
+
+    #[test]
+    fn sends_follow_instagrams_rules() {
+        let (mut state, token) = linked();
+        let ok = state.send(Some(&token), "p", text("c", "Bonjour"));
+        assert!(ok.is_ok(), "{ok:?}");
+        assert!(state.sent.last().is_some_and(|m| m.instagram));
+        let long = state.send(Some(&token), "p", text("c", &"é".repeat(501)));
+        assert_eq!(long.map_err(|f| f.code).err(), Some(100), "1002 bytes");
+        let mut tagged = text("c", "later");
+        tagged.messaging_type = Some("MESSAGE_TAG".into());
+        tagged.tag = Some("CUSTOMER_FEEDBACK".into());
+        assert_eq!(
+            state
+                .send(Some(&token), "p", tagged)
+                .map_err(|f| f.code)
+                .err(),
+            Some(100)
+        );
+        state.set_psid_window("ig", "c", 1);
+        let late = state
+            .send(Some(&token), "p", text("c", "too late"))
+            .expect_err("outside the window");
+        assert_eq!((late.code, late.subcode), (10, Some(2534022)));
+    }
+
+    #[test]
+    fn uploads_follow_the_attachment_table_and_ids_are_single_sourced() {
+        let (mut state, token) = linked();
+        for (name, mime, bytes, accepted) in [
+            ("a.png", "image/png", 1000, true),
+            ("a.pdf", "application/pdf", 1000, true),
+            ("a.docx", "application/msword", 1000, false),
+            ("big.png", "image/png", 9 * MB, false),
+            ("café.png", "image/png", 1000, false),
+        ] {
+            let (fields, file) = upload(name, mime, bytes);
+            let answer = state.upload_attachment(Some(&token), "p", &fields, Some(file));
+            assert_eq!(answer.is_ok(), accepted, "{name}: {answer:?}");
+        }
+        let id = state
+            .instagram
+            .uploads
+            .keys()
+            .next()
+            .cloned()
+            .expect("an upload");
+        let mut by_id = text("c", "");
+        by_id.text = None;
+        by_id.attachment = Some(json!({"type": "image", "payload": {"attachment_id": id}}));
+        assert!(state.send(Some(&token), "p", by_id.clone()).is_ok());
+        by_id.attachment = Some(json!({"type": "image", "payload": {"attachment_id": "999"}}));
+        assert!(
+            state.send(Some(&token), "p", by_id).is_err(),
+            "an id never uploaded"
+        );
+    }
+}
