@@ -248,7 +248,7 @@ async fn a_dm_reaches_a_room_in_the_accounts_department_named_from_its_profile()
 #[tokio::test]
 async fn without_a_readable_profile_the_visitor_gets_a_placeholder() {
     let world = World::start(true).await;
-    // Known to Meta only from this webhook, with no profile the page may read (230).
+    // Known to the simulator only from this webhook: no profile (9010).
     world
         .post_ok(&[text_event(IGSID, "aWdf_1", now_ms(), "coucou")])
         .await;

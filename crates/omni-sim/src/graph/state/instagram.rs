@@ -141,8 +141,12 @@ impl State {
     }
 
     /// The Instagram user profile: `name` (may be null), `username`, `profile_pic`; no
-    /// `first_name`/`last_name`; readable once the person wrote (consent), else 230
+    /// `first_name`/`last_name`
     /// (https://developers.facebook.com/documentation/business-messaging/instagram-messaging/features/user-profile).
+    /// It is asked only for people who wrote, so consent (230) is given; a person the simulator
+    /// knows only from a webhook has no profile here and gets 9010, "No matching Instagram user",
+    /// the other error integrators see (`docs/instagram.md` §5), as Messenger's such users get
+    /// 2018218.
     fn instagram_profile(
         &self,
         account: &str,
@@ -154,11 +158,7 @@ impl State {
             .users
             .get(&(account.to_owned(), igsid.to_owned()))
         else {
-            return Err(Fault::new(
-                230,
-                None,
-                "(#230) User consent is required to access user profile",
-            ));
+            return Err(Fault::new(9010, None, "No matching Instagram user"));
         };
         let mut out = json!({ "id": igsid });
         for field in fields.unwrap_or("name,profile_pic").split(',') {
