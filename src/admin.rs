@@ -16,6 +16,8 @@ use crate::health::{Health, Link, now_ms};
 use crate::ids::{MessageId, PageId, UserId};
 use crate::notices::Notifier;
 use crate::pages::{self, Pages};
+use crate::relay::inbound::Inbound;
+use crate::rocketchat::livechat::Refusal;
 use crate::rocketchat::realtime::{self, ChatMessage, RoomContext, RoomType};
 use crate::rocketchat::rest::{self, RestClient};
 use crate::store::{self, Department, Page, PageStatus, Platform, Store, TextLimit};
@@ -55,6 +57,8 @@ pub struct Admin {
     rest: RestClient,
     chat: Notifier,
     pages: Arc<Pages>,
+    /// The inbound relay, which `retry` hands set-aside messages back to.
+    inbound: Arc<Inbound>,
     store: Store,
     health: Health,
     policy: AdminPolicy,
@@ -68,6 +72,7 @@ impl Admin {
         rest: RestClient,
         chat: Notifier,
         pages: Arc<Pages>,
+        inbound: Arc<Inbound>,
         store: Store,
         health: Health,
         policy: AdminPolicy,
@@ -76,6 +81,7 @@ impl Admin {
             rest,
             chat,
             pages,
+            inbound,
             store,
             health,
             policy,
@@ -145,6 +151,7 @@ impl Admin {
             Command::Help => Ok(commands::help_text()),
             Command::Pages => self.pages(),
             Command::Status => self.status(),
+            Command::Retry { page } => self.retry(page.as_ref()).await,
             Command::Edit { page, change: None } => self.show_page(page),
             Command::Edit {
                 page,
@@ -239,6 +246,7 @@ impl Admin {
                 status_label(&page.status)
             ));
         }
+        text.push_str(&self.set_aside_summary()?);
         for (page, line) in self.pages.policy_problems() {
             text.push_str(&format!("\n• page {page}: {line}"));
         }
@@ -257,6 +265,62 @@ impl Admin {
             text.push_str(&format!("\n• warning: {ROLES_HIDDEN}"));
         }
         Ok(text)
+    }
+
+    /// The `status` lines on set-aside messages: how many per page and reason, and since when
+    /// the oldest waits (its customer's time).
+    fn set_aside_summary(&self) -> Result<String, CommandError> {
+        let events = self.store.set_aside_events()?;
+        if events.is_empty() {
+            return Ok("\n• set aside: none".into());
+        }
+        // Events come by page; count per (page, reason) in that order.
+        let mut groups: Vec<(PageId, String, usize, u64)> = Vec::new();
+        for aside in &events {
+            let page = &aside.event.key.page;
+            let written = aside.event.timestamp_ms;
+            match groups
+                .iter_mut()
+                .find(|(p, reason, _, _)| p == page && *reason == aside.reason)
+            {
+                Some((_, _, count, oldest)) => {
+                    *count += 1;
+                    *oldest = (*oldest).min(written);
+                }
+                None => groups.push((page.clone(), aside.reason.clone(), 1, written)),
+            }
+        }
+        let mut text = format!(
+            "\n• set aside (Rocket.Chat refused them for good; fix the cause, then `retry <pageId | all>`): {}",
+            events.len()
+        );
+        for (page, reason, count, oldest) in groups {
+            text.push_str(&format!(
+                "\n  – page {page}: {count} × {} (`{reason}`), oldest written {}",
+                Refusal::from_code(&reason).meaning(),
+                format_age(oldest)
+            ));
+        }
+        Ok(text)
+    }
+
+    /// `retry <pageId | all>`: the set-aside messages go back to their conversations.
+    async fn retry(&self, page: Option<&PageId>) -> Result<String, CommandError> {
+        if let Some(id) = page {
+            self.connected_page(id)?;
+        }
+        let events = self.inbound.retry_set_aside(page).await?;
+        let scope = match page {
+            Some(id) => format!("page {id}"),
+            None => "any page".to_owned(),
+        };
+        Ok(if events == 0 {
+            format!("Nothing is set aside for {scope}.")
+        } else {
+            format!(
+                "{events} set-aside message(s) of {scope} are back in their conversations and are being delivered, each in its place by the time the customer wrote it (after what was delivered meanwhile). If Rocket.Chat still refuses them, they are set aside again and `status` shows them."
+            )
+        })
     }
 
     fn show_page(&self, id: &PageId) -> Result<String, CommandError> {
@@ -531,7 +595,7 @@ fn via(page: &Page, pages: &[Page]) -> String {
 
 fn page_of(command: &Command) -> Option<&PageId> {
     match command {
-        Command::Unauthorize { page } => page.as_ref(),
+        Command::Unauthorize { page } | Command::Retry { page } => page.as_ref(),
         Command::Edit { page, .. }
         | Command::Subscribe { page }
         | Command::Unsubscribe { page } => Some(page),

@@ -40,6 +40,11 @@ pub enum Command {
         page: PageId,
     },
     Status,
+    /// Puts the messages Rocket.Chat refused for good back in their conversations: one page's,
+    /// or with `None` (`all`) every page's.
+    Retry {
+        page: Option<PageId>,
+    },
 }
 
 /// One setting of a page; `None` clears it (`none` / `off`).
@@ -82,6 +87,7 @@ impl Command {
             Command::Subscribe { .. } => "subscribe",
             Command::Unsubscribe { .. } => "unsubscribe",
             Command::Status => "status",
+            Command::Retry { .. } => "retry",
         }
     }
 
@@ -98,7 +104,7 @@ impl fmt::Display for Command {
 }
 
 const USAGE_COMMANDS: &str =
-    "help | authorize | unauthorize | pages | edit | subscribe | unsubscribe | status";
+    "help | authorize | unauthorize | pages | edit | subscribe | unsubscribe | status | retry";
 const USAGE_HELP: &str = "help";
 const USAGE_AUTHORIZE: &str = "authorize";
 const USAGE_UNAUTHORIZE: &str = "unauthorize [pageId]";
@@ -111,9 +117,10 @@ const USAGE_OFFLINE: &str = "edit <pageId> offline <text | off>";
 const USAGE_SUBSCRIBE: &str = "subscribe <pageId>";
 const USAGE_UNSUBSCRIBE: &str = "unsubscribe <pageId>";
 const USAGE_STATUS: &str = "status";
+const USAGE_RETRY: &str = "retry <pageId | all>";
 
 /// Each usage line with what it does, in the order `help` lists them.
-const HELP: [(&str, &str); 12] = [
+const HELP: [(&str, &str); 13] = [
     (USAGE_HELP, "this list (anyone may ask)"),
     (
         USAGE_AUTHORIZE,
@@ -148,7 +155,11 @@ const HELP: [(&str, &str); 12] = [
     (USAGE_UNSUBSCRIBE, "stop getting this page's notices"),
     (
         USAGE_STATUS,
-        "Rocket.Chat link, pages and tokens, held conversations, outbox depth, last webhook",
+        "Rocket.Chat link, pages and tokens, held conversations, messages set aside, outbox depth, last webhook",
+    ),
+    (
+        USAGE_RETRY,
+        "deliver again the messages Rocket.Chat refused for good (after fixing why), of one page or all",
     ),
 ];
 
@@ -213,11 +224,26 @@ fn parse_command(text: &str) -> Result<Command, UsageError> {
             one_page(args, USAGE_UNSUBSCRIBE).map(|page| Command::Unsubscribe { page })
         }
         "edit" => parse_edit(args),
+        "retry" => parse_retry(args),
         _ => Err(usage(
             format!("unknown command '{}'", shorten(word)),
             USAGE_COMMANDS,
         )),
     }
+}
+
+fn parse_retry(args: &str) -> Result<Command, UsageError> {
+    let (target, extra) = split_word(args);
+    if target.is_empty() {
+        return Err(usage("missing page id; give one, or all", USAGE_RETRY));
+    }
+    no_args(extra, USAGE_RETRY)?;
+    if target.eq_ignore_ascii_case("all") {
+        return Ok(Command::Retry { page: None });
+    }
+    Ok(Command::Retry {
+        page: Some(page_id(target, USAGE_RETRY)?),
+    })
 }
 
 fn parse_edit(args: &str) -> Result<Command, UsageError> {
@@ -465,6 +491,23 @@ mod tests {
                     change: None,
                 }),
             ),
+            (
+                "retry 42",
+                true,
+                Cmd(Command::Retry {
+                    page: Some(page("42")),
+                }),
+            ),
+            (
+                "facebook retry ALL",
+                false,
+                Cmd(Command::Retry { page: None }),
+            ),
+            (
+                "/facebook Retry all",
+                false,
+                Cmd(Command::Retry { page: None }),
+            ),
             // edit values
             (
                 "edit 42 department Sales",
@@ -597,6 +640,17 @@ mod tests {
                 true,
                 Bad("unexpected '2'", USAGE_UNAUTHORIZE),
             ),
+            (
+                "retry",
+                true,
+                Bad("missing page id; give one, or all", USAGE_RETRY),
+            ),
+            (
+                "retry every",
+                true,
+                Bad("page id must be digits, got 'every'", USAGE_RETRY),
+            ),
+            ("retry all 1", true, Bad("unexpected '1'", USAGE_RETRY)),
             ("subscribe", true, Bad("missing page id", USAGE_SUBSCRIBE)),
             (
                 "subscribe 12a",
@@ -712,7 +766,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "unknown command 'frobnicate'. Usage: help | authorize | unauthorize | pages | edit | subscribe | unsubscribe | status"
+            "unknown command 'frobnicate'. Usage: help | authorize | unauthorize | pages | edit | subscribe | unsubscribe | status | retry"
         );
         let Parsed::Invalid(err) = parse("subscribe x", true) else {
             panic!("expected a usage error");
@@ -745,6 +799,7 @@ mod tests {
                 true,
             ),
             (Command::Status, "status", true),
+            (Command::Retry { page: None }, "retry", true),
         ];
         for (command, name, admin) in rows {
             assert_eq!(command.name(), name);

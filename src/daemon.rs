@@ -98,6 +98,7 @@ impl Gateway {
             rest.clone(),
             chat,
             pages.clone(),
+            inbound.clone(),
             store.clone(),
             health.clone(),
             AdminPolicy {

@@ -29,7 +29,7 @@ use crate::messenger::graph::{self, Content, GraphClient, Messaging, SendRequest
 use crate::notices::Notifier;
 use crate::pages;
 use crate::rocketchat::rest::RestClient;
-use crate::store::{Page, Queue, Store};
+use crate::store::{Page, Queue, QueueId, Store};
 use crate::telemetry::Telemetry;
 
 /// What both relays work with, wired once by the daemon.
@@ -110,10 +110,13 @@ pub trait Direction: Send + Sync + 'static {
     fn workers(&self) -> &Workers;
     fn queue(store: &Store) -> Queue<'_, Self::Item>;
     /// Handles one item until it is done, retrying with `retry` (shared by the items of one
-    /// worker, so going back to the queue after a failure does not restart the backoff).
+    /// worker, so going back to the queue after a failure does not restart the backoff). `id`
+    /// is where the item sits, for a handler that moves it out of the queue itself (the inbox
+    /// sets aside what Rocket.Chat refuses for good).
     fn handle(
         &self,
         key: &ConversationKey,
+        id: &QueueId,
         item: &Self::Item,
         retry: &mut Backoff,
     ) -> impl Future<Output = Handled> + Send;
@@ -170,7 +173,7 @@ async fn work<D: Direction>(relay: Arc<D>, key: ConversationKey) {
             }
             continue;
         };
-        match relay.handle(&key, &item, &mut retry).await {
+        match relay.handle(&key, &id, &item, &mut retry).await {
             Handled::Done => {}
             Handled::Again => continue,
             Handled::Stopped => return,

@@ -42,7 +42,7 @@ pub use crypto::TokenKey;
 pub use keys::QueueId;
 pub use records::{
     AgentFile, Conversation, DeletionRequest, Department, EnqueueOutcome, Grant, InboundEvent,
-    OAuthState, OutboundItem, Outgoing, Page, PageStatus, Platform, TextLimit,
+    OAuthState, OutboundItem, Outgoing, Page, PageStatus, Platform, SetAside, TextLimit,
 };
 
 use crate::ids::{ConversationKey, MessageId, PageId, RoomId};
@@ -185,6 +185,11 @@ struct Inner {
     sent: sled::Tree,
     /// A customer's current reaction per message: page and `mid` → the Rocket.Chat emoji name.
     reactions: sled::Tree,
+    /// Inbox events Rocket.Chat refused for good, under their inbox keys, until an admin retries
+    /// them.
+    set_aside: sled::Tree,
+    /// Serialises setting events aside, so "the page's first of this kind" is told once.
+    set_aside_turn: Mutex<()>,
     /// Entry counts kept beside the trees, because sled's `len()` walks the whole tree. Signed
     /// because a removal may be counted before the enqueue that preceded it.
     inbox_len: AtomicIsize,
@@ -319,6 +324,7 @@ impl Inner {
             Tree::Relayed => &self.relayed,
             Tree::Sent => &self.sent,
             Tree::Reactions => &self.reactions,
+            Tree::SetAside => &self.set_aside,
         }
     }
 }
@@ -450,6 +456,8 @@ impl Store {
             relayed: open_tree(Tree::Relayed)?,
             sent: open_tree(Tree::Sent)?,
             reactions: open_tree(Tree::Reactions)?,
+            set_aside: open_tree(Tree::SetAside)?,
+            set_aside_turn: Mutex::new(()),
             db,
             path: path.to_owned(),
             key,
@@ -1159,6 +1167,111 @@ impl Store {
             .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(mark))
             .map_err(sled_err("edit notice mark"))?;
         Ok(swapped.is_ok())
+    }
+
+    // ---- set-aside events ----
+
+    /// Moves the inbox event at `id` out of its conversation's queue into the set-aside records,
+    /// under the same key, with why Rocket.Chat refused it; the conversation's later events are
+    /// then next. `true` when it is the page's first set-aside event with this reason (its admins
+    /// are told then, once per kind until an admin retries); `false` too when the event is no
+    /// longer in the inbox. Does not flush.
+    pub fn set_aside(&self, id: &QueueId, reason: &str, detail: &str, at_ms: u64) -> Result<bool> {
+        let _turn = self
+            .inner
+            .set_aside_turn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let result = self.try_set_aside(id, reason, detail, at_ms);
+        self.noting_failure(result)
+    }
+
+    fn try_set_aside(&self, id: &QueueId, reason: &str, detail: &str, at_ms: u64) -> Result<bool> {
+        let at = Self::at(Tree::Inbox, &id.0);
+        let Some((conversation, _)) = keys::split_conversation(&id.0) else {
+            return Err(at.decode_error("not a queue key"));
+        };
+        let first = !self
+            .set_aside_under(&keys::page(&conversation.page))?
+            .iter()
+            .any(|aside| aside.reason == reason);
+        let Some(bytes) = self
+            .inner
+            .inbox
+            .get(&id.0)
+            .map_err(sled_err("set aside read"))?
+        else {
+            return Ok(false);
+        };
+        let value = records::encode_set_aside(&SetAside {
+            event: records::decode_inbound(at, &bytes)?,
+            reason: reason.to_owned(),
+            detail: detail.to_owned(),
+            set_aside_ms: at_ms,
+        })?;
+        let moved = (&self.inner.inbox, &self.inner.set_aside)
+            .transaction(|(inbox, aside)| {
+                if inbox.remove(id.0.as_slice())?.is_none() {
+                    return Ok(false);
+                }
+                aside.insert(id.0.as_slice(), value.as_slice())?;
+                Ok(true)
+            })
+            .map_err(tx_err("set aside"))?;
+        if moved {
+            add(&self.inner.inbox_len, -1);
+        }
+        Ok(moved && first)
+    }
+
+    /// Every set-aside event, by page, conversation and Meta timestamp.
+    pub fn set_aside_events(&self) -> Result<Vec<SetAside>> {
+        self.set_aside_under(&[])
+    }
+
+    fn set_aside_under(&self, prefix: &[u8]) -> Result<Vec<SetAside>> {
+        self.inner
+            .set_aside
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(sled_err("set aside scan"))?;
+                records::decode_set_aside(Self::at(Tree::SetAside, &key), &bytes)
+            })
+            .collect()
+    }
+
+    /// Puts the set-aside events of `page` (of every page with `None`) back in the inbox under
+    /// their old keys, in one transaction. A queue is ordered by Meta timestamp, so each goes back
+    /// to its place among the events of its conversation waiting now: ahead of newer ones, in
+    /// their original order among themselves. Returns each restored event's conversation, in key
+    /// order (so one conversation's entries are adjacent). Does not flush.
+    pub fn restore_set_aside(&self, page: Option<&PageId>) -> Result<Vec<ConversationKey>> {
+        let result = self.try_restore_set_aside(page);
+        self.noting_failure(result)
+    }
+
+    fn try_restore_set_aside(&self, page: Option<&PageId>) -> Result<Vec<ConversationKey>> {
+        let prefix = page.map(keys::page).unwrap_or_default();
+        let mut entries = Vec::new();
+        for entry in self.inner.set_aside.scan_prefix(prefix) {
+            let (key, bytes) = entry.map_err(sled_err("set aside scan"))?;
+            let aside = records::decode_set_aside(Self::at(Tree::SetAside, &key), &bytes)?;
+            entries.push((key, records::encode_inbound(&aside.event)?, aside.event.key));
+        }
+        let restored = (&self.inner.inbox, &self.inner.set_aside)
+            .transaction(|(inbox, aside)| {
+                let mut restored = 0usize;
+                for (key, value, _) in &entries {
+                    if aside.remove(key)?.is_some() {
+                        inbox.insert(key, value.as_slice())?;
+                        restored += 1;
+                    }
+                }
+                Ok(restored)
+            })
+            .map_err(tx_err("set aside restore"))?;
+        add(&self.inner.inbox_len, restored);
+        Ok(entries.into_iter().map(|(_, _, key)| key).collect())
     }
 
     // ---- customer reactions ----

@@ -110,6 +110,7 @@ struct Metrics {
     webhook_seconds: Histogram,
     inbound_delivered: Counter,
     inbound_held: Counter,
+    inbound_set_aside: Counter,
     inbound_latency_seconds: Histogram,
     rocketchat_errors: Family<Labels, Counter>,
     replies: Family<Labels, Counter>,
@@ -149,6 +150,7 @@ impl Telemetry {
             webhook_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             inbound_delivered: Counter::default(),
             inbound_held: Counter::default(),
+            inbound_set_aside: Counter::default(),
             inbound_latency_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             rocketchat_errors: Family::default(),
             replies: Family::default(),
@@ -182,6 +184,11 @@ impl Telemetry {
             "inbound_held",
             "Conversations held because no agent was online",
             metrics.inbound_held.clone(),
+        );
+        registry.register(
+            "inbound_set_aside",
+            "Customer events Rocket.Chat refused for good, set aside until an admin retries them (the reason is in the log and in `/facebook status`)",
+            metrics.inbound_set_aside.clone(),
         );
         registry.register(
             "inbound_delivery_latency_seconds",
@@ -301,6 +308,10 @@ impl Telemetry {
 
     pub fn inbound_held(&self) {
         self.metrics.inbound_held.inc();
+    }
+
+    pub fn inbound_set_aside(&self) {
+        self.metrics.inbound_set_aside.inc();
     }
 
     pub fn rocketchat_error(&self, kind: &str) {

@@ -890,11 +890,12 @@ async fn metrics_count_what_happened() {
 
 /// An event that already landed in a room the agent has since closed comes back (a crash before
 /// its removal was flushed repeats it). 7.x/8.x refuse a message `_id` used in another room and
-/// look a visitor's message up only in the room asked for: the id is derived per room, so the
-/// retry lands in the new room instead of wedging the conversation.
+/// look a visitor's message up only in the room asked for; 6.x looks it up by `_id` alone. The id
+/// is derived per room, so in every version the retry lands in the new room instead of wedging
+/// the conversation.
 #[tokio::test]
 async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation() {
-    for version in [ServerVersion::V7, ServerVersion::V8] {
+    for version in [ServerVersion::V6, ServerVersion::V7, ServerVersion::V8] {
         let world = World::start_on(version, true, |_| {}).await;
         let t0 = now_ms();
         world
@@ -1032,5 +1033,206 @@ async fn a_text_over_the_character_limit_arrives_split_in_order() {
         normalised(long),
         "in order, nothing lost"
     );
+    world.stop().await;
+}
+
+/// How many of the bot's DMs to alice contain `part`.
+fn notices_with(world: &World, part: &str) -> usize {
+    world
+        .chat
+        .bot_messages(&world.chat.alice_dm)
+        .into_iter()
+        .filter(|m| m.contains(part))
+        .count()
+}
+
+/// Every text the customer's messages show, over all of the visitor's rooms, oldest first.
+fn texts_in_every_room(world: &World, visitor: &SimVisitor) -> Vec<String> {
+    let mut messages: Vec<SimMessage> = world
+        .rooms_of(visitor)
+        .iter()
+        .flat_map(|r| world.customer_messages(&r.id))
+        .collect();
+    messages.sort_by_key(|m| m.ts_ms);
+    messages.into_iter().map(|m| m.msg).collect()
+}
+
+#[tokio::test]
+async fn a_blocked_contacts_messages_are_set_aside_then_retried_once_after_unblocking() {
+    let world = World::start(true).await;
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_before", t0, "before the block")])
+        .await;
+    world.room_with("Peter Chang", 1).await;
+    let visitor = world.visitor("Peter Chang").expect("visitor");
+    // A manager blocks the contact: its room closes, and Rocket.Chat takes nothing more of it.
+    world.chat.sim.block_contact(&visitor.token, AGENT, true);
+    world
+        .post_ok(&[text_event("psid-1", "m_blocked_1", t0 + 1, "blocked one")])
+        .await;
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("set aside")
+                && m.contains("contact is blocked")
+                && m.contains(&format!("retry {PAGE_ID}"))
+        })
+        .await;
+    // The next message is not stuck behind the first: it is tried, refused and set aside too,
+    // without a second notice.
+    world
+        .post_ok(&[text_event("psid-1", "m_blocked_2", t0 + 2, "blocked two")])
+        .await;
+    let store = &world.running.gateway.store;
+    eventually("both refused messages set aside", || {
+        store.set_aside_events().unwrap().len() == 2 && store.inbox().is_empty()
+    })
+    .await;
+    assert_eq!(notices_with(&world, "set aside"), 1, "admins told once");
+
+    world
+        .chat
+        .sim
+        .post("alice", &world.chat.alice_dm, "/facebook status");
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains(&format!("page {PAGE_ID}: 2 × the contact is blocked"))
+                && m.contains("oldest written")
+        })
+        .await;
+
+    // Unblocked: the conversation's next message goes through at once, in a new room.
+    world.chat.sim.block_contact(&visitor.token, AGENT, false);
+    world
+        .post_ok(&[text_event("psid-1", "m_after", t0 + 3, "after the unblock")])
+        .await;
+    eventually("the new message in a new room", || {
+        texts_in_every_room(&world, &visitor).contains(&"after the unblock".to_owned())
+    })
+    .await;
+    assert_eq!(store.set_aside_events().unwrap().len(), 2);
+
+    world.chat.sim.post(
+        "alice",
+        &world.chat.alice_dm,
+        &format!("/facebook retry {PAGE_ID}"),
+    );
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("2 set-aside message(s)")
+        })
+        .await;
+    eventually("the set-aside messages delivered", || {
+        texts_in_every_room(&world, &visitor).len() == 4
+    })
+    .await;
+    let rid = world.room_with("Peter Chang", 3).await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["after the unblock", "blocked one", "blocked two"],
+        "after what was delivered meanwhile, in their own order"
+    );
+    assert!(store.set_aside_events().unwrap().is_empty());
+    // Exactly once, even when asked again.
+    world
+        .chat
+        .sim
+        .post("alice", &world.chat.alice_dm, "/facebook retry all");
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("Nothing is set aside for any page")
+        })
+        .await;
+    assert_eq!(
+        texts_in_every_room(&world, &visitor),
+        vec![
+            "before the block",
+            "after the unblock",
+            "blocked one",
+            "blocked two"
+        ]
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_text_over_the_maximum_message_size_is_set_aside_and_the_next_goes_on() {
+    let world = World::start(true).await;
+    world
+        .chat
+        .sim
+        .set_setting("Message_MaxAllowedSize", json!(1000));
+    let t0 = now_ms();
+    let long = "A message longer than Rocket.Chat allows. ".repeat(30);
+    world
+        .post_ok(&[
+            text_event("psid-1", "m_long", t0, &long),
+            text_event("psid-1", "m_short", t0 + 1, "short one"),
+        ])
+        .await;
+    let rid = world.room_with("Peter Chang", 1).await;
+    assert_eq!(world.customer_texts(&rid), vec!["short one"]);
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("maximum message size") && m.contains("Message_MaxAllowedSize")
+        })
+        .await;
+    let store = &world.running.gateway.store;
+    assert_eq!(store.set_aside_events().unwrap().len(), 1);
+
+    world
+        .chat
+        .sim
+        .set_setting("Message_MaxAllowedSize", json!(5000));
+    world
+        .chat
+        .sim
+        .post("alice", &world.chat.alice_dm, "/facebook retry all");
+    eventually("the long message delivered after the fix", || {
+        let texts = world.customer_texts(&rid);
+        texts.len() == 2 && texts[0] == "short one" && texts[1].trim() == long.trim()
+    })
+    .await;
+    assert!(store.set_aside_events().unwrap().is_empty());
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn omnichannel_switched_off_holds_in_order_and_tells_admins_once() {
+    let world = World::start(true).await;
+    world.chat.sim.set_setting("Livechat_enabled", json!(false));
+    let t0 = now_ms();
+    world
+        .post_ok(&[text_event("psid-1", "m_off_1", t0, "while off 1")])
+        .await;
+    world
+        .chat
+        .bot_says(&world.chat.alice_dm, |m| {
+            m.contains("Omnichannel is switched off") && m.contains("Livechat_enabled")
+        })
+        .await;
+    world
+        .post_ok(&[text_event("psid-1", "m_off_2", t0 + 1, "while off 2")])
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(world.chat.sim.livechat_rooms().is_empty());
+    let store = &world.running.gateway.store;
+    assert!(
+        store.set_aside_events().unwrap().is_empty(),
+        "held, not set aside"
+    );
+
+    world.chat.sim.set_setting("Livechat_enabled", json!(true));
+    let rid = world.room_with("Peter Chang", 2).await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec!["while off 1", "while off 2"]
+    );
+    assert_eq!(notices_with(&world, "Omnichannel is switched off"), 1);
     world.stop().await;
 }

@@ -302,3 +302,70 @@ async fn a_store_reopens_after_its_last_handle_is_dropped_even_after_sync() {
     assert_eq!(store.inbox().len(), 1);
     store.sync().await.unwrap();
 }
+
+#[test]
+fn set_aside_events_leave_the_queue_and_come_back_in_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = conv("1", "2");
+    let other_page = conv("12", "3");
+    {
+        let store = open(dir.path());
+        store
+            .enqueue_inbound(vec![
+                event(&key, 10, Some("a"), "refused"),
+                event(&key, 20, Some("b"), "next"),
+                event(&key, 30, Some("c"), "refused too"),
+                event(&other_page, 5, Some("d"), "other page"),
+            ])
+            .unwrap();
+        let id_of = |label: &str| {
+            store
+                .inbox()
+                .all_for(&key)
+                .unwrap()
+                .into_iter()
+                .find(|(_, e)| e.payload["label"] == label)
+                .map(|(id, _)| id)
+                .unwrap()
+        };
+        let (first, second) = (id_of("refused"), id_of("refused too"));
+        // The page's first of a kind is told; the next of the same kind is not.
+        assert!(store.set_aside(&first, "blocked", "why", 100).unwrap());
+        assert!(!store.set_aside(&second, "blocked", "why", 101).unwrap());
+        assert!(
+            !store.set_aside(&first, "blocked", "why", 102).unwrap(),
+            "gone from the inbox: nothing to move"
+        );
+        assert_eq!(labels(&store, &key), ["next"]);
+        assert_eq!(store.inbox().len(), 2);
+        let aside = store.set_aside_events().unwrap();
+        assert_eq!(aside.len(), 2);
+        assert_eq!(aside[0].event.payload["label"], "refused");
+        assert_eq!(
+            (aside[0].reason.as_str(), aside[0].set_aside_ms),
+            ("blocked", 100)
+        );
+        // Another page's kinds are its own.
+        let (other, _) = store.inbox().oldest(&other_page).unwrap().unwrap();
+        assert!(store.set_aside(&other, "blocked", "why", 103).unwrap());
+        store.flush_blocking().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.set_aside_events().unwrap().len(), 3, "durable");
+    store
+        .enqueue_inbound(vec![event(&key, 25, Some("e"), "arrived meanwhile")])
+        .unwrap();
+    let restored = store.restore_set_aside(Some(&PageId::new("1"))).unwrap();
+    assert_eq!(restored, vec![key.clone(), key.clone()]);
+    assert_eq!(
+        labels(&store, &key),
+        ["refused", "next", "arrived meanwhile", "refused too"],
+        "back in Meta timestamp order among what waits"
+    );
+    assert_eq!(store.inbox().len(), 4);
+    let left = store.set_aside_events().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event.key, other_page);
+    assert_eq!(store.restore_set_aside(None).unwrap(), vec![other_page]);
+    assert!(store.set_aside_events().unwrap().is_empty());
+}

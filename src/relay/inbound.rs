@@ -6,7 +6,11 @@
 //! the room (a new one sends the page's welcome to the customer), then each part with an id derived
 //! from Meta's `mid`, so a retry or a redelivery cannot post twice. `no-agent-online` holds the
 //! conversation: the customer gets the offline message and the page's admins a notice, once per
-//! hold, and delivery resumes when `livechat/config` says an agent can take it.
+//! hold, and delivery resumes when `livechat/config` says an agent can take it; Omnichannel
+//! switched off holds the same way. A refusal that no retry passes (a blocked contact, a text
+//! over the limits after splitting) sets the event aside: out of the queue into its own store
+//! record, the page's admins told once per kind, the conversation's later events next, and
+//! `/facebook retry` puts it back.
 
 mod page_inbox;
 
@@ -31,9 +35,9 @@ use crate::backoff::Backoff;
 use crate::health::now_ms;
 use crate::ids::{ConversationKey, PageId, RoomId, VisitorToken};
 use crate::messenger::webhook::{self, Attachment, Event};
-use crate::rocketchat::livechat::{self, Visitor};
+use crate::rocketchat::livechat::{self, Refusal, Visitor};
 use crate::rocketchat::rest::{self, RestClient};
-use crate::store::{self, Conversation, InboundEvent, Page, Queue, Store};
+use crate::store::{self, Conversation, InboundEvent, Page, Queue, QueueId, Store};
 
 /// Longest wait between retries of an error a person must fix (deleted department, …).
 const STUCK_RETRY: Duration = Duration::from_secs(300);
@@ -87,6 +91,9 @@ pub struct Inbound {
     reactions_warned: AtomicBool,
     /// Whether the log already says that read receipts have no custom field to go to.
     reads_warned: AtomicBool,
+    /// Pages whose admins were told that Omnichannel is switched off, until a message of the
+    /// page gets through again.
+    omnichannel_off_told: Mutex<std::collections::HashSet<PageId>>,
     /// Visitor tokens registered while their room is not open yet (a 429, a hold, an outage),
     /// with the department they were registered with: `livechat/visitor` allows 5 calls a
     /// minute per client IP, so a retry does not register the visitor again.
@@ -116,6 +123,7 @@ impl Inbound {
             outage: OutageLog::new("rocket.chat"),
             reactions_warned: AtomicBool::new(false),
             reads_warned: AtomicBool::new(false),
+            omnichannel_off_told: Mutex::default(),
             registered: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
         })
@@ -145,6 +153,32 @@ impl Inbound {
         Ok(pending.len())
     }
 
+    /// Puts the set-aside events of `page` (of every page with `None`) back in their
+    /// conversations' queues and starts delivering them (`/facebook retry`). Each goes back to
+    /// its place by Meta timestamp: ahead of the conversation's newer events still waiting,
+    /// after those already delivered. Returns how many events.
+    pub async fn retry_set_aside(
+        self: &Arc<Self>,
+        page: Option<&PageId>,
+    ) -> Result<usize, store::Error> {
+        let mut conversations = self.ctx.store.restore_set_aside(page)?;
+        let events = conversations.len();
+        self.ctx.store.sync().await?;
+        conversations.dedup();
+        for key in &conversations {
+            self.wake(key);
+        }
+        if events > 0 {
+            info!(
+                page = page.map(PageId::as_str).unwrap_or("all"),
+                events,
+                conversations = conversations.len(),
+                "set-aside messages put back in their conversations"
+            );
+        }
+        Ok(events)
+    }
+
     /// Retries one event until Rocket.Chat accepts it. While nothing of it is posted, a failed
     /// attempt hands back to the queue instead: an event with an older Meta timestamp may have
     /// arrived during the wait (Meta retries late, an outage or a hold queues many), and it goes
@@ -152,6 +186,7 @@ impl Inbound {
     async fn deliver_until_accepted(
         &self,
         key: &ConversationKey,
+        id: &QueueId,
         event: &InboundEvent,
         retry: &mut Backoff,
     ) -> Handled {
@@ -163,6 +198,10 @@ impl Inbound {
             match self.deliver(key, event, &mut progress).await {
                 Ok(()) => {
                     self.outage.recovered();
+                    self.omnichannel_off_told
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key.page);
                     retry.reset();
                     let latency_ms = now_ms().saturating_sub(event.received_ms);
                     self.ctx.telemetry.inbound_delivered(latency_ms);
@@ -182,7 +221,13 @@ impl Inbound {
                 }
                 Err(Failure::RocketChat(err)) => {
                     self.ctx.telemetry.rocketchat_error(err.kind());
-                    if err.is_retryable() {
+                    if let Some(refusal) = err.permanent_refusal() {
+                        return self.set_aside(key, id, &refusal, &err).await;
+                    }
+                    if err.refusal() == Some(Refusal::OmnichannelDisabled) {
+                        self.omnichannel_off(key, &err).await;
+                        retry.reset();
+                    } else if err.is_retryable() {
                         self.outage.failed(&err.to_string());
                         let backoff = retry.next_wait();
                         let wait = err.retry_after().unwrap_or(backoff);
@@ -210,6 +255,106 @@ impl Inbound {
                 return Handled::Again;
             }
         }
+    }
+
+    /// Moves an event Rocket.Chat refused for good out of the conversation's queue into the
+    /// set-aside records, so the conversation's later events go on; the page's admins hear of
+    /// the first of each kind. Parts of the event already posted stay posted: a retry into the
+    /// same room finds its texts by their derived ids, but a file part, or any part once the room
+    /// changed, shows again.
+    async fn set_aside(
+        &self,
+        key: &ConversationKey,
+        id: &QueueId,
+        refusal: &Refusal,
+        err: &rest::Error,
+    ) -> Handled {
+        let first = match self
+            .ctx
+            .store
+            .set_aside(id, refusal.code(), &err.to_string(), now_ms())
+        {
+            Ok(first) => first,
+            Err(store_err) => {
+                error!(conversation = %key, error = %store_err, "cannot set a refused message aside; retrying");
+                self.pause(RETRY_MAX).await;
+                return Handled::Again;
+            }
+        };
+        // Not fatal: after a crash the event is in the inbox again and is refused again.
+        if let Err(store_err) = self.ctx.store.sync().await {
+            error!(conversation = %key, error = %store_err, "cannot persist a set-aside message");
+        }
+        self.ctx.telemetry.inbound_set_aside();
+        warn!(
+            conversation = %key,
+            page = %key.page,
+            reason = refusal.code(),
+            error = %err,
+            fix = refusal.fix(),
+            "Rocket.Chat refused a customer's message for good: it is set aside and the conversation goes on; after the fix, `/facebook retry <pageId>` delivers it"
+        );
+        if first {
+            self.tell_set_aside(key, refusal).await;
+        }
+        Handled::Done
+    }
+
+    /// Tells the page's admins, once per kind of refusal, that a message was set aside.
+    async fn tell_set_aside(&self, key: &ConversationKey, refusal: &Refusal) {
+        let page = match self.ctx.store.page(&key.page) {
+            Ok(Some(page)) => page,
+            Ok(None) => return,
+            Err(err) => {
+                warn!(page = %key.page, error = %err, "cannot read the page to tell its admins of a set-aside message");
+                return;
+            }
+        };
+        let name = self.ctx.customer.display_name(Some(&page), &key.psid).await;
+        let text = format!(
+            "Rocket.Chat refused a message from {name} on page *{page_name}*: {meaning} (`{code}`). It will not take that message as things are, so the message is set aside and the conversation's later messages go on; more messages of this page refused the same way are set aside without another notice. Nothing is lost. To deliver them: {fix}, then run `/facebook retry {page_id}`. `/facebook status` lists what is set aside.",
+            page_name = page.name,
+            meaning = refusal.meaning(),
+            code = refusal.code(),
+            fix = refusal.fix(),
+            page_id = page.id,
+        );
+        self.ctx.chat.notify(&page.subscribers, &text).await;
+    }
+
+    /// Omnichannel is switched off: the conversation waits in order until it is on again and an
+    /// agent can take it, on the same `livechat/config` poller as a hold. Nothing is set aside:
+    /// the switch refuses every conversation alike, so setting aside would free none of them,
+    /// and once it is back on the newer messages would overtake the set-aside ones until an admin
+    /// retried them. The page's admins are told once, until a message of the page gets through.
+    async fn omnichannel_off(&self, key: &ConversationKey, err: &rest::Error) {
+        let first = self
+            .omnichannel_off_told
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.page.clone());
+        let page = self.ctx.store.page(&key.page).unwrap_or_else(|store_err| {
+            warn!(page = %key.page, error = %store_err, "cannot read the page");
+            None
+        });
+        if first {
+            let refusal = Refusal::OmnichannelDisabled;
+            warn!(page = %key.page, conversation = %key, error = %err, fix = refusal.fix(), "Omnichannel is switched off in Rocket.Chat: customers' messages wait in order until it is on again");
+            if let Some(page) = &page {
+                let text = format!(
+                    "Rocket.Chat refuses the messages of page *{}*: {} (`{}`). They wait in order and are delivered as soon as it is on again; nothing is lost. To fix it: {}.",
+                    page.name,
+                    refusal.meaning(),
+                    refusal.code(),
+                    refusal.fix()
+                );
+                self.ctx.chat.notify(&page.subscribers, &text).await;
+            }
+        }
+        let department = page.and_then(|p| p.department).map(|d| d.id);
+        self.agents
+            .wait_until_online(department, &self.ctx.cancel)
+            .await;
     }
 
     /// One attempt. `progress` counts the parts already posted, so a retry continues where the
@@ -802,10 +947,11 @@ impl Direction for Inbound {
     async fn handle(
         &self,
         key: &ConversationKey,
+        id: &QueueId,
         event: &InboundEvent,
         retry: &mut Backoff,
     ) -> Handled {
-        self.deliver_until_accepted(key, event, retry).await
+        self.deliver_until_accepted(key, id, event, retry).await
     }
 }
 

@@ -27,7 +27,9 @@ use crate::messenger::graph::{
 };
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
-use crate::store::{self, Conversation, OutboundItem, Page, PageStatus, Queue, Store, TextLimit};
+use crate::store::{
+    self, Conversation, OutboundItem, Page, PageStatus, Queue, QueueId, Store, TextLimit,
+};
 pub use crate::store::{AgentFile, Outgoing};
 
 /// The standard messaging window, and the HUMAN_AGENT one.
@@ -858,6 +860,7 @@ impl Direction for Outbound {
     async fn handle(
         &self,
         key: &ConversationKey,
+        _id: &QueueId,
         item: &OutboundItem,
         retry: &mut Backoff,
     ) -> Handled {

@@ -335,12 +335,24 @@ pub enum Refusal {
     /// `message-length-exceeds-character-limit`: the text is longer than Livechat's character
     /// limit (`apps/meteor/app/livechat/server/api/v1/message.ts`).
     TooLong,
+    /// `error-message-size-exceeded`: the text is longer than `Message_MaxAllowedSize`, checked by
+    /// the core `sendMessage` whatever Livechat's own limit says.
+    TooLarge,
+    /// `error-contact-channel-blocked`: a manager blocked the contact's channel; `getRoom` and
+    /// `createRoom` (`apps/meteor/app/livechat/server/lib/LivechatTyped.ts`, later
+    /// `lib/rooms.ts`) refuse every room and message of it until it is unblocked.
+    ContactBlocked,
+    /// `error-omnichannel-is-disabled`: Omnichannel is switched off (`Livechat_enabled`), thrown
+    /// by the same `getRoom` and `createRoom`.
+    OmnichannelDisabled,
     /// Any other code, as the server sent it.
     Other(String),
 }
 
 impl Refusal {
-    fn from_code(code: &str) -> Refusal {
+    /// The meaning of a refusal code as Rocket.Chat sends it (an `errorType`, or the `error` of
+    /// a plain `Error`); the inverse of [`code`](Self::code).
+    pub fn from_code(code: &str) -> Refusal {
         match code {
             "no-agent-online" => Refusal::NoAgentOnline,
             "room-closed" | "invalid-room" | "invalid-token" => Refusal::RoomGone,
@@ -350,7 +362,71 @@ impl Refusal {
             "error-action-not-allowed" => Refusal::EditNotAllowed,
             "invalid-message" => Refusal::NoSuchMessage,
             "message-length-exceeds-character-limit" => Refusal::TooLong,
+            "error-message-size-exceeded" => Refusal::TooLarge,
+            "error-contact-channel-blocked" => Refusal::ContactBlocked,
+            "error-omnichannel-is-disabled" => Refusal::OmnichannelDisabled,
             other => Refusal::Other(other.to_owned()),
+        }
+    }
+
+    /// The code as Rocket.Chat sends it.
+    pub fn code(&self) -> &str {
+        match self {
+            Refusal::NoAgentOnline => "no-agent-online",
+            Refusal::RoomGone => "room-closed",
+            Refusal::FileTypeNotAllowed => "error-type-not-allowed",
+            Refusal::FileTooLarge => "error-size-not-allowed",
+            Refusal::UploadsDisabled => "error-file-upload-disabled",
+            Refusal::EditNotAllowed => "error-action-not-allowed",
+            Refusal::NoSuchMessage => "invalid-message",
+            Refusal::TooLong => "message-length-exceeds-character-limit",
+            Refusal::TooLarge => "error-message-size-exceeded",
+            Refusal::ContactBlocked => "error-contact-channel-blocked",
+            Refusal::OmnichannelDisabled => "error-omnichannel-is-disabled",
+            Refusal::Other(code) => code,
+        }
+    }
+
+    /// A refusal no retry of the same message can pass while Rocket.Chat's settings stay as they
+    /// are, and that concerns this message or this contact only: the relay sets such a message
+    /// aside so the conversation goes on. A text over the limits is here because the relay
+    /// already split what it could (`docs/rocketchat.md` §4.8). Omnichannel switched off is not:
+    /// it refuses every conversation alike until an admin switches it back on, and then every
+    /// message goes through again in order, so the relay holds instead.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Refusal::ContactBlocked | Refusal::TooLong | Refusal::TooLarge
+        )
+    }
+
+    /// What the refusal means, in a few plain words (for `status` and notices).
+    pub fn meaning(&self) -> String {
+        match self {
+            Refusal::ContactBlocked => "the contact is blocked in Rocket.Chat".into(),
+            Refusal::TooLong => "the text is over Livechat's character limit".into(),
+            Refusal::TooLarge => "the text is over Rocket.Chat's maximum message size".into(),
+            Refusal::OmnichannelDisabled => "Omnichannel is switched off".into(),
+            other => format!("Rocket.Chat refused it ({})", other.code()),
+        }
+    }
+
+    /// What an admin changes in Rocket.Chat so the refused message can go through.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Refusal::ContactBlocked => {
+                "unblock the contact's Facebook channel in Rocket.Chat (Omnichannel → Contacts → the contact → Channels → Unblock)"
+            }
+            Refusal::TooLong => {
+                "raise the limit or turn it off (Administration → Settings → Omnichannel → Livechat → Livechat_enable_message_character_limit and Livechat_message_character_limit)"
+            }
+            Refusal::TooLarge => {
+                "raise Administration → Settings → Message → Message_MaxAllowedSize"
+            }
+            Refusal::OmnichannelDisabled => {
+                "switch Omnichannel on (Administration → Settings → Omnichannel → Livechat_enabled)"
+            }
+            _ => "see the gateway's log for Rocket.Chat's answer",
         }
     }
 }
@@ -377,6 +453,11 @@ impl Error {
     /// `no-agent-online`: hold the conversation until an agent is.
     pub fn is_no_agent_online(&self) -> bool {
         self.refusal() == Some(Refusal::NoAgentOnline)
+    }
+
+    /// A refusal of this message that no retry passes ([`Refusal::is_permanent`]).
+    pub fn permanent_refusal(&self) -> Option<Refusal> {
+        self.refusal().filter(Refusal::is_permanent)
     }
 
     /// Why Rocket.Chat refused a visitor's file, worded for the agent who reads the fallback.
@@ -428,6 +509,41 @@ mod tests {
                 code == "no-agent-online",
                 "{code}"
             );
+        }
+    }
+
+    #[test]
+    fn permanent_refusals_are_the_ones_about_this_message() {
+        for (code, permanent) in [
+            ("error-contact-channel-blocked", true),
+            ("message-length-exceeds-character-limit", true),
+            ("error-message-size-exceeded", true),
+            ("error-omnichannel-is-disabled", false),
+            ("no-agent-online", false),
+            ("room-closed", false),
+            ("something-else", false),
+        ] {
+            let err = Error::Api {
+                route: "livechat/message".into(),
+                status: 400,
+                error_type: Some(code.into()),
+                message: String::new(),
+            };
+            assert_eq!(err.permanent_refusal().is_some(), permanent, "{code}");
+            assert_eq!(Refusal::from_code(code).code(), code);
+        }
+        let transient = [
+            Error::RateLimited {
+                route: "livechat/message".into(),
+                retry_after: Duration::from_secs(1),
+            },
+            Error::Server {
+                route: "livechat/message".into(),
+                status: 502,
+            },
+        ];
+        for err in transient {
+            assert_eq!(err.permanent_refusal(), None, "{err}");
         }
     }
 

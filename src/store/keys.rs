@@ -46,6 +46,13 @@ pub(super) fn conversation(key: &ConversationKey) -> Vec<u8> {
     out
 }
 
+/// The prefix of every key of one page's conversations.
+pub(super) fn page(page: &PageId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + page.as_str().len());
+    push_str(&mut out, page.as_str());
+    out
+}
+
 /// Reads the conversation at the start of `bytes` and returns what follows it.
 pub(super) fn split_conversation(bytes: &[u8]) -> Option<(ConversationKey, &[u8])> {
     let (page, rest) = take_str(bytes)?;
@@ -133,6 +140,7 @@ pub(super) enum Tree {
     Relayed,
     Sent,
     Reactions,
+    SetAside,
 }
 
 impl Tree {
@@ -151,6 +159,7 @@ impl Tree {
             Tree::Relayed => "relayed",
             Tree::Sent => "sent",
             Tree::Reactions => "reactions",
+            Tree::SetAside => "set_aside",
         }
     }
 
@@ -159,7 +168,7 @@ impl Tree {
     pub(super) fn describe(self, key: &[u8]) -> String {
         match self {
             Tree::Conversations => describe_conversation_key(key),
-            Tree::Inbox | Tree::Outbox => describe_queue_key(key),
+            Tree::Inbox | Tree::Outbox | Tree::SetAside => describe_queue_key(key),
             Tree::Seen | Tree::Sent | Tree::Reactions => match take_str(key) {
                 Some((page, rest)) => format!("{page}/{}", String::from_utf8_lossy(rest)),
                 None => format!("{} undecodable bytes", key.len()),
@@ -242,6 +251,12 @@ mod tests {
         for (prefix, end) in cases {
             assert_eq!(prefix_end(prefix).as_deref(), *end, "{prefix:?}");
         }
+    }
+
+    #[test]
+    fn a_page_prefix_holds_its_conversations_only() {
+        assert!(conversation(&conv("1", "23")).starts_with(&page(&PageId::new("1"))));
+        assert!(!conversation(&conv("12", "3")).starts_with(&page(&PageId::new("1"))));
     }
 
     #[test]

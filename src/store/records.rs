@@ -288,6 +288,19 @@ pub struct InboundEvent {
     pub payload: serde_json::Value,
 }
 
+/// An inbox event Rocket.Chat refused in a way no retry passes (a blocked contact, a text it
+/// will not take), moved out of its conversation's queue so the conversation goes on. It stays
+/// until an admin retries it; nothing is dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetAside {
+    pub event: InboundEvent,
+    /// The refusal's code as Rocket.Chat sent it.
+    pub reason: String,
+    /// The refusal as the log showed it.
+    pub detail: String,
+    pub set_aside_ms: u64,
+}
+
 /// An agent message waiting to be sent to Messenger.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboundItem {
@@ -460,6 +473,16 @@ struct OutboundV1 {
     payload: Outgoing,
 }
 
+/// A set-aside event: the inbox record as it was, and why it was set aside.
+#[derive(Serialize, Deserialize)]
+struct SetAsideV1 {
+    v: u32,
+    reason: String,
+    detail: String,
+    set_aside_ms: u64,
+    event: InboundV1,
+}
+
 /// A dedupe mark: when it was set, so it can be pruned by age.
 #[derive(Serialize, Deserialize)]
 struct MarkV1 {
@@ -491,7 +514,7 @@ pub(super) struct At<'a> {
 }
 
 impl At<'_> {
-    fn decode_error(self, reason: impl ToString) -> Error {
+    pub(super) fn decode_error(self, reason: impl ToString) -> Error {
         Error::Decode {
             tree: self.tree.name(),
             key: self.tree.describe(self.key),
@@ -791,25 +814,7 @@ pub(super) fn decode_room_index(at: At<'_>, bytes: &[u8]) -> Result<Conversation
 }
 
 pub(super) fn encode_inbound(event: &InboundEvent) -> Result<Vec<u8>> {
-    let InboundEvent {
-        key,
-        timestamp_ms,
-        dedupe_key,
-        received_ms,
-        standby,
-        payload,
-    } = event.clone();
-    let stored = InboundV1 {
-        v: V1,
-        page: key.page,
-        psid: key.psid,
-        timestamp_ms,
-        dedupe_key,
-        received_ms,
-        standby,
-        payload,
-    };
-    encode(Tree::Inbox, &stored)
+    encode(Tree::Inbox, &inbound_v1(event.clone()))
 }
 
 pub(super) fn decode_inbound(at: At<'_>, bytes: &[u8]) -> Result<InboundEvent> {
@@ -818,13 +823,73 @@ pub(super) fn decode_inbound(at: At<'_>, bytes: &[u8]) -> Result<InboundEvent> {
         1 => at.parse(value)?,
         other => return Err(at.unsupported(other)),
     };
-    Ok(InboundEvent {
+    Ok(from_inbound_v1(stored))
+}
+
+fn inbound_v1(event: InboundEvent) -> InboundV1 {
+    let InboundEvent {
+        key,
+        timestamp_ms,
+        dedupe_key,
+        received_ms,
+        standby,
+        payload,
+    } = event;
+    InboundV1 {
+        v: V1,
+        page: key.page,
+        psid: key.psid,
+        timestamp_ms,
+        dedupe_key,
+        received_ms,
+        standby,
+        payload,
+    }
+}
+
+fn from_inbound_v1(stored: InboundV1) -> InboundEvent {
+    InboundEvent {
         key: ConversationKey::new(stored.page, stored.psid),
         timestamp_ms: stored.timestamp_ms,
         dedupe_key: stored.dedupe_key,
         received_ms: stored.received_ms,
         standby: stored.standby,
         payload: stored.payload,
+    }
+}
+
+pub(super) fn encode_set_aside(aside: &SetAside) -> Result<Vec<u8>> {
+    let SetAside {
+        event,
+        reason,
+        detail,
+        set_aside_ms,
+    } = aside.clone();
+    let stored = SetAsideV1 {
+        v: V1,
+        reason,
+        detail,
+        set_aside_ms,
+        event: inbound_v1(event),
+    };
+    encode(Tree::SetAside, &stored)
+}
+
+pub(super) fn decode_set_aside(at: At<'_>, bytes: &[u8]) -> Result<SetAside> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: SetAsideV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    // The event inside keeps the inbox record's own version.
+    if stored.event.v != V1 {
+        return Err(at.unsupported(u64::from(stored.event.v)));
+    }
+    Ok(SetAside {
+        event: from_inbound_v1(stored.event),
+        reason: stored.reason,
+        detail: stored.detail,
+        set_aside_ms: stored.set_aside_ms,
     })
 }
 
@@ -1223,6 +1288,37 @@ mod tests {
             decode_sent(at(Tree::Sent, b"k"), &bytes).unwrap(),
             (MessageId::new("rcMsg1"), 7)
         );
+    }
+
+    #[test]
+    fn set_aside_snapshot() {
+        let aside = SetAside {
+            event: InboundEvent {
+                key: conv(),
+                timestamp_ms: 10,
+                dedupe_key: Some("m_1".into()),
+                received_ms: 12,
+                standby: true,
+                payload: json!({"message":{"mid":"m_1","text":"hi"}}),
+            },
+            reason: "blocked".into(),
+            detail: "refused".into(),
+            set_aside_ms: 30,
+        };
+        let bytes = encode_set_aside(&aside).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"reason":"blocked","detail":"refused","set_aside_ms":30,
+                   "event":{"v":1,"page":"1001","psid":"2002","timestamp_ms":10,"dedupe_key":"m_1",
+                            "received_ms":12,"standby":true,"payload":{"message":{"mid":"m_1","text":"hi"}}}})
+        );
+        assert_eq!(
+            decode_set_aside(at(Tree::SetAside, b"k"), &bytes).unwrap(),
+            aside
+        );
+        let newer_event = br#"{"v":1,"reason":"r","detail":"d","set_aside_ms":1,"event":{"v":2,"page":"1","psid":"2","timestamp_ms":1,"dedupe_key":null,"received_ms":1,"standby":false,"payload":{}}}"#;
+        let err = decode_set_aside(at(Tree::SetAside, b"k"), newer_event).unwrap_err();
+        assert!(err.to_string().contains("value version 2"), "{err}");
     }
 
     #[test]

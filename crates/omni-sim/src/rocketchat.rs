@@ -677,6 +677,36 @@ impl RocketChatSim {
         })
     }
 
+    /// A manager blocks (`true`) or unblocks the contact channel of the visitor with this token
+    /// (`POST omnichannel/contacts.block` / `contacts.unblock`): `changeContactBlockStatus`, and on
+    /// blocking `closeBlockedRoom` closes the visitor's open room with the comment "This channel
+    /// has been blocked" (`apps/meteor/ee/app/livechat-enterprise/server/api/lib/contacts.ts`).
+    /// While blocked, `livechat/room` and `livechat/message` refuse with
+    /// `error-contact-channel-blocked` ([`state::State::get_room_refusal`]).
+    /// Contacts and their channels came with 7.x: a 6.x server cannot block one.
+    pub fn block_contact(&self, token: &VisitorToken, by: &str, blocked: bool) {
+        assert!(
+            self.shared().opts.version >= ServerVersion::V7,
+            "6.x has no contact blocking"
+        );
+        self.shared().mutate(|st| {
+            let author = Self::author(st, by);
+            let Some(visitor) = st.visitors.iter_mut().find(|v| v.token == token.as_str()) else {
+                panic!("simulator has no visitor with that token");
+            };
+            visitor.blocked = blocked;
+            if !blocked {
+                return;
+            }
+            let open = st
+                .open_livechat_room_of(token.as_str())
+                .map(|r| r.id.clone());
+            if let Some(rid) = open {
+                st.close_livechat_room(&rid, author, "This channel has been blocked");
+            }
+        });
+    }
+
     /// An agent closes a Livechat room: `open` false and a `livechat-close` message.
     pub fn close_room(&self, rid: &RoomId, by: &str) {
         self.shared().mutate(|st| {

@@ -108,6 +108,7 @@ async fn register_visitor(AxState(shared): St, body: Bytes) -> Reply {
                 username,
                 department,
                 ts_ms: now_ms(),
+                blocked: false,
             });
         }
         match st.visitor_by_token(token) {
@@ -140,6 +141,9 @@ async fn room(AxState(shared): St, Query(q): QueryList) -> Reply {
     shared.mutate(|st| {
         if st.visitor_by_token(token).is_none() {
             return plain_failure("invalid-token");
+        }
+        if let Some(refusal) = st.get_room_refusal(token) {
+            return refusal;
         }
         if let Some(rid) = param(&q, "rid") {
             let open =
@@ -244,6 +248,10 @@ async fn send(AxState(shared): St, body: Bytes) -> Reply {
             if js_len(text) > limit {
                 return plain_failure("message-length-exceeds-character-limit");
             }
+        }
+        // `Livechat.sendMessage` → `getRoom`, after the route's own checks.
+        if let Some(refusal) = st.get_room_refusal(token) {
+            return refusal;
         }
         let max = usize::try_from(st.setting_i64("Message_MaxAllowedSize")).unwrap_or(5000);
         if js_len(text) > max {

@@ -85,6 +85,9 @@ pub(super) struct Visitor {
     pub username: String,
     pub department: Option<String>,
     pub ts_ms: i64,
+    /// The contact's channel is blocked (`omnichannel/contacts.block`): no room opens and no
+    /// message is taken for it (`docs/rocketchat.md` §4.8).
+    pub blocked: bool,
 }
 
 pub(super) struct Department {
@@ -859,6 +862,25 @@ impl State {
 
     pub fn visitor_by_token(&self, token: &str) -> Option<&Visitor> {
         self.visitors.iter().find(|v| v.token == token)
+    }
+
+    /// What `getRoom` in `apps/meteor/app/livechat/server/lib/LivechatTyped.ts` (later
+    /// `lib/rooms.ts`) refuses before it finds or creates a visitor's room, which both
+    /// `livechat/room` and `livechat/message` go through: Omnichannel off
+    /// (`Meteor.Error('error-omnichannel-is-disabled')`, with `errorType`), then a blocked contact
+    /// channel (plain `Error('error-contact-channel-blocked')`, no `errorType`).
+    pub fn get_room_refusal(&self, token: &str) -> Option<super::wire::Reply> {
+        if !self.setting_bool("Livechat_enabled") {
+            return Some(super::wire::meteor_failure(
+                "error-omnichannel-is-disabled",
+                None,
+                None,
+            ));
+        }
+        if self.visitor_by_token(token).is_some_and(|v| v.blocked) {
+            return Some(super::wire::plain_failure("error-contact-channel-blocked"));
+        }
+        None
     }
 
     pub fn department_by_id_or_name(&self, key: &str) -> Option<&Department> {
