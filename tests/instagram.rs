@@ -10,7 +10,7 @@ use omni_sim::ids::RoomId;
 use omni_sim::rocketchat::SimMessage;
 use omni_testkit::instagram::{
     IG_ID, attachment_event, body, connect_instagram, deleted_event, echo_event, reaction_event,
-    story_reply_event, text_event, unsupported_event,
+    standby_body, story_reply_event, text_event, unsupported_event,
 };
 use omni_testkit::messenger::{Facebook, PAGE_ID, PageSetup, now_ms, start_gateway};
 use omni_testkit::{Chat, PATIENCE, Running, eventually, until_ready};
@@ -103,6 +103,20 @@ impl World {
 
     async fn post_ok(&self, items: &[serde_json::Value]) {
         assert_eq!(self.post(items).await, StatusCode::OK);
+    }
+
+    async fn post_body_ok(&self, body: &[u8]) {
+        let url = format!(
+            "http://{}/webhooks/messenger",
+            self.running.gateway.http_addr
+        );
+        let answer = self
+            .fb
+            .sim
+            .deliver_webhook(&url, body)
+            .await
+            .expect("the gateway answers the webhook");
+        assert_eq!(answer.status().as_u16(), 200);
     }
 
     /// The open room whose customer messages number at least `count`.
@@ -576,6 +590,29 @@ async fn unsends_story_replies_mentions_reactions_and_unsupported_messages_read_
             .iter()
             .all(|m| m.file.is_none()),
         "a story mention is never downloaded"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_written_while_another_inbox_owns_the_thread_is_marked() {
+    let world = World::start(true).await;
+    world.known_customer();
+    world
+        .post_body_ok(&standby_body(&[text_event(
+            IGSID,
+            "aWdf_standby",
+            now_ms(),
+            "vous êtes là ?",
+        )]))
+        .await;
+    let rid = world.room(1).await;
+    assert_eq!(
+        world.customer_texts(&rid),
+        vec![format!(
+            "{}\nvous êtes là ?",
+            omni_gateway::relay::render::INSTAGRAM_STANDBY_LABEL
+        )]
     );
     world.stop().await;
 }

@@ -389,10 +389,14 @@ impl Inbound {
             debug!(conversation = %key, "event is not relayed");
             return Ok(());
         };
-        if event.standby {
-            render::mark_standby(&mut parts);
-        }
         let page = self.ctx.store.page(&key.page)?;
+        if event.standby {
+            let label = match &page {
+                Some(page) if page.is_instagram() => render::INSTAGRAM_STANDBY_LABEL,
+                _ => render::STANDBY_LABEL,
+            };
+            render::mark_standby(&mut parts, label);
+        }
         let mut conversation = self.conversation(key)?;
         // The customer's write opens the Send API window, whether or not Rocket.Chat has the
         // message yet: recorded before posting, because an agent (or a bot) may answer the moment

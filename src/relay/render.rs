@@ -132,11 +132,15 @@ fn without_sticker_doubles(attachments: &[Attachment]) -> Vec<Attachment> {
 /// Inbox or a bot) controlled the conversation in Messenger when it was written.
 pub const STANDBY_LABEL: &str = "_(written while another app — the Page Inbox or a bot — handled this conversation in Messenger)_";
 
-/// Marks the parts of a standby event: the label heads its first text, or comes first.
-pub fn mark_standby(parts: &mut Vec<Part>) {
+/// The same mark for an Instagram account's conversation, which the Instagram app's inbox or
+/// another app can own (`docs/instagram.md` §4.10).
+pub const INSTAGRAM_STANDBY_LABEL: &str = "_(written while another app — the Instagram inbox or a bot — handled this conversation on Instagram)_";
+
+/// Marks the parts of a standby event: `label` heads its first text, or comes first.
+pub fn mark_standby(parts: &mut Vec<Part>, label: &str) {
     match parts.first_mut() {
-        Some(Part::Text { text, .. }) => *text = format!("{STANDBY_LABEL}\n{text}"),
-        _ => parts.insert(0, text_part(STANDBY_LABEL)),
+        Some(Part::Text { text, .. }) => *text = format!("{label}\n{text}"),
+        _ => parts.insert(0, text_part(label)),
     }
 }
 
@@ -471,7 +475,7 @@ mod tests {
     #[test]
     fn standby_is_marked_on_the_first_text_or_before_a_file() {
         let mut text = vec![text_part("hi")];
-        mark_standby(&mut text);
+        mark_standby(&mut text, STANDBY_LABEL);
         assert_eq!(text, vec![text_part(&format!("{STANDBY_LABEL}\nhi"))]);
         let mut file = parts(&message(
             None,
@@ -479,9 +483,9 @@ mod tests {
             None,
         ))
         .expect("relayed");
-        mark_standby(&mut file);
+        mark_standby(&mut file, INSTAGRAM_STANDBY_LABEL);
         assert_eq!(file.len(), 2);
-        assert_eq!(file[0], text_part(STANDBY_LABEL));
+        assert_eq!(file[0], text_part(INSTAGRAM_STANDBY_LABEL));
     }
 
     #[test]

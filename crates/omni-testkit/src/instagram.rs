@@ -166,3 +166,13 @@ pub fn body(items: &[Value]) -> Vec<u8> {
     }))
     .expect("json serializes")
 }
+
+/// A webhook body carrying `items` under `standby[]`: another app, or the Instagram app's inbox,
+/// owns the conversation (§4.10).
+pub fn standby_body(items: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "object": "instagram",
+        "entry": [{"id": IG_ID, "time": now_ms(), "standby": items}]
+    }))
+    .expect("json serializes")
+}
