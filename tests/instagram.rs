@@ -33,6 +33,11 @@ struct World {
 
 impl World {
     async fn start(agents_online: bool) -> World {
+        World::start_with(agents_online, "").await
+    }
+
+    /// With extra `[facebook]` lines in bot.toml.
+    async fn start_with(agents_online: bool, extra_facebook: &str) -> World {
         let chat = Chat::start().await;
         for agent in [PAGE_AGENT, IG_AGENT] {
             chat.sim
@@ -42,7 +47,25 @@ impl World {
         let page_department = chat.sim.add_department("Facebook desk", &[PAGE_AGENT]);
         let ig_department = chat.sim.add_department("Instagram desk", &[IG_AGENT]);
         let fb = Facebook::start().await;
-        let running = start_gateway(&chat, &fb).await;
+        let running = if extra_facebook.is_empty() {
+            start_gateway(&chat, &fb).await
+        } else {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let text = omni_testkit::config_text_with(
+                chat.sim.url().as_str().trim_end_matches('/'),
+                fb.sim.url().as_str(),
+                &dir.path().join("data"),
+                &omni_testkit::password_credentials(),
+                extra_facebook,
+            );
+            let config =
+                omni_gateway::config::Config::parse(&text, &dir.path().join("bot.toml"), &|_| None)
+                    .expect("test config is valid");
+            let gateway = omni_gateway::daemon::Gateway::start(config)
+                .await
+                .expect("gateway starts");
+            Running { gateway, dir }
+        };
         until_ready(&running.gateway).await;
         let department = |id: &str, name: &str| {
             Some(Department {
@@ -613,6 +636,35 @@ async fn a_message_written_while_another_inbox_owns_the_thread_is_marked() {
             "{}\nvous êtes là ?",
             omni_gateway::relay::render::INSTAGRAM_STANDBY_LABEL
         )]
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn human_agent_tag_answers_an_instagram_customer_for_seven_days() {
+    let world = World::start_with(true, "human_agent_tag = true").await;
+    world.fb.sim.grant_human_agent(true);
+    world.known_customer();
+    let three_days_ago = now_ms() - 3 * 24 * 3600 * 1000;
+    world
+        .post_ok(&[text_event(
+            IGSID,
+            "aWdf_old",
+            three_days_ago,
+            "toujours dispo ?",
+        )])
+        .await;
+    let rid = world.room(1).await;
+    world
+        .chat
+        .sim
+        .agent_reply(IG_AGENT, &rid, "Oui, toujours !");
+    let reply = world
+        .sent(|m| m.text.as_deref() == Some("Oui, toujours !"))
+        .await;
+    assert_eq!(
+        (reply.messaging_type.as_deref(), reply.tag.as_deref()),
+        (Some("MESSAGE_TAG"), Some("HUMAN_AGENT"))
     );
     world.stop().await;
 }
