@@ -177,3 +177,23 @@ async fn a_declined_instagram_permission_still_connects_the_page() {
     );
     w.stop().await;
 }
+
+#[tokio::test]
+async fn an_account_unlinked_from_its_page_is_disconnected_at_the_next_authorize() {
+    let w = world_with_linked_account().await;
+    w.connect_pages().await;
+    assert_eq!(w.page(IG_ID).status, PageStatus::Connected);
+    w.fb.sim.unlink_instagram("1001");
+    w.connect_pages().await;
+    eventually("the admin hears the account was unlinked", || {
+        w.told_alice(&format!(
+            "@{USERNAME} ({IG_ID}): no longer linked to Acme Bakery"
+        )) == 1
+    })
+    .await;
+    let account = w.page(IG_ID);
+    assert_eq!(account.status, PageStatus::Disconnected);
+    assert!(account.token.is_none());
+    assert_eq!(w.page("1001").status, PageStatus::Connected);
+    w.stop().await;
+}
