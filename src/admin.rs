@@ -373,9 +373,8 @@ impl Admin {
             // Sent unsplit, so the whole text must fit Instagram's limit (docs/instagram.md §6.2).
             if text.len() > max {
                 return Ok(format!(
-                    "The text is {} bytes; Instagram accepts at most {} bytes (about 1000 plain Latin characters, fewer with accents or emoji). Shorten it and send the command again.",
-                    text.len(),
-                    max + 1
+                    "The text is {} bytes; Instagram texts may be at most {max} bytes (about 1000 plain Latin characters, fewer with accents or emoji). Shorten it and send the command again.",
+                    text.len()
                 ));
             }
         }

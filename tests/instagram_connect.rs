@@ -74,7 +74,7 @@ async fn authorize_connects_the_linked_account_with_its_own_settings() {
         .ask(&format!("/facebook edit {IG_ID} welcome {long}"))
         .await;
     assert!(
-        refused.contains("1200 bytes") && refused.contains("at most 1000 bytes"),
+        refused.contains("1200 bytes") && refused.contains("at most 999 bytes"),
         "{refused}"
     );
     assert_eq!(w.page(IG_ID).welcome, None);
