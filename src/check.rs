@@ -473,7 +473,7 @@ const VIEW_LIVECHAT_ROOMS: &str = "view-livechat-rooms";
 async fn check_page_replies(client: &RestClient, bot_roles: &[String]) -> Finding {
     const NAME: &str = "page inbox replies";
     let fix = format!(
-        "grant {VIEW_LIVECHAT_ROOMS} to the bot's role under Administration → Permissions; until then replies typed in the Page Inbox reach the customer but not the agents' room"
+        "grant {VIEW_LIVECHAT_ROOMS} to the bot's role under Administration → Permissions; until then replies typed in the Page Inbox reach the customer but not the agents' room, and an agent who deletes a reply the customer has is told by direct message to the page's admins instead of in the room"
     );
     match client.permission_roles().await {
         Ok(permissions) => {
@@ -484,7 +484,7 @@ async fn check_page_replies(client: &RestClient, bot_roles: &[String]) -> Findin
             if bot_roles.iter().any(|r| holders.contains(r)) {
                 Finding::pass(
                     NAME,
-                    "the bot may post in Livechat rooms: replies typed in the Page Inbox are shown to the agents",
+                    "the bot may post in Livechat rooms: replies typed in the Page Inbox, and notices about deleted replies, are shown to the agents",
                 )
             } else {
                 Finding::warn(

@@ -90,6 +90,7 @@ impl Gateway {
             graph,
             ddp.clone(),
             config.facebook.human_agent_tag,
+            config.rocketchat.username.clone(),
         );
         let inbound = Inbound::new(context.clone(), outbound.clone());
         outbound.resume().await?;
@@ -400,6 +401,9 @@ async fn rocketchat_loop(
                 }
                 Some(Streamed::Activity { rid, typing }) => {
                     relays.outbound.on_activity(&rid, typing).await;
+                }
+                Some(Streamed::Deleted { rid, id }) => {
+                    relays.outbound.on_deleted(&rid, &id).await;
                 }
                 None => {}
             },

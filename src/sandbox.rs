@@ -333,6 +333,30 @@ impl Sandbox {
             ))
         })
         .await?;
+        tour.hop("agent reaction", async {
+            let asked = self
+                .chat
+                .messages(&room)
+                .into_iter()
+                .find(|m| m.token.is_some() && m.msg == question)
+                .ok_or("Carla's question is not in the room")?;
+            self.chat.react(SHOP_AGENT, &asked.id, ":thumbsup:", true);
+            self.facebook
+                .wait_for_sent(
+                    |m| {
+                        m.recipient == CARLA
+                            && m.sender_action.as_deref() == Some("react")
+                            && m.payload.as_ref().and_then(|p| p.get("reaction")) == Some(&json!("👍"))
+                    },
+                    self.inner_wait(),
+                )
+                .await
+                .ok_or("the Send API never got the page's 👍 reaction")?;
+            Ok((format!(
+                "{SHOP_AGENT} reacts :thumbsup: to Carla's question in the room → Carla sees the page's 👍 on her message in Messenger"
+            ), ()))
+        })
+        .await?;
         let typo = "Please send it to 5 Elm Stret";
         let fixed = "Please send it to 5 Elm Street";
         tour.hop("edit", async {

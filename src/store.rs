@@ -42,7 +42,8 @@ pub use crypto::TokenKey;
 pub use keys::QueueId;
 pub use records::{
     AgentFile, Conversation, DeletionRequest, Department, EnqueueOutcome, Grant, InboundEvent,
-    OAuthState, OutboundItem, Outgoing, Page, PageStatus, Platform, SetAside, TextLimit,
+    OAuthState, OutboundItem, Outgoing, Page, PageReaction, PageStatus, Platform, Posted, SetAside,
+    TextLimit,
 };
 
 use crate::ids::{ConversationKey, MessageId, PageId, RoomId};
@@ -185,6 +186,11 @@ struct Inner {
     sent: sled::Tree,
     /// A customer's current reaction per message: page and `mid` → the Rocket.Chat emoji name.
     reactions: sled::Tree,
+    /// The customers' messages as posted in rooms: Rocket.Chat message id → page and `mid`.
+    posted: sled::Tree,
+    /// The page's reaction on a customer's message, as last queued: Rocket.Chat message id →
+    /// [`PageReaction`].
+    page_reactions: sled::Tree,
     /// Inbox events Rocket.Chat refused for good, under their inbox keys, until an admin retries
     /// them.
     set_aside: sled::Tree,
@@ -324,6 +330,8 @@ impl Inner {
             Tree::Relayed => &self.relayed,
             Tree::Sent => &self.sent,
             Tree::Reactions => &self.reactions,
+            Tree::Posted => &self.posted,
+            Tree::PageReactions => &self.page_reactions,
             Tree::SetAside => &self.set_aside,
         }
     }
@@ -456,6 +464,8 @@ impl Store {
             relayed: open_tree(Tree::Relayed)?,
             sent: open_tree(Tree::Sent)?,
             reactions: open_tree(Tree::Reactions)?,
+            posted: open_tree(Tree::Posted)?,
+            page_reactions: open_tree(Tree::PageReactions)?,
             set_aside: open_tree(Tree::SetAside)?,
             set_aside_turn: Mutex::new(()),
             db,
@@ -1152,21 +1162,136 @@ impl Store {
         let reactions = self.prune(Tree::Reactions, |at, bytes| {
             Ok(records::decode_reaction(at, bytes)?.1 < older_than_ms)
         })?;
-        Ok(marks + links + reactions)
+        let posted = self.prune(Tree::Posted, |at, bytes| {
+            Ok(records::decode_posted(at, bytes)?.at_ms < older_than_ms)
+        })?;
+        let page_reactions = self.prune(Tree::PageReactions, |at, bytes| {
+            Ok(records::decode_page_reaction(at, bytes)?.at_ms < older_than_ms)
+        })?;
+        Ok(marks + links + reactions + posted + page_reactions)
     }
 
     /// Marks that the agent was told an edit of `rc_message_id` cannot reach Messenger: `true`
     /// the first time. Kept with the relayed marks (under a prefix no message id has) and pruned
     /// with them. Does not flush.
     pub fn first_edit_notice(&self, rc_message_id: &MessageId, at_ms: u64) -> Result<bool> {
-        let key = format!("edit-notice:{}", rc_message_id.as_str());
+        self.first_notice("edit-notice", rc_message_id, at_ms)
+    }
+
+    /// Like [`first_edit_notice`](Self::first_edit_notice), for a deletion of `rc_message_id`.
+    pub fn first_delete_notice(&self, rc_message_id: &MessageId, at_ms: u64) -> Result<bool> {
+        self.first_notice("delete-notice", rc_message_id, at_ms)
+    }
+
+    fn first_notice(&self, what: &str, rc_message_id: &MessageId, at_ms: u64) -> Result<bool> {
+        let key = format!("{what}:{}", rc_message_id.as_str());
         let mark = records::encode_mark(Tree::Relayed, at_ms)?;
         let swapped = self
             .inner
             .relayed
             .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(mark))
-            .map_err(sled_err("edit notice mark"))?;
+            .map_err(sled_err("notice mark"))?;
         Ok(swapped.is_ok())
+    }
+
+    /// Whether the agent message `rc_message_id` was queued for Messenger (and so is sent or on
+    /// its way).
+    pub fn was_relayed(&self, rc_message_id: &MessageId) -> Result<bool> {
+        Ok(self
+            .inner
+            .relayed
+            .get(rc_message_id.as_str().as_bytes())
+            .map_err(sled_err("relayed mark read"))?
+            .is_some())
+    }
+
+    // ---- customers' messages and the page's reactions on them ----
+
+    /// Remembers that the customer's Messenger message `mid` was posted as `rc_message_id`, so an
+    /// agent's reaction on it can name the `mid`. Does not flush: the inbox item it belongs to
+    /// leaves the queue later, and a store flush covers both.
+    pub fn put_posted(
+        &self,
+        rc_message_id: &MessageId,
+        page: &PageId,
+        mid: &str,
+        at_ms: u64,
+    ) -> Result<()> {
+        let bytes = records::encode_posted(&Posted {
+            page: page.clone(),
+            mid: mid.to_owned(),
+            at_ms,
+        })?;
+        self.inner
+            .posted
+            .insert(rc_message_id.as_str().as_bytes(), bytes)
+            .map_err(sled_err("posted message write"))?;
+        Ok(())
+    }
+
+    /// The customer's Messenger message a Rocket.Chat message carries, when the relay posted it.
+    pub fn posted(&self, rc_message_id: &MessageId) -> Result<Option<Posted>> {
+        let key = rc_message_id.as_str().as_bytes();
+        match self
+            .inner
+            .posted
+            .get(key)
+            .map_err(sled_err("posted message read"))?
+        {
+            Some(bytes) => records::decode_posted(Self::at(Tree::Posted, key), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Updates the page's reaction on the customer's message `rc_message_id` and queues what
+    /// Messenger must be sent for it, in one transaction: `decide` gets the reaction as last
+    /// queued (the default before the first) and returns `None` when nothing changed, else the
+    /// new one with the outbox item when the customer must see a change. A stream event and a
+    /// back-fill of the same state therefore queue it once. `true` when an item was queued.
+    /// Does not flush.
+    pub fn enqueue_page_reaction(
+        &self,
+        rc_message_id: &MessageId,
+        decide: impl Fn(&PageReaction) -> Option<(PageReaction, Option<OutboundItem>)>,
+    ) -> Result<bool> {
+        self.noting_failure(self.try_enqueue_page_reaction(rc_message_id, decide))
+    }
+
+    fn try_enqueue_page_reaction(
+        &self,
+        rc_message_id: &MessageId,
+        decide: impl Fn(&PageReaction) -> Option<(PageReaction, Option<OutboundItem>)>,
+    ) -> Result<bool> {
+        let seq = self.inner.db.generate_id().map_err(sled_err("outbox id"))?;
+        let state_key = rc_message_id.as_str().as_bytes();
+        let at = Self::at(Tree::PageReactions, state_key);
+        let queued = (&self.inner.page_reactions, &self.inner.outbox)
+            .transaction(|(states, outbox)| {
+                let before = match states.get(state_key)? {
+                    Some(bytes) => records::decode_page_reaction(at, &bytes)
+                        .map_err(ConflictableTransactionError::Abort)?,
+                    None => PageReaction::default(),
+                };
+                let Some((after, item)) = decide(&before) else {
+                    return Ok(false);
+                };
+                let bytes = records::encode_page_reaction(&after)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                states.insert(state_key, bytes)?;
+                let Some(item) = item else {
+                    return Ok(false);
+                };
+                let value =
+                    records::encode_outbound(&item).map_err(ConflictableTransactionError::Abort)?;
+                let key = keys::queue(&item.key, item.created_ms, seq);
+                outbox.insert(key.as_slice(), value.as_slice())?;
+                Ok(true)
+            })
+            .map_err(tx_err("page reaction write"))?;
+        if queued {
+            add(&self.inner.outbox_len, 1);
+        }
+        Ok(queued)
     }
 
     // ---- set-aside events ----

@@ -364,6 +364,48 @@ async fn send_text_sender_action_and_text_limit() {
             .any(|m| m.sender_action.as_deref() == Some("typing_on"))
     );
 
+    // Reactions name a message of the conversation: the page's own, or one the customer sent.
+    let psid = Psid::new("psid-1");
+    client
+        .react(&page, &token, &psid, &answer.message_id, Some("👍"))
+        .await
+        .expect("react on the page's message");
+    client
+        .react(&page, &token, &psid, &answer.message_id, None)
+        .await
+        .expect("unreact");
+    let reactions: Vec<_> = sim
+        .sent_messages()
+        .into_iter()
+        .filter(|m| {
+            m.sender_action
+                .as_deref()
+                .is_some_and(|a| a.ends_with("react"))
+        })
+        .map(|m| (m.sender_action, m.payload))
+        .collect();
+    assert_eq!(
+        reactions,
+        [
+            (
+                Some("react".to_owned()),
+                Some(serde_json::json!({"message_id": answer.message_id, "reaction": "👍"}))
+            ),
+            (
+                Some("unreact".to_owned()),
+                Some(serde_json::json!({"message_id": answer.message_id}))
+            ),
+        ]
+    );
+    let unknown = client
+        .react(&page, &token, &psid, "m_not-in-this-thread", Some("👍"))
+        .await
+        .expect_err("unknown message");
+    assert_eq!(
+        (graph_codes(&unknown).0, unknown.kind()),
+        (100, ErrorKind::Final)
+    );
+
     let cases = [
         ("x".repeat(2000), true),
         ("é".repeat(2000), true),

@@ -668,3 +668,30 @@ async fn human_agent_tag_answers_an_instagram_customer_for_seven_days() {
     );
     world.stop().await;
 }
+
+#[tokio::test]
+async fn an_agent_reaction_reaches_the_instagram_message() {
+    let world = World::start(true).await;
+    world.known_customer();
+    world
+        .post_ok(&[text_event(
+            IGSID,
+            "aWdf_thanks",
+            now_ms(),
+            "Merci beaucoup !",
+        )])
+        .await;
+    let rid = world.room(1).await;
+    let asked = world.customer_messages(&rid)[0].id.clone();
+    world.chat.sim.react(IG_AGENT, &asked, ":heart:", true);
+    let reaction = world
+        .sent(|m| m.sender_action.as_deref() == Some("react"))
+        .await;
+    assert!(reaction.instagram);
+    assert_eq!(reaction.page, PAGE_ID, "through the linked Page");
+    assert_eq!(
+        reaction.payload.as_ref().and_then(|p| p.get("message_id")),
+        Some(&serde_json::json!("aWdf_thanks"))
+    );
+    world.stop().await;
+}

@@ -391,6 +391,251 @@ async fn an_agent_editing_a_sent_reply_is_told_once_that_messenger_keeps_it() {
     world.stop_gateway().await;
 }
 
+/// The page's reactions the Send API accepted, as (action, message_id, reaction).
+fn reactions_sent(world: &World) -> Vec<(String, String, Option<String>)> {
+    world
+        .graph
+        .sent_messages()
+        .into_iter()
+        .filter_map(|m| {
+            let action = m.sender_action.filter(|a| a.ends_with("react"))?;
+            let payload = m.payload.unwrap_or_default();
+            let field = |name: &str| {
+                payload
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            Some((action, field("message_id")?, field("reaction")))
+        })
+        .collect()
+}
+
+fn react(emoji: &str) -> (String, String, Option<String>) {
+    ("react".into(), "m-1".into(), Some(emoji.into()))
+}
+
+/// The customer's message in the room, as the visitor posted it.
+async fn customer_message(world: &World, text: &str) -> (RoomId, omni_sim::ids::MessageId) {
+    let rid = world.room_with(text).await;
+    let id = world
+        .chat
+        .sim
+        .messages(&rid)
+        .into_iter()
+        .find(|m| m.msg == text && m.token.is_some())
+        .expect("the customer's message")
+        .id;
+    (rid, id)
+}
+
+#[tokio::test]
+async fn an_agent_reaction_on_a_customer_message_reaches_messenger() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "Thanks a lot!", 0).await;
+    let (rid, asked) = customer_message(&world, "Thanks a lot!").await;
+
+    world.chat.sim.react("agent1", &asked, ":thumbsup:", true);
+    eventually("react 👍 on the customer's mid", || {
+        reactions_sent(&world) == [react("👍")]
+    })
+    .await;
+
+    // Messenger keeps one reaction per sender: the page shows the agents' latest emoji, and the
+    // one still there when that goes.
+    world.chat.sim.react("agent1", &asked, ":heart:", true);
+    eventually("❤️ replaces 👍", || reactions_sent(&world).len() == 2).await;
+    world.chat.sim.react("agent1", &asked, ":heart:", false);
+    eventually("👍 is back", || reactions_sent(&world).len() == 3).await;
+    world.chat.sim.react("agent1", &asked, ":thumbsup:", false);
+    eventually("unreact", || reactions_sent(&world).len() == 4).await;
+    assert_eq!(
+        reactions_sent(&world),
+        [
+            react("👍"),
+            react("❤️"),
+            react("👍"),
+            ("unreact".into(), "m-1".into(), None)
+        ]
+    );
+    let unreact = world
+        .graph
+        .sent_messages()
+        .into_iter()
+        .rfind(|m| m.sender_action.as_deref() == Some("unreact"))
+        .expect("the unreact");
+    assert_eq!(
+        unreact.payload,
+        Some(json!({"message_id": "m-1"})),
+        "unreact names the message only"
+    );
+
+    // A reaction on the agent's own reply is the room's business, not the customer's.
+    let reply = world
+        .chat
+        .sim
+        .agent_reply("agent1", &rid, "You're welcome.");
+    world.sent("You're welcome.").await;
+    world.chat.sim.react("agent1", &reply, ":tada:", true);
+    world.chat.sim.agent_reply("agent1", &rid, "Bye!");
+    world.sent("Bye!").await;
+    assert_eq!(
+        reactions_sent(&world).len(),
+        4,
+        "nothing for the agent's own reply"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn the_customer_reaction_shown_by_the_bot_does_not_come_back_as_the_page_reaction() {
+    let mut world = World::start(false).await;
+    // With room access the bot shows the customer's reactions as its own.
+    world
+        .chat
+        .sim
+        .grant_permission("bot", "view-livechat-rooms");
+    world.customer_writes("m-1", "Found it, thanks", 0).await;
+    let (rid, asked) = customer_message(&world, "Found it, thanks").await;
+    let ts = now_ms();
+    let body = json!({"object":"page","entry":[{"id":PAGE,"time":ts,"messaging":[
+        {"sender":{"id":PSID},"recipient":{"id":PAGE},"timestamp":ts,
+         "reaction":{"reaction":"love","emoji":"❤️","action":"react","mid":"m-1"}}]}]});
+    let url = format!("http://{}/webhooks/messenger", world.gateway().http_addr);
+    let response = world
+        .graph
+        .deliver_webhook(&url, body.to_string().as_bytes())
+        .await
+        .expect("webhook delivered");
+    assert_eq!(response.status(), 200);
+    eventually("the bot shows the customer's ❤️", || {
+        world
+            .chat
+            .sim
+            .messages(&rid)
+            .iter()
+            .any(|m| m.id == asked && m.reactions.contains_key(":heart:"))
+    })
+    .await;
+
+    world.chat.sim.react("agent1", &asked, ":thumbsup:", true);
+    eventually("the agent's 👍 reaches Messenger", || {
+        !reactions_sent(&world).is_empty()
+    })
+    .await;
+    assert_eq!(
+        reactions_sent(&world),
+        [react("👍")],
+        "only the agent's reaction is the page's"
+    );
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn a_restart_with_a_reaction_queued_sends_it_once() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "Is it on sale?", 0).await;
+    let (rid, asked) = customer_message(&world, "Is it on sale?").await;
+
+    world
+        .graph
+        .fail_next("/messages", 100_000, SimError::Http5xx(503));
+    world.chat.sim.react("agent1", &asked, ":ok_hand:", true);
+    let store = world.gateway().store.clone();
+    eventually("the reaction waits in the outbox", || {
+        store.outbox().len() == 1
+    })
+    .await;
+    drop(store);
+    world.stop_gateway().await;
+
+    // The restart reads the room's history again, reaction included: it is not queued twice.
+    world.graph.clear_faults();
+    world.start_gateway().await;
+    eventually("the reaction reaches Messenger", || {
+        reactions_sent(&world) == [react("👌")]
+    })
+    .await;
+    world.chat.sim.agent_reply("agent1", &rid, "Yes, 20% off.");
+    world.sent("Yes, 20% off.").await;
+    assert_eq!(reactions_sent(&world), [react("👌")], "exactly once");
+    world.stop_gateway().await;
+}
+
+#[tokio::test]
+async fn an_agent_deleting_a_sent_reply_is_told_once_in_the_room() {
+    const TOLD: &str = "Messenger cannot unsend";
+    for show_deleted in [false, true] {
+        let mut world = World::start(false).await;
+        // Posting in an Omnichannel room the bot does not serve takes room access.
+        world
+            .chat
+            .sim
+            .grant_permission("bot", "view-livechat-rooms");
+        world
+            .chat
+            .sim
+            .set_setting("Message_ShowDeletedStatus", json!(show_deleted));
+        world
+            .customer_writes("m-1", "What time do you open?", 0)
+            .await;
+        let rid = world.room_with("What time do you open?").await;
+        let reply = world.chat.sim.agent_reply("agent1", &rid, "At 8.");
+        world.sent("At 8.").await;
+
+        world.chat.sim.delete("agent1", &reply);
+        let told = |world: &World| {
+            world
+                .chat
+                .bot_messages(&rid)
+                .iter()
+                .filter(|m| m.contains(TOLD))
+                .count()
+        };
+        eventually("the room is told", || told(&world) == 1).await;
+        // A reconnect reads the room's history again (a deleted-status message included).
+        world.chat.sim.drop_connections();
+        world.chat.sim.agent_reply("agent1", &rid, "Sorry, at 9.");
+        world.sent("Sorry, at 9.").await;
+        assert_eq!(
+            told(&world),
+            1,
+            "once per message (show deleted: {show_deleted})"
+        );
+        assert!(
+            world.graph.sent_messages().iter().all(|m| !m
+                .text
+                .as_deref()
+                .unwrap_or_default()
+                .contains(TOLD)),
+            "the notice stays in the room"
+        );
+        world.stop_gateway().await;
+    }
+}
+
+#[tokio::test]
+async fn without_room_access_a_deleted_reply_is_told_to_the_page_admins() {
+    let mut world = World::start(false).await;
+    world.customer_writes("m-1", "Do you deliver?", 0).await;
+    let rid = world.room_with("Do you deliver?").await;
+    let reply = world.chat.sim.agent_reply("agent1", &rid, "Yes, free.");
+    world.sent("Yes, free.").await;
+    world.chat.sim.delete("agent1", &reply);
+    eventually("the admin who connected the page is told", || {
+        world
+            .dm_to("alice")
+            .iter()
+            .any(|m| m.contains("Messenger cannot unsend"))
+    })
+    .await;
+    assert!(
+        world.chat.bot_messages(&rid).is_empty(),
+        "nothing in the room the bot may not post in"
+    );
+    world.stop_gateway().await;
+}
+
 #[tokio::test]
 async fn an_agent_typing_shows_in_messenger_until_the_reply() {
     let mut world = World::start(false).await;

@@ -12,7 +12,12 @@ async fn the_tour_completes_every_hop_and_metrics_show_it() {
     let result = sandbox.tour(&mut |line| lines.push(line.to_owned())).await;
     let shown = lines.join("\n");
     assert!(result.is_ok(), "{result:?}\n{shown}");
-    assert_eq!(lines.len(), 22, "one line per hop:\n{shown}");
+    assert_eq!(
+        lines.len(),
+        23,
+        "one line per hop:
+{shown}"
+    );
     for (n, line) in lines.iter().enumerate() {
         assert!(line.starts_with(&format!("{:>2}. ", n + 1)), "{line}");
     }

@@ -448,6 +448,65 @@ async fn typing_stream_needs_the_visitor_token_and_carries_the_activity() {
 }
 
 #[tokio::test]
+async fn deletions_show_as_the_settings_say() {
+    let (sim, client, base) = omnichannel().await;
+    let rid = open_room(&client, &base, "fb-4").await;
+    let rid_id = RoomId::new(rid.clone());
+    let mut ddp = Ddp::open(&sim).await;
+    ddp.connect().await;
+    let deletions = format!("{rid}/deleteMessage");
+    let notify =
+        |token: &str| json!([deletions, { "useCollection": false, "args": [{ "token": token }] }]);
+    assert_eq!(
+        ddp.sub("d0", "stream-notify-room", notify("fb-other"))
+            .await["error"]["error"],
+        "not-allowed"
+    );
+    assert_eq!(
+        ddp.sub("d1", "stream-notify-room", notify("fb-4")).await["msg"],
+        "ready"
+    );
+    let room = json!([rid, { "useCollection": false, "args": [{ "visitorToken": "fb-4" }] }]);
+    assert_eq!(
+        ddp.sub("m1", "stream-room-messages", room).await["msg"],
+        "ready"
+    );
+
+    // Default settings: removed, and only `<rid>/deleteMessage` says so.
+    let first = sim.agent_reply("agent1", &rid_id, "At 8.");
+    assert_eq!(ddp.recv().await["fields"]["args"][0]["msg"], "At 8.");
+    sim.react("agent1", &first, ":thumbsup:", true);
+    let reacted = ddp.recv().await;
+    assert_eq!(
+        reacted["fields"]["args"][0]["reactions"],
+        json!({":thumbsup:": {"usernames": ["agent1"]}})
+    );
+    sim.delete("agent1", &first);
+    let deleted = ddp.recv().await;
+    assert_eq!(deleted["collection"], "stream-notify-room");
+    assert_eq!(deleted["fields"]["eventName"], deletions.as_str());
+    assert_eq!(
+        deleted["fields"]["args"],
+        json!([{ "_id": first.as_str() }])
+    );
+    assert!(sim.messages(&rid_id).iter().all(|m| m.id != first));
+
+    // Message_ShowDeletedStatus: kept as `t: "rm"`, emptied, and re-emitted on the room stream.
+    sim.set_setting("Message_ShowDeletedStatus", json!(true));
+    let second = sim.agent_reply("agent1", &rid_id, "At 9.");
+    assert_eq!(ddp.recv().await["fields"]["args"][0]["msg"], "At 9.");
+    sim.delete("agent1", &second);
+    let removed = ddp.recv().await;
+    assert_eq!(removed["collection"], "stream-room-messages");
+    let doc = &removed["fields"]["args"][0];
+    assert_eq!(
+        (doc["_id"].as_str(), doc["t"].as_str(), doc["msg"].as_str()),
+        (Some(second.as_str()), Some("rm"), Some(""))
+    );
+    assert_eq!(doc["editedBy"]["username"], "agent1");
+}
+
+#[tokio::test]
 async fn livechat_routes_follow_the_real_errors() {
     let (sim, client, base) = omnichannel().await;
     let rid = open_room(&client, &base, "fb-2").await;

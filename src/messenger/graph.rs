@@ -566,6 +566,37 @@ impl GraphClient {
         Ok(())
     }
 
+    /// The page's reaction on message `message_id` of the conversation: `react` with `emoji`, or
+    /// `unreact` (`None`), which takes the `message_id` only. The page has one reaction per
+    /// message; reacting again replaces it
+    /// (<https://developers.facebook.com/docs/messenger-platform/send-messages/sender-actions/>).
+    pub async fn react(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+        recipient: &Psid,
+        message_id: &str,
+        emoji: Option<&str>,
+    ) -> Result<(), Error> {
+        let body = match emoji {
+            Some(emoji) => json!({
+                "recipient": { "id": recipient.as_str() },
+                "sender_action": "react",
+                "payload": { "message_id": message_id, "reaction": emoji },
+            }),
+            None => json!({
+                "recipient": { "id": recipient.as_str() },
+                "sender_action": "unreact",
+                "payload": { "message_id": message_id },
+            }),
+        };
+        let req = self
+            .request(Method::POST, &[page.as_str(), "messages"], Some(page_token))
+            .json(&body);
+        let _: serde_json::Value = self.call("reaction", req).await?;
+        Ok(())
+    }
+
     fn request(
         &self,
         method: Method,

@@ -264,6 +264,14 @@ fn id_string(value: &Value) -> Option<String> {
     }
 }
 
+/// How a message's dedupe key starts: the `mid` follows.
+const MESSAGE_KEY: &str = "m:";
+
+/// The `mid` of a message's dedupe key ([`dedupe_key`]); `None` for other events' keys.
+pub fn message_mid(dedupe_key: &str) -> Option<&str> {
+    dedupe_key.strip_prefix(MESSAGE_KEY)
+}
+
 /// The key Meta's redeliveries share (`docs/messenger.md` §2.4): `mid` for messages, echoes and
 /// postbacks; `mid` + edit number for edits; sender, mid, action and time for reactions.
 pub fn dedupe_key(item: &Value) -> Option<String> {
@@ -274,7 +282,7 @@ pub fn dedupe_key(item: &Value) -> Option<String> {
         if message.get("is_deleted").and_then(Value::as_bool) == Some(true) {
             return mid(message).map(|m| format!("d:{m}"));
         }
-        return mid(message).map(|m| format!("m:{m}"));
+        return mid(message).map(|m| format!("{MESSAGE_KEY}{m}"));
     }
     if let Some(postback) = item.get("postback") {
         return mid(postback).map(|m| format!("p:{m}"));
@@ -906,5 +914,7 @@ mod tests {
         for (item, expected) in cases {
             assert_eq!(dedupe_key(&item).as_deref(), expected, "{item}");
         }
+        assert_eq!(message_mid("m:m_1"), Some("m_1"));
+        assert_eq!(message_mid("e:m_1:2"), None);
     }
 }

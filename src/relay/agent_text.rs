@@ -160,6 +160,13 @@ fn plain(text: &str, out: &mut String) {
     }
 }
 
+/// The Unicode emoji of a reaction's name as Rocket.Chat stores it (`:thumbsup:`,
+/// `:wave_tone3:`); `None` for a name that is not a standard emoji (a server's custom emoji).
+pub fn reaction_emoji(name: &str) -> Option<&'static str> {
+    let (emoji, len) = shortcode(name)?;
+    (len == name.len()).then_some(emoji)
+}
+
 /// The name Rocket.Chat's emoji picker gives an emoji (without colons), for a reaction: a
 /// reaction is stored under its name, and the server also accepts JoyPixels' alternate names
 /// (`:+1:`) but keeps them as a different key, so an agent would see two 👍 if the gateway used
@@ -635,6 +642,21 @@ mod tests {
             if let Some(name) = to_rocketchat_name(emoji.as_str()) {
                 assert_eq!(to_messenger(&format!(":{name}:")), emoji.as_str(), "{name}");
             }
+        }
+    }
+
+    #[test]
+    fn reaction_names_are_emoji_or_nothing() {
+        let cases = [
+            (":thumbsup:", Some("👍")),
+            (":heart:", Some("❤️")),
+            (":thumbsup_tone2:", Some("👍🏼")),
+            (":party_parrot:", None),
+            (":thumbsup: ", None),
+            ("thumbsup", None),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(reaction_emoji(name), expected, "{name}");
         }
     }
 

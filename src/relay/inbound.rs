@@ -437,6 +437,8 @@ impl Inbound {
             let id = render::message_id(&key.page, &rid, &dedupe, *progress);
             let posted = match &parts[*progress] {
                 Part::Text { text, quoting } => {
+                    // An upload gets Rocket.Chat's id, so only texts are known by theirs.
+                    self.remember_posted(key, &id, &dedupe)?;
                     let text = match quoting {
                         Some(mid) => format!("{}\n{text}", self.quote(&key.page, &rid, mid)),
                         None => text.clone(),
@@ -675,12 +677,33 @@ impl Inbound {
                 &format!("{}#{n}", pieces.dedupe),
                 pieces.index,
             );
+            if let Some(mid) = webhook::message_mid(pieces.dedupe) {
+                // Best effort: without it an agent's reaction on this piece stays in the room.
+                if let Err(err) = self.ctx.store.put_posted(&id, pieces.page, mid, now_ms()) {
+                    warn!(room = %rid, error = %err, "cannot remember a posted piece");
+                }
+            }
             self.ctx
                 .rest
                 .send_visitor_message(token, rid, &id, piece)
                 .await?;
         }
         Ok(())
+    }
+
+    /// Remembers which Messenger message a customer's post carries (messages only: their dedupe
+    /// key is `m:<mid>`), so an agent's reaction on it reaches that `mid`. Written before the
+    /// post, so a post Rocket.Chat has is always known.
+    fn remember_posted(
+        &self,
+        key: &ConversationKey,
+        id: &crate::ids::MessageId,
+        dedupe: &str,
+    ) -> Result<(), store::Error> {
+        match webhook::message_mid(dedupe) {
+            Some(mid) => self.ctx.store.put_posted(id, &key.page, mid, now_ms()),
+            None => Ok(()),
+        }
     }
 
     /// Whether the inbox holds an event of this conversation older than `event`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::{debug, error, info, warn};
 
-use super::agent_text::to_messenger;
+use super::agent_text::{reaction_emoji, to_messenger};
 use super::render::QUOTE_MARK;
 use super::typing::Typing;
 use super::{
@@ -21,14 +21,15 @@ use super::{
 };
 use crate::backoff::Backoff;
 use crate::health::now_ms;
-use crate::ids::{ConversationKey, RoomId};
+use crate::ids::{ConversationKey, MessageId, RoomId};
 use crate::messenger::graph::{
     self, AttachmentKind, Content, ErrorKind, GraphClient, Messaging, SendRequest, SenderAction,
 };
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
 use crate::store::{
-    self, Conversation, OutboundItem, Page, PageStatus, Queue, QueueId, Store, TextLimit,
+    self, Conversation, OutboundItem, Page, PageReaction, PageStatus, Posted, Queue, QueueId,
+    Store, TextLimit,
 };
 pub use crate::store::{AgentFile, Outgoing};
 
@@ -60,20 +61,24 @@ pub struct Outbound {
     ddp: DdpClient,
     human_agent_tag: bool,
     streams: Mutex<HashMap<RoomId, SubscriptionId>>,
-    /// The rooms' `user-activity` subscriptions, beside `streams`.
-    activity: Mutex<HashMap<RoomId, SubscriptionId>>,
+    /// The rooms' `user-activity` and `deleteMessage` subscriptions, beside `streams`.
+    activity: Mutex<HashMap<RoomId, [SubscriptionId; 2]>>,
+    /// The bot's username: its reactions in a room are the customer's, not an agent's.
+    bot_username: String,
     typing: Typing,
     workers: Workers,
     outage: OutageLog,
 }
 
 impl Outbound {
-    /// `human_agent_tag`: the app is approved for Meta's HUMAN_AGENT tag (bot.toml).
+    /// `human_agent_tag`: the app is approved for Meta's HUMAN_AGENT tag (bot.toml);
+    /// `bot_username`: the gateway's own Rocket.Chat user.
     pub fn new(
         ctx: RelayContext,
         graph: GraphClient,
         ddp: DdpClient,
         human_agent_tag: bool,
+        bot_username: String,
     ) -> Arc<Outbound> {
         let typing = Typing::start(
             graph.clone(),
@@ -88,6 +93,7 @@ impl Outbound {
             human_agent_tag,
             streams: Mutex::new(HashMap::new()),
             activity: Mutex::new(HashMap::new()),
+            bot_username,
             typing,
             workers: Workers::default(),
             outage: OutageLog::new("facebook send api"),
@@ -126,12 +132,13 @@ impl Outbound {
             // Two callers raced; keep one subscription.
             self.ddp.unsubscribe(previous).await;
         }
-        let activity = self
-            .ddp
-            .watch_room_activity(&rid, &conversation.visitor_token)
-            .await;
+        let token = &conversation.visitor_token;
+        let activity = [
+            self.ddp.watch_room_activity(&rid, token).await,
+            self.ddp.watch_room_deletions(&rid, token).await,
+        ];
         let previous = self.lock_activity().insert(rid.clone(), activity);
-        if let Some(previous) = previous {
+        for previous in previous.into_iter().flatten() {
             self.ddp.unsubscribe(previous).await;
         }
         Some(rid)
@@ -273,6 +280,15 @@ impl Outbound {
             debug!(room = %rid, "message for a room no conversation uses (any more)");
             return Ok(false);
         };
+        if message.from_visitor {
+            // The customer's own message: only the agents' reactions on it travel.
+            return self.take_reactions(&conversation, rid, message).await;
+        }
+        if message.kind == RoomMessageKind::Removed {
+            self.deleted_after_sending(&conversation, rid, &message.id)
+                .await?;
+            return Ok(false);
+        }
         let Some(outgoing) = classify(message) else {
             return Ok(false);
         };
@@ -283,7 +299,7 @@ impl Outbound {
             room: rid.clone(),
             agent_username: match &outgoing {
                 Outgoing::Reply { agent, .. } => Some(agent.clone()),
-                Outgoing::Close { .. } => None,
+                Outgoing::Close { .. } | Outgoing::React { .. } => None,
             },
             created_ms: outgoing.ts_ms(),
             payload: outgoing,
@@ -309,7 +325,7 @@ impl Outbound {
                 self.ddp.unsubscribe(stream).await;
             }
             let activity = self.lock_activity().remove(rid);
-            if let Some(activity) = activity {
+            for activity in activity.into_iter().flatten() {
                 self.ddp.unsubscribe(activity).await;
             }
             info!(conversation = %key, room = %rid, "room closed by an agent");
@@ -344,11 +360,137 @@ impl Outbound {
         Ok(())
     }
 
+    /// Queues the page's reaction on a customer's message when the agents' reactions on it
+    /// changed (see [`page_reaction`]). Only messages the relay posted are known by their `mid`;
+    /// the bot's own reactions there are the customer's (see `relay::inbound`). `Ok(true)` when
+    /// a change was queued.
+    async fn take_reactions(
+        self: &Arc<Self>,
+        conversation: &Conversation,
+        rid: &RoomId,
+        message: &RoomMessage,
+    ) -> Result<bool, store::Error> {
+        let key = &conversation.key;
+        let Some(Posted { page, mid, .. }) = self.ctx.store.posted(&message.id)? else {
+            return Ok(false);
+        };
+        if page != key.page {
+            return Ok(false);
+        }
+        // Each standard emoji with the last agent who chose it; a server's custom emoji has no
+        // Unicode form Messenger could show.
+        let reactions: Vec<(&str, &str)> = message
+            .reactions
+            .iter()
+            .filter(|r| reaction_emoji(&r.name).is_some())
+            .filter_map(|r| {
+                let agent = r.usernames.iter().rfind(|u| **u != self.bot_username)?;
+                Some((r.name.as_str(), agent.as_str()))
+            })
+            .collect();
+        let names: Vec<String> = reactions.iter().map(|(n, _)| (*n).to_owned()).collect();
+        // Ordered with the replies by Rocket.Chat's clock: the change is when the message was.
+        let ts_ms = message.updated_ms.unwrap_or_else(now_ms);
+        let queued = self
+            .ctx
+            .store
+            .enqueue_page_reaction(&message.id, |before| {
+                let after = page_reaction(before, &names, ts_ms)?;
+                let item = (after.shown != before.shown).then(|| OutboundItem {
+                    key: key.clone(),
+                    rc_message_id: message.id.clone(),
+                    room: rid.clone(),
+                    agent_username: after.shown.as_deref().and_then(|shown| {
+                        reactions
+                            .iter()
+                            .find(|(name, _)| *name == shown)
+                            .map(|(_, agent)| (*agent).to_owned())
+                    }),
+                    created_ms: ts_ms,
+                    payload: Outgoing::React {
+                        mid: mid.clone(),
+                        emoji: after
+                            .shown
+                            .as_deref()
+                            .and_then(reaction_emoji)
+                            .map(str::to_owned),
+                        ts_ms,
+                    },
+                });
+                Some((after, item))
+            })?;
+        if queued {
+            self.ctx.store.sync().await?;
+            self.wake(key);
+        }
+        Ok(queued)
+    }
+
+    /// A message of a watched room was deleted (`<rid>/deleteMessage` on the room's
+    /// `stream-notify-room`).
+    pub async fn on_deleted(self: &Arc<Self>, rid: &RoomId, id: &MessageId) {
+        let conversation = match self.ctx.store.conversation_by_room(rid) {
+            Ok(Some(conversation)) => conversation,
+            Ok(None) => return,
+            Err(err) => {
+                error!(room = %rid, error = %err, "cannot read the conversation of a deleted message");
+                return;
+            }
+        };
+        if let Err(err) = self.deleted_after_sending(&conversation, rid, id).await {
+            error!(room = %rid, error = %err, "cannot note a deleted reply");
+        }
+    }
+
+    /// An agent deleted a reply that was sent to Messenger (or is on its way): Messenger cannot
+    /// unsend a page's message, so the room hears it, once per message. The notice is the bot's
+    /// message in the room under an id derived from the deleted one, so it is never relayed to
+    /// the customer (`render::is_derived_id`) and a repeat cannot post it twice; posting in a
+    /// Livechat room takes the `view-livechat-rooms` permission (as the Page Inbox replies do),
+    /// without which the page's admins are told by direct message instead.
+    async fn deleted_after_sending(
+        &self,
+        conversation: &Conversation,
+        rid: &RoomId,
+        id: &MessageId,
+    ) -> Result<(), store::Error> {
+        if !self.ctx.store.was_relayed(id)? || !self.ctx.store.first_delete_notice(id, now_ms())? {
+            return Ok(());
+        }
+        self.ctx.store.sync().await?;
+        let key = conversation.key.clone();
+        info!(conversation = %key, message = %id, "agent deleted a reply already sent to Messenger");
+        let notice = super::render::message_id(&key.page, rid, &format!("deleted:{id}"), 0);
+        const UNSENT: &str =
+            "Messenger cannot unsend a page's message: the customer still sees it.";
+        let text = format!(
+            "A reply deleted here was already sent to the customer on Messenger. {UNSENT} Send a new message if it needs correcting."
+        );
+        let rest = self.ctx.rest.clone();
+        let chat = self.ctx.chat.clone();
+        let (admins, page_name) = match self.ctx.store.page(&key.page)? {
+            Some(page) => (page.subscribers, page.name),
+            None => (Vec::new(), key.page.to_string()),
+        };
+        let rid = rid.clone();
+        // Not on the stream's path: the notice may wait for Rocket.Chat.
+        self.ctx.tasks.spawn(async move {
+            if let Err(err) = rest.send_message(&notice, &rid, &text).await {
+                warn!(conversation = %key, room = %rid, error = %err, "cannot tell the room a deleted reply stays in Messenger; telling the page's admins (the bot needs the view-livechat-rooms permission to post in Omnichannel rooms)");
+                let text = format!(
+                    "A reply deleted in Livechat room {rid} (page *{page_name}*) was already sent to the customer on Messenger. {UNSENT}\nWhat to do: tell the agent; to have the bot say this in the room itself, grant its role the view-livechat-rooms permission."
+                );
+                chat.notify(&admins, &text).await;
+            }
+        });
+        Ok(())
+    }
+
     fn wake(self: &Arc<Self>, key: &ConversationKey) {
         super::wake(self, key);
     }
 
-    fn lock_activity(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, SubscriptionId>> {
+    fn lock_activity(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, [SubscriptionId; 2]>> {
         self.activity.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -407,6 +549,9 @@ impl Outbound {
                 Outgoing::Reply { .. } => {
                     self.send_reply(&page, key, item, outgoing, &mut progress)
                         .await
+                }
+                Outgoing::React { mid, emoji, .. } => {
+                    self.send_reaction(&page, key, mid, emoji.as_deref()).await
                 }
             };
             let failure = match result {
@@ -568,6 +713,32 @@ impl Outbound {
             .map(|_| ())
     }
 
+    /// The page's reaction on the customer's message: `react` with the emoji, or `unreact`.
+    /// A person's gesture, so the window is a person's reply's. Meta answers either call the
+    /// same way when repeated, so a retry after a lost answer changes nothing.
+    async fn send_reaction(
+        &self,
+        page: &Page,
+        key: &ConversationKey,
+        mid: &str,
+        emoji: Option<&str>,
+    ) -> Result<(), Failure> {
+        let Some(token) = &page.token else {
+            return Ok(());
+        };
+        let conversation = self.ctx.store.conversation(key)?;
+        policy(conversation.as_ref(), now_ms(), self.human_agent_tag, false).map_err(|reason| {
+            Failure::Window {
+                reason,
+                fix: "Messenger shows a page's reactions only while it may answer the customer; wait for the customer to write again.",
+            }
+        })?;
+        self.graph
+            .react(page.send_node(), token, &key.psid, mid, emoji)
+            .await
+            .map_err(Failure::Graph)
+    }
+
     async fn send_reply(
         &self,
         page: &Page,
@@ -711,7 +882,7 @@ impl Outbound {
         }
         self.graph
             .send_attachment(
-                &page.id,
+                page.send_node(),
                 token,
                 &key.psid,
                 &messaging,
@@ -809,6 +980,14 @@ impl Outbound {
             Outgoing::Close { .. } => format!(
                 "The conversation finished message to {customer} (page *{page_name}*) was not delivered"
             ),
+            Outgoing::React {
+                emoji: Some(emoji), ..
+            } => format!(
+                "Your reaction {emoji} to a message of {customer} (page *{page_name}*) was not shown in Messenger"
+            ),
+            Outgoing::React { emoji: None, .. } => format!(
+                "The page's reaction to a message of {customer} (page *{page_name}*) was not removed in Messenger"
+            ),
         };
         // The shared reasons and fixes name Messenger; an Instagram customer is on Instagram,
         // whose window and tag rules are the same (docs/instagram.md §6.3).
@@ -867,6 +1046,8 @@ impl Direction for Outbound {
         let started = tokio::time::Instant::now();
         match self.send(key, item, retry).await {
             Sent::Stopped => Handled::Stopped,
+            // A reaction is not a reply: the reply metrics leave it out.
+            Sent::Delivered if matches!(item.payload, Outgoing::React { .. }) => Handled::Done,
             Sent::Delivered => {
                 self.ctx
                     .telemetry
@@ -997,7 +1178,7 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
                 ts_ms: message.ts_ms,
             });
         }
-        RoomMessageKind::System(_) => return None,
+        RoomMessageKind::System(_) | RoomMessageKind::Removed => return None,
         RoomMessageKind::Written => {}
     }
     // Converted here, before the outbox, so what is stored, split and retried is what is sent;
@@ -1026,6 +1207,36 @@ pub fn classify(message: &RoomMessage) -> Option<Outgoing> {
         agent: message.author_username.clone(),
         automated: message.automated,
         ts_ms: message.ts_ms,
+    })
+}
+
+/// What the page's reaction on a customer's message becomes when the agents' reactions on it are
+/// `now` (reaction names) as of `at_ms` (the message's `_updatedAt`), given what was last queued;
+/// `None` when nothing changed, or when this view of the message is older than the last one (a
+/// back-fill read before a stream event was handled).
+///
+/// Messenger keeps one reaction per sender and message, and the page is one sender for all its
+/// agents, so one of the agents' emoji is shown: the one added last, as Messenger itself
+/// replaces a reaction with the next one its sender picks. When the shown emoji is removed and
+/// others remain, the last of them (by name) is shown; when none remains, the page's reaction
+/// goes.
+pub fn page_reaction(before: &PageReaction, now: &[String], at_ms: u64) -> Option<PageReaction> {
+    if at_ms < before.at_ms {
+        return None;
+    }
+    let added = now.iter().rfind(|n| !before.agent_names.contains(n));
+    let shown = match (added, &before.shown) {
+        (Some(added), _) => Some(added.clone()),
+        (None, Some(shown)) if now.contains(shown) => Some(shown.clone()),
+        (None, _) => now.last().cloned(),
+    };
+    if before.agent_names == now && before.shown == shown {
+        return None;
+    }
+    Some(PageReaction {
+        agent_names: now.to_vec(),
+        shown,
+        at_ms,
     })
 }
 
@@ -1275,6 +1486,63 @@ mod tests {
     }
 
     #[test]
+    fn the_page_shows_the_agents_latest_reaction() {
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let state = |list: &[&str], shown: Option<&str>| PageReaction {
+            agent_names: names(list),
+            shown: shown.map(str::to_owned),
+            at_ms: 5,
+        };
+        // (before, agents' reactions now, what the customer sees after; None = nothing changes)
+        let cases = [
+            (state(&[], None), vec![], None),
+            (
+                state(&[], None),
+                vec![":thumbsup:"],
+                Some(Some(":thumbsup:")),
+            ),
+            (
+                state(&[":thumbsup:"], Some(":thumbsup:")),
+                vec![":thumbsup:"],
+                None,
+            ),
+            (
+                state(&[":thumbsup:"], Some(":thumbsup:")),
+                vec![":heart:", ":thumbsup:"],
+                Some(Some(":heart:")),
+            ),
+            (
+                state(&[":heart:", ":thumbsup:"], Some(":heart:")),
+                vec![":thumbsup:"],
+                Some(Some(":thumbsup:")),
+            ),
+            (
+                state(&[":heart:", ":thumbsup:"], Some(":heart:")),
+                vec![":heart:"],
+                Some(Some(":heart:")),
+            ),
+            (
+                state(&[":thumbsup:"], Some(":thumbsup:")),
+                vec![],
+                Some(None),
+            ),
+        ];
+        let stale = page_reaction(&state(&[":thumbsup:"], Some(":thumbsup:")), &[], 4);
+        assert_eq!(stale, None, "an older view of the message changes nothing");
+        for (before, now, expected) in cases {
+            let got = page_reaction(&before, &names(&now), 9);
+            assert_eq!(
+                got.as_ref().map(|after| after.shown.as_deref()),
+                expected,
+                "{before:?} → {now:?}"
+            );
+            if let Some(after) = got {
+                assert_eq!(after.agent_names, names(&now));
+            }
+        }
+    }
+
+    #[test]
     fn classifies_room_messages() {
         let message =
             |kind: RoomMessageKind, from_visitor: bool, text: &str, files: Vec<&str>| RoomMessage {
@@ -1295,6 +1563,8 @@ mod tests {
                     .collect(),
                 quoted: vec![],
                 edited: false,
+                reactions: vec![],
+                updated_ms: None,
             };
         let written = RoomMessageKind::Written;
         let cases = vec![
@@ -1363,6 +1633,7 @@ mod tests {
                     )
                 }
                 Outgoing::Close { .. } => "close".into(),
+                Outgoing::React { .. } => "react".into(),
             });
             assert_eq!(got.as_deref(), expected, "{message:?}");
         }

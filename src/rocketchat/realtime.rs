@@ -13,9 +13,12 @@ const MY_MESSAGES: &str = "__my_messages__";
 const ROOM_MESSAGES_STREAM: &str = "stream-room-messages";
 const NOTIFY_ROOM_STREAM: &str = "stream-notify-room";
 const USER_ACTIVITY: &str = "/user-activity";
+const DELETE_MESSAGE: &str = "/deleteMessage";
 const USER_TYPING: &str = "user-typing";
 /// The system message type of a Livechat room's closing.
 const LIVECHAT_CLOSE: &str = "livechat-close";
+/// The system message type of a message deleted while deleted messages show as such.
+const REMOVED: &str = "rm";
 /// The type of a direct-message room.
 const DIRECT_ROOM: &str = "d";
 
@@ -41,6 +44,16 @@ impl DdpClient {
         let params = json!([format!("{}{USER_ACTIVITY}", rid.as_str()), {"useCollection": false, "args": [{"token": token.as_str()}]}]);
         self.subscribe(NOTIFY_ROOM_STREAM, params).await
     }
+
+    /// Subscribes to a Livechat room's deletions, as its visitor: with Rocket.Chat's default
+    /// settings a deleted message is removed and only `stream-notify-room`
+    /// `<rid>/deleteMessage` says so (`apps/meteor/app/lib/server/functions/deleteMessage.ts`);
+    /// the read rule takes the visitor's `token` as for `user-activity` (`docs/rocketchat.md`
+    /// §2.8.3).
+    pub async fn watch_room_deletions(&self, rid: &RoomId, token: &VisitorToken) -> SubscriptionId {
+        let params = json!([format!("{}{DELETE_MESSAGE}", rid.as_str()), {"useCollection": false, "args": [{"token": token.as_str()}]}]);
+        self.subscribe(NOTIFY_ROOM_STREAM, params).await
+    }
 }
 
 /// What a stream event means to the gateway.
@@ -52,12 +65,22 @@ pub enum Streamed {
     Room(RoomId, RoomMessage),
     /// Someone in a watched Livechat room started (`typing`) or stopped typing.
     Activity { rid: RoomId, typing: bool },
+    /// A message of a watched Livechat room was deleted (and removed from the room).
+    Deleted { rid: RoomId, id: MessageId },
 }
 
 impl Streamed {
     /// Reads a stream event; `None` for events of other streams and malformed ones.
     pub fn read(event: &StreamEvent) -> Option<Streamed> {
         if event.collection == NOTIFY_ROOM_STREAM {
+            if let Some(rid) = event.event_name.strip_suffix(DELETE_MESSAGE) {
+                // `args: [{"_id": "<message id>"}]`.
+                let id = event.args.first()?.get("_id")?.as_str()?;
+                return Some(Streamed::Deleted {
+                    rid: RoomId::new(rid),
+                    id: MessageId::new(id),
+                });
+            }
             // `args: [name, ["user-typing", …] or [], {}]`.
             let rid = event.event_name.strip_suffix(USER_ACTIVITY)?;
             event.args.first()?.as_str()?;
@@ -247,6 +270,19 @@ pub struct RoomMessage {
     pub quoted: Vec<String>,
     /// Changed after it was written (`editedAt`); the stream re-emits the same `_id`.
     pub edited: bool,
+    /// The message's reactions, by emoji name with colons (`:thumbsup:`), with the usernames who
+    /// reacted. Empty when the field is absent.
+    pub reactions: Vec<Reaction>,
+    /// When the server last changed the message (`_updatedAt`), when it says.
+    pub updated_ms: Option<u64>,
+}
+
+/// One emoji of a message's `reactions`: `{":thumbsup:": {"usernames": ["agent1"], "names": […]}}`
+/// (`packages/core-typings/src/IMessage/IMessage.ts`); the key goes with its last user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaction {
+    pub name: String,
+    pub usernames: Vec<String>,
 }
 
 /// What kind of message a Livechat room message is.
@@ -256,6 +292,10 @@ pub enum RoomMessageKind {
     Written,
     /// The room was closed (`livechat-close`).
     Closed,
+    /// Deleted while `Message_ShowDeletedStatus` is on: the server keeps the message with
+    /// `t: "rm"` and an empty text (`setAsDeletedByIdAndUser`,
+    /// `apps/meteor/app/lib/server/functions/deleteMessage.ts`) and re-emits it.
+    Removed,
     /// Any other system message (transfers, …), with its type.
     System(String),
 }
@@ -278,6 +318,7 @@ impl RoomMessage {
             kind: match value.get("t").and_then(Value::as_str) {
                 None => RoomMessageKind::Written,
                 Some(LIVECHAT_CLOSE) => RoomMessageKind::Closed,
+                Some(REMOVED) => RoomMessageKind::Removed,
                 Some(other) => RoomMessageKind::System(other.to_owned()),
             },
             from_visitor: value.get("token").is_some_and(|t| !t.is_null()),
@@ -297,8 +338,33 @@ impl RoomMessage {
             files: room_files(value),
             quoted: quoted_texts(value),
             edited: value.get("editedAt").is_some_and(|v| !v.is_null()),
+            reactions: reactions(value),
+            updated_ms: value.get("_updatedAt").and_then(dates::epoch_ms),
         })
     }
+}
+
+/// A message's `reactions`, sorted by name; malformed entries are skipped.
+fn reactions(message: &Value) -> Vec<Reaction> {
+    message
+        .get("reactions")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, reaction)| {
+            let usernames = reaction
+                .get("usernames")?
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            Some(Reaction {
+                name: name.clone(),
+                usernames,
+            })
+        })
+        .collect()
 }
 
 /// The quotes of a message. A client writes a quote as a blank link to the quoted message
@@ -493,6 +559,40 @@ mod tests {
             files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
             ["/file-upload/O1/p.jpg"],
             "the original only, never the thumbnail"
+        );
+    }
+
+    #[test]
+    fn reactions_and_deletions_are_read() {
+        let reacted = json!({"_id":"a","msg":"Hi","ts":{"$date":5},"_updatedAt":{"$date":7},"token":"vt",
+            "u":{"username":"guest-1"},
+            "reactions":{":thumbsup:":{"usernames":["agent1","agent2"],"names":["A","B"]},":bad:":{}}});
+        let m = RoomMessage::from_value(&reacted).expect("parsed");
+        assert_eq!(
+            m.reactions,
+            vec![Reaction {
+                name: ":thumbsup:".into(),
+                usernames: vec!["agent1".into(), "agent2".into()]
+            }]
+        );
+        assert_eq!(m.updated_ms, Some(7));
+        let removed =
+            json!({"_id":"b","t":"rm","msg":"","ts":{"$date":5},"u":{"username":"agent1"}});
+        assert_eq!(
+            RoomMessage::from_value(&removed).expect("parsed").kind,
+            RoomMessageKind::Removed
+        );
+        let deleted = StreamEvent {
+            collection: "stream-notify-room".into(),
+            event_name: "r1/deleteMessage".into(),
+            args: vec![json!({"_id":"b"})],
+        };
+        assert_eq!(
+            Streamed::read(&deleted),
+            Some(Streamed::Deleted {
+                rid: RoomId::new("r1"),
+                id: MessageId::new("b")
+            })
         );
     }
 

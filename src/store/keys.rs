@@ -140,6 +140,8 @@ pub(super) enum Tree {
     Relayed,
     Sent,
     Reactions,
+    Posted,
+    PageReactions,
     SetAside,
 }
 
@@ -159,6 +161,8 @@ impl Tree {
             Tree::Relayed => "relayed",
             Tree::Sent => "sent",
             Tree::Reactions => "reactions",
+            Tree::Posted => "posted",
+            Tree::PageReactions => "page_reactions",
             Tree::SetAside => "set_aside",
         }
     }
@@ -182,7 +186,9 @@ impl Tree {
             | Tree::Grants
             | Tree::Deletions
             | Tree::Rooms
-            | Tree::Relayed => String::from_utf8_lossy(key).into_owned(),
+            | Tree::Relayed
+            | Tree::Posted
+            | Tree::PageReactions => String::from_utf8_lossy(key).into_owned(),
         }
     }
 }

@@ -330,15 +330,43 @@ pub enum Outgoing {
     },
     /// The agent closed the room: send the page's "conversation finished" message.
     Close { ts_ms: u64 },
+    /// The page's reaction on the customer's message `mid` changes to `emoji` (a Unicode emoji),
+    /// or goes (`None`): the Send API's `react` / `unreact`.
+    React {
+        mid: String,
+        emoji: Option<String>,
+        ts_ms: u64,
+    },
 }
 
 impl Outgoing {
-    /// When Rocket.Chat says the message was written.
+    /// When Rocket.Chat says the message was written (or, for a reaction, changed).
     pub fn ts_ms(&self) -> u64 {
         match self {
-            Outgoing::Reply { ts_ms, .. } | Outgoing::Close { ts_ms } => *ts_ms,
+            Outgoing::Reply { ts_ms, .. }
+            | Outgoing::Close { ts_ms }
+            | Outgoing::React { ts_ms, .. } => *ts_ms,
         }
     }
+}
+
+/// A customer's message the relay posted in a room: the Messenger message it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Posted {
+    pub page: PageId,
+    pub mid: String,
+    pub at_ms: u64,
+}
+
+/// The page's reaction on a customer's message, as the relay last queued it for Messenger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageReaction {
+    /// The agents' reaction names (`:thumbsup:`) on the message when last seen.
+    pub agent_names: Vec<String>,
+    /// The name whose emoji the customer sees as the page's reaction, if any.
+    pub shown: Option<String>,
+    /// The message's `_updatedAt` when it was seen (Rocket.Chat's clock).
+    pub at_ms: u64,
 }
 
 /// A file an agent attached, as Rocket.Chat serves it (a path relative to the server).
@@ -503,6 +531,24 @@ struct SentV1 {
 struct ReactionV1 {
     v: u32,
     name: String,
+    at_ms: u64,
+}
+
+/// See [`Posted`].
+#[derive(Serialize, Deserialize)]
+struct PostedV1 {
+    v: u32,
+    page: PageId,
+    mid: String,
+    at_ms: u64,
+}
+
+/// See [`PageReaction`].
+#[derive(Serialize, Deserialize)]
+struct PageReactionV1 {
+    v: u32,
+    agent_names: Vec<String>,
+    shown: Option<String>,
     at_ms: u64,
 }
 
@@ -983,6 +1029,62 @@ pub(super) fn decode_reaction(at: At<'_>, bytes: &[u8]) -> Result<(String, u64)>
     Ok((stored.name, stored.at_ms))
 }
 
+pub(super) fn encode_posted(posted: &Posted) -> Result<Vec<u8>> {
+    let Posted { page, mid, at_ms } = posted.clone();
+    encode(
+        Tree::Posted,
+        &PostedV1 {
+            v: V1,
+            page,
+            mid,
+            at_ms,
+        },
+    )
+}
+
+pub(super) fn decode_posted(at: At<'_>, bytes: &[u8]) -> Result<Posted> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: PostedV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok(Posted {
+        page: stored.page,
+        mid: stored.mid,
+        at_ms: stored.at_ms,
+    })
+}
+
+pub(super) fn encode_page_reaction(reaction: &PageReaction) -> Result<Vec<u8>> {
+    let PageReaction {
+        agent_names,
+        shown,
+        at_ms,
+    } = reaction.clone();
+    encode(
+        Tree::PageReactions,
+        &PageReactionV1 {
+            v: V1,
+            agent_names,
+            shown,
+            at_ms,
+        },
+    )
+}
+
+pub(super) fn decode_page_reaction(at: At<'_>, bytes: &[u8]) -> Result<PageReaction> {
+    let (version, value) = at.versioned(bytes)?;
+    let stored: PageReactionV1 = match version {
+        1 => at.parse(value)?,
+        other => return Err(at.unsupported(other)),
+    };
+    Ok(PageReaction {
+        agent_names: stored.agent_names,
+        shown: stored.shown,
+        at_ms: stored.at_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     //! Snapshots of the on-disk form: a change here is a format change and needs a new version
@@ -1331,6 +1433,69 @@ mod tests {
         assert_eq!(
             decode_reaction(at(Tree::Reactions, b"k"), &bytes).unwrap(),
             ("heart".to_owned(), 9)
+        );
+    }
+
+    #[test]
+    fn reaction_outbox_and_customer_message_snapshots() {
+        let react = OutboundItem {
+            key: conv(),
+            rc_message_id: MessageId::new("fb0123"),
+            room: RoomId::new("R2"),
+            agent_username: Some("bob".into()),
+            created_ms: 30,
+            payload: Outgoing::React {
+                mid: "m_1".into(),
+                emoji: Some("👍".into()),
+                ts_ms: 30,
+            },
+        };
+        let bytes = encode_outbound(&react).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"page":"1001","psid":"2002","rc_message_id":"fb0123","room":"R2","agent_username":"bob",
+                   "created_ms":30,"payload":{"kind":"react","mid":"m_1","emoji":"👍","ts_ms":30}})
+        );
+        assert_eq!(
+            decode_outbound(at(Tree::Outbox, b"q"), &bytes).unwrap(),
+            react
+        );
+        let unreact = br#"{"v":1,"page":"1001","psid":"2002","rc_message_id":"fb0123","room":"R2","agent_username":null,"created_ms":31,"payload":{"kind":"react","mid":"m_1","emoji":null,"ts_ms":31}}"#;
+        assert!(matches!(
+            decode_outbound(at(Tree::Outbox, b"q"), unreact)
+                .unwrap()
+                .payload,
+            Outgoing::React { emoji: None, .. }
+        ));
+
+        let posted = Posted {
+            page: PageId::new("1001"),
+            mid: "m_1".into(),
+            at_ms: 4,
+        };
+        let bytes = encode_posted(&posted).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"page":"1001","mid":"m_1","at_ms":4})
+        );
+        assert_eq!(
+            decode_posted(at(Tree::Posted, b"fb0123"), &bytes).unwrap(),
+            posted
+        );
+
+        let reaction = PageReaction {
+            agent_names: vec![":thumbsup:".into(), ":heart:".into()],
+            shown: Some(":heart:".into()),
+            at_ms: 5,
+        };
+        let bytes = encode_page_reaction(&reaction).unwrap();
+        assert_eq!(
+            stored(bytes.clone()),
+            json!({"v":1,"agent_names":[":thumbsup:",":heart:"],"shown":":heart:","at_ms":5})
+        );
+        assert_eq!(
+            decode_page_reaction(at(Tree::PageReactions, b"fb0123"), &bytes).unwrap(),
+            reaction
         );
     }
 

@@ -81,6 +81,8 @@ pub struct SentMessage {
     pub attachment: Option<serde_json::Value>,
     pub metadata: Option<String>,
     pub sender_action: Option<String>,
+    /// A sender action's `payload` (`react` / `unreact`: `message_id`, `reaction`).
+    pub payload: Option<serde_json::Value>,
     pub file: Option<SentFile>,
     /// The `message_id` the simulator answered with (none for sender actions).
     pub message_id: Option<String>,
@@ -555,6 +557,13 @@ impl GraphSim {
                 if let (true, Some(psid), Some(page), Some(at)) = (from_customer, sender, page, at)
                 {
                     state.record_user_message(page, psid, at);
+                    let mid = item
+                        .get("message")
+                        .and_then(|m| m.get("mid"))
+                        .and_then(|m| m.as_str());
+                    if let Some(mid) = mid {
+                        state.record_customer_mid(page, psid, mid);
+                    }
                 }
             }
         }

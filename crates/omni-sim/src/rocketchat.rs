@@ -464,6 +464,29 @@ impl RocketChatSim {
         });
     }
 
+    /// Deletes a message as `username` (see `Message_ShowDeletedStatus` for how it shows).
+    pub fn delete(&self, username: &str, msg: &MessageId) {
+        self.shared().mutate(|st| {
+            let by = Self::author(st, username);
+            assert!(
+                st.delete_message(msg.as_str(), by),
+                "simulator has no message {msg}"
+            );
+        });
+    }
+
+    /// A user reacts (`react`) or takes a reaction back on a message with an emoji name
+    /// (`:thumbsup:`), as `chat.react` does; panics with the server's refusal.
+    pub fn react(&self, username: &str, msg: &MessageId, emoji: &str, react: bool) {
+        let refused = self.shared().mutate(|st| {
+            let uid = Self::author(st, username).id;
+            st.set_reaction(&uid, emoji, msg.as_str(), Some(react))
+        });
+        if let Some((error, reason)) = refused {
+            panic!("chat.react refused for {username}: {error} {reason}");
+        }
+    }
+
     /// A system message of type `t` (e.g. `"uj"`), written by `rocket.cat`.
     pub fn post_system(&self, rid: &RoomId, t: &str, text: &str) {
         let cat = Author {

@@ -633,6 +633,7 @@ fn parse_fields(
         metadata: text_of("metadata"),
         attachment: message.as_ref().and_then(|m| m.get("attachment")).cloned(),
         sender_action: fields.remove("sender_action"),
+        payload: json_of(fields.remove("payload")),
         file,
         ..SentMessage::default()
     };

@@ -6,7 +6,7 @@ mod instagram;
 
 pub use handover::PAGE_INBOX_APP_ID;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -269,6 +269,9 @@ pub(super) struct State {
     handover: handover::Handover,
     instagram: instagram::Instagram,
     pub sent: Vec<SentMessage>,
+    /// The customers' message ids (`mid`) per page and PSID, learnt from delivered webhooks:
+    /// with the page's own sends, the messages a page may react to.
+    customer_mids: HashMap<(String, String), HashSet<String>>,
     /// Every request as `METHOD /path`, oldest first.
     pub calls: Vec<String>,
     pub stats: GraphSimStats,
@@ -295,6 +298,7 @@ impl State {
             handover: handover::Handover::default(),
             instagram: instagram::Instagram::default(),
             sent: Vec::new(),
+            customer_mids: HashMap::new(),
             calls: Vec::new(),
             stats: GraphSimStats::default(),
         }
@@ -341,6 +345,55 @@ impl State {
                 last_user_message_ms: 0,
             });
         user.last_user_message_ms = user.last_user_message_ms.max(at_ms);
+    }
+
+    /// A customer's message `mid` in the conversation of `page` and `psid` (Meta delivered it).
+    pub fn record_customer_mid(&mut self, page: &str, psid: &str, mid: &str) {
+        self.customer_mids
+            .entry((page.to_owned(), psid.to_owned()))
+            .or_default()
+            .insert(mid.to_owned());
+    }
+
+    /// Whether `mid` is a message of the conversation: the customer's, or one the page sent.
+    fn in_thread(&self, page: &str, psid: &str, mid: &str) -> bool {
+        self.customer_mids
+            .get(&(page.to_owned(), psid.to_owned()))
+            .is_some_and(|mids| mids.contains(mid))
+            || self.sent.iter().any(|m| {
+                m.page == page && m.recipient == psid && m.message_id.as_deref() == Some(mid)
+            })
+    }
+
+    /// `react` / `unreact` (https://developers.facebook.com/docs/messenger-platform/send-messages/sender-actions/):
+    /// `payload.message_id` names a message of the conversation and `react` carries the emoji in
+    /// `payload.reaction`; `unreact` takes the `message_id` only. Anything else is Graph's
+    /// invalid-parameter error, code 100
+    /// (https://developers.facebook.com/docs/graph-api/guides/error-handling/).
+    fn check_reaction(&self, page: &str, msg: &SentMessage, react: bool) -> Result<(), Fault> {
+        let payload = msg.payload.as_ref();
+        let field = |name: &str| {
+            payload
+                .and_then(|p| p.get(name))
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        let Some(mid) = field("message_id") else {
+            return Err(Fault::param(
+                "(#100) The parameter payload[message_id] is required",
+            ));
+        };
+        if !self.in_thread(page, &msg.recipient, mid) {
+            return Err(Fault::param(
+                "(#100) Param payload[message_id] must be a message of this conversation",
+            ));
+        }
+        if react && field("reaction").is_none() {
+            return Err(Fault::param(
+                "(#100) The parameter payload[reaction] is required",
+            ));
+        }
+        Ok(())
     }
 
     pub fn set_psid_window(&mut self, page: &str, psid: &str, last_user_message_ms: u64) {
@@ -1075,10 +1128,17 @@ impl State {
                     "(#100) sender_action cannot be sent with message",
                 ));
             }
-            if !matches!(action.as_str(), "typing_on" | "typing_off" | "mark_seen") {
-                return Err(Fault::param(
-                    "(#100) Param sender_action must be one of {typing_on, typing_off, mark_seen}",
-                ));
+            // The Graph reference of `POST /{page-id}/messages` lists these five
+            // (https://developers.facebook.com/docs/graph-api/reference/page/messages/).
+            match action.as_str() {
+                "typing_on" | "typing_off" | "mark_seen" => {}
+                "react" => self.check_reaction(&key.0, &msg, true)?,
+                "unreact" => self.check_reaction(&key.0, &msg, false)?,
+                _ => {
+                    return Err(Fault::param(
+                        "(#100) Param sender_action must be one of {typing_on, typing_off, mark_seen, react, unreact}",
+                    ));
+                }
             }
             self.sent.push(msg.clone());
             return Ok(json!({ "recipient_id": key.1 }));

@@ -402,10 +402,17 @@ fn subscribe(shared: &Shared, conn_id: u64, frame: &Value) -> String {
             "stream-room-messages" if event == "__my_messages__" => Some(Sub::MyMessages),
             "stream-room-messages" => room_read_allowed(st, user.as_deref(), event, &args)
                 .then(|| Sub::Room(event.to_owned())),
-            "stream-notify-room" => event
-                .strip_suffix("/user-activity")
-                .filter(|rid| activity_read_allowed(st, user.as_deref(), rid, &args))
-                .map(|rid| Sub::RoomActivity(rid.to_owned())),
+            "stream-notify-room" => {
+                let sub = if let Some(rid) = event.strip_suffix("/user-activity") {
+                    Some((rid, Sub::RoomActivity(rid.to_owned())))
+                } else {
+                    event
+                        .strip_suffix("/deleteMessage")
+                        .map(|rid| (rid, Sub::RoomDeletions(rid.to_owned())))
+                };
+                sub.filter(|(rid, _)| notify_room_read_allowed(st, user.as_deref(), rid, &args))
+                    .map(|(_, sub)| sub)
+            }
             _ => user
                 .filter(|uid| event.starts_with(&format!("{uid}/")))
                 .map(|_| Sub::NotifyUser(event.to_owned())),
@@ -422,10 +429,11 @@ fn subscribe(shared: &Shared, conn_id: u64, frame: &Value) -> String {
     }
 }
 
-/// The `stream-notify-room` read rule (`notifications.module.ts`, `streamRoom.allowRead`; only
-/// `user-activity` is modelled): with `args[0].token`, the room must be a Livechat room of that
-/// visitor (`t == 'l'` and `v.token`; open or not); without one, a user who can access the room.
-fn activity_read_allowed(st: &State, user: Option<&str>, rid: &str, args: &[Value]) -> bool {
+/// The `stream-notify-room` read rule (`notifications.module.ts`, `streamRoom.allowRead`; the
+/// `user-activity` and `deleteMessage` events are modelled): with `args[0].token`, the room must
+/// be a Livechat room of that visitor (`t == 'l'` and `v.token`; open or not); without one, a
+/// user who can access the room.
+fn notify_room_read_allowed(st: &State, user: Option<&str>, rid: &str, args: &[Value]) -> bool {
     let Some(room) = st.rooms.get(rid) else {
         return false;
     };

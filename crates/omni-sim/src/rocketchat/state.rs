@@ -276,6 +276,8 @@ pub(super) enum Sub {
     NotifyUser(String),
     /// `stream-notify-room` `<rid>/user-activity`, for the room id.
     RoomActivity(String),
+    /// `stream-notify-room` `<rid>/deleteMessage`, for the room id.
+    RoomDeletions(String),
 }
 
 /// A live WebSocket as the rest of the server sees it.
@@ -347,6 +349,9 @@ fn default_settings(rate_limiter: bool) -> BTreeMap<String, Value> {
         ("Site_Url", json!("http://127.0.0.1")),
         // `apps/meteor/server/settings/message.ts`: editing is allowed by default.
         ("Message_AllowEditing", json!(true)),
+        // `apps/meteor/server/settings/message.ts`: a deleted message is removed, not shown as
+        // deleted, by default.
+        ("Message_ShowDeletedStatus", json!(false)),
         // `apps/meteor/server/settings/message.ts`; thumbnails are 480 wide at most.
         ("Message_Attachments_Thumbnails_Enabled", json!(true)),
         ("Livechat_enable_message_character_limit", json!(false)),
@@ -691,6 +696,9 @@ impl State {
             return Some(("not-authorized", "Not Authorized"));
         }
         let message = self.msgs.iter_mut().find(|m| m.id == message_id)?;
+        // `Messages.setReactions` is an `updateOne`, which stamps `_updatedAt`
+        // (`packages/models/src/models/BaseRaw.ts`, `setUpdatedAt`).
+        message.updated_ms = now_ms();
         if should_react {
             message.reactions.entry(name).or_default().push(username);
         } else if let Some(users) = message.reactions.get_mut(&name) {
@@ -715,6 +723,58 @@ impl State {
         m.edited = Some((now, by));
         let copy = m.clone();
         self.emit_message(&copy);
+        true
+    }
+
+    /// Deletes a message as `deleteMessage` does (`apps/meteor/app/lib/server/functions/deleteMessage.ts`):
+    /// with `Message_ShowDeletedStatus` the message stays as `t: "rm"` with an empty text, no
+    /// attachments or reactions and `editedAt`/`editedBy` of the deleter
+    /// (`Messages.setAsDeletedByIdAndUser`), re-emitted on the room's streams; otherwise it is
+    /// removed and only `notify.deleteMessage` says so: `stream-notify-room`
+    /// `<rid>/deleteMessage` with `[{"_id": …}]` (`notifyRoom` in
+    /// `apps/meteor/server/modules/listeners/listeners.module.ts`). `false` for an unknown id.
+    pub fn delete_message(&mut self, id: &str, by: Author) -> bool {
+        let now = now_ms();
+        let Some(index) = self.msgs.iter().position(|m| m.id == id) else {
+            return false;
+        };
+        let show_deleted = self
+            .settings
+            .get("Message_ShowDeletedStatus")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if show_deleted {
+            let m = &mut self.msgs[index];
+            m.t = Some("rm".to_owned());
+            m.msg = String::new();
+            m.quotes.clear();
+            m.reactions.clear();
+            m.file = None;
+            m.edited = Some((now, by));
+            m.updated_ms = now;
+            let copy = m.clone();
+            self.emit_message(&copy);
+            return true;
+        }
+        let removed = self.msgs.remove(index);
+        let event = format!("{}/deleteMessage", removed.rid);
+        let args = json!([{ "_id": removed.id }]);
+        let frames: Vec<(u64, String)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| {
+                conn.subs
+                    .values()
+                    .any(|s| matches!(s, Sub::RoomDeletions(r) if *r == removed.rid))
+            })
+            .map(|(id, _)| {
+                (
+                    *id,
+                    stream_changed("stream-notify-room", &event, args.clone()),
+                )
+            })
+            .collect();
+        self.deliver(frames);
         true
     }
 

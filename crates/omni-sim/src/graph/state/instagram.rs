@@ -205,16 +205,29 @@ impl State {
             .map(|u| u.last_user_message_ms)
             .unwrap_or_default();
         if let Some(action) = &msg.sender_action {
-            // typing_on, typing_off and mark_seen take nothing else in the body.
+            // typing_on, typing_off and mark_seen take nothing else in the body; react takes
+            // payload.message_id and reaction, unreact the message_id only (§6.5 of
+            // docs/instagram.md, from the send-message page's sender actions). The page shows
+            // only `love` as a reaction; whether other values pass is unverified, and the
+            // simulator takes any, as for Messenger.
             if msg.text.is_some() || msg.attachment.is_some() {
                 return Err(Fault::param(
                     "(#100) sender_action cannot be sent with message",
                 ));
             }
-            if !matches!(action.as_str(), "typing_on" | "typing_off" | "mark_seen") {
-                return Err(Fault::param(
-                    "(#100) Param sender_action must be one of {typing_on, typing_off, mark_seen}",
-                ));
+            match action.as_str() {
+                "typing_on" | "typing_off" | "mark_seen" => {}
+                "react" | "unreact" => {
+                    let react = action == "react";
+                    // The customer's mids are known under the account, our sends under the Page.
+                    self.check_reaction(account, msg, react)
+                        .or_else(|_| self.check_reaction(&msg.page, msg, react))?;
+                }
+                _ => {
+                    return Err(Fault::param(
+                        "(#100) Param sender_action must be one of {typing_on, typing_off, mark_seen, react, unreact}",
+                    ));
+                }
             }
             self.sent.push(msg.clone());
             return Ok(json!({ "recipient_id": msg.recipient }));
