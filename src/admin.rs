@@ -20,7 +20,7 @@ use crate::relay::inbound::Inbound;
 use crate::rocketchat::livechat::Refusal;
 use crate::rocketchat::realtime::{self, ChatMessage, RoomContext, RoomType};
 use crate::rocketchat::rest::{self, RestClient};
-use crate::store::{self, Department, Page, PageStatus, Store};
+use crate::store::{self, Department, Page, PageStatus, Platform, Store, TextLimit};
 
 /// How long a user's roles are trusted before `users.info` is asked again.
 const ROLE_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -192,9 +192,10 @@ impl Admin {
         let mut text = format!("Connected pages ({}):", pages.len());
         for page in &pages {
             text.push_str(&format!(
-                "\n• {} *{}* — department: {} · {} · held: {}",
+                "\n• {} *{}*{} — department: {} · {} · held: {}",
                 page.id,
-                page.name,
+                page.label(),
+                via(page, &pages),
                 department_label(page.department.as_ref()),
                 status_label(&page.status),
                 held.get(&page.id).copied().unwrap_or(0)
@@ -221,9 +222,15 @@ impl Admin {
         let pages = self.store.pages()?;
         let held: usize = self.held_by_page()?.values().sum();
         let last_webhook = pages.iter().filter_map(|p| p.last_webhook_ms).max();
+        let instagram = pages.iter().filter(|p| p.is_instagram()).count();
         let mut text = format!(
-            "*omni-gateway status*\n• Rocket.Chat: {link}\n• pages: {}\n• held conversations: {held}\n• inbox: {} · outbox: {}\n• last webhook: {}",
-            pages.len(),
+            "*omni-gateway status*\n• Rocket.Chat: {link}\n• pages: {}{}\n• held conversations: {held}\n• inbox: {} · outbox: {}\n• last webhook: {}",
+            pages.len() - instagram,
+            if instagram > 0 {
+                format!(" · Instagram accounts: {instagram}")
+            } else {
+                String::new()
+            },
             self.store.inbox().len(),
             self.store.outbox().len(),
             last_webhook
@@ -232,9 +239,10 @@ impl Admin {
         );
         for page in &pages {
             text.push_str(&format!(
-                "\n  – {} *{}*: {}",
+                "\n  – {} *{}*{}: {}",
                 page.id,
-                page.name,
+                page.label(),
+                via(page, &pages),
                 status_label(&page.status)
             ));
         }
@@ -321,14 +329,27 @@ impl Admin {
             Some(text) => format!("\"{text}\""),
             None => "off".into(),
         };
+        let platform = match &page.platform {
+            Platform::Messenger => "Messenger".to_owned(),
+            Platform::Instagram { page: linked, .. } => {
+                let name = self
+                    .store
+                    .page(linked)?
+                    .map(|p| format!(" *{}*", p.name))
+                    .unwrap_or_default();
+                format!("Instagram, through Page {linked}{name} (texts at most 999 bytes)")
+            }
+        };
         Ok(format!(
-            "Page {id} *{name}* ({status})\n\
+            "{kind} {id} *{name}* ({status})\n\
+             • platform: {platform}\n\
              • department: {department} — change with `/facebook edit {id} department <name or id | none>`\n\
              • welcome: {welcome} — `/facebook edit {id} welcome <text | off>`\n\
              • finished: {finished} — `/facebook edit {id} finished <text | off>`\n\
              • offline: {offline} — `/facebook edit {id} offline <text | off>`\n\
              • notices go to: {subscribers}",
-            name = page.name,
+            kind = kind(&page),
+            name = page.label(),
             status = status_label(&page.status),
             department = department_label(page.department.as_ref()),
             welcome = text_of(&page.welcome),
@@ -347,7 +368,16 @@ impl Admin {
     }
 
     async fn edit_page(&self, id: &PageId, change: &PageEdit) -> Result<String, CommandError> {
-        self.connected_page(id)?;
+        let current = self.connected_page(id)?;
+        if let (Some(text), TextLimit::Bytes(max)) = (edited_text(change), current.text_limit()) {
+            // Sent unsplit, so the whole text must fit Instagram's limit (docs/instagram.md §6.2).
+            if text.len() > max {
+                return Ok(format!(
+                    "The text is {} bytes; Instagram texts may be at most {max} bytes (about 1000 plain Latin characters, fewer with accents or emoji). Shorten it and send the command again.",
+                    text.len()
+                ));
+            }
+        }
         let department = match change {
             PageEdit::Department(Some(wanted)) => match self.find_department(wanted).await? {
                 Ok(department) => Some(department),
@@ -378,8 +408,9 @@ impl Admin {
             PageEdit::Offline(Some(_)) => "offline message updated".into(),
         };
         Ok(format!(
-            "Page {id} *{}*: {what}. It applies to the next conversation.",
-            page.name
+            "{} {id} *{}*: {what}. It applies to the next conversation.",
+            kind(&page),
+            page.label()
         ))
     }
 
@@ -525,6 +556,39 @@ impl SeenIds {
             }
         }
         true
+    }
+}
+
+/// "Page", or "Instagram account" for an Instagram record.
+fn kind(page: &Page) -> &'static str {
+    if page.is_instagram() {
+        "Instagram account"
+    } else {
+        "Page"
+    }
+}
+
+/// The text a welcome, finished or offline edit sets.
+fn edited_text(change: &PageEdit) -> Option<&str> {
+    match change {
+        PageEdit::Welcome(text) | PageEdit::Finished(text) | PageEdit::Offline(text) => {
+            text.as_deref()
+        }
+        PageEdit::Department(_) => None,
+    }
+}
+
+/// ` (Instagram, via <Page name>)` for an Instagram account, nothing for a Page.
+fn via(page: &Page, pages: &[Page]) -> String {
+    match &page.platform {
+        Platform::Messenger => String::new(),
+        Platform::Instagram { page: linked, .. } => {
+            let name = pages
+                .iter()
+                .find(|p| &p.id == linked)
+                .map_or_else(|| linked.to_string(), |p| p.name.clone());
+            format!(" (Instagram, via {name})")
+        }
     }
 }
 

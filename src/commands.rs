@@ -132,11 +132,11 @@ const HELP: [(&str, &str); 13] = [
     ),
     (
         USAGE_PAGES,
-        "connected pages: id, name, department, status, messages held",
+        "connected pages and their Instagram accounts: id, name, department, status, messages held",
     ),
     (
         "edit <pageId>",
-        "show a page's settings and how to change them",
+        "show a page's settings (or an Instagram account's, by its id) and how to change them",
     ),
     (
         USAGE_DEPARTMENT,

@@ -497,10 +497,16 @@ async fn receive_webhook(
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    if parsed.object != "page" {
-        info!(object = %parsed.object, "webhook for another product ignored");
-        return (StatusCode::OK, "EVENT_RECEIVED").into_response();
-    }
+    // Instagram Direct reaches the same endpoint with `object: "instagram"`, keyed by the
+    // Instagram account id, which is its own record in the pages tree (docs/instagram.md §3.1).
+    let instagram = match parsed.object.as_str() {
+        "page" => false,
+        "instagram" => true,
+        _ => {
+            info!(object = %parsed.object, "webhook for another product ignored");
+            return (StatusCode::OK, "EVENT_RECEIVED").into_response();
+        }
+    };
     if parsed.skipped > 0 {
         warn!(
             items = parsed.skipped,
@@ -517,7 +523,7 @@ async fn receive_webhook(
             .tasks
             .spawn(async move { pages.policy_enforcement(&notice).await });
     }
-    let (events, stale_pages, echoes) = match relayed_events(&state, parsed.events) {
+    let (events, stale_pages, echoes) = match relayed_events(&state, parsed.events, instagram) {
         Ok(found) => found,
         Err(err) => return store_failure(&err),
     };
@@ -565,6 +571,7 @@ fn verified_webhook(
 fn relayed_events(
     state: &WebhookState,
     envelopes: Vec<webhook::Envelope>,
+    instagram: bool,
 ) -> Result<(Vec<InboundEvent>, Vec<PageId>, usize), store::Error> {
     let mut events = Vec::new();
     let mut stale_pages = Vec::new();
@@ -579,6 +586,13 @@ fn relayed_events(
                     state.store.mark_echoed(sent, now_ms())?;
                     echoes += 1;
                 }
+                state.telemetry.webhook_event("ignored", 1);
+                continue;
+            }
+            // Instagram echoes carry no `app_id` or `metadata` (docs/instagram.md §4.7), so the
+            // gateway's own sends cannot be told from replies typed in the Instagram app: none
+            // is shown.
+            webhook::Event::Echo { .. } if instagram => {
                 state.telemetry.webhook_event("ignored", 1);
                 continue;
             }
@@ -673,6 +687,8 @@ fn is_relayed(event: &webhook::Event) -> bool {
             | webhook::Event::Edit { .. }
             | webhook::Event::Reaction { .. }
             | webhook::Event::Read { .. }
+            | webhook::Event::Deleted { .. }
+            | webhook::Event::Unsupported { .. }
     )
 }
 

@@ -72,7 +72,8 @@ macro_rules! redacted_id {
 }
 
 plain_id!(
-    /// A Facebook Page id.
+    /// A Facebook Page id or an Instagram professional account id: the business side of a
+    /// conversation. Meta's node ids never collide, so both live in one keyspace.
     PageId
 );
 plain_id!(
@@ -88,7 +89,8 @@ plain_id!(
     UserId
 );
 redacted_id!(
-    /// A page-scoped Messenger user id: personal data, redacted in logs.
+    /// A page-scoped Messenger user id (PSID) or an Instagram-scoped one (IGSID): personal
+    /// data, redacted in logs.
     Psid,
     "psid"
 );

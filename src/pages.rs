@@ -35,7 +35,7 @@ use crate::health::now_ms;
 use crate::ids::{PageId, RoomId, UserId};
 use crate::messenger::graph::{self, GraphClient};
 use crate::notices::Notifier;
-use crate::store::{self, DeletionRequest, Grant, OAuthState, Page, PageStatus, Store};
+use crate::store::{self, DeletionRequest, Grant, OAuthState, Page, PageStatus, Platform, Store};
 
 /// How long an authorization link stays valid.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -48,8 +48,9 @@ pub const DATA_DELETION_PATH: &str = "/oauth/facebook/data-deletion";
 /// Where Meta delivers webhooks: the app-level subscription's `callback_url` is `public_url` + this.
 pub const WEBHOOK_PATH: &str = "/webhooks/messenger";
 
-/// Permissions without which no page can be connected; `business_management` is the one
-/// optional one: without it only pages owned by a business portfolio are missing.
+/// Permissions without which no page can be connected. The others are optional:
+/// without `business_management` only pages owned by a business portfolio are missing, and
+/// without the Instagram ones the pages connect without their Instagram accounts.
 const REQUIRED_SCOPES: &[&str] = &[
     "pages_show_list",
     "pages_messaging",
@@ -338,6 +339,31 @@ impl Pages {
                 Ok(()) => {
                     info!(page = %account.id, "page connected and subscribed");
                     connected.push(label);
+                    if !granted.iter().any(|g| g == "instagram_basic") {
+                        continue;
+                    }
+                    match self
+                        .connect_instagram(
+                            record,
+                            &user.id,
+                            &account.id,
+                            &account.name,
+                            &account.access_token,
+                        )
+                        .await
+                    {
+                        Ok((linked, gone)) => {
+                            connected.extend(linked);
+                            failures.extend(gone);
+                        }
+                        Err(err) => {
+                            warn!(page = %account.id, error = %err, "the page's Instagram account could not be connected");
+                            failures.push(format!(
+                                "{}: Instagram not connected: {err}; run `/facebook authorize` again and keep the Instagram permissions ticked",
+                                account.name
+                            ));
+                        }
+                    }
                 }
                 Err(err) => {
                     warn!(page = %account.id, error = %err, "page could not be connected");
@@ -398,6 +424,79 @@ impl Pages {
         self.subscribe_and_verify(id, token).await
     }
 
+    /// Connects the Instagram professional account linked to a just-connected Page as its own
+    /// record (`docs/instagram.md` §2.2): the Page's token and grant, the settings of an earlier
+    /// connection kept. Nothing is subscribed for it: the Page's subscription and the app-level
+    /// `instagram` object carry its webhooks (§2.3). An account linked to the Page before and not
+    /// now is disconnected (settings kept). Returns the report's line for the account, and lines
+    /// for accounts that were unlinked.
+    async fn connect_instagram(
+        &self,
+        record: &OAuthState,
+        grant: &str,
+        page_id: &PageId,
+        page_name: &str,
+        token: &SecretString,
+    ) -> Result<(Option<String>, Vec<String>), Error> {
+        let linked = self.graph.instagram_account(page_id, token).await?;
+        let mut gone = Vec::new();
+        for old in self.store.pages()? {
+            let was_linked =
+                matches!(&old.platform, Platform::Instagram { page, .. } if page == page_id);
+            if !was_linked
+                || linked.as_ref().is_some_and(|ig| ig.id == old.id)
+                || old.token.is_none()
+            {
+                continue;
+            }
+            self.store.update_page(&old.id, |p| {
+                p.token = None;
+                p.status = PageStatus::Disconnected;
+            })?;
+            warn!(account = %old.id, page = %page_id, "instagram account no longer linked to the page; disconnected");
+            gone.push(format!(
+                "{} ({}): no longer linked to {page_name}, so it was disconnected (settings kept; link it again in the Page's settings and run `/facebook authorize`)",
+                old.label(),
+                old.id
+            ));
+        }
+        let Some(ig) = linked else {
+            return Ok((None, gone));
+        };
+        let mut account = self
+            .store
+            .page(&ig.id)?
+            .unwrap_or_else(|| Page::new(ig.id.clone(), String::new()));
+        account.name = ig
+            .name
+            .clone()
+            .or_else(|| ig.username.clone())
+            .unwrap_or_else(|| ig.id.to_string());
+        account.platform = Platform::Instagram {
+            page: page_id.clone(),
+            username: ig.username.clone(),
+        };
+        account.token = Some(token.clone());
+        account.grant = Some(grant.to_owned());
+        account.status = PageStatus::Connected;
+        account.connected_by = Some(record.admin_username.clone());
+        account.connected_at_ms = Some(now_ms());
+        if !account.subscribers.contains(&record.admin_username) {
+            account.subscribers.push(record.admin_username.clone());
+        }
+        // Stored before answering: its webhooks may arrive at once.
+        self.store.put_page(&account)?;
+        info!(account = %account.id, page = %page_id, "instagram account connected");
+        Ok((
+            Some(format!(
+                "{} (Instagram, via {page_name}) ({})",
+                account.label(),
+                account.id
+            )),
+            gone,
+        ))
+    }
+
     /// Subscribes the app to the page's webhooks and reads the subscription back: Meta answers
     /// `success` even when fields are not enabled for the app, so only the read-back proves it.
     async fn subscribe_and_verify(&self, id: &PageId, token: &SecretString) -> Result<(), Error> {
@@ -424,12 +523,18 @@ impl Pages {
         only: Option<&PageId>,
     ) -> Result<String, Error> {
         let _changing = self.changes.lock().await;
-        let pages: Vec<Page> = self
-            .store
-            .pages()?
-            .into_iter()
-            .filter(|p| p.token.is_some() && only.is_none_or(|id| &p.id == id))
-            .collect();
+        let pages: Vec<Page> =
+            self.store
+                .pages()?
+                .into_iter()
+                .filter(|p| {
+                    // Disconnecting a Page takes its Instagram account along (same token).
+                    p.token.is_some() && only.is_none_or(|id| {
+                        &p.id == id
+                            || matches!(&p.platform, Platform::Instagram { page, .. } if page == id)
+                    })
+                })
+                .collect();
         if pages.is_empty() {
             return Ok(match only {
                 Some(id) => {
@@ -442,21 +547,26 @@ impl Pages {
         let mut grants = Vec::new();
         for page in &pages {
             let Some(token) = &page.token else { continue };
-            match self.graph.unsubscribe_app(&page.id, token).await {
-                Ok(()) => lines.push(format!("✓ {} ({}) unsubscribed", page.name, page.id)),
-                // An invalid token means Facebook already dropped the page's access; forget it anyway.
-                Err(err) if err.is_token_invalid() => lines.push(format!(
-                    "✓ {} ({}) was no longer authorized",
-                    page.name, page.id
-                )),
-                Err(err) => {
-                    lines.push(format!(
-                        "✗ {} ({}) could not be unsubscribed: {}",
-                        page.name,
-                        page.id,
-                        err.describe()
-                    ));
-                    continue;
+            if page.is_instagram() {
+                // No subscription of its own: never `subscribed_apps` on an Instagram id.
+                lines.push(format!("✓ {} ({}) disconnected", page.label(), page.id));
+            } else {
+                match self.graph.unsubscribe_app(&page.id, token).await {
+                    Ok(()) => lines.push(format!("✓ {} ({}) unsubscribed", page.name, page.id)),
+                    // An invalid token means Facebook already dropped the page's access; forget it anyway.
+                    Err(err) if err.is_token_invalid() => lines.push(format!(
+                        "✓ {} ({}) was no longer authorized",
+                        page.name, page.id
+                    )),
+                    Err(err) => {
+                        lines.push(format!(
+                            "✗ {} ({}) could not be unsubscribed: {}",
+                            page.name,
+                            page.id,
+                            err.describe()
+                        ));
+                        continue;
+                    }
                 }
             }
             self.store.update_page(&page.id, |p| {
@@ -718,6 +828,10 @@ impl Pages {
                 return Ok(());
             }
         }
+        if page.is_instagram() {
+            // Its webhooks come through the linked Page's subscription, checked as that page.
+            return Ok(());
+        }
         let fields = match self.graph.subscribed_fields(&page.id, token).await {
             Ok(fields) => fields,
             Err(err) if err.is_token_invalid() => {
@@ -784,7 +898,33 @@ pub async fn health_loop(pages: Arc<Pages>, period: Duration, cancel: Cancellati
 /// Marks the page "needs authorization" and tells its admins, once per loss: Graph error 190 on
 /// any call, or `debug_token` saying the token is invalid. Later calls while it stays marked do
 /// nothing, so admins get one notice however many calls fail.
+///
+/// A Page and its Instagram account share one token, so both are marked, whichever failed.
 pub async fn lost_authorization(store: &Store, chat: &Notifier, page_id: &PageId, reason: &str) {
+    let records = match store.pages() {
+        Ok(records) => records,
+        Err(store_err) => {
+            warn!(page = %page_id, error = %store_err, "cannot read the pages that share the token");
+            Vec::new()
+        }
+    };
+    let root = records
+        .iter()
+        .find(|p| &p.id == page_id)
+        .map(|p| p.send_node().clone())
+        .unwrap_or_else(|| page_id.clone());
+    let mut ids = vec![page_id.clone()];
+    for record in &records {
+        if (record.id == root || record.send_node() == &root) && !ids.contains(&record.id) {
+            ids.push(record.id.clone());
+        }
+    }
+    for id in &ids {
+        mark_needs_authorization(store, chat, id, reason).await;
+    }
+}
+
+async fn mark_needs_authorization(store: &Store, chat: &Notifier, page_id: &PageId, reason: &str) {
     let mut newly = false;
     let updated = store.update_page(page_id, |page| {
         newly =
@@ -809,8 +949,13 @@ pub async fn lost_authorization(store: &Store, chat: &Notifier, page_id: &PageId
     }
     warn!(page = %page_id, reason = %reason, "page token invalid: the page needs authorization");
     let text = format!(
-        "Facebook no longer accepts the access of page *{}* ({page_id}): {reason}.\nRun `/facebook authorize` to connect it again; messages are kept meanwhile.",
-        page.name
+        "Facebook no longer accepts the access of {} *{}* ({page_id}): {reason}.\nRun `/facebook authorize` to connect it again; messages are kept meanwhile.",
+        if page.is_instagram() {
+            "Instagram account"
+        } else {
+            "page"
+        },
+        page.label()
     );
     chat.notify(&page.subscribers, &text).await;
 }
@@ -835,6 +980,15 @@ fn scope_purpose(scope: &str) -> &'static str {
         "pages_read_engagement" => "reads the page's name and the customers' public profile names",
         "business_management" => {
             "lists pages owned by a business portfolio; without it those pages are missing"
+        }
+        "instagram_basic" => {
+            "finds the Instagram account linked to each page; without it only Messenger is connected"
+        }
+        "instagram_manage_messages" => {
+            "receives and answers the Instagram account's Direct messages"
+        }
+        "instagram_manage_comments" => {
+            "uploads agents' files for Instagram (Meta lists it for the attachment upload)"
         }
         _ => "needed by the gateway",
     }

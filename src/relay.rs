@@ -213,7 +213,15 @@ impl CustomerMessenger {
 
     /// The customer's name from the User Profile API, with fallbacks: `first last`, `name`,
     /// then "Facebook user …1234" (profiles are often unavailable, `docs/messenger.md` §9).
+    ///
+    /// Instagram customers are named from the Instagram profile, marked so the room says where
+    /// they wrote: `name (@username) · Instagram`, then `@username · Instagram`, `name ·
+    /// Instagram`, then "Instagram user …1234" (`docs/instagram.md` §5). A failed lookup (230
+    /// before consent, 9010 for an unknown user) never holds a message.
     pub async fn display_name(&self, page: Option<&Page>, psid: &Psid) -> String {
+        if let Some(page) = page.filter(|p| p.is_instagram()) {
+            return self.instagram_name(page, psid).await;
+        }
         let fallback = || {
             format!(
                 "Facebook user {}",
@@ -235,6 +243,28 @@ impl CustomerMessenger {
         }
     }
 
+    async fn instagram_name(&self, page: &Page, igsid: &Psid) -> String {
+        let fallback = || {
+            format!(
+                "Instagram user {}",
+                igsid.to_string().trim_start_matches("psid")
+            )
+        };
+        let Some(token) = &page.token else {
+            return fallback();
+        };
+        match self.graph.instagram_profile(igsid, token).await {
+            Ok(profile) => profile.display_name().unwrap_or_else(fallback),
+            Err(err) => {
+                if err.is_token_invalid() {
+                    self.token_invalid(&page.id, &err).await;
+                }
+                info!(account = %page.id, error = %err.describe(), "no Instagram profile for the customer; using a placeholder name");
+                fallback()
+            }
+        }
+    }
+
     /// Sends one of the gateway's own texts (`purpose`: welcome, offline, finished) to the
     /// customer. Best effort: failures are logged, never retried into a duplicate.
     pub async fn send_text(&self, page: Option<&Page>, psid: &Psid, text: &str, purpose: &str) {
@@ -246,9 +276,14 @@ impl CustomerMessenger {
             recipient: psid.clone(),
             messaging: Messaging::Response,
             content: Content::Text(text.to_owned()),
-            metadata: Some(format!("omni-gateway:{purpose}")),
+            // Instagram neither lists `metadata` nor echoes it (docs/instagram.md §6.1).
+            metadata: (!page.is_instagram()).then(|| format!("omni-gateway:{purpose}")),
         };
-        match self.graph.send_message(&page.id, token, &request).await {
+        match self
+            .graph
+            .send_message(page.send_node(), token, &request)
+            .await
+        {
             Ok(_) => info!(page = %page.id, psid = %psid, purpose, "message sent to the customer"),
             Err(err) => {
                 if err.is_token_invalid() {

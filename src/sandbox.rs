@@ -36,7 +36,11 @@ const FB_ADMIN: &str = "900000000000001";
 pub const SHOP_PAGE: &str = "111111111111111";
 /// The page whose department's only agent is offline at first.
 pub const SUPPORT_PAGE: &str = "222222222222222";
+/// The Instagram professional account linked to the shop page.
+pub const SHOP_INSTAGRAM: &str = "17841400000000111";
 pub const CARLA: &str = "7000000000000001";
+/// An Instagram customer of the shop (an IGSID).
+pub const LEA: &str = "8400000000000003";
 pub const DAN: &str = "7000000000000002";
 /// The agent of the shop page's department, online from the start.
 pub const SHOP_AGENT: &str = "sam";
@@ -242,6 +246,7 @@ impl Sandbox {
             (SHOP_PAGE, "department", "Support", "department is now"),
             (SHOP_PAGE, "welcome", WELCOME, "welcome message updated"),
             (SHOP_PAGE, "finished", FINISHED, "finished message updated"),
+            (SHOP_INSTAGRAM, "department", "Support", "department is now"),
             (SUPPORT_PAGE, "department", "Sales", "department is now"),
             (SUPPORT_PAGE, "offline", OFFLINE, "offline message updated"),
         ] {
@@ -380,6 +385,38 @@ impl Sandbox {
         })
         .await?;
 
+        let dm = "Bonjour ! Vous avez la veste en rouge ?";
+        let instagram_room = tour.hop("instagram dm", async {
+            self.instagram_customer_writes(LEA, dm).await?;
+            let found = self.wait_for_room_message(dm).await?;
+            let visitor = self
+                .chat
+                .livechat_rooms()
+                .into_iter()
+                .find(|r| r.id == found)
+                .and_then(|r| {
+                    self.chat
+                        .visitors()
+                        .into_iter()
+                        .find(|v| v.token == r.visitor_token)
+                })
+                .and_then(|v| v.name)
+                .unwrap_or_default();
+            Ok((format!(
+                "Léa writes to @acme.shop on Instagram: \"{dm}\" → webhook with object \"instagram\" → Livechat room {found}, visitor \"{visitor}\""
+            ), found))
+        })
+        .await?;
+        let answer = "Oui, en S, M et L !";
+        tour.hop("instagram reply", async {
+            self.chat.agent_reply(SHOP_AGENT, &instagram_room, answer);
+            self.customer_receives(LEA, answer).await?;
+            Ok((format!(
+                "{SHOP_AGENT} replies in that room → Léa receives it on Instagram, sent through Acme Shop's page: \"{answer}\""
+            ), ()))
+        })
+        .await?;
+
         let late = "Hello? I need help with a return.";
         tour.hop("held", async {
             self.customer_writes(SUPPORT_PAGE, DAN, late).await?;
@@ -515,6 +552,27 @@ impl Sandbox {
         }
     }
 
+    /// Meta delivers a signed Instagram webhook (`object: "instagram"`, keyed by the account)
+    /// with one Direct message.
+    async fn instagram_customer_writes(&self, igsid: &str, text: &str) -> Result<(), String> {
+        let now = crate::health::now_ms();
+        let mid = format!("aWdf{}", hex::encode(rand::rng().random::<[u8; 12]>()));
+        let body = json!({"object": "instagram", "entry": [{"id": SHOP_INSTAGRAM, "time": now, "messaging": [{
+            "sender": {"id": igsid}, "recipient": {"id": SHOP_INSTAGRAM}, "timestamp": now,
+            "message": {"mid": mid, "text": text},
+        }]}]});
+        let url = format!("{}/webhooks/messenger", self.gateway_url());
+        let response = self
+            .facebook
+            .deliver_webhook(&url, body.to_string().as_bytes())
+            .await
+            .map_err(|e| format!("the webhook was not delivered: {}", e.without_url()))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            other => Err(format!("the gateway answered the webhook with {other}")),
+        }
+    }
+
     /// Meta delivers a signed webhook with one `messaging` item.
     async fn customer_sends(&self, page: &str, item: serde_json::Value) -> Result<(), String> {
         let now = crate::health::now_ms();
@@ -636,7 +694,8 @@ fn populate_rocketchat(chat: &RocketChatSim) -> String {
     bot_password
 }
 
-/// A Facebook user managing two pages, each with a customer who just wrote.
+/// A Facebook user managing two pages, each with a customer who just wrote; the shop page's
+/// linked Instagram account, with a customer too.
 fn populate_facebook(facebook: &GraphSim) {
     facebook.add_user(FB_ADMIN, "Alice Admin");
     for (page, name) in [(SHOP_PAGE, "Acme Shop"), (SUPPORT_PAGE, "Acme Support")] {
@@ -645,6 +704,8 @@ fn populate_facebook(facebook: &GraphSim) {
     facebook.set_dialog_user(FB_ADMIN);
     facebook.add_psid(SHOP_PAGE, CARLA, "Carla", "Customer");
     facebook.add_psid(SUPPORT_PAGE, DAN, "Dan", "Doe");
+    facebook.link_instagram(SHOP_PAGE, SHOP_INSTAGRAM, "acme.shop", "Acme Shop");
+    facebook.add_igsid(SHOP_INSTAGRAM, LEA, Some("Léa Martin"), "lea.mrtn");
 }
 
 /// A password for a simulated user: the simulator needs one, nobody types it.

@@ -43,6 +43,7 @@ pub use keys::QueueId;
 pub use records::{
     AgentFile, Conversation, DeletionRequest, Department, EnqueueOutcome, Grant, InboundEvent,
     OAuthState, OutboundItem, Outgoing, Page, PageReaction, PageStatus, Platform, Posted, SetAside,
+    TextLimit,
 };
 
 use crate::ids::{ConversationKey, MessageId, PageId, RoomId};

@@ -7,15 +7,19 @@
 //! A reply can be sent twice only if the kill falls between Meta's answer and the outbox removal.
 //! The test closes that window: the Send API refuses (HTTP 503) from before the burst until after
 //! the restart, so no send can succeed anywhere near the kill, and it asserts exactly once.
+//!
+//! The same run for Messenger and for Instagram Direct.
 
 use std::time::Duration;
 
 use omni_sim::graph::SimError;
 use omni_sim::ids::RoomId;
 use omni_testkit::daemon::Installed;
-use omni_testkit::messenger::{Facebook, PAGE_ID, PageSetup, body, now_ms, text_event};
+use omni_testkit::instagram::IG_ID;
+use omni_testkit::messenger::{Facebook, PAGE_ID, PageSetup, now_ms};
 use omni_testkit::traffic::{agent_replies, customer_messages, settle, text};
 use omni_testkit::{Chat, PATIENCE};
+use omni_testkit::{instagram, messenger};
 
 const AGENT: &str = "agent.smith";
 const CONVERSATIONS: usize = 4;
@@ -32,14 +36,23 @@ fn psid(c: usize) -> String {
     format!("psid-{c}")
 }
 
+#[derive(Clone, Copy)]
+enum Platform {
+    Messenger,
+    Instagram,
+}
+
 /// The webhook of customer `c`'s `n`th message, stamped `ts`.
-fn webhook(c: usize, n: usize, ts: u64) -> Vec<u8> {
-    body(&[text_event(
-        &psid(c),
-        &format!("m_{c}_{n}"),
-        ts,
-        &text(c, "m", n),
-    )])
+fn webhook(platform: Platform, c: usize, n: usize, ts: u64) -> Vec<u8> {
+    let (mid, words) = (format!("m_{c}_{n}"), text(c, "m", n));
+    match platform {
+        Platform::Messenger => {
+            messenger::body(&[messenger::text_event(&psid(c), &mid, ts, &words)])
+        }
+        Platform::Instagram => {
+            instagram::body(&[instagram::text_event(&psid(c), &mid, ts, &words)])
+        }
+    }
 }
 
 /// What one customer's burst achieved: the messages acknowledged with 200, in order, and the
@@ -51,16 +64,36 @@ struct Burst {
 
 #[tokio::test]
 async fn sigkill_during_webhooks_and_replies_loses_and_repeats_nothing() {
+    run(Platform::Messenger).await;
+}
+
+#[tokio::test]
+async fn sigkill_during_instagram_traffic_loses_and_repeats_nothing() {
+    run(Platform::Instagram).await;
+}
+
+async fn run(platform: Platform) {
     let chat = Chat::start().await;
     chat.sim
         .add_user(AGENT, "agent-pw", &["user", "livechat-agent"]);
     chat.sim.set_agent_online(AGENT, true);
     let fb = Facebook::start().await;
     for c in 0..CONVERSATIONS {
-        fb.sim
-            .add_psid(PAGE_ID, &psid(c), "Customer", &c.to_string());
+        match platform {
+            Platform::Messenger => fb
+                .sim
+                .add_psid(PAGE_ID, &psid(c), "Customer", &c.to_string()),
+            Platform::Instagram => fb
+                .sim
+                .add_igsid(IG_ID, &psid(c), None, &format!("customer{c}")),
+        }
     }
-    let installed = Installed::new(&chat, &fb, PageSetup::default()).await;
+    let installed = match platform {
+        Platform::Messenger => Installed::new(&chat, &fb, PageSetup::default()).await,
+        Platform::Instagram => {
+            Installed::with_instagram(&chat, &fb, PageSetup::default(), PageSetup::default()).await
+        }
+    };
     let http = reqwest::Client::new();
     let url = format!("{}/webhooks/messenger", installed.base);
     let mut daemon = installed.start(omni_testkit::gateway_binary!());
@@ -71,7 +104,7 @@ async fn sigkill_during_webhooks_and_replies_loses_and_repeats_nothing() {
     for c in 0..CONVERSATIONS {
         let answer = fb
             .sim
-            .deliver_webhook(&url, &webhook(c, 0, t0))
+            .deliver_webhook(&url, &webhook(platform, c, 0, t0))
             .await
             .expect("the daemon answers");
         assert_eq!(answer.status().as_u16(), 200);
@@ -122,7 +155,9 @@ async fn sigkill_during_webhooks_and_replies_loses_and_repeats_nothing() {
                     unacknowledged: None,
                 };
                 for n in 1..=WEBHOOKS {
-                    let answer = sim.deliver_webhook(&url, &webhook(c, n, now_ms())).await;
+                    let answer = sim
+                        .deliver_webhook(&url, &webhook(platform, c, n, now_ms()))
+                        .await;
                     match answer.map(|a| a.status().as_u16()) {
                         Ok(200) => burst.acknowledged.push(n),
                         _ => {
@@ -182,7 +217,7 @@ async fn sigkill_during_webhooks_and_replies_loses_and_repeats_nothing() {
         if let Some(n) = burst.unacknowledged {
             let answer = fb
                 .sim
-                .deliver_webhook(&url, &webhook(c, n, now_ms()))
+                .deliver_webhook(&url, &webhook(platform, c, n, now_ms()))
                 .await
                 .expect("the restarted daemon answers");
             assert_eq!(answer.status().as_u16(), 200, "Meta's retry acknowledged");

@@ -125,7 +125,7 @@ async fn login_exchanges_and_paged_accounts() {
     assert_eq!(
         param(&query, "scope"),
         Some(
-            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management"
+            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management,instagram_basic,instagram_manage_messages,instagram_manage_comments"
         )
     );
 

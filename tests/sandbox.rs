@@ -12,7 +12,12 @@ async fn the_tour_completes_every_hop_and_metrics_show_it() {
     let result = sandbox.tour(&mut |line| lines.push(line.to_owned())).await;
     let shown = lines.join("\n");
     assert!(result.is_ok(), "{result:?}\n{shown}");
-    assert_eq!(lines.len(), 20, "one line per hop:\n{shown}");
+    assert_eq!(
+        lines.len(),
+        23,
+        "one line per hop:
+{shown}"
+    );
     for (n, line) in lines.iter().enumerate() {
         assert!(line.starts_with(&format!("{:>2}. ", n + 1)), "{line}");
     }
@@ -30,11 +35,11 @@ async fn the_tour_completes_every_hop_and_metrics_show_it() {
         "omni_gateway_outbox_depth 0",
         "omni_gateway_held_conversations 0",
         "omni_gateway_page_status{page=\"111111111111111\",state=\"connected\"} 1",
-        "omni_gateway_webhook_events_total{outcome=\"stored\"} 5",
-        "omni_gateway_inbound_delivered_total 5",
+        "omni_gateway_webhook_events_total{outcome=\"stored\"} 6",
+        "omni_gateway_inbound_delivered_total 6",
         "omni_gateway_inbound_held_total 1",
-        "omni_gateway_webhook_request_seconds_count 5",
-        "omni_gateway_inbound_delivery_latency_seconds_count 5",
+        "omni_gateway_webhook_request_seconds_count 6",
+        "omni_gateway_inbound_delivery_latency_seconds_count 6",
         "omni_gateway_rocketchat_errors_total{kind=\"no_agent_online\"}",
     ] {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");

@@ -33,8 +33,8 @@ use crate::ids::{PageId, Psid};
 pub use error::{Error, ErrorKind, GraphError};
 pub use types::{AppSubscription, Permission, SubscriptionField};
 pub use types::{
-    AttachmentKind, Content, FbUser, Messaging, PageAccount, Profile, SendRequest, SendResponse,
-    SenderAction, TokenInfo, TokenInfoError, UserToken,
+    AttachmentKind, Content, FbUser, IgAccount, IgProfile, Messaging, PageAccount, Profile,
+    SendRequest, SendResponse, SenderAction, TokenInfo, TokenInfoError, UserToken,
 };
 
 /// The webhook fields a page is subscribed to: the live-chat set of
@@ -58,12 +58,19 @@ pub const SUBSCRIBED_FIELDS: &[&str] = &[
 /// their behalf, subscribe them to webhooks, the engagement read Meta pairs with them, and
 /// `business_management`, without which pages owned by a business portfolio are missing from
 /// `/me/accounts` (https://developers.facebook.com/docs/permissions#business_management).
+/// The Instagram ones reach the Instagram account linked to each page (`docs/instagram.md` §2.1):
+/// `instagram_basic` and `instagram_manage_messages` to find it, read its webhooks and answer, and
+/// `instagram_manage_comments`, which Meta's attachment-upload page lists for the upload the
+/// gateway sends agents' files with.
 pub const LOGIN_SCOPES: &[&str] = &[
     "pages_show_list",
     "pages_messaging",
     "pages_manage_metadata",
     "pages_read_engagement",
     "business_management",
+    "instagram_basic",
+    "instagram_manage_messages",
+    "instagram_manage_comments",
 ];
 
 /// Stops following `paging.next` after this many pages: a person with more pages than this
@@ -398,6 +405,79 @@ impl GraphClient {
         self.call("user profile", req).await
     }
 
+    /// The Instagram professional account linked to the page, `None` when none is: Meta leaves
+    /// the field out then (`docs/instagram.md` §2.2). Asked per page, not in the `/me/accounts`
+    /// listing, so an Instagram refusal cannot break connecting the page.
+    pub async fn instagram_account(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+    ) -> Result<Option<IgAccount>, Error> {
+        #[derive(Deserialize)]
+        struct Linked {
+            #[serde(default)]
+            instagram_business_account: Option<IgAccount>,
+        }
+        let req = self
+            .request(Method::GET, &[page.as_str()], Some(page_token))
+            .query(&[("fields", "instagram_business_account{id,username,name}")]);
+        let linked: Linked = self.call("instagram account", req).await?;
+        Ok(linked.instagram_business_account)
+    }
+
+    /// An Instagram user's profile with the linked Page's token (`docs/instagram.md` §5). Fails
+    /// with 230 before the person wrote and 9010 for an unknown user: callers fall back to a
+    /// placeholder.
+    pub async fn instagram_profile(
+        &self,
+        igsid: &Psid,
+        page_token: &SecretString,
+    ) -> Result<IgProfile, Error> {
+        let req = self
+            .request(Method::GET, &[igsid.as_str()], Some(page_token))
+            .query(&[("fields", "name,username")]);
+        self.call("instagram profile", req).await
+    }
+
+    /// Uploads a file for Instagram (multipart `POST /{page}/message_attachments` with
+    /// `platform=instagram`, `docs/instagram.md` §6.4) and returns its `attachment_id`, which a
+    /// [`Content::AttachmentId`] send then refers to.
+    #[allow(clippy::too_many_arguments)] // the upload's own parameter list
+    pub async fn upload_attachment(
+        &self,
+        page: &PageId,
+        page_token: &SecretString,
+        kind: AttachmentKind,
+        file_name: &str,
+        mime: &str,
+        bytes: Bytes,
+    ) -> Result<String, Error> {
+        #[derive(Deserialize)]
+        struct Uploaded {
+            attachment_id: String,
+        }
+        let part =
+            |bytes: Bytes| reqwest::multipart::Part::stream(bytes).file_name(file_name.to_owned());
+        let file = part(bytes.clone())
+            .mime_str(mime)
+            .unwrap_or_else(|_| part(bytes));
+        let message =
+            json!({ "attachment": { "type": kind.as_str(), "payload": { "is_reusable": false } } });
+        let form = reqwest::multipart::Form::new()
+            .text("platform", "instagram")
+            .text("message", message.to_string())
+            .part("filedata", file);
+        let req = self
+            .request(
+                Method::POST,
+                &[page.as_str(), "message_attachments"],
+                Some(page_token),
+            )
+            .multipart(form);
+        let uploaded: Uploaded = self.call("upload attachment", req).await?;
+        Ok(uploaded.attachment_id)
+    }
+
     /// `POST /{page}/messages` with a JSON body. Not idempotent: a retry after a timeout can
     /// deliver twice (`docs/messenger.md` §4.3).
     pub async fn send_message(
@@ -410,6 +490,9 @@ impl GraphClient {
             Content::Text(text) => json!({ "text": text }),
             Content::AttachmentUrl { kind, url } => json!({
                 "attachment": { "type": kind.as_str(), "payload": { "url": url, "is_reusable": false } }
+            }),
+            Content::AttachmentId { kind, id } => json!({
+                "attachment": { "type": kind.as_str(), "payload": { "attachment_id": id } }
             }),
         };
         if let Some(metadata) = &req.metadata {

@@ -277,6 +277,11 @@ pub fn message_mid(dedupe_key: &str) -> Option<&str> {
 pub fn dedupe_key(item: &Value) -> Option<String> {
     let mid = |v: &Value| v.get("mid").and_then(Value::as_str).map(str::to_owned);
     if let Some(message) = item.get("message") {
+        // An Instagram unsend reuses the `mid` of the message it removes (`docs/instagram.md`
+        // §4.8): keyed apart, or it would be dropped as a redelivery of the original.
+        if message.get("is_deleted").and_then(Value::as_bool) == Some(true) {
+            return mid(message).map(|m| format!("d:{m}"));
+        }
         return mid(message).map(|m| format!("{MESSAGE_KEY}{m}"));
     }
     if let Some(postback) = item.get("postback") {
@@ -316,7 +321,15 @@ pub enum Event {
         quick_reply: bool,
         /// The message this one answers (`reply_to.mid`).
         reply_to: Option<String>,
+        /// Instagram: the story this message answers (`reply_to.story.url`, which has no `mid`;
+        /// `docs/instagram.md` §4.3).
+        story_reply: Option<String>,
     },
+    /// Instagram: the customer unsent the message with this `mid` (`is_deleted`,
+    /// `docs/instagram.md` §4.8).
+    Deleted { mid: String },
+    /// Instagram: a message Instagram does not show to apps (`is_unsupported`).
+    Unsupported { mid: String },
     /// A button tap.
     Postback { mid: Option<String>, title: String },
     /// A customer edited a message.
@@ -385,6 +398,17 @@ pub fn event(item: &Value) -> Event {
         let Some(mid) = message.get("mid").and_then(Value::as_str) else {
             return Event::Other("message without mid");
         };
+        let flag = |name: &str| message.get(name).and_then(Value::as_bool) == Some(true);
+        if flag("is_deleted") {
+            return Event::Deleted {
+                mid: mid.to_owned(),
+            };
+        }
+        if flag("is_unsupported") {
+            return Event::Unsupported {
+                mid: mid.to_owned(),
+            };
+        }
         return Event::Message {
             mid: mid.to_owned(),
             text: message
@@ -400,6 +424,12 @@ pub fn event(item: &Value) -> Event {
             reply_to: message
                 .get("reply_to")
                 .and_then(|r| r.get("mid"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            story_reply: message
+                .get("reply_to")
+                .and_then(|r| r.get("story"))
+                .and_then(|story| story.get("url"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         };
@@ -447,7 +477,17 @@ pub fn event(item: &Value) -> Event {
     }
     if let Some(read) = item.get("read") {
         // https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-reads
-        return match read.get("watermark").and_then(Value::as_u64) {
+        // An Instagram read names one message (`read.mid`) and no watermark
+        // (`docs/instagram.md` §4.5): everything sent before the read's time was seen.
+        let instagram_read = read
+            .get("mid")
+            .and_then(|_| item.get("timestamp"))
+            .and_then(Value::as_u64);
+        return match read
+            .get("watermark")
+            .and_then(Value::as_u64)
+            .or(instagram_read)
+        {
             Some(watermark_ms) => Event::Read { watermark_ms },
             None => Event::Other("read without watermark"),
         };
@@ -634,6 +674,7 @@ mod tests {
                     attachments: vec![],
                     quick_reply: true,
                     reply_to: None,
+                    story_reply: None,
                 },
             ),
             (
@@ -644,7 +685,31 @@ mod tests {
                     attachments: vec![],
                     quick_reply: false,
                     reply_to: Some("old".into()),
+                    story_reply: None,
                 },
+            ),
+            (
+                json!({"message":{"mid":"m","text":"love it","reply_to":{"story":{"url":"https://cdn/s","id":"18"}}}}),
+                Event::Message {
+                    mid: "m".into(),
+                    text: Some("love it".into()),
+                    attachments: vec![],
+                    quick_reply: false,
+                    reply_to: None,
+                    story_reply: Some("https://cdn/s".into()),
+                },
+            ),
+            (
+                json!({"message":{"mid":"gone","is_deleted":true}}),
+                Event::Deleted { mid: "gone".into() },
+            ),
+            (
+                json!({"message":{"mid":"odd","is_unsupported":true}}),
+                Event::Unsupported { mid: "odd".into() },
+            ),
+            (
+                json!({"timestamp":77,"read":{"mid":"seen"}}),
+                Event::Read { watermark_ms: 77 },
             ),
             (
                 json!({"postback":{"mid":"p","title":"Talk to a person","payload":"HUMAN"}}),
@@ -788,6 +853,44 @@ mod tests {
     }
 
     #[test]
+    fn instagram_envelopes_are_keyed_by_the_account() {
+        // docs/instagram.md §3.1 and §4.7: the entry id is the account, an echo swaps the ends,
+        // and standby items arrive like Messenger's.
+        let body = json!({"object":"instagram","entry":[{"id":"178","time":1,
+            "messaging":[
+                {"sender":{"id":"ig-user"},"recipient":{"id":"178"},"timestamp":2,
+                 "message":{"mid":"aWdf1","text":"Bonjour"}},
+                {"sender":{"id":"178"},"recipient":{"id":"ig-user"},"timestamp":3,
+                 "message":{"mid":"aWdf2","text":"Salut","is_echo":true}}],
+            "standby":[
+                {"sender":{"id":"ig-user"},"recipient":{"id":"178"},"timestamp":4,
+                 "message":{"mid":"aWdf3","text":"hello?"}}]}]});
+        let parsed = parse(body.to_string().as_bytes()).expect("parses");
+        assert_eq!(parsed.object, "instagram");
+        let seen: Vec<(&str, &str, bool)> = parsed
+            .events
+            .iter()
+            .map(|e| (e.page.as_str(), e.psid.as_str(), e.standby))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("178", "ig-user", false),
+                ("178", "ig-user", false),
+                ("178", "ig-user", true)
+            ]
+        );
+        assert!(matches!(
+            event(&parsed.events[1].raw),
+            Event::Echo {
+                app_id: None,
+                metadata: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn dedupe_keys() {
         let cases = vec![
             (json!({"message":{"mid":"a"}}), Some("m:a")),
@@ -802,6 +905,11 @@ mod tests {
                 Some("r:u:d:unreact:5"),
             ),
             (json!({"read":{"watermark":1}}), None),
+            // An Instagram unsend reuses its original's mid and must not match its key.
+            (
+                json!({"message":{"mid":"a","is_deleted":true}}),
+                Some("d:a"),
+            ),
         ];
         for (item, expected) in cases {
             assert_eq!(dedupe_key(&item).as_deref(), expected, "{item}");

@@ -398,10 +398,14 @@ impl Inbound {
             debug!(conversation = %key, "event is not relayed");
             return Ok(());
         };
-        if event.standby {
-            render::mark_standby(&mut parts);
-        }
         let page = self.ctx.store.page(&key.page)?;
+        if event.standby {
+            let label = match &page {
+                Some(page) if page.is_instagram() => render::INSTAGRAM_STANDBY_LABEL,
+                _ => render::STANDBY_LABEL,
+            };
+            render::mark_standby(&mut parts, label);
+        }
         let mut conversation = self.conversation(key)?;
         // The customer's write opens the Send API window, whether or not Rocket.Chat has the
         // message yet: recorded before posting, because an agent (or a bot) may answer the moment
@@ -416,7 +420,8 @@ impl Inbound {
             {
                 return Ok(());
             }
-        } else {
+        } else if !matches!(meaning, Event::Deleted { .. }) {
+            // An unsend is no message either: only the customer's writes open the window.
             self.ctx.store.update_conversation(key, |c| {
                 c.last_inbound_ms = Some(c.last_inbound_ms.unwrap_or(0).max(written_ms));
             })?;
@@ -607,8 +612,13 @@ impl Inbound {
         meaning: &Event,
         conversation: &Conversation,
     ) -> Result<bool, Failure> {
-        let Event::Edit { mid, text } = meaning else {
-            return Ok(false);
+        // An Instagram unsend changes the original to a mark and still posts its notice: the
+        // edit depends on Rocket.Chat's message-editing settings, and files cannot be removed
+        // with the visitor token, so the notice is what agents can rely on.
+        let (mid, text, replaces_post) = match meaning {
+            Event::Edit { mid, text } => (mid, text.as_str(), true),
+            Event::Deleted { mid } => (mid, render::UNSENT_TEXT, false),
+            _ => return Ok(false),
         };
         let Some(rid) = &conversation.room else {
             return Ok(false);
@@ -620,7 +630,7 @@ impl Inbound {
             .update_visitor_message(&conversation.visitor_token, rid, &original, text)
             .await
         {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(replaces_post),
             Err(err) if err.is_edit_refused() || livechat::is_room_problem(&err) => {
                 debug!(conversation = %key, reason = err.error_type().unwrap_or("-"), "edit posted as a new line");
                 Ok(false)

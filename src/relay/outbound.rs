@@ -28,12 +28,11 @@ use crate::messenger::graph::{
 use crate::rocketchat::ddp::{DdpClient, SubscriptionId};
 use crate::rocketchat::realtime::{RoomMessage, RoomMessageKind};
 use crate::store::{
-    self, Conversation, OutboundItem, Page, PageReaction, PageStatus, Posted, Queue, QueueId, Store,
+    self, Conversation, OutboundItem, Page, PageReaction, PageStatus, Posted, Queue, QueueId,
+    Store, TextLimit,
 };
 pub use crate::store::{AgentFile, Outgoing};
 
-/// Meta's text limit: "UTF-8 and less than 2000 characters".
-const MAX_TEXT_CHARS: usize = 1999;
 /// The standard messaging window, and the HUMAN_AGENT one.
 const RESPONSE_WINDOW_MS: u64 = 24 * 3600 * 1000;
 const HUMAN_AGENT_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -659,7 +658,7 @@ impl Outbound {
         if self.ctx.threads.is_primary(&key.page) != Some(false) {
             match self
                 .graph
-                .take_thread_control(&page.id, token, &key.psid, HANDOVER_METADATA)
+                .take_thread_control(page.send_node(), token, &key.psid, HANDOVER_METADATA)
                 .await
             {
                 Ok(()) => {
@@ -674,7 +673,7 @@ impl Outbound {
         }
         let asked = self
             .graph
-            .request_thread_control(&page.id, token, &key.psid, HANDOVER_METADATA)
+            .request_thread_control(page.send_node(), token, &key.psid, HANDOVER_METADATA)
             .await;
         let reason = format!(
             "{owner} controls this conversation in Messenger, and the gateway's app is not the page's primary receiver, so it cannot take it"
@@ -735,7 +734,7 @@ impl Outbound {
             }
         })?;
         self.graph
-            .react(&page.id, token, &key.psid, mid, emoji)
+            .react(page.send_node(), token, &key.psid, mid, emoji)
             .await
             .map_err(Failure::Graph)
     }
@@ -774,14 +773,17 @@ impl Outbound {
             if let Some(token) = &page.token {
                 if let Err(err) = self
                     .graph
-                    .sender_action(&page.id, token, &key.psid, SenderAction::MarkSeen)
+                    .sender_action(page.send_node(), token, &key.psid, SenderAction::MarkSeen)
                     .await
                 {
                     debug!(conversation = %key, error = %err.describe(), "mark_seen failed");
                 }
             }
         }
-        let chunks = split_text(text, MAX_TEXT_CHARS);
+        let chunks = match page.text_limit() {
+            TextLimit::Chars(max) => split_text(text, max),
+            TextLimit::Bytes(max) => split_text_bytes(text, max),
+        };
         let total = chunks.len() + files.len();
         while *progress < total {
             // Meta echoed this part already: an earlier attempt that got no answer was delivered.
@@ -835,10 +837,11 @@ impl Outbound {
             recipient: key.psid.clone(),
             messaging,
             content: Content::Text(text.to_owned()),
-            metadata: Some(metadata),
+            // Instagram neither lists `metadata` nor echoes it (docs/instagram.md §6.1).
+            metadata: (!page.is_instagram()).then_some(metadata),
         };
         self.graph
-            .send_message(&page.id, token, &request)
+            .send_message(page.send_node(), token, &request)
             .await
             .map(|sent| Some(sent.message_id))
             .map_err(Failure::Graph)
@@ -872,9 +875,14 @@ impl Outbound {
             return Err(Failure::File(FileProblem::TooLarge(file.name.clone())));
         }
         let kind = AttachmentKind::from_mime(&file.mime);
+        if page.is_instagram() {
+            return self
+                .send_instagram_file(page, token, key, file, messaging, bytes)
+                .await;
+        }
         self.graph
             .send_attachment(
-                &page.id,
+                page.send_node(),
                 token,
                 &key.psid,
                 &messaging,
@@ -883,6 +891,54 @@ impl Outbound {
                 &file.mime,
                 Bytes::from(bytes),
             )
+            .await
+            .map(|sent| Some(sent.message_id))
+            .map_err(Failure::Graph)
+    }
+
+    /// Instagram takes a file as an upload to `message_attachments`, then a send that names its
+    /// `attachment_id` (`docs/instagram.md` §6.4). The kind, format, size and name rules were
+    /// checked before the download (see [`instagram_file_problem`]); the size is checked again on
+    /// the bytes.
+    async fn send_instagram_file(
+        &self,
+        page: &Page,
+        token: &secrecy::SecretString,
+        key: &ConversationKey,
+        file: &AgentFile,
+        messaging: Messaging,
+        bytes: Vec<u8>,
+    ) -> Result<Option<String>, Failure> {
+        let (kind, max) = instagram_kind(&file.mime, &file.name)
+            .map_err(|reason| Failure::File(FileProblem::Instagram(reason)))?;
+        if bytes.len() > max {
+            return Err(Failure::File(FileProblem::Instagram(format!(
+                "{} is larger than Instagram's {} MB limit for {}s",
+                file.name,
+                max >> 20,
+                kind.as_str()
+            ))));
+        }
+        let id = self
+            .graph
+            .upload_attachment(
+                page.send_node(),
+                token,
+                kind,
+                &file.name,
+                &file.mime,
+                Bytes::from(bytes),
+            )
+            .await
+            .map_err(Failure::Graph)?;
+        let request = SendRequest {
+            recipient: key.psid.clone(),
+            messaging,
+            content: Content::AttachmentId { kind, id },
+            metadata: None,
+        };
+        self.graph
+            .send_message(page.send_node(), token, &request)
             .await
             .map(|sent| Some(sent.message_id))
             .map_err(Failure::Graph)
@@ -914,7 +970,7 @@ impl Outbound {
             .await;
         let page_name = page
             .as_ref()
-            .map(|p| p.name.clone())
+            .map(Page::label)
             .unwrap_or_else(|| key.page.to_string());
         let what = match outgoing {
             Outgoing::Reply { text, .. } => format!(
@@ -933,7 +989,17 @@ impl Outbound {
                 "The page's reaction to a message of {customer} (page *{page_name}*) was not removed in Messenger"
             ),
         };
-        let text = format!("{what}\nWhy: {reason}\nWhat to do: {fix}");
+        // The shared reasons and fixes name Messenger; an Instagram customer is on Instagram,
+        // whose window and tag rules are the same (docs/instagram.md §6.3).
+        let product = |words: &str| match &page {
+            Some(page) if page.is_instagram() => words.replace("Messenger", "Instagram"),
+            _ => words.to_owned(),
+        };
+        let text = format!(
+            "{what}\nWhy: {}\nWhat to do: {}",
+            product(reason),
+            product(fix)
+        );
         let mut recipients: Vec<String> = item.agent_username.iter().cloned().collect();
         if let Some(page) = &page {
             for admin in &page.subscribers {
@@ -1019,6 +1085,49 @@ enum FileProblem {
     Unreadable(crate::rocketchat::rest::Error),
     #[error("{0} is larger than Messenger's 25 MB limit")]
     TooLarge(String),
+    /// A file Instagram does not take (kind, format, size or name).
+    #[error("{0}")]
+    Instagram(String),
+}
+
+/// The attachment kind and size limit Instagram takes for a file of this type, or why it takes
+/// none (`docs/instagram.md` §6.4: png/jpeg/gif images up to 8 MB; mp4/ogg/avi/mov/webm video and
+/// aac/m4a/wav/mp4 audio up to 25 MB; documents only as PDF up to 25 MB; ASCII file names).
+pub fn instagram_kind(mime: &str, name: &str) -> Result<(AttachmentKind, usize), String> {
+    const MB: usize = 1 << 20;
+    if !name.is_ascii() {
+        return Err(format!(
+            "Instagram accepts only file names in plain ASCII letters; rename “{name}” and send it again"
+        ));
+    }
+    let mime = mime.to_ascii_lowercase();
+    let extension = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    let subtype = mime.split('/').nth(1).unwrap_or_default();
+    let is = |formats: &[&str]| formats.contains(&subtype) || formats.contains(&extension.as_str());
+    let kind = AttachmentKind::from_mime(&mime);
+    let accepted = match kind {
+        AttachmentKind::Image => is(&["png", "jpeg", "jpg", "gif"]).then_some(8 * MB),
+        AttachmentKind::Video => {
+            is(&["mp4", "ogg", "avi", "mov", "quicktime", "webm"]).then_some(25 * MB)
+        }
+        AttachmentKind::Audio => {
+            is(&["aac", "m4a", "x-m4a", "wav", "x-wav", "mp4"]).then_some(25 * MB)
+        }
+        AttachmentKind::File => is(&["pdf"]).then_some(25 * MB),
+    };
+    match (accepted, kind) {
+        (Some(max), kind) => Ok((kind, max)),
+        (None, AttachmentKind::File) => Err(format!(
+            "Instagram accepts only PDF documents, and {name} is not one; send it as a PDF or as a link"
+        )),
+        (None, kind) => Err(format!(
+            "Instagram does not take {name} as a {} (it accepts png, jpeg and gif images, mp4, ogg, avi, mov and webm videos, aac, m4a, wav and mp4 audio); convert it or send a link",
+            kind.as_str()
+        )),
+    }
 }
 
 /// Why the Send API policy refuses a message (see [`policy`]).
@@ -1206,6 +1315,32 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
     pieces
 }
 
+/// Splits a text into pieces of at most `max` UTF-8 bytes, cut on character boundaries, with
+/// [`split_text`]'s preference for sentence ends, line breaks and spaces (Instagram counts bytes,
+/// `docs/instagram.md` §6.2).
+pub fn split_text_bytes(text: &str, max: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut rest = text.trim();
+    while rest.len() > max {
+        let mut cut_byte = max;
+        while !rest.is_char_boundary(cut_byte) {
+            cut_byte -= 1;
+        }
+        let window = &rest[..cut_byte];
+        let split_at = [". ", "! ", "? ", "\n", " "]
+            .iter()
+            .filter_map(|sep| window.rfind(sep).map(|i| i + sep.len()))
+            .find(|&i| i > cut_byte / 2)
+            .unwrap_or(cut_byte);
+        pieces.push(rest[..split_at].trim_end().to_owned());
+        rest = rest[split_at..].trim_start();
+    }
+    if !rest.is_empty() {
+        pieces.push(rest.to_owned());
+    }
+    pieces
+}
+
 fn preview(text: &str) -> String {
     let short: String = text.chars().take(80).collect();
     if short.len() < text.len() {
@@ -1271,6 +1406,58 @@ mod tests {
     }
 
     #[test]
+    fn byte_splitting_keeps_pieces_under_the_limit_on_char_boundaries() {
+        let cases = [
+            "Très bien, merci ! Ça arrive demain à Lyon. ".repeat(60),
+            "🎉🎉 Félicitations ! ".repeat(150),
+            "é".repeat(2500),
+        ];
+        for text in cases {
+            let pieces = split_text_bytes(&text, 999);
+            assert!(pieces.len() > 1, "{} bytes split", text.len());
+            assert!(pieces.iter().all(|p| p.len() <= 999 && !p.is_empty()));
+            let joined: String = pieces.concat().split_whitespace().collect();
+            let want: String = text.split_whitespace().collect();
+            assert_eq!(joined, want, "nothing lost");
+        }
+        let sentences = "Ça arrive demain. ".repeat(100);
+        assert!(
+            split_text_bytes(&sentences, 999)
+                .iter()
+                .all(|p| p.ends_with('.')),
+            "split at sentence ends"
+        );
+    }
+
+    #[test]
+    fn instagram_files_are_checked_before_any_call() {
+        let accepted = [
+            ("image/png", "shot.png", "image"),
+            ("image/gif", "fun.gif", "image"),
+            ("video/mp4", "clip.mp4", "video"),
+            ("audio/x-m4a", "note.m4a", "audio"),
+            ("application/pdf", "invoice.pdf", "file"),
+        ];
+        for (mime, name, kind) in accepted {
+            let (got, _) = instagram_kind(mime, name).expect(name);
+            assert_eq!(got.as_str(), kind, "{name}");
+        }
+        let refused = [
+            (
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "offer.docx",
+                "only PDF",
+            ),
+            ("image/webp", "photo.webp", "png, jpeg and gif"),
+            ("image/png", "café.png", "ASCII"),
+        ];
+        for (mime, name, says) in refused {
+            let reason = instagram_kind(mime, name).expect_err(name);
+            assert!(reason.contains(says), "{name}: {reason}");
+        }
+    }
+
+    #[test]
     fn splitting_prefers_sentences_then_words() {
         let cases: Vec<(&str, usize, Vec<&str>)> = vec![
             ("short", 10, vec!["short"]),
@@ -1289,8 +1476,8 @@ mod tests {
             assert_eq!(split_text(text, max), expected, "{text:?}");
         }
         let long = "Sentence number one is here. ".repeat(200);
-        let pieces = split_text(&long, MAX_TEXT_CHARS);
-        assert!(pieces.iter().all(|p| p.chars().count() <= MAX_TEXT_CHARS));
+        let pieces = split_text(&long, 1999);
+        assert!(pieces.iter().all(|p| p.chars().count() <= 1999));
         assert!(
             pieces.iter().all(|p| p.ends_with('.')),
             "split at sentence ends"

@@ -30,10 +30,17 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
             attachments,
             quick_reply: _,
             reply_to,
+            story_reply,
             ..
         } => {
             let mut parts = Vec::new();
             let mut lines = Vec::new();
+            // The story's media must not be stored (`docs/instagram.md` §4.3): a link only.
+            if let Some(url) = story_reply {
+                lines.push(format!(
+                    "{QUOTE_MARK} replying to your story (the link works while the story is up): {url}"
+                ));
+            }
             if let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) {
                 lines.push(text.to_owned());
             }
@@ -77,9 +84,21 @@ pub fn parts(event: &Event) -> Option<Vec<Part>> {
                 quoting: Some(mid.clone()),
             }])
         }
+        Event::Deleted { mid } => Some(vec![Part::Text {
+            text: UNSENT_NOTICE.to_owned(),
+            quoting: Some(mid.clone()),
+        }]),
+        Event::Unsupported { .. } => Some(vec![text_part(
+            "[the customer sent something Instagram does not show to apps; see it in the Instagram app]",
+        )]),
         Event::Read { .. } | Event::Echo { .. } | Event::Other(_) => None,
     }
 }
+
+/// The line posted when an Instagram customer unsends a message.
+pub const UNSENT_NOTICE: &str = "🗑️ _The customer unsent this message._";
+/// What the unsent message's own text becomes in the room, where Rocket.Chat allows the edit.
+pub const UNSENT_TEXT: &str = "🗑️ (unsent by the customer)";
 
 fn text_part(text: &str) -> Part {
     Part::Text {
@@ -113,11 +132,15 @@ fn without_sticker_doubles(attachments: &[Attachment]) -> Vec<Attachment> {
 /// Inbox or a bot) controlled the conversation in Messenger when it was written.
 pub const STANDBY_LABEL: &str = "_(written while another app — the Page Inbox or a bot — handled this conversation in Messenger)_";
 
-/// Marks the parts of a standby event: the label heads its first text, or comes first.
-pub fn mark_standby(parts: &mut Vec<Part>) {
+/// The same mark for an Instagram account's conversation, which the Instagram app's inbox or
+/// another app can own (`docs/instagram.md` §4.10).
+pub const INSTAGRAM_STANDBY_LABEL: &str = "_(written while another app — the Instagram inbox or a bot — handled this conversation on Instagram)_";
+
+/// Marks the parts of a standby event: `label` heads its first text, or comes first.
+pub fn mark_standby(parts: &mut Vec<Part>, label: &str) {
     match parts.first_mut() {
-        Some(Part::Text { text, .. }) => *text = format!("{STANDBY_LABEL}\n{text}"),
-        _ => parts.insert(0, text_part(STANDBY_LABEL)),
+        Some(Part::Text { text, .. }) => *text = format!("{label}\n{text}"),
+        _ => parts.insert(0, text_part(label)),
     }
 }
 
@@ -146,6 +169,19 @@ fn describe(attachment: &Attachment) -> String {
             .trim()
             .to_owned(),
         "post" | "ig_post" => format!("📰 Post: {title} {url}")
+            .replace("  ", " ")
+            .trim()
+            .to_owned(),
+        // Never downloaded: a story's media must not be stored (`docs/instagram.md` §4.3).
+        "story_mention" => {
+            format!("📣 mentioned you in their story (the link works for 24 hours): {url}")
+                .trim_end_matches([' ', ':'])
+                .to_owned()
+        }
+        "ephemeral" => {
+            "[a disappearing photo or video; open the Instagram app to see it]".to_owned()
+        }
+        "share" => format!("🔗 Shared: {title} {url}")
             .replace("  ", " ")
             .trim()
             .to_owned(),
@@ -264,6 +300,7 @@ mod tests {
             attachments,
             quick_reply: false,
             reply_to: reply_to.map(Into::into),
+            story_reply: None,
         }
     }
 
@@ -358,6 +395,44 @@ mod tests {
                 },
                 vec!["fixed _(edited)_"],
             ),
+            // Instagram (docs/instagram.md §4.2, §4.3, §4.8): story media is never a file.
+            (
+                message(
+                    None,
+                    vec![attachment("story_mention", Some("https://cdn/st"), None)],
+                    None,
+                ),
+                vec![
+                    "📣 mentioned you in their story (the link works for 24 hours): https://cdn/st",
+                ],
+            ),
+            (
+                message(None, vec![attachment("ephemeral", None, None)], None),
+                vec!["[a disappearing photo or video; open the Instagram app to see it]"],
+            ),
+            (
+                Event::Message {
+                    mid: "m".into(),
+                    text: Some("love it".into()),
+                    attachments: vec![],
+                    quick_reply: false,
+                    reply_to: None,
+                    story_reply: Some("https://cdn/story".into()),
+                },
+                vec![
+                    "↩️ replying to your story (the link works while the story is up): https://cdn/story\nlove it",
+                ],
+            ),
+            (
+                Event::Deleted { mid: "m9".into() },
+                vec!["🗑️ _The customer unsent this message._ (quoting m9)"],
+            ),
+            (
+                Event::Unsupported { mid: "m8".into() },
+                vec![
+                    "[the customer sent something Instagram does not show to apps; see it in the Instagram app]",
+                ],
+            ),
         ];
         for (event, expected) in cases {
             let texts: Vec<String> = parts(&event)
@@ -400,7 +475,7 @@ mod tests {
     #[test]
     fn standby_is_marked_on_the_first_text_or_before_a_file() {
         let mut text = vec![text_part("hi")];
-        mark_standby(&mut text);
+        mark_standby(&mut text, STANDBY_LABEL);
         assert_eq!(text, vec![text_part(&format!("{STANDBY_LABEL}\nhi"))]);
         let mut file = parts(&message(
             None,
@@ -408,9 +483,9 @@ mod tests {
             None,
         ))
         .expect("relayed");
-        mark_standby(&mut file);
+        mark_standby(&mut file, INSTAGRAM_STANDBY_LABEL);
         assert_eq!(file.len(), 2);
-        assert_eq!(file[0], text_part(STANDBY_LABEL));
+        assert_eq!(file[0], text_part(INSTAGRAM_STANDBY_LABEL));
     }
 
     #[test]

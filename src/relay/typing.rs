@@ -115,7 +115,7 @@ async fn send(graph: &GraphClient, store: &Store, key: &ConversationKey, action:
         return;
     };
     if let Err(err) = graph
-        .sender_action(&page.id, token, &key.psid, action)
+        .sender_action(page.send_node(), token, &key.psid, action)
         .await
     {
         debug!(conversation = %key, action = action.as_str(), error = %err.describe(), "typing indicator failed");

@@ -76,7 +76,72 @@ pub struct Page {
     pub last_webhook_ms: Option<u64>,
 }
 
+/// How long one text sent to the customer may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextLimit {
+    /// At most this many characters (Messenger).
+    Chars(usize),
+    /// At most this many UTF-8 bytes (Instagram).
+    Bytes(usize),
+}
+
+impl TextLimit {
+    /// Whether `text` fits.
+    pub fn fits(self, text: &str) -> bool {
+        match self {
+            TextLimit::Chars(max) => text.chars().count() <= max,
+            TextLimit::Bytes(max) => text.len() <= max,
+        }
+    }
+}
+
+/// Messenger: "UTF-8 and less than 2000 characters" (`docs/messenger.md` §3).
+const MESSENGER_TEXT_CHARS: usize = 1999;
+/// Instagram: "less than 1000 characters" and "1000 bytes or less"; at most 999 bytes meets both
+/// (`docs/instagram.md` §6.2).
+const INSTAGRAM_TEXT_BYTES: usize = 999;
+
 impl Page {
+    /// The node whose `/messages` edge reaches this record's customers: the linked Page for an
+    /// Instagram account (`docs/instagram.md` §6.1), the Page itself otherwise.
+    pub fn send_node(&self) -> &PageId {
+        match &self.platform {
+            Platform::Messenger => &self.id,
+            Platform::Instagram { page, .. } => page,
+        }
+    }
+
+    /// How long one text to the customer may be.
+    pub fn text_limit(&self) -> TextLimit {
+        match self.platform {
+            Platform::Messenger => TextLimit::Chars(MESSENGER_TEXT_CHARS),
+            Platform::Instagram { .. } => TextLimit::Bytes(INSTAGRAM_TEXT_BYTES),
+        }
+    }
+
+    /// How admins see the record: the Page's name, or `@username` for an Instagram account.
+    pub fn label(&self) -> String {
+        match &self.platform {
+            Platform::Instagram {
+                username: Some(username),
+                ..
+            } => format!("@{username}"),
+            _ => self.name.clone(),
+        }
+    }
+
+    pub fn is_instagram(&self) -> bool {
+        matches!(self.platform, Platform::Instagram { .. })
+    }
+
+    /// The product's name, for texts that tell agents and admins where a customer is.
+    pub fn product(&self) -> &'static str {
+        match self.platform {
+            Platform::Messenger => "Messenger",
+            Platform::Instagram { .. } => "Instagram",
+        }
+    }
+
     /// A page seen for the first time: no settings, no token yet, no subscribers.
     pub fn new(id: PageId, name: String) -> Page {
         Page {

@@ -86,6 +86,9 @@ pub struct SentMessage {
     pub file: Option<SentFile>,
     /// The `message_id` the simulator answered with (none for sender actions).
     pub message_id: Option<String>,
+    /// Sent to an Instagram customer (an IGSID of the page's linked account); `file` is then
+    /// the upload its `attachment_id` names.
+    pub instagram: bool,
 }
 
 fn unix_ms() -> u64 {
@@ -189,6 +192,26 @@ impl GraphSim {
     /// would give, without the dialog (a load target starts with its page connected).
     pub fn issue_page_token(&self, owner_fb_user: &str, page_id: &str) -> String {
         self.shared.lock().issue_page_token(owner_fb_user, page_id)
+    }
+
+    /// Links an Instagram professional account to the page (`instagram_business_account`).
+    pub fn link_instagram(&self, page_id: &str, account_id: &str, username: &str, name: &str) {
+        self.shared
+            .lock()
+            .link_instagram(page_id, account_id, username, name);
+    }
+
+    /// The account is unlinked from the page (in its settings, or moved to another Page).
+    pub fn unlink_instagram(&self, page_id: &str) {
+        self.shared.lock().unlink_instagram(page_id);
+    }
+
+    /// An Instagram user who has just written to the account (the 24-hour window is open and
+    /// the profile readable).
+    pub fn add_igsid(&self, account_id: &str, igsid: &str, name: Option<&str>, username: &str) {
+        self.shared
+            .lock()
+            .add_igsid(account_id, igsid, name, username);
     }
 
     /// The newest live page token, once `/me/accounts` has handed one out.
@@ -487,7 +510,9 @@ impl GraphSim {
 
     /// Signs `body` and POSTs it to `url` the way Meta delivers webhooks.
     /// Like Meta, the simulator learns from what it delivers: each customer message or postback
-    /// in the body makes its PSID known to the page and opens its messaging window.
+    /// in the body makes its PSID known to the page and opens its messaging window. For
+    /// `object: "instagram"` the recipient is the Instagram account, so the IGSID becomes known
+    /// to it the same way (`docs/instagram.md` §3.1, §6.3).
     pub async fn deliver_webhook(
         &self,
         url: &str,

@@ -9,6 +9,7 @@ use omni_gateway::config::Config;
 use omni_gateway::store::{Store, TokenKey};
 use tempfile::TempDir;
 
+use crate::instagram::instagram_record;
 use crate::messenger::{Facebook, PageSetup, page_record};
 use crate::{Chat, PATIENCE, config_text_with, password_credentials};
 
@@ -146,6 +147,27 @@ pub struct Installed {
 
 impl Installed {
     pub async fn new(chat: &Chat, fb: &Facebook, setup: PageSetup) -> Installed {
+        Installed::with(chat, fb, setup, None).await
+    }
+
+    /// Like [`Installed::new`], with the Page's linked Instagram account connected too (its
+    /// settings from `account`), as `authorize` leaves a Page that has one.
+    pub async fn with_instagram(
+        chat: &Chat,
+        fb: &Facebook,
+        page: PageSetup,
+        account: PageSetup,
+    ) -> Installed {
+        fb.link_instagram();
+        Installed::with(chat, fb, page, Some(account)).await
+    }
+
+    async fn with(
+        chat: &Chat,
+        fb: &Facebook,
+        setup: PageSetup,
+        instagram: Option<PageSetup>,
+    ) -> Installed {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let text = config_text_with(
@@ -165,9 +187,13 @@ impl Installed {
         let key = TokenKey::load_or_create(&config.store.key_file).expect("token key");
         let store = Store::open(&config.store.path, key, config.store.cache_capacity_bytes)
             .expect("store opens");
-        store
-            .put_page(&page_record(fb, setup).await)
-            .expect("page stored");
+        let page = page_record(fb, setup).await;
+        store.put_page(&page).expect("page stored");
+        if let Some(account) = instagram {
+            store
+                .put_page(&instagram_record(&page, account))
+                .expect("instagram account stored");
+        }
         store.flush_blocking().expect("page flushed");
         Installed {
             log: dir.path().join("daemon.log"),

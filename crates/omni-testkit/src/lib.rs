@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod daemon;
+pub mod instagram;
 pub mod logs;
 pub mod messenger;
 pub mod pages;

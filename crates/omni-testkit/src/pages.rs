@@ -122,7 +122,7 @@ impl World {
         );
         assert_eq!(
             param("scope"),
-            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management"
+            "pages_show_list,pages_messaging,pages_manage_metadata,pages_read_engagement,business_management,instagram_basic,instagram_manage_messages,instagram_manage_comments"
         );
         // 128 bits are 22 characters of base64.
         assert!(param("state").len() >= 22, "state too short: {link}");

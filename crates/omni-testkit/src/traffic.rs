@@ -17,6 +17,20 @@ pub fn text(conversation: usize, what: &str, n: usize) -> String {
     format!("c{conversation} {what}{n}")
 }
 
+/// Whether `text` has the shape of [`text`]: `c<digits> <what><digits>`.
+fn is_test_text(text: &str) -> bool {
+    let Some((conversation, what)) = text.split_once(' ') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    conversation.strip_prefix('c').is_some_and(digits)
+        && what
+            .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .len()
+            < what.len()
+        && digits(what.trim_start_matches(|c: char| c.is_ascii_alphabetic()))
+}
+
 /// Customer messages per room, keyed by the conversation named in the first one, oldest first.
 /// A room holding two conversations' messages is kept under the first and fails the comparison.
 pub fn customer_messages(chat: &RocketChatSim) -> BTreeMap<String, Vec<String>> {
@@ -36,15 +50,18 @@ pub fn customer_messages(chat: &RocketChatSim) -> BTreeMap<String, Vec<String>> 
     by_conversation
 }
 
-/// Agent replies the Send API accepted, per recipient PSID, oldest first.
+/// Agent replies the Send API accepted, per recipient PSID (or IGSID), oldest first. Instagram
+/// sends carry no metadata (`docs/instagram.md` §6.1): there the test text's shape tells agent
+/// replies from the gateway's own texts.
 pub fn agent_replies(graph: &GraphSim) -> BTreeMap<String, Vec<String>> {
     let mut by_psid: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for sent in graph.sent_messages() {
-        if sent
+        let tagged = sent
             .metadata
             .as_deref()
-            .is_some_and(|m| m.starts_with(AGENT_METADATA))
-        {
+            .is_some_and(|m| m.starts_with(AGENT_METADATA));
+        let test_text = sent.text.as_deref().is_some_and(is_test_text);
+        if tagged || (sent.instagram && test_text) {
             if let Some(text) = sent.text {
                 by_psid.entry(sent.recipient).or_default().push(text);
             }

@@ -86,8 +86,13 @@ fn is_rate_limit_code(code: i64) -> bool {
     matches!(code, 4 | 17 | 32 | 613 | 80001..=80014)
 }
 
-/// Window subcodes of code 10: 2018278 (current) and 2018065 (legacy), `docs/messenger.md` §3.3.
-const WINDOW_SUBCODES: [i64; 2] = [2018278, 2018065];
+/// Window subcodes of code 10: 2018278 (current) and 2018065 (legacy), `docs/messenger.md` §3.3,
+/// and Instagram's 2534022 (`docs/instagram.md` §7).
+const WINDOW_SUBCODES: [i64; 3] = [2018278, 2018065, 2534022];
+/// Instagram's code 100 subcode for "not the thread owner": another app or the Instagram Inbox
+/// owns the conversation (`docs/instagram.md` §7). Final: Instagram conversation routing has no
+/// take for the gateway to try.
+const INSTAGRAM_THREAD_OWNED_SUBCODE: i64 = 2534037;
 /// Code 10's subcode for "another app is controlling this thread" (`docs/messenger.md` §4.2, §7).
 const THREAD_OWNED_SUBCODE: i64 = 2018300;
 
@@ -180,6 +185,11 @@ impl Error {
             }
             (10, Some(2018108)) | (200, Some(1545041)) => {
                 "this person does not accept messages from the page"
+            }
+            (100, Some(INSTAGRAM_THREAD_OWNED_SUBCODE)) => {
+                "another inbox, for example the Instagram app's, owns this conversation; answer \
+                 there, or move the conversation to the gateway's app in the account's \
+                 conversation routing settings"
             }
             _ => return None,
         })
@@ -323,6 +333,9 @@ mod tests {
             (400, 190, Some(460), Some(false), TokenInvalid),
             (400, 10, Some(2018278), None, OutsideWindow),
             (400, 10, Some(2018065), None, OutsideWindow),
+            // Instagram's window and thread-owner subcodes (docs/instagram.md §7).
+            (403, 10, Some(2534022), None, OutsideWindow),
+            (400, 100, Some(2534037), None, Final),
             (400, 10, Some(2018108), None, Final),
             (400, 10, Some(2018300), None, ThreadOwnedElsewhere),
             (400, 99, None, None, Final),

@@ -123,6 +123,46 @@ impl Profile {
     }
 }
 
+/// The Instagram professional account linked to a Page
+/// (`/{page}?fields=instagram_business_account{id,username,name}`, `docs/instagram.md` §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IgAccount {
+    pub id: PageId,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// An Instagram user's profile (`GET /{igsid}?fields=name,username`, `docs/instagram.md` §5):
+/// there is no `first_name` or `last_name`, and `name` may be null.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct IgProfile {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+impl IgProfile {
+    /// `name (@username) · Instagram`, else whichever of the two exists, else `None`.
+    pub fn display_name(&self) -> Option<String> {
+        let clean = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let label = match (clean(&self.name), clean(&self.username)) {
+            (Some(name), Some(username)) => format!("{name} (@{username})"),
+            (None, Some(username)) => format!("@{username}"),
+            (Some(name), None) => name,
+            (None, None) => return None,
+        };
+        Some(format!("{label} · Instagram"))
+    }
+}
+
 /// Which send policy a message goes out under (`docs/messenger.md` §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Messaging {
@@ -186,6 +226,8 @@ pub enum Content {
     Text(String),
     /// A file Meta fetches itself from a public URL.
     AttachmentUrl { kind: AttachmentKind, url: String },
+    /// A file uploaded before with `message_attachments` (`docs/instagram.md` §6.4).
+    AttachmentId { kind: AttachmentKind, id: String },
 }
 
 /// A `POST /{page}/messages` request with JSON body.
@@ -237,6 +279,32 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instagram_names_say_instagram_with_fallbacks() {
+        let profile = |name: Option<&str>, username: Option<&str>| IgProfile {
+            name: name.map(str::to_owned),
+            username: username.map(str::to_owned),
+        };
+        let cases = [
+            (
+                profile(Some("Camille Martin"), Some("camille.mrtn")),
+                Some("Camille Martin (@camille.mrtn) · Instagram"),
+            ),
+            (
+                profile(None, Some("camille.mrtn")),
+                Some("@camille.mrtn · Instagram"),
+            ),
+            (
+                profile(Some(" Camille "), Some("")),
+                Some("Camille · Instagram"),
+            ),
+            (profile(Some(" "), None), None),
+        ];
+        for (profile, want) in cases {
+            assert_eq!(profile.display_name().as_deref(), want, "{profile:?}");
+        }
+    }
 
     #[test]
     fn display_name_prefers_name_then_parts() {

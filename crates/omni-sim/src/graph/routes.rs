@@ -59,6 +59,11 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             get(subscribed_apps).post(subscribe).delete(unsubscribe),
         )
         .route("/{v}/{page}/messages", post(messages))
+        // Uploads go up to 25 MB (the video, audio and PDF limit of the attachment-upload page).
+        .route(
+            "/{v}/{page}/message_attachments",
+            post(message_attachments).layer(axum::extract::DefaultBodyLimit::max(26 << 20)),
+        )
         .route("/{v}/{page}/take_thread_control", post(take_thread_control))
         .route("/{v}/{page}/secondary_receivers", get(secondary_receivers))
         .route(
@@ -371,7 +376,7 @@ async fn node(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    let result = shared.lock().profile(
+    let result = shared.lock().node(
         token(&headers, &q).as_deref(),
         &id,
         q.get("fields").map(String::as_str),
@@ -539,7 +544,34 @@ fn parse_json(body: &[u8]) -> Result<(SentMessage, Option<String>), Fault> {
     Ok(parse_fields(fields, None))
 }
 
+/// `POST /{page}/message_attachments` with a multipart body (`platform`, `message`, `filedata`).
+async fn message_attachments(
+    AxumState(shared): Sim,
+    Path((_, page)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    let result = match read_multipart(req).await {
+        Ok((fields, file)) => {
+            shared
+                .lock()
+                .upload_attachment(token(&headers, &q).as_deref(), &page, &fields, file)
+        }
+        Err(fault) => Err(fault),
+    };
+    answer(result, &page)
+}
+
 async fn parse_multipart(req: Request) -> Result<(SentMessage, Option<String>), Fault> {
+    let (fields, file) = read_multipart(req).await?;
+    Ok(parse_fields(fields, file))
+}
+
+/// A multipart body's text fields, and its `filedata` part.
+async fn read_multipart(
+    req: Request,
+) -> Result<(HashMap<String, String>, Option<SentFile>), Fault> {
     let mut multipart = Multipart::from_request(req, &())
         .await
         .map_err(|_| Fault::param("(#100) Invalid multipart body"))?;
@@ -572,7 +604,7 @@ async fn parse_multipart(req: Request) -> Result<(SentMessage, Option<String>), 
             fields.insert(name, text);
         }
     }
-    Ok(parse_fields(fields, file))
+    Ok((fields, file))
 }
 
 /// Builds the record from top-level fields whose values are strings or JSON text (`recipient`

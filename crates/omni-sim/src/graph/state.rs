@@ -2,6 +2,7 @@
 //! Meta applies to them. No I/O here; `routes` turns HTTP into calls on [`State`].
 
 mod handover;
+mod instagram;
 
 pub use handover::PAGE_INBOX_APP_ID;
 
@@ -30,6 +31,9 @@ const KNOWN_SCOPES: &[&str] = &[
     "pages_read_engagement",
     "business_management",
     "public_profile",
+    "instagram_basic",
+    "instagram_manage_messages",
+    "instagram_manage_comments",
 ];
 
 /// Messenger webhook fields a page subscription accepts (`docs/messenger.md` §2.7).
@@ -263,6 +267,7 @@ pub(super) struct State {
     pub app_subscription: Option<AppSubscription>,
     rules: Vec<FailRule>,
     handover: handover::Handover,
+    instagram: instagram::Instagram,
     pub sent: Vec<SentMessage>,
     /// The customers' message ids (`mid`) per page and PSID, learnt from delivered webhooks:
     /// with the page's own sends, the messages a page may react to.
@@ -291,6 +296,7 @@ impl State {
             app_subscription: None,
             rules: Vec::new(),
             handover: handover::Handover::default(),
+            instagram: instagram::Instagram::default(),
             sent: Vec::new(),
             customer_mids: HashMap::new(),
             calls: Vec::new(),
@@ -1121,6 +1127,9 @@ impl State {
         msg.token = token.unwrap_or_default().to_owned();
         if msg.recipient.is_empty() {
             return Err(Fault::param("(#100) The parameter recipient is required"));
+        }
+        if let Some(result) = self.instagram_send(&page, &mut msg) {
+            return result;
         }
         let key = (page, msg.recipient.clone());
         let last_ms = self
