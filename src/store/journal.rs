@@ -123,16 +123,19 @@ pub type ApplyHook<T, R> = Box<dyn FnMut(Vec<(Position, T)>) -> Result<Vec<R>, S
 /// batch durable elsewhere (a sled flush).
 pub type CheckpointHook = Box<dyn FnMut() -> Result<(), String> + Send>;
 
+/// Where an append learns its `apply` answer.
+type AppliedTo<R> = oneshot::Sender<Result<R, String>>;
+
 struct Append<T, R> {
     record: Vec<u8>,
     item: T,
     durable: oneshot::Sender<Result<(), String>>,
-    applied: oneshot::Sender<Result<R, String>>,
+    applied: AppliedTo<R>,
 }
 
 /// What the writer hands the applier, in journal order.
 enum Written<T, R> {
-    Group(Vec<(Position, T, oneshot::Sender<Result<R, String>>)>),
+    Group(Vec<(Position, T, AppliedTo<R>)>),
     /// A segment every record of which was sent before this.
     SegmentFull(PathBuf),
 }
