@@ -449,16 +449,7 @@ impl Pages {
             {
                 continue;
             }
-            self.store.update_page(&old.id, |p| {
-                p.token = None;
-                p.status = PageStatus::Disconnected;
-            })?;
-            warn!(account = %old.id, page = %page_id, "instagram account no longer linked to the page; disconnected");
-            gone.push(format!(
-                "{} ({}): no longer linked to {page_name}, so it was disconnected (settings kept; link it again in the Page's settings and run `/facebook authorize`)",
-                old.label(),
-                old.id
-            ));
+            gone.push(self.disconnect_unlinked(&old, page_id, page_name)?);
         }
         let Some(ig) = linked else {
             return Ok((None, gone));
@@ -495,6 +486,56 @@ impl Pages {
             )),
             gone,
         ))
+    }
+
+    /// Disconnects an Instagram account no longer linked to its Page (in the Page's settings, or
+    /// moved to another Page), settings kept; returns the line that tells its admins.
+    fn disconnect_unlinked(
+        &self,
+        account: &Page,
+        page_id: &PageId,
+        page_name: &str,
+    ) -> Result<String, Error> {
+        self.store.update_page(&account.id, |p| {
+            p.token = None;
+            p.status = PageStatus::Disconnected;
+        })?;
+        warn!(account = %account.id, page = %page_id, "instagram account no longer linked to the page; disconnected");
+        Ok(format!(
+            "{} ({}): no longer linked to {page_name}, so it was disconnected (settings kept; link it again in the Page's settings and run `/facebook authorize`)",
+            account.label(),
+            account.id
+        ))
+    }
+
+    /// One Instagram account of [`Pages::check_health`]: the link to its Page is the one thing
+    /// that changes on Instagram's side alone. A failed lookup changes nothing until the next
+    /// check.
+    async fn check_instagram_link(
+        &self,
+        account: &Page,
+        token: &SecretString,
+    ) -> Result<(), Error> {
+        let page_id = account.send_node();
+        let linked = match self.graph.instagram_account(page_id, token).await {
+            Ok(linked) => linked,
+            Err(err) => {
+                warn!(account = %account.id, error = %err.describe(), "instagram link check failed");
+                return Ok(());
+            }
+        };
+        if linked.is_some_and(|ig| ig.id == account.id) {
+            return Ok(());
+        }
+        let page_name = self
+            .store
+            .page(page_id)?
+            .map_or_else(|| page_id.to_string(), |page| page.name);
+        let line = self.disconnect_unlinked(account, page_id, &page_name)?;
+        self.chat
+            .notify(&account.subscribers, &format!("Instagram account {line}"))
+            .await;
+        Ok(())
     }
 
     /// Subscribes the app to the page's webhooks and reads the subscription back: Meta answers
@@ -830,7 +871,7 @@ impl Pages {
         }
         if page.is_instagram() {
             // Its webhooks come through the linked Page's subscription, checked as that page.
-            return Ok(());
+            return self.check_instagram_link(&page, token).await;
         }
         let fields = match self.graph.subscribed_fields(&page.id, token).await {
             Ok(fields) => fields,

@@ -2,7 +2,8 @@
 //! Login dialog and the callback connect the account as its own record beside its Page; `pages`,
 //! `edit` and `status` show it; its texts are checked in bytes; a reconnect keeps its settings;
 //! `unauthorize` takes it down with its Page without a Graph call on its id; a dead token marks
-//! both; a declined Instagram permission still connects the Page.
+//! both; a declined Instagram permission still connects the Page; the health check notices an
+//! account unlinked from its Page.
 
 use omni_gateway::ids::PageId;
 use omni_gateway::store::{PageStatus, Platform};
@@ -188,6 +189,27 @@ async fn an_account_unlinked_from_its_page_is_disconnected_at_the_next_authorize
     eventually("the admin hears the account was unlinked", || {
         w.told_alice(&format!(
             "@{USERNAME} ({IG_ID}): no longer linked to Acme Bakery"
+        )) == 1
+    })
+    .await;
+    let account = w.page(IG_ID);
+    assert_eq!(account.status, PageStatus::Disconnected);
+    assert!(account.token.is_none());
+    assert_eq!(w.page("1001").status, PageStatus::Connected);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn the_health_check_disconnects_an_account_unlinked_from_its_page() {
+    let w = World::start("health_check_secs = 1").await;
+    w.fb.sim
+        .link_instagram("1001", IG_ID, USERNAME, "Acme Bakery Lyon");
+    w.connect_pages().await;
+    assert_eq!(w.page(IG_ID).status, PageStatus::Connected);
+    w.fb.sim.unlink_instagram("1001");
+    eventually("the admin hears the account was unlinked", || {
+        w.told_alice(&format!(
+            "Instagram account @{USERNAME} ({IG_ID}): no longer linked to Acme Bakery"
         )) == 1
     })
     .await;
