@@ -308,6 +308,17 @@ async fn without_a_readable_profile_the_visitor_gets_a_placeholder() {
     world.stop().await;
 }
 
+/// How many uploads to Instagram's `message_attachments` the simulator has seen.
+fn uploads(world: &World) -> usize {
+    world
+        .fb
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.ends_with("/message_attachments"))
+        .count()
+}
+
 #[tokio::test]
 async fn reply_file_and_closing_reach_the_customer() {
     let world = World::start(true).await;
@@ -388,13 +399,7 @@ async fn reply_file_and_closing_reach_the_customer() {
     );
 
     // A Word document is refused in the room's agent DM before any Graph call.
-    let uploads_before = world
-        .fb
-        .sim
-        .calls()
-        .iter()
-        .filter(|c| c.ends_with("/message_attachments"))
-        .count();
+    let uploads_before = uploads(&world);
     world.chat.sim.agent_upload(
         IG_AGENT,
         &rid,
@@ -410,13 +415,7 @@ async fn reply_file_and_closing_reach_the_customer() {
     })
     .await;
     assert_eq!(
-        world
-            .fb
-            .sim
-            .calls()
-            .iter()
-            .filter(|c| c.ends_with("/message_attachments"))
-            .count(),
+        uploads(&world),
         uploads_before,
         "no upload for a refused file"
     );
@@ -437,13 +436,7 @@ async fn reply_file_and_closing_reach_the_customer() {
     })
     .await;
     assert_eq!(
-        world
-            .fb
-            .sim
-            .calls()
-            .iter()
-            .filter(|c| c.ends_with("/message_attachments"))
-            .count(),
+        uploads(&world),
         uploads_before,
         "no upload for a refused file"
     );
