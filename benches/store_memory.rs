@@ -1,5 +1,5 @@
 //! The store's memory under the soak's write pattern, without the HTTP, relay or simulators: per
-//! conversation a conversation record, one inbox event (stored, read, removed, leaving its `seen`
+//! conversation a conversation record, one inbox event (journaled, read, removed, leaving its `seen`
 //! mark) and one outbox item (the same, leaving its `relayed` mark), with a group-commit sync
 //! every 100 conversations. Prints the process's VmRSS every 20,000 conversations, so the soak's
 //! RSS growth can be split between sled and the rest of the gateway.
@@ -84,7 +84,10 @@ async fn main() {
                 standby: false,
                 payload: json!({"message": {"mid": format!("m_{n:040}"), "text": "Hi, has my order shipped?"}}),
             };
-            store.enqueue_inbound(vec![event]).expect("event stored");
+            store
+                .enqueue_inbound(vec![event])
+                .await
+                .expect("event stored");
             let (id, _) = store
                 .inbox()
                 .oldest(&key)

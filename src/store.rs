@@ -24,6 +24,7 @@
 //! skipped.
 
 mod crypto;
+mod inbox;
 mod journal;
 mod keys;
 mod records;
@@ -52,11 +53,11 @@ use keys::Tree;
 use records::At;
 
 /// The schema version this build writes. Bump it with a new arm in [`Store::migrate`].
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version 2 keeps the inbox in the journal's segments instead of sled's `inbox` tree.
+pub const SCHEMA_VERSION: u64 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
-/// The last inbox-journal record whose events are in sled, written in the same transaction as
-/// them (see [`journal`]).
+/// Schema 1 only: the last inbox-journal record whose events were in sled's `inbox` tree.
 const JOURNAL_APPLIED_KEY: &[u8] = b"inbox_journal_applied";
 /// The journal's folder inside the store's.
 const JOURNAL_DIR: &str = "inbox-journal";
@@ -178,7 +179,12 @@ struct Inner {
     /// Secondary index: Livechat room id → conversation, written in the same transaction as
     /// `conversations`.
     rooms: sled::Tree,
-    inbox: sled::Tree,
+    /// Schema 1's inbox, emptied into the journal by the migration to schema 2.
+    legacy_inbox: sled::Tree,
+    /// Journal positions of inbox events taken out (see [`Tree::Taken`]).
+    taken: sled::Tree,
+    /// `(page, mid)` of events the inbox took: delivered or set aside. A webhook event found
+    /// here (or waiting in the inbox) is a duplicate. Also Meta's echoes of the gateway's sends.
     seen: sled::Tree,
     outbox: sled::Tree,
     relayed: sled::Tree,
@@ -196,9 +202,8 @@ struct Inner {
     set_aside: sled::Tree,
     /// Serialises setting events aside, so "the page's first of this kind" is told once.
     set_aside_turn: Mutex<()>,
-    /// Entry counts kept beside the trees, because sled's `len()` walks the whole tree. Signed
-    /// because a removal may be counted before the enqueue that preceded it.
-    inbox_len: AtomicIsize,
+    /// The outbox's entry count, kept beside the tree because sled's `len()` walks the whole
+    /// tree. Signed because a removal may be counted before the enqueue that preceded it.
     outbox_len: AtomicIsize,
     flushes: AtomicU64,
     /// Set by the first failed flush; see [`Store::has_failed`].
@@ -206,8 +211,14 @@ struct Inner {
     /// The group-commit queue, created by the first `sync()` (it needs a runtime) and again if
     /// its runtime went away.
     flusher: Mutex<Option<mpsc::Sender<oneshot::Sender<FlushResult>>>>,
-    /// Where webhooks' events are made durable before their 200; set once at open.
+    /// Where webhooks' events are made durable before their 200, and where the inbox keeps
+    /// them; set once at open.
     journal: std::sync::OnceLock<Journal<Vec<PreparedInbound>, EnqueueOutcome>>,
+    /// The inbox: which events wait, in which order, where in the journal (see [`inbox`]).
+    inbox: Mutex<inbox::Index>,
+    segments: journal::Segments,
+    /// Segments the inbox no longer needs, on their way to deletion (see [`run_retirer`]).
+    retire: std::sync::OnceLock<std::sync::mpsc::Sender<u64>>,
     /// Conversations with a webhook between parse and inbox: see [`Queue::arriving`].
     arriving: Mutex<HashMap<ConversationKey, usize>>,
     /// Every page read so far, decoded and its token opened: each webhook and each relayed
@@ -277,65 +288,225 @@ impl Ingested {
     }
 }
 
-/// An inbound event encoded for the inbox, with its dedupe mark: what the journal carries to
-/// sled.
+/// What the index needs of an event the journal carries: the event itself stays in the record.
 struct PreparedInbound {
     key: ConversationKey,
     timestamp_ms: u64,
-    seen: Option<Vec<u8>>,
-    mark: Vec<u8>,
-    value: Vec<u8>,
+    dedupe: Option<Dedupe>,
+    /// The length of its encoding in the record.
+    len: usize,
+}
+
+/// An event's dedupe key, with its `seen` key and hash.
+struct Dedupe {
+    key: String,
+    seen_key: Vec<u8>,
+    hash: u64,
+}
+
+impl Dedupe {
+    fn of(event: &InboundEvent) -> Option<Dedupe> {
+        let key = event.dedupe_key.clone()?;
+        Some(Dedupe {
+            seen_key: keys::seen(&event.key.page, &key),
+            hash: inbox::dedupe_hash(&event.key.page, &key),
+            key,
+        })
+    }
 }
 
 impl Inner {
-    /// Puts batches of prepared events in the inbox and their dedupe marks, all in one
-    /// transaction, with the journal position of the last batch that has one: sled then knows
-    /// exactly which journal records it holds. Returns one outcome per batch.
-    fn apply_inbound(
+    fn new(db: sled::Db, path: &Path, key: TokenKey) -> sled::Result<Inner> {
+        let open_tree = |tree: Tree| db.open_tree(tree.name());
+        Ok(Inner {
+            meta: open_tree(Tree::Meta)?,
+            pages: open_tree(Tree::Pages)?,
+            grants: open_tree(Tree::Grants)?,
+            deletions: open_tree(Tree::Deletions)?,
+            oauth_states: open_tree(Tree::OAuthStates)?,
+            conversations: open_tree(Tree::Conversations)?,
+            rooms: open_tree(Tree::Rooms)?,
+            legacy_inbox: open_tree(Tree::Inbox)?,
+            taken: open_tree(Tree::Taken)?,
+            seen: open_tree(Tree::Seen)?,
+            outbox: open_tree(Tree::Outbox)?,
+            relayed: open_tree(Tree::Relayed)?,
+            sent: open_tree(Tree::Sent)?,
+            reactions: open_tree(Tree::Reactions)?,
+            posted: open_tree(Tree::Posted)?,
+            page_reactions: open_tree(Tree::PageReactions)?,
+            set_aside: open_tree(Tree::SetAside)?,
+            set_aside_turn: Mutex::new(()),
+            db,
+            path: path.to_owned(),
+            key,
+            outbox_len: AtomicIsize::new(0),
+            flushes: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            flusher: Mutex::new(None),
+            journal: std::sync::OnceLock::new(),
+            inbox: Mutex::default(),
+            segments: journal::Segments::new(&path.join(JOURNAL_DIR)),
+            retire: std::sync::OnceLock::new(),
+            arriving: Mutex::default(),
+            page_cache: Mutex::default(),
+        })
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, inbox::Index> {
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Indexes the events of durable journal records, oldest first, each after the dedupe
+    /// check. Returns one outcome per record.
+    fn index_inbound(
         &self,
-        batches: Vec<(Option<journal::Position>, Vec<PreparedInbound>)>,
+        records: Vec<(journal::Position, Vec<PreparedInbound>)>,
     ) -> Result<Vec<EnqueueOutcome>> {
-        let mut keyed = Vec::with_capacity(batches.len());
-        let mut applied = None;
-        for (position, prepared) in batches {
-            let mut queue_keys = Vec::with_capacity(prepared.len());
-            for event in &prepared {
-                let seq = self.db.generate_id().map_err(sled_err("inbox id"))?;
-                queue_keys.push(keys::queue(&event.key, event.timestamp_ms, seq));
+        let mut index = self.index();
+        records
+            .into_iter()
+            .map(|(position, prepared)| self.index_record(&mut index, position, prepared, false))
+            .collect()
+    }
+
+    /// Indexes one record's events. An event whose `(page, dedupe key)` waits in the inbox
+    /// already, or was taken before (a `seen` mark), is a duplicate. `recovering`: the record
+    /// is read back at start-up, and events taken out before are skipped.
+    fn index_record(
+        &self,
+        index: &mut inbox::Index,
+        position: journal::Position,
+        prepared: Vec<PreparedInbound>,
+        recovering: bool,
+    ) -> Result<EnqueueOutcome> {
+        let mut outcome = EnqueueOutcome::default();
+        let mut offset = position.offset + journal::PAYLOAD_OFFSET;
+        index.writing(position.segment);
+        for event in prepared {
+            let at = offset + 4;
+            offset = at + event.len as u64;
+            let held = inbox::Held {
+                timestamp_ms: event.timestamp_ms,
+                dedupe: event.dedupe.as_ref().map_or(0, |d| d.hash),
+                segment: position.segment,
+                offset: u32::try_from(at).map_err(|_| self.beyond_journal_range(position))?,
+                len: u32::try_from(event.len).map_err(|_| self.beyond_journal_range(position))?,
+            };
+            if recovering && self.was_taken(&held)? {
+                continue;
             }
-            applied = position.or(applied);
-            keyed.push((queue_keys, prepared));
-        }
-        let applied = applied.map(journal::Position::to_bytes);
-        let outcomes = (&self.inbox, &self.seen, &self.meta)
-            .transaction(|(inbox, seen, meta)| {
-                let mut outcomes = Vec::with_capacity(keyed.len());
-                for (queue_keys, prepared) in &keyed {
-                    let mut outcome = EnqueueOutcome::default();
-                    for (key, event) in queue_keys.iter().zip(prepared) {
-                        if let Some(seen_key) = &event.seen {
-                            if seen.get(seen_key.as_slice())?.is_some() {
-                                outcome.duplicates += 1;
-                                continue;
-                            }
-                            seen.insert(seen_key.as_slice(), event.mark.as_slice())?;
-                        }
-                        inbox.insert(key.as_slice(), event.value.as_slice())?;
-                        outcome.stored += 1;
+            if let Some(dedupe) = &event.dedupe {
+                if self.is_duplicate(index, &event.key, dedupe)? {
+                    if !recovering {
+                        // So that a later start, whatever became of the first copy, finds this
+                        // one taken too.
+                        self.taken
+                            .insert(taken_key(&held), &[][..])
+                            .map_err(sled_err("inbox taken write"))?;
                     }
-                    outcomes.push(outcome);
+                    outcome.duplicates += 1;
+                    continue;
                 }
-                if let Some(applied) = &applied {
-                    meta.insert(JOURNAL_APPLIED_KEY, applied.as_slice())?;
+            }
+            index.insert(&event.key, held);
+            outcome.stored += 1;
+        }
+        Ok(outcome)
+    }
+
+    fn beyond_journal_range(&self, position: journal::Position) -> Error {
+        Error::Decode {
+            tree: Tree::Taken.name(),
+            key: format!("{position:?}"),
+            reason: "an inbox event beyond the journal's 4 GiB segment range".to_owned(),
+        }
+    }
+
+    fn was_taken(&self, held: &inbox::Held) -> Result<bool> {
+        self.taken
+            .contains_key(taken_key(held))
+            .map_err(sled_err("inbox taken read"))
+    }
+
+    fn is_duplicate(
+        &self,
+        index: &inbox::Index,
+        key: &ConversationKey,
+        dedupe: &Dedupe,
+    ) -> Result<bool> {
+        if index.may_hold(dedupe.hash) {
+            for held in index.with_dedupe(key, dedupe.hash) {
+                let waiting = self.read_held(key, &held)?;
+                if waiting.dedupe_key.as_deref() == Some(dedupe.key.as_str()) {
+                    return Ok(true);
                 }
-                Ok(outcomes)
+            }
+        }
+        self.seen
+            .contains_key(&dedupe.seen_key)
+            .map_err(sled_err("dedupe read"))
+    }
+
+    /// A waiting event, read back from its journal segment.
+    fn read_held(&self, key: &ConversationKey, held: &inbox::Held) -> Result<InboundEvent> {
+        let bytes = self
+            .segments
+            .read(held.segment, u64::from(held.offset), held.len as usize)?;
+        let id = keys::queue(key, held.timestamp_ms, held.seq());
+        records::decode_inbound(Store::at(Tree::Inbox, &id), &bytes)
+    }
+
+    /// Takes an event out of the inbox for good: its `taken` mark, its `seen` mark (a
+    /// redelivery is then a duplicate) and, when it is set aside, its set-aside record, in one
+    /// transaction; then out of the index. `false` when it was no longer waiting.
+    fn take(
+        &self,
+        id: &QueueId,
+        aside: impl FnOnce(InboundEvent) -> Result<Option<Vec<u8>>>,
+    ) -> Result<bool> {
+        let Some((key, timestamp_ms, seq)) = keys::split_queue(&id.0) else {
+            return Err(Store::at(Tree::Inbox, &id.0).decode_error("not a queue key"));
+        };
+        let mut index = self.index();
+        let Some(held) = index.find(&key, timestamp_ms, seq) else {
+            return Ok(false);
+        };
+        let event = self.read_held(&key, &held)?;
+        let seen = match &event.dedupe_key {
+            Some(dedupe) => Some((
+                keys::seen(&key.page, dedupe),
+                records::encode_mark(Tree::Seen, event.received_ms)?,
+            )),
+            None => None,
+        };
+        let aside = aside(event)?;
+        let taken = taken_key(&held);
+        (&self.taken, &self.seen, &self.set_aside)
+            .transaction(|(taken_tree, seen_tree, aside_tree)| {
+                taken_tree.insert(taken.as_slice(), &[][..])?;
+                if let Some((seen_key, mark)) = &seen {
+                    seen_tree.insert(seen_key.as_slice(), mark.as_slice())?;
+                }
+                if let Some(value) = &aside {
+                    aside_tree.insert(id.0.as_slice(), value.as_slice())?;
+                }
+                Ok(())
             })
-            .map_err(tx_err("inbox write"))?;
-        add(
-            &self.inbox_len,
-            outcomes.iter().map(|o| o.stored).sum::<usize>(),
-        );
-        Ok(outcomes)
+            .map_err(tx_err("inbox take"))?;
+        if let Some(empty) = index.remove(&key, &held) {
+            self.retire(empty);
+        }
+        Ok(true)
+    }
+
+    /// Hands a segment nothing waits in any more to the retiring thread.
+    fn retire(&self, segment: u64) {
+        if let Some(retire) = self.retire.get() {
+            // The thread stops only with the store (or after a failed flush, which the store
+            // reports): the segment then stays for the next start, harmlessly.
+            let _ = retire.send(segment);
+        }
     }
 
     fn flush(&self) -> Result<()> {
@@ -356,7 +527,8 @@ impl Inner {
             Tree::OAuthStates => &self.oauth_states,
             Tree::Conversations => &self.conversations,
             Tree::Rooms => &self.rooms,
-            Tree::Inbox => &self.inbox,
+            Tree::Inbox => &self.legacy_inbox,
+            Tree::Taken => &self.taken,
             Tree::Seen => &self.seen,
             Tree::Outbox => &self.outbox,
             Tree::Relayed => &self.relayed,
@@ -369,39 +541,39 @@ impl Inner {
     }
 }
 
-/// Encodes events for the inbox, outside any transaction and off the journal's thread.
-fn prepare_inbound(events: &[InboundEvent]) -> Result<Vec<PreparedInbound>> {
-    events
-        .iter()
-        .map(|event| {
-            Ok(PreparedInbound {
-                key: event.key.clone(),
-                timestamp_ms: event.timestamp_ms,
-                seen: event
-                    .dedupe_key
-                    .as_deref()
-                    .map(|dedupe| keys::seen(&event.key.page, dedupe)),
-                mark: records::encode_mark(Tree::Seen, event.received_ms)?,
-                value: records::encode_inbound(event)?,
-            })
-        })
-        .collect()
-}
-
-/// A journal record: the events' inbox encodings, each behind its 32-bit length.
-fn journal_record(prepared: &[PreparedInbound]) -> Vec<u8> {
-    let size = prepared.iter().map(|p| 4 + p.value.len()).sum();
-    let mut record = Vec::with_capacity(size);
-    for event in prepared {
-        // An event comes from a webhook body capped at 1 MiB.
-        let len = u32::try_from(event.value.len()).unwrap_or(u32::MAX);
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&event.value);
+/// The key of an event's `taken` mark: its journal position, so a deleted segment's marks are
+/// one range.
+fn taken_key(held: &inbox::Held) -> [u8; 16] {
+    journal::Position {
+        segment: held.segment,
+        offset: u64::from(held.offset),
     }
-    record
+    .to_bytes()
 }
 
-fn read_journal_record(at: At<'_>, mut record: &[u8]) -> Result<Vec<InboundEvent>> {
+/// Encodes events as one journal record (each behind its 32-bit length), off the journal's
+/// thread, with what the index needs of each.
+fn prepare_inbound(events: &[InboundEvent]) -> Result<(Vec<u8>, Vec<PreparedInbound>)> {
+    let mut record = Vec::new();
+    let mut prepared = Vec::with_capacity(events.len());
+    for event in events {
+        let value = records::encode_inbound(event)?;
+        // An event comes from a webhook body capped at 1 MiB.
+        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(&value);
+        prepared.push(PreparedInbound {
+            key: event.key.clone(),
+            timestamp_ms: event.timestamp_ms,
+            dedupe: Dedupe::of(event),
+            len: value.len(),
+        });
+    }
+    Ok((record, prepared))
+}
+
+/// The events of a journal record, each with the length of its encoding.
+fn read_journal_record(at: At<'_>, mut record: &[u8]) -> Result<Vec<(InboundEvent, usize)>> {
     let mut events = Vec::new();
     while !record.is_empty() {
         let damaged = || Error::Decode {
@@ -412,10 +584,53 @@ fn read_journal_record(at: At<'_>, mut record: &[u8]) -> Result<Vec<InboundEvent
         let (len, rest) = record.split_first_chunk::<4>().ok_or_else(damaged)?;
         let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| damaged())?;
         let value = rest.get(..len).ok_or_else(damaged)?;
-        events.push(records::decode_inbound(at, value)?);
+        events.push((records::decode_inbound(at, value)?, len));
         record = &rest[len..];
     }
     Ok(events)
+}
+
+/// Deletes segments the inbox no longer needs: takes every one waiting, flushes sled first (the
+/// `taken`, `seen` and set-aside writes that say where their events went must outlive them),
+/// deletes the files, then forgets their `taken` marks. Stops at a failed flush: the segments
+/// then stay for the next start, which finds their events taken.
+fn run_retirer(inner: Weak<Inner>, queue: std::sync::mpsc::Receiver<u64>) {
+    while let Ok(first) = queue.recv() {
+        let mut segments = vec![first];
+        segments.extend(queue.try_iter());
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if let Err(error) = inner.flush() {
+            tracing::error!(%error, "inbox journal segments stay until the next start: the store cannot flush");
+            return;
+        }
+        for segment in segments {
+            if let Err(error) = inner.forget_segment(segment) {
+                tracing::warn!(segment, %error, "cannot delete an inbox journal segment nothing waits in; it is retried at the next start");
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Deletes a segment with nothing waiting in it, then its `taken` marks.
+    fn forget_segment(&self, segment: u64) -> Result<()> {
+        self.segments.delete(segment)?;
+        let from = journal::Position { segment, offset: 0 }.to_bytes();
+        let to = journal::Position {
+            segment: segment + 1,
+            offset: 0,
+        }
+        .to_bytes();
+        for entry in self.taken.range(from..to) {
+            let (key, _) = entry.map_err(sled_err("inbox taken scan"))?;
+            self.taken
+                .remove(key)
+                .map_err(sled_err("inbox taken remove"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Serves `sync()` requests: waits for one, takes every other one already queued, flushes once
@@ -481,47 +696,13 @@ impl Store {
                 other => break other?,
             }
         };
-        let open_tree = |tree: Tree| db.open_tree(tree.name()).map_err(open_err);
-        let inner = Inner {
-            meta: open_tree(Tree::Meta)?,
-            pages: open_tree(Tree::Pages)?,
-            grants: open_tree(Tree::Grants)?,
-            deletions: open_tree(Tree::Deletions)?,
-            oauth_states: open_tree(Tree::OAuthStates)?,
-            conversations: open_tree(Tree::Conversations)?,
-            rooms: open_tree(Tree::Rooms)?,
-            inbox: open_tree(Tree::Inbox)?,
-            seen: open_tree(Tree::Seen)?,
-            outbox: open_tree(Tree::Outbox)?,
-            relayed: open_tree(Tree::Relayed)?,
-            sent: open_tree(Tree::Sent)?,
-            reactions: open_tree(Tree::Reactions)?,
-            posted: open_tree(Tree::Posted)?,
-            page_reactions: open_tree(Tree::PageReactions)?,
-            set_aside: open_tree(Tree::SetAside)?,
-            set_aside_turn: Mutex::new(()),
-            db,
-            path: path.to_owned(),
-            key,
-            inbox_len: AtomicIsize::new(0),
-            outbox_len: AtomicIsize::new(0),
-            flushes: AtomicU64::new(0),
-            failed: AtomicBool::new(false),
-            flusher: Mutex::new(None),
-            journal: std::sync::OnceLock::new(),
-            arriving: Mutex::default(),
-            page_cache: Mutex::default(),
-        };
+        let inner = Inner::new(db, path, key).map_err(open_err)?;
         let store = Store {
             inner: Arc::new(inner),
         };
         store.check_schema()?;
         store.open_journal()?;
         let count = |tree: &sled::Tree| isize::try_from(tree.len()).unwrap_or(isize::MAX);
-        store
-            .inner
-            .inbox_len
-            .store(count(&store.inner.inbox), Ordering::Relaxed);
         store
             .inner
             .outbox_len
@@ -585,6 +766,7 @@ impl Store {
                 // release) and has nothing to convert. Later versions add an arm here that
                 // rewrites the affected trees.
                 1 => {}
+                2 => self.move_inbox_to_journal()?,
                 _ => {
                     return Err(Error::Decode {
                         tree: Tree::Meta.name(),
@@ -603,6 +785,86 @@ impl Store {
             version = next;
         }
         self.inner.flush()
+    }
+
+    /// Schema 1 → 2: the inbox moves from sled's `inbox` tree into the journal. The tree's events
+    /// (in queue order), then those of journal records not yet applied to it (in journal order),
+    /// are written as a replacement journal; version 2 is committed in the same sled batch that
+    /// forgets the applied position. `open_journal` then installs the replacement and empties
+    /// the tree ([`empty_legacy_inbox`](Self::empty_legacy_inbox)). A crash before the commit
+    /// repeats the whole step; after it, only what `open_journal` does.
+    fn move_inbox_to_journal(&self) -> Result<()> {
+        /// Events per record of the replacement.
+        const PER_RECORD: usize = 1000;
+        let dir = self.inner.path.join(JOURNAL_DIR);
+        let applied = self
+            .inner
+            .meta
+            .get(JOURNAL_APPLIED_KEY)
+            .map_err(sled_err("journal position read"))?
+            .and_then(|bytes| journal::Position::from_bytes(&bytes));
+        let mut records = Vec::new();
+        let mut waiting = Vec::new();
+        for entry in self.inner.legacy_inbox.iter() {
+            let (key, bytes) = entry.map_err(sled_err("inbox read"))?;
+            waiting.push(records::decode_inbound(
+                Self::at(Tree::Inbox, &key),
+                &bytes,
+            )?);
+            if waiting.len() == PER_RECORD {
+                records.push(prepare_inbound(&waiting)?.0);
+                waiting.clear();
+            }
+        }
+        if !waiting.is_empty() {
+            records.push(prepare_inbound(&waiting)?.0);
+        }
+        let moved = records.len();
+        Journal::<Vec<PreparedInbound>, EnqueueOutcome>::recover(
+            &dir,
+            |position, record| -> Result<()> {
+                if applied.is_none_or(|applied| position > applied) {
+                    records.push(record.to_vec());
+                }
+                Ok(())
+            },
+        )?;
+        journal::write_replacement(&dir, &records)?;
+        let mut commit = sled::Batch::default();
+        commit.remove(JOURNAL_APPLIED_KEY);
+        commit.insert(SCHEMA_KEY, b"2".as_slice());
+        self.inner
+            .meta
+            .apply_batch(commit)
+            .map_err(sled_err("schema write"))?;
+        self.inner.flush()?;
+        tracing::info!(
+            records = records.len(),
+            from_sled = moved,
+            "store migration: the inbox now lives in its journal"
+        );
+        Ok(())
+    }
+
+    /// Empties schema 1's inbox tree once its events are in the journal, clearing the `seen`
+    /// marks they got at ingest (a mark now means "taken out of the inbox"). Each entry goes
+    /// after its mark, in sled's ordered log, so a crash midway leaves only work to repeat.
+    fn empty_legacy_inbox(&self) -> Result<()> {
+        for entry in self.inner.legacy_inbox.iter() {
+            let (key, bytes) = entry.map_err(sled_err("inbox read"))?;
+            let event = records::decode_inbound(Self::at(Tree::Inbox, &key), &bytes)?;
+            if let Some(dedupe) = &event.dedupe_key {
+                self.inner
+                    .seen
+                    .remove(keys::seen(&event.key.page, dedupe))
+                    .map_err(sled_err("dedupe remove"))?;
+            }
+            self.inner
+                .legacy_inbox
+                .remove(&key)
+                .map_err(sled_err("inbox remove"))?;
+        }
+        Ok(())
     }
 
     /// Returns once every write made before the call is on disk. Concurrent callers share one
@@ -1002,8 +1264,7 @@ impl Store {
     /// path: the journal is the durable copy until a checkpoint flushes sled.
     pub async fn ingest(&self, events: Vec<InboundEvent>) -> Result<Ingested> {
         let arrival = Arrival::new(&self.inner, &events);
-        let prepared = prepare_inbound(&events)?;
-        let record = journal_record(&prepared);
+        let (record, prepared) = prepare_inbound(&events)?;
         let Some(journal) = self.inner.journal.get() else {
             return Err(Error::Sync("the inbox journal is not open".to_owned()));
         };
@@ -1019,68 +1280,75 @@ impl Store {
         })
     }
 
-    /// Puts events in the inbox in one transaction over the inbox and the dedupe marks. An
-    /// event whose `(page, dedupe_key)` was seen before (in an earlier call or earlier in this
-    /// batch) is skipped. Not durable by itself: [`ingest`](Self::ingest) is the webhook path;
-    /// this one serves tools and tests, followed by [`sync`](Self::sync).
-    pub fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
-        let prepared = prepare_inbound(&events)?;
-        let outcomes = self.inner.apply_inbound(vec![(None, prepared)]);
-        let outcomes = self.noting_failure(outcomes)?;
-        Ok(outcomes.into_iter().next().unwrap_or_default())
+    /// Puts events in the inbox as [`ingest`](Self::ingest) does, and returns once they are
+    /// there: how many were new. An event whose `(page, dedupe_key)` waits or was taken before
+    /// (in an earlier call or earlier in this batch) is skipped.
+    pub async fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
+        self.ingest(events).await?.queued().await
     }
 
-    /// Reads what the inbox journal holds beyond what sled has, applies it, and starts the
-    /// journal's writer.
+    /// Reads the inbox back from the journal's segments (every event not taken out), deletes
+    /// segments with nothing waiting, and starts the journal's writer.
     fn open_journal(&self) -> Result<()> {
         let dir = self.inner.path.join(JOURNAL_DIR);
-        let recovered = Journal::<Vec<PreparedInbound>, EnqueueOutcome>::recover(&dir)?;
-        let applied = self
-            .inner
-            .meta
-            .get(JOURNAL_APPLIED_KEY)
-            .map_err(sled_err("journal position read"))?
-            .and_then(|bytes| journal::Position::from_bytes(&bytes));
-        let mut replayed = 0;
-        for (position, record) in &recovered.records {
-            if applied.is_some_and(|applied| *position <= applied) {
-                continue;
-            }
-            let at = Self::at(Tree::Inbox, JOURNAL_DIR.as_bytes());
-            let events = read_journal_record(at, record)?;
-            replayed += events.len();
-            let prepared = prepare_inbound(&events)?;
-            self.inner
-                .apply_inbound(vec![(Some(*position), prepared)])?;
+        journal::install_replacement(&dir)?;
+        self.empty_legacy_inbox()?;
+        let mut index = self.inner.index();
+        let mut waiting = 0;
+        let recovered = Journal::<Vec<PreparedInbound>, EnqueueOutcome>::recover(
+            &dir,
+            |position, record| -> Result<()> {
+                let at = Self::at(Tree::Inbox, JOURNAL_DIR.as_bytes());
+                let prepared = read_journal_record(at, record)?
+                    .into_iter()
+                    .map(|(event, len)| PreparedInbound {
+                        dedupe: Dedupe::of(&event),
+                        key: event.key,
+                        timestamp_ms: event.timestamp_ms,
+                        len,
+                    })
+                    .collect();
+                waiting += self
+                    .inner
+                    .index_record(&mut index, position, prepared, true)?
+                    .stored;
+                Ok(())
+            },
+        )?;
+        index.writing(recovered.next_segment());
+        let empty = index.empty_among(&recovered.segments);
+        drop(index);
+        for segment in empty {
+            self.inner.forget_segment(segment)?;
         }
-        if replayed > 0 {
-            tracing::info!(
-                events = replayed,
-                "inbox journal: events acknowledged before an unclean stop put in the inbox"
-            );
+        if waiting > 0 {
+            tracing::info!(events = waiting, "inbox read back from its journal");
         }
+        let (retire, retiring) = std::sync::mpsc::channel();
+        let for_retire = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("inbox-retire".to_owned())
+            .spawn(move || run_retirer(for_retire, retiring))
+            .map_err(|source| {
+                Error::Journal(journal::Error::Io {
+                    path: dir.clone(),
+                    source,
+                })
+            })?;
+        // `open` is the only caller, once per `Inner`.
+        let _ = self.inner.retire.set(retire);
         let for_apply = Arc::downgrade(&self.inner);
-        let for_checkpoint = Arc::downgrade(&self.inner);
         let journal = Journal::start(
             &dir,
-            recovered,
-            Box::new(move |batch| {
+            &recovered,
+            Box::new(move |records| {
                 let inner = for_apply.upgrade().ok_or("the store was closed")?;
-                let batch = batch
-                    .into_iter()
-                    .map(|(position, prepared)| (Some(position), prepared))
-                    .collect();
-                inner.apply_inbound(batch).map_err(|err| {
+                inner.index_inbound(records).map_err(|err| {
                     inner.failed.store(true, Ordering::Relaxed);
                     err.to_string()
                 })
             }),
-            Box::new(move || {
-                let inner = for_checkpoint.upgrade().ok_or("the store was closed")?;
-                inner.flush().map_err(|err| err.to_string())
-            }),
         )?;
-        // `open` is the only caller, once per `Inner`.
         let _ = self.inner.journal.set(journal);
         Ok(())
     }
@@ -1090,25 +1358,44 @@ impl Store {
         Queue {
             store: self,
             tree: Tree::Inbox,
-            len: &self.inner.inbox_len,
-            decode: records::decode_inbound,
+            scan: Store::inbox_scan,
         }
     }
 
-    fn queue_scan<'a, T: 'a>(
-        &'a self,
-        tree: Tree,
+    /// The inbox's events of `key`, oldest first, at most `limit`.
+    fn inbox_scan(
+        &self,
         key: &ConversationKey,
-        decode: fn(At<'_>, &[u8]) -> Result<T>,
-    ) -> impl Iterator<Item = Result<(Vec<u8>, T)>> + 'a {
+        limit: usize,
+    ) -> Result<Vec<(QueueId, InboundEvent)>> {
+        let index = self.inner.index();
+        let mut found = Vec::new();
+        for held in index.first(key, limit) {
+            let event = self.inner.read_held(key, &held)?;
+            found.push((
+                QueueId(keys::queue(key, held.timestamp_ms, held.seq())),
+                event,
+            ));
+        }
+        Ok(found)
+    }
+
+    /// The outbox's items for `key`, oldest first, at most `limit`.
+    fn outbox_scan(
+        &self,
+        key: &ConversationKey,
+        limit: usize,
+    ) -> Result<Vec<(QueueId, OutboundItem)>> {
         self.inner
-            .tree(tree)
+            .outbox
             .scan_prefix(keys::conversation(key))
-            .map(move |entry| {
+            .take(limit)
+            .map(|entry| {
                 let (key, bytes) = entry.map_err(sled_err("queue scan"))?;
-                let value = decode(Self::at(tree, &key), &bytes)?;
-                Ok((key.to_vec(), value))
+                let item = records::decode_outbound(Self::at(Tree::Outbox, &key), &bytes)?;
+                Ok((QueueId(key.to_vec()), item))
             })
+            .collect()
     }
 
     /// Distinct conversations of a queue tree, skipping from one conversation to the next
@@ -1209,8 +1496,7 @@ impl Store {
         Queue {
             store: self,
             tree: Tree::Outbox,
-            len: &self.inner.outbox_len,
-            decode: records::decode_outbound,
+            scan: Store::outbox_scan,
         }
     }
 
@@ -1377,40 +1663,22 @@ impl Store {
     }
 
     fn try_set_aside(&self, id: &QueueId, reason: &str, detail: &str, at_ms: u64) -> Result<bool> {
-        let at = Self::at(Tree::Inbox, &id.0);
         let Some((conversation, _)) = keys::split_conversation(&id.0) else {
-            return Err(at.decode_error("not a queue key"));
+            return Err(Self::at(Tree::Inbox, &id.0).decode_error("not a queue key"));
         };
         let first = !self
             .set_aside_under(&keys::page(&conversation.page))?
             .iter()
             .any(|aside| aside.reason == reason);
-        let Some(bytes) = self
-            .inner
-            .inbox
-            .get(&id.0)
-            .map_err(sled_err("set aside read"))?
-        else {
-            return Ok(false);
-        };
-        let value = records::encode_set_aside(&SetAside {
-            event: records::decode_inbound(at, &bytes)?,
-            reason: reason.to_owned(),
-            detail: detail.to_owned(),
-            set_aside_ms: at_ms,
-        })?;
-        let moved = (&self.inner.inbox, &self.inner.set_aside)
-            .transaction(|(inbox, aside)| {
-                if inbox.remove(id.0.as_slice())?.is_none() {
-                    return Ok(false);
-                }
-                aside.insert(id.0.as_slice(), value.as_slice())?;
-                Ok(true)
+        let moved = self.inner.take(id, |event| {
+            records::encode_set_aside(&SetAside {
+                event,
+                reason: reason.to_owned(),
+                detail: detail.to_owned(),
+                set_aside_ms: at_ms,
             })
-            .map_err(tx_err("set aside"))?;
-        if moved {
-            add(&self.inner.inbox_len, -1);
-        }
+            .map(Some)
+        })?;
         Ok(moved && first)
     }
 
@@ -1430,38 +1698,56 @@ impl Store {
             .collect()
     }
 
-    /// Puts the set-aside events of `page` (of every page with `None`) back in the inbox under
-    /// their old keys, in one transaction. A queue is ordered by Meta timestamp, so each goes back
-    /// to its place among the events of its conversation waiting now: ahead of newer ones, in
-    /// their original order among themselves. Returns each restored event's conversation, in key
-    /// order (so one conversation's entries are adjacent). Does not flush.
-    pub fn restore_set_aside(&self, page: Option<&PageId>) -> Result<Vec<ConversationKey>> {
-        let result = self.try_restore_set_aside(page);
+    /// Puts the set-aside events of `page` (of every page with `None`) back in the inbox. A
+    /// queue is ordered by Meta timestamp, so each goes back to its place among the events of its
+    /// conversation waiting now: ahead of newer ones, in their original order among themselves.
+    /// Returns each restored event's conversation, in key order (so one conversation's entries
+    /// are adjacent).
+    ///
+    /// Their `seen` marks go first (or they would be duplicates of themselves), then they are
+    /// written to the journal like a webhook's events, then their set-aside records go. A crash
+    /// between the steps leaves them set aside, or both set aside and waiting, and a second
+    /// retry then finds them duplicates: none is lost or posted twice.
+    pub async fn restore_set_aside(&self, page: Option<&PageId>) -> Result<Vec<ConversationKey>> {
+        let result = self.try_restore_set_aside(page).await;
         self.noting_failure(result)
     }
 
-    fn try_restore_set_aside(&self, page: Option<&PageId>) -> Result<Vec<ConversationKey>> {
+    async fn try_restore_set_aside(&self, page: Option<&PageId>) -> Result<Vec<ConversationKey>> {
         let prefix = page.map(keys::page).unwrap_or_default();
-        let mut entries = Vec::new();
+        let mut ids = Vec::new();
+        let mut events = Vec::new();
         for entry in self.inner.set_aside.scan_prefix(prefix) {
             let (key, bytes) = entry.map_err(sled_err("set aside scan"))?;
-            let aside = records::decode_set_aside(Self::at(Tree::SetAside, &key), &bytes)?;
-            entries.push((key, records::encode_inbound(&aside.event)?, aside.event.key));
+            ids.push(key.clone());
+            events.push(records::decode_set_aside(Self::at(Tree::SetAside, &key), &bytes)?.event);
         }
-        let restored = (&self.inner.inbox, &self.inner.set_aside)
-            .transaction(|(inbox, aside)| {
-                let mut restored = 0usize;
-                for (key, value, _) in &entries {
-                    if aside.remove(key)?.is_some() {
-                        inbox.insert(key, value.as_slice())?;
-                        restored += 1;
-                    }
-                }
-                Ok(restored)
-            })
-            .map_err(tx_err("set aside restore"))?;
-        add(&self.inner.inbox_len, restored);
-        Ok(entries.into_iter().map(|(_, _, key)| key).collect())
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seen_keys: Vec<Vec<u8>> = events
+            .iter()
+            .filter_map(|event| Some(keys::seen(&event.key.page, event.dedupe_key.as_deref()?)))
+            .collect();
+        let mut unmark = sled::Batch::default();
+        for key in seen_keys {
+            unmark.remove(key);
+        }
+        self.inner
+            .seen
+            .apply_batch(unmark)
+            .map_err(sled_err("set aside restore"))?;
+        let conversations = events.iter().map(|event| event.key.clone()).collect();
+        self.enqueue_inbound(events).await?;
+        let mut restored = sled::Batch::default();
+        for id in ids {
+            restored.remove(id);
+        }
+        self.inner
+            .set_aside
+            .apply_batch(restored)
+            .map_err(sled_err("set aside restore"))?;
+        Ok(conversations)
     }
 
     // ---- customer reactions ----
@@ -1557,9 +1843,11 @@ fn echo_key(sent: &str) -> Vec<u8> {
 pub struct Queue<'s, T> {
     store: &'s Store,
     tree: Tree,
-    len: &'s AtomicIsize,
-    decode: fn(At<'_>, &[u8]) -> Result<T>,
+    scan: Scan<T>,
 }
+
+/// Reads the items of a conversation, oldest first, at most so many.
+type Scan<T> = fn(&Store, &ConversationKey, usize) -> Result<Vec<(QueueId, T)>>;
 
 impl<T> Queue<'_, T> {
     /// Whether a webhook for `key` is between parse and inbox (inbox only). Its events may be
@@ -1578,23 +1866,20 @@ impl<T> Queue<'_, T> {
 
     /// The next item for `key`.
     pub fn oldest(&self, key: &ConversationKey) -> Result<Option<(QueueId, T)>> {
-        self.store
-            .queue_scan(self.tree, key, self.decode)
-            .next()
-            .transpose()
-            .map(|found| found.map(|(key, item)| (QueueId(key), item)))
+        Ok((self.scan)(self.store, key, 1)?.into_iter().next())
     }
 
     /// Every item waiting for `key`, in order.
     pub fn all_for(&self, key: &ConversationKey) -> Result<Vec<(QueueId, T)>> {
-        self.store
-            .queue_scan(self.tree, key, self.decode)
-            .map(|found| found.map(|(key, item)| (QueueId(key), item)))
-            .collect()
+        (self.scan)(self.store, key, usize::MAX)
     }
 
     /// Removes a finished item. Removing an id twice is harmless.
     pub fn remove(&self, id: &QueueId) -> Result<()> {
+        if self.tree == Tree::Inbox {
+            let taken = self.store.inner.take(id, |_| Ok(None));
+            return self.store.noting_failure(taken).map(|_| ());
+        }
         if self
             .store
             .inner
@@ -1603,19 +1888,25 @@ impl<T> Queue<'_, T> {
             .map_err(sled_err("queue remove"))?
             .is_some()
         {
-            add(self.len, -1);
+            add(&self.store.inner.outbox_len, -1);
         }
         Ok(())
     }
 
     /// The conversations with items waiting, for restart recovery.
     pub fn pending_conversations(&self) -> Result<Vec<ConversationKey>> {
+        if self.tree == Tree::Inbox {
+            return Ok(self.store.inner.index().conversations());
+        }
         self.store.pending(self.tree)
     }
 
     /// Items waiting, all conversations together.
     pub fn len(&self) -> usize {
-        len(self.len)
+        if self.tree == Tree::Inbox {
+            return self.store.inner.index().len();
+        }
+        len(&self.store.inner.outbox_len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1674,5 +1965,130 @@ mod tests {
         for (err, full) in cases {
             assert_eq!(err.is_disk_full(), full, "{err}");
         }
+    }
+
+    fn inbound(psid: &str, timestamp_ms: u64, mid: &str) -> InboundEvent {
+        InboundEvent {
+            key: ConversationKey::new(PageId::new("1"), crate::ids::Psid::new(psid)),
+            timestamp_ms,
+            dedupe_key: Some(mid.to_owned()),
+            received_ms: timestamp_ms,
+            standby: false,
+            payload: serde_json::json!({ "label": mid }),
+        }
+    }
+
+    /// A store as schema 1 left it: events `a` and `b` in sled's inbox tree with the dedupe
+    /// marks ingest gave them, a delivered event's mark, and a journal whose first record (`a`)
+    /// was applied to the tree and whose second (`c`, and a redelivery of the delivered one)
+    /// was not.
+    fn write_schema_1(dir: &Path) {
+        let db = sled::open(dir).unwrap();
+        let meta = db.open_tree(Tree::Meta.name()).unwrap();
+        let inbox = db.open_tree(Tree::Inbox.name()).unwrap();
+        let seen = db.open_tree(Tree::Seen.name()).unwrap();
+        meta.insert(SCHEMA_KEY, "1").unwrap();
+        for (seq, event) in [inbound("9", 10, "a"), inbound("9", 20, "b")]
+            .iter()
+            .enumerate()
+        {
+            let key = keys::queue(&event.key, event.timestamp_ms, seq as u64);
+            inbox
+                .insert(key, records::encode_inbound(event).unwrap())
+                .unwrap();
+            seen.insert(
+                keys::seen(&event.key.page, event.dedupe_key.as_deref().unwrap()),
+                records::encode_mark(Tree::Seen, 1).unwrap(),
+            )
+            .unwrap();
+        }
+        seen.insert(
+            keys::seen(&PageId::new("1"), "delivered"),
+            records::encode_mark(Tree::Seen, 1).unwrap(),
+        )
+        .unwrap();
+        let applied = prepare_inbound(&[inbound("9", 10, "a")]).unwrap().0;
+        let waiting = prepare_inbound(&[inbound("9", 30, "c"), inbound("9", 5, "delivered")])
+            .unwrap()
+            .0;
+        let journal_dir = dir.join(JOURNAL_DIR);
+        journal::write_replacement(&journal_dir, &[applied, waiting]).unwrap();
+        std::fs::rename(
+            journal_dir.join("replacement.tmp"),
+            journal_dir.join(format!("{:020}.journal", 1)),
+        )
+        .unwrap();
+        let first = journal::Position {
+            segment: 1,
+            offset: 0,
+        };
+        meta.insert(JOURNAL_APPLIED_KEY, first.to_bytes().as_slice())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    fn labels(store: &Store) -> Vec<String> {
+        let key = ConversationKey::new(PageId::new("1"), crate::ids::Psid::new("9"));
+        store
+            .inbox()
+            .all_for(&key)
+            .unwrap()
+            .into_iter()
+            .map(|(_, event)| event.payload["label"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_inbox_moves_into_the_journal_once() {
+        let dir = tempfile::tempdir().unwrap();
+        write_schema_1(dir.path());
+        let key = || TokenKey::from_bytes([1; 32]);
+        let store = Store::open(dir.path(), key(), 1 << 20).unwrap();
+        assert_eq!(labels(&store), ["a", "b", "c"]);
+        assert!(store.inner.legacy_inbox.is_empty());
+        assert_eq!(store.inner.meta.get(JOURNAL_APPLIED_KEY).unwrap(), None);
+        let redelivered = store
+            .enqueue_inbound(vec![inbound("9", 10, "a")])
+            .await
+            .unwrap();
+        assert_eq!(
+            redelivered.duplicates, 1,
+            "a waiting event is still deduped"
+        );
+        // Taking `a` out marks it seen again, and the journal keeps the order across a restart.
+        let (id, _) = store
+            .inbox()
+            .oldest(&inbound("9", 0, "").key)
+            .unwrap()
+            .unwrap();
+        store.inbox().remove(&id).unwrap();
+        store.flush_blocking().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), key(), 1 << 20).unwrap();
+        assert_eq!(labels(&store), ["b", "c"]);
+        let outcome = store
+            .enqueue_inbound(vec![inbound("9", 10, "a"), inbound("9", 5, "delivered")])
+            .await
+            .unwrap();
+        assert_eq!(outcome.duplicates, 2);
+    }
+
+    #[tokio::test]
+    async fn a_migration_cut_short_after_its_commit_finishes_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_schema_1(dir.path());
+        let key = || TokenKey::from_bytes([1; 32]);
+        {
+            // The commit point, and nothing after it.
+            let db = sled::open(dir.path()).unwrap();
+            let meta = db.open_tree(Tree::Meta.name()).unwrap();
+            let store = Store {
+                inner: Arc::new(Inner::new(db.clone(), dir.path(), key()).unwrap()),
+            };
+            store.move_inbox_to_journal().unwrap();
+            assert_eq!(meta.get(SCHEMA_KEY).unwrap().as_deref(), Some(&b"2"[..]));
+        }
+        let store = Store::open(dir.path(), key(), 1 << 20).unwrap();
+        assert_eq!(labels(&store), ["a", "b", "c"]);
     }
 }

@@ -915,6 +915,7 @@ async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation
         let store = &world.running.gateway.store;
         store
             .enqueue_inbound(vec![repeated.clone()])
+            .await
             .expect("queued");
         store.sync().await.expect("flushed");
         world
@@ -927,7 +928,10 @@ async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation
             "{version:?}"
         );
         world.chat.sim.close_room(&first, AGENT);
-        store.enqueue_inbound(vec![repeated]).expect("queued again");
+        store
+            .enqueue_inbound(vec![repeated])
+            .await
+            .expect("queued again");
         store.sync().await.expect("flushed");
         world
             .post_ok(&[text_event("psid-1", "m_c", t0 + 3, "after the close")])

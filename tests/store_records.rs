@@ -211,8 +211,8 @@ fn oauth_states_are_single_use_and_pruned_by_expiry() {
     assert_eq!(store.take_oauth_state("s-edge").unwrap(), None);
 }
 
-#[test]
-fn conversations_and_the_room_index_stay_in_step() {
+#[tokio::test]
+async fn conversations_and_the_room_index_stay_in_step() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let first = conversation("1", "100", Some("R1"));
@@ -257,7 +257,7 @@ fn conversations_and_the_room_index_stay_in_step() {
     assert_eq!(store.conversations().unwrap().len(), 2);
 }
 
-fn fill(store: &Store) {
+async fn fill(store: &Store) {
     store.put_page(&page("1")).unwrap();
     store.put_grant(&grant()).unwrap();
     store.put_oauth_state("state", &oauth_state(5)).unwrap();
@@ -272,7 +272,7 @@ fn fill(store: &Store) {
         standby: false,
         payload: json!({"message": {"mid": "m_1", "text": "hello"}}),
     };
-    store.enqueue_inbound(vec![event]).unwrap();
+    store.enqueue_inbound(vec![event]).await.unwrap();
     let item = OutboundItem {
         key: conv_key("1", "100"),
         rc_message_id: MessageId::new("M1"),
@@ -284,11 +284,11 @@ fn fill(store: &Store) {
     assert!(store.enqueue_outbound(item).unwrap());
 }
 
-#[test]
-fn reopening_keeps_everything() {
+#[tokio::test]
+async fn reopening_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    fill(&store);
+    fill(&store).await;
     store.flush_blocking().unwrap();
     drop(store);
 
@@ -323,17 +323,21 @@ fn reopening_keeps_everything() {
         ..event
     };
     assert_eq!(
-        store.enqueue_inbound(vec![dedupe]).unwrap().duplicates,
+        store
+            .enqueue_inbound(vec![dedupe])
+            .await
+            .unwrap()
+            .duplicates,
         1,
         "dedupe marks persist"
     );
 }
 
-#[test]
-fn no_token_byte_reaches_the_disk() {
+#[tokio::test]
+async fn no_token_byte_reaches_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    fill(&store);
+    fill(&store).await;
     store.flush_blocking().unwrap();
     drop(store);
 
@@ -385,7 +389,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
             err,
             Error::NewerSchema {
                 found: 7,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -393,7 +397,7 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     );
     let message = err.to_string();
     assert!(
-        message.contains("version 7") && message.contains("up to 1"),
+        message.contains("version 7") && message.contains("up to 2"),
         "{message}"
     );
 }

@@ -166,7 +166,7 @@ impl Inbound {
         self: &Arc<Self>,
         page: Option<&PageId>,
     ) -> Result<usize, store::Error> {
-        let mut conversations = self.ctx.store.restore_set_aside(page)?;
+        let mut conversations = self.ctx.store.restore_set_aside(page).await?;
         let events = conversations.len();
         self.ctx.store.sync().await?;
         conversations.dedup();

@@ -1,6 +1,8 @@
 //! The inbox journal: an append-only log of webhook batches, made durable with one
 //! `fdatasync` per group of waiting requests. It is the only disk write on a webhook's way to
-//! its 200; sled receives the same events right after, off that path.
+//! its 200, and the inbox's only copy of the events: they stay in their segment until the
+//! store has taken each of them (delivered, set aside or found a duplicate), and the store
+//! reads them back from there.
 //!
 //! # Format
 //! Segment files `NNNNNNNNNNNNNNNNNNNN.journal` (a decimal sequence, zero-padded so names sort
@@ -12,44 +14,43 @@
 //! # Life of a record
 //! [`Journal::append`] hands the record to the writer thread, which takes every request
 //! queued at that moment, writes them with one `write`, `fdatasync`s and answers them all: the
-//! caller may now acknowledge. The batch then goes to the applier thread, which takes every
-//! batch waiting, calls the `apply` hook once for them (the store puts the events in sled and
-//! remembers the last [`Position`] in the same sled transaction) and answers each append's
-//! [`Pending`]. Writing the next group and applying the last one overlap. When a segment is
-//! full the writer starts the next one and sends the full one down the same line: the applier
-//! passes it to the checkpoint thread only after applying every record before it, and that
-//! thread calls `checkpoint` (a sled flush) and then deletes the segment: its records are in
-//! sled, durably.
+//! caller may now acknowledge. The group then goes to the applier thread, which gathers a few
+//! milliseconds of groups, calls the `apply` hook once for them (the store indexes the events)
+//! and answers each append's [`Pending`]. Writing the next group and applying the last one
+//! overlap. When a segment is full the writer starts the next one; the store deletes a segment
+//! ([`Segments::delete`]) once none of its events is waiting any more.
 //!
-//! At start-up [`Journal::recover`] returns the records the last run left; the store skips
-//! those at or before the last applied position it kept in sled, applies the rest, and only
-//! then [`Journal::start`]s a new segment, deleting the recovered ones once they are applied
-//! and flushed.
+//! At start-up [`Journal::recover`] shows the store every record of every segment, oldest
+//! first, and [`Journal::start`] opens a new segment after them.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
 
-/// A segment is closed, checkpointed and deleted after this many bytes (about 24,000 typical
-/// webhooks): small enough that recovery is quick, large enough that the sled flush a
-/// checkpoint costs is rare.
+/// A segment is closed after this many bytes (about 24,000 typical webhooks): one event still
+/// waiting keeps its whole segment on disk, and each segment costs a file and a sled flush when
+/// it goes.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How many appends may wait for the writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
 /// How many written groups may wait for the applier before the writer waits: this bounds the
-/// acknowledged events that are not in sled yet.
+/// acknowledged events that are not indexed yet.
 const APPLY_QUEUE: usize = 64;
-/// How long the applier gathers groups after the first before one `apply`: each sled
-/// transaction has a fixed cost (and sled's I/O threads a wake-up), which at a steady 1,000
-/// small webhooks a second was most of the gateway's CPU. The wait is off the webhooks' path;
-/// it only delays the hand-over to the relay.
+/// How long the applier gathers groups after the first before one `apply`: each call takes the
+/// inbox's lock, which the relay's workers share. The wait is off the webhooks' path; it only
+/// delays the hand-over to the relay.
 const APPLY_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 const HEADER: usize = 8;
+/// Where a record's payload starts, from the record's [`Position`].
+pub const PAYLOAD_OFFSET: u64 = HEADER as u64;
 const SUFFIX: &str = "journal";
 
 /// Where a record sits: its segment and its byte offset. Ordered as the journal is.
@@ -60,7 +61,7 @@ pub struct Position {
 }
 
 impl Position {
-    /// The fixed-size encoding kept in sled beside the events it covers.
+    /// A fixed-size encoding that sorts as positions do.
     pub fn to_bytes(self) -> [u8; 16] {
         let mut out = [0; 16];
         out[..8].copy_from_slice(&self.segment.to_be_bytes());
@@ -108,20 +109,24 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
     }
 }
 
-/// What the previous run left in the journal, oldest first.
+/// What the previous run left in the journal.
 pub struct Recovered {
-    pub records: Vec<(Position, Vec<u8>)>,
-    segments: Vec<PathBuf>,
+    /// The segments found, oldest first.
+    pub segments: Vec<u64>,
     next_segment: u64,
+}
+
+impl Recovered {
+    /// The segment the writer starts with: newer than every recovered one.
+    pub fn next_segment(&self) -> u64 {
+        self.next_segment
+    }
 }
 
 /// Called on the applier thread with durable records, oldest first, after their appends were
 /// answered durable; it returns one answer per item. An error stops the applier and with it
-/// the writer: what is in the journal but not applied is applied by the next start's recovery.
+/// the writer: the records stay in the journal, and the next start's recovery shows them again.
 pub type ApplyHook<T, R> = Box<dyn FnMut(Vec<(Position, T)>) -> Result<Vec<R>, String> + Send>;
-/// Called on the writer thread before older segments are deleted: it must make every applied
-/// batch durable elsewhere (a sled flush).
-pub type CheckpointHook = Box<dyn FnMut() -> Result<(), String> + Send>;
 
 /// Where an append learns its `apply` answer.
 type AppliedTo<R> = oneshot::Sender<Result<R, String>>;
@@ -133,12 +138,8 @@ struct Append<T, R> {
     applied: AppliedTo<R>,
 }
 
-/// What the writer hands the applier, in journal order.
-enum Written<T, R> {
-    Group(Vec<(Position, T, AppliedTo<R>)>),
-    /// A segment every record of which was sent before this.
-    SegmentFull(PathBuf),
-}
+/// What the writer hands the applier: one durable group, in journal order.
+type Written<T, R> = Vec<(Position, T, AppliedTo<R>)>;
 
 /// An append that is durable and on its way into sled.
 pub struct Pending<R> {
@@ -178,31 +179,29 @@ impl<T, R> Clone for Journal<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Journal<T, R> {
-    /// Reads every segment in `dir` (created if missing), cutting a torn tail off the last one.
-    pub fn recover(dir: &Path) -> Result<Recovered, Error> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let mut segments = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-            let path = entry.map_err(io_err(dir))?.path();
-            if let Some(seq) = segment_number(&path) {
-                segments.push((seq, path));
-            }
-        }
-        segments.sort();
-        let mut records = Vec::new();
+    /// Reads every segment in `dir` (created if missing), one at a time, cutting a torn tail
+    /// off the last one, and shows `visit` each record, oldest first.
+    pub fn recover<E: From<Error>>(
+        dir: &Path,
+        mut visit: impl FnMut(Position, &[u8]) -> Result<(), E>,
+    ) -> Result<Recovered, E> {
+        let segments = segment_numbers(dir)?;
+        let mut bytes = Vec::new();
         let last = segments.len().saturating_sub(1);
-        for (index, (seq, path)) in segments.iter().enumerate() {
-            let mut bytes = Vec::new();
-            File::open(path)
+        for (index, &number) in segments.iter().enumerate() {
+            let path = segment_path(dir, number);
+            bytes.clear();
+            File::open(&path)
                 .and_then(|mut file| file.read_to_end(&mut bytes))
-                .map_err(io_err(path))?;
-            let (found, valid) = read_records(*seq, &bytes);
+                .map_err(io_err(&path))?;
+            let valid = visit_records(number, &bytes, &mut visit)?;
             if valid < bytes.len() {
                 if index != last {
                     return Err(Error::Corrupt {
-                        path: path.clone(),
+                        path,
                         offset: valid as u64,
-                    });
+                    }
+                    .into());
                 }
                 tracing::warn!(
                     path = %path.display(),
@@ -210,53 +209,42 @@ impl<T: Send + 'static, R: Send + 'static> Journal<T, R> {
                     cut = bytes.len() - valid,
                     "inbox journal ended in a cut-short write (a crash before its 200); the tail was dropped"
                 );
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                file.set_len(valid as u64).map_err(io_err(&path))?;
+                file.sync_all().map_err(io_err(&path))?;
             }
-            records.extend(found);
         }
-        let next_segment = segments.last().map_or(1, |(seq, _)| seq + 1);
+        let next_segment = segments.last().map_or(1, |number| number + 1);
         Ok(Recovered {
-            records,
-            segments: segments.into_iter().map(|(_, path)| path).collect(),
+            segments,
             next_segment,
         })
     }
 
-    /// Opens a new segment and starts the writer thread. The recovered segments are deleted
-    /// after `checkpoint` succeeds once, so the caller must have applied their records first.
+    /// Opens a new segment after the recovered ones and starts the writer thread.
     pub fn start(
         dir: &Path,
-        recovered: Recovered,
+        recovered: &Recovered,
         apply: ApplyHook<T, R>,
-        checkpoint: CheckpointHook,
     ) -> Result<Journal<T, R>, Error> {
-        Self::start_sized(dir, recovered, apply, checkpoint, SEGMENT_BYTES)
+        Self::start_sized(dir, recovered, apply, SEGMENT_BYTES)
     }
 
     fn start_sized(
         dir: &Path,
-        recovered: Recovered,
+        recovered: &Recovered,
         apply: ApplyHook<T, R>,
-        mut checkpoint: CheckpointHook,
         segment_bytes: u64,
     ) -> Result<Journal<T, R>, Error> {
-        checkpoint().map_err(|reason| Error::Io {
-            path: dir.to_owned(),
-            source: io::Error::other(reason),
-        })?;
-        for path in &recovered.segments {
-            fs::remove_file(path).map_err(io_err(path))?;
-        }
         let segment = Segment::create(dir, recovered.next_segment)?;
         let (appends, queue) = mpsc::channel(QUEUE);
-        let (full_segments, to_checkpoint) = std::sync::mpsc::sync_channel(FULL_SEGMENTS);
         let (written, to_apply) = std::sync::mpsc::sync_channel(APPLY_QUEUE);
         thread::Builder::new()
-            .name("inbox-checkpoint".to_owned())
-            .spawn(move || run_checkpoints(to_checkpoint, checkpoint))
-            .map_err(io_err(dir))?;
-        thread::Builder::new()
             .name("inbox-apply".to_owned())
-            .spawn(move || run_applier(to_apply, apply, full_segments))
+            .spawn(move || run_applier(to_apply, apply))
             .map_err(io_err(dir))?;
         let writer = Writer {
             dir: dir.to_owned(),
@@ -293,6 +281,52 @@ impl<T: Send + 'static, R: Send + 'static> Journal<T, R> {
     }
 }
 
+/// The name a replacement journal is written under before it takes the old segments' place.
+const REPLACEMENT: &str = "replacement.tmp";
+
+/// Writes `records` as a replacement for the whole journal in `dir`, durably, beside the old
+/// segments: [`install_replacement`] puts it in their place. Writing it again overwrites it.
+pub fn write_replacement(dir: &Path, records: &[Vec<u8>]) -> Result<(), Error> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(REPLACEMENT);
+    let mut bytes = Vec::new();
+    for record in records {
+        // Records are webhook events, each capped at 1 MiB by the HTTP server.
+        let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(record).to_le_bytes());
+        bytes.extend_from_slice(record);
+    }
+    let mut file = File::create(&path).map_err(io_err(&path))?;
+    file.write_all(&bytes).map_err(io_err(&path))?;
+    file.sync_all().map_err(io_err(&path))?;
+    sync_dir(dir)
+}
+
+/// When a replacement was written, deletes every segment and makes it the first one; `true`
+/// then. Safe to repeat after a crash at any point.
+pub fn install_replacement(dir: &Path) -> Result<bool, Error> {
+    let path = dir.join(REPLACEMENT);
+    if !path.exists() {
+        return Ok(false);
+    }
+    for number in segment_numbers(dir)? {
+        let old = segment_path(dir, number);
+        fs::remove_file(&old).map_err(io_err(&old))?;
+    }
+    let first = segment_path(dir, 1);
+    fs::rename(&path, &first).map_err(io_err(&first))?;
+    sync_dir(dir)?;
+    Ok(true)
+}
+
+/// Makes the directory's entries (a created, renamed or deleted file) survive a crash.
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
 fn segment_number(path: &Path) -> Option<u64> {
     if path.extension()? != SUFFIX {
         return None;
@@ -300,9 +334,29 @@ fn segment_number(path: &Path) -> Option<u64> {
     path.file_stem()?.to_str()?.parse().ok()
 }
 
-/// The records of one segment and the length of its valid prefix.
-fn read_records(segment: u64, bytes: &[u8]) -> (Vec<(Position, Vec<u8>)>, usize) {
-    let mut records = Vec::new();
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}.{SUFFIX}"))
+}
+
+/// The segments in `dir` (created if missing), oldest first.
+fn segment_numbers(dir: &Path) -> Result<Vec<u64>, Error> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        if let Some(number) = segment_number(&entry.map_err(io_err(dir))?.path()) {
+            segments.push(number);
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+/// Shows `visit` the records of one segment; returns the length of its valid prefix.
+fn visit_records<E>(
+    segment: u64,
+    bytes: &[u8],
+    visit: &mut impl FnMut(Position, &[u8]) -> Result<(), E>,
+) -> Result<usize, E> {
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + HEADER) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -313,16 +367,65 @@ fn read_records(segment: u64, bytes: &[u8]) -> (Vec<(Position, Vec<u8>)>, usize)
         if crc32fast::hash(payload) != crc {
             break;
         }
-        records.push((
-            Position {
-                segment,
-                offset: at as u64,
-            },
-            payload.to_vec(),
-        ));
+        let position = Position {
+            segment,
+            offset: at as u64,
+        };
+        visit(position, payload)?;
         at += HEADER + len;
     }
-    (records, at)
+    Ok(at)
+}
+
+/// Reads events back from the segments, and deletes segments nothing waits in any more.
+pub struct Segments {
+    dir: PathBuf,
+    /// Read handles, opened on first use and closed when their segment is deleted.
+    open: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+impl Segments {
+    pub fn new(dir: &Path) -> Segments {
+        Segments {
+            dir: dir.to_owned(),
+            open: Mutex::default(),
+        }
+    }
+
+    /// The `len` bytes at `offset` of `segment`: written and made durable before, so a short
+    /// read is damage.
+    pub fn read(&self, segment: u64, offset: u64, len: usize) -> Result<Vec<u8>, Error> {
+        let file = self.handle(segment)?;
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(io_err(&segment_path(&self.dir, segment)))?;
+        Ok(bytes)
+    }
+
+    fn handle(&self, segment: u64) -> Result<Arc<File>, Error> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = open.get(&segment) {
+            return Ok(file.clone());
+        }
+        let path = segment_path(&self.dir, segment);
+        let file = Arc::new(File::open(&path).map_err(io_err(&path))?);
+        open.insert(segment, file.clone());
+        Ok(file)
+    }
+
+    /// Deletes a segment whose events have all been taken. The caller first makes durable
+    /// whatever records their fate.
+    pub fn delete(&self, segment: u64) -> Result<(), Error> {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&segment);
+        let path = segment_path(&self.dir, segment);
+        match fs::remove_file(&path) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(err)),
+            _ => Ok(()),
+        }
+    }
 }
 
 struct Segment {
@@ -334,16 +437,14 @@ struct Segment {
 
 impl Segment {
     fn create(dir: &Path, number: u64) -> Result<Segment, Error> {
-        let path = dir.join(format!("{number:020}.{SUFFIX}"));
+        let path = segment_path(dir, number);
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
         // The new name must survive a crash too, or recovery would miss the segment.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
+        sync_dir(dir)?;
         Ok(Segment {
             number,
             path,
@@ -357,65 +458,26 @@ struct Writer<T, R> {
     dir: PathBuf,
     segment: Segment,
     segment_bytes: u64,
-    /// Durable groups and full segments on their way to [`run_applier`].
+    /// Durable groups on their way to [`run_applier`].
     written: std::sync::mpsc::SyncSender<Written<T, R>>,
 }
 
-/// How many full segments may wait for their checkpoint before the writer waits (each holds
-/// about [`SEGMENT_BYTES`]).
-const FULL_SEGMENTS: usize = 4;
-
-/// Checkpoints full segments: one `checkpoint` for every segment waiting, then deletes them.
-/// Stops at the first failure, leaving the segments for the next start's recovery.
-fn run_checkpoints(full: std::sync::mpsc::Receiver<PathBuf>, mut checkpoint: CheckpointHook) {
-    while let Ok(first) = full.recv() {
-        let mut paths = vec![first];
-        paths.extend(full.try_iter());
-        if let Err(reason) = checkpoint() {
-            tracing::error!(error = %reason, "inbox journal checkpoint failed; its segments stay for the next start");
-            return;
-        }
-        for path in paths {
-            if let Err(err) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %err, "cannot delete a checkpointed journal segment");
-            }
-        }
-    }
-}
-
-/// Applies durable groups: every group waiting in one `apply` call, then answers them, then
-/// passes on the full segments that came after them. Stops at the first failure; the writer
-/// stops with it when it next hands over a group.
-fn run_applier<T, R>(
-    queue: std::sync::mpsc::Receiver<Written<T, R>>,
-    mut apply: ApplyHook<T, R>,
-    full_segments: std::sync::mpsc::SyncSender<PathBuf>,
-) {
+/// Applies durable groups: every group waiting in one `apply` call, then answers them. Stops at
+/// the first failure; the writer stops with it when it next hands over a group.
+fn run_applier<T, R>(queue: std::sync::mpsc::Receiver<Written<T, R>>, mut apply: ApplyHook<T, R>) {
     while let Ok(first) = queue.recv() {
         let mut items = Vec::new();
         let mut waiting = Vec::new();
-        let mut full = Vec::new();
         let until = std::time::Instant::now() + APPLY_GATHER;
         let gathered = std::iter::from_fn(|| {
             let left = until.saturating_duration_since(std::time::Instant::now());
             queue.recv_timeout(left).ok()
         });
-        for written in std::iter::once(first).chain(gathered) {
-            match written {
-                Written::Group(group) => {
-                    for (position, item, applied) in group {
-                        items.push((position, item));
-                        waiting.push(applied);
-                    }
-                }
-                Written::SegmentFull(path) => full.push(path),
-            }
+        for (position, item, applied) in std::iter::once(first).chain(gathered).flatten() {
+            items.push((position, item));
+            waiting.push(applied);
         }
-        let answers = if items.is_empty() {
-            Ok(Vec::new())
-        } else {
-            apply(items)
-        };
+        let answers = apply(items);
         match answers {
             Ok(answers) => {
                 for (applied, answer) in waiting.into_iter().zip(answers) {
@@ -428,11 +490,6 @@ fn run_applier<T, R>(
                 for applied in waiting {
                     let _ = applied.send(Err(reason.clone()));
                 }
-                return;
-            }
-        }
-        for path in full {
-            if full_segments.send(path).is_err() {
                 return;
             }
         }
@@ -488,22 +545,11 @@ impl<T, R> Writer<T, R> {
             let _ = append.durable.send(Ok(()));
             group.push((position, append.item, append.applied));
         }
-        self.written
-            .send(Written::Group(group))
-            .map_err(|_| Error::Stopped)?;
+        self.written.send(group).map_err(|_| Error::Stopped)?;
         if self.segment.len >= self.segment_bytes {
-            self.rotate()?;
+            self.segment = Segment::create(&self.dir, self.segment.number + 1)?;
         }
         Ok(())
-    }
-
-    /// Starts a new segment and hands the full one to the checkpoint thread.
-    fn rotate(&mut self) -> Result<(), Error> {
-        let next = Segment::create(&self.dir, self.segment.number + 1)?;
-        let full = std::mem::replace(&mut self.segment, next);
-        self.written
-            .send(Written::SegmentFull(full.path))
-            .map_err(|_| Error::Stopped)
     }
 }
 
@@ -516,30 +562,38 @@ mod tests {
     type Applied = Arc<Mutex<Vec<(Position, Vec<u8>)>>>;
     type Test = Journal<Vec<u8>, Position>;
 
-    fn start(dir: &Path) -> (Test, Applied, Vec<(Position, Vec<u8>)>) {
-        let recovered = Test::recover(dir).unwrap();
-        let old = recovered.records.clone();
+    fn recover(dir: &Path) -> (Recovered, Vec<(Position, Vec<u8>)>) {
+        let mut records = Vec::new();
+        let recovered = Test::recover::<Error>(dir, |position, payload| {
+            records.push((position, payload.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        (recovered, records)
+    }
+
+    fn start(dir: &Path, segment_bytes: u64) -> (Test, Applied) {
+        let (recovered, _) = recover(dir);
         let applied: Applied = Arc::default();
         let sink = applied.clone();
-        let journal = Test::start(
+        let journal = Test::start_sized(
             dir,
-            recovered,
+            &recovered,
             Box::new(move |batch: Vec<(Position, Vec<u8>)>| {
                 let positions = batch.iter().map(|(p, _)| *p).collect();
                 sink.lock().unwrap().extend(batch);
                 Ok(positions)
             }),
-            Box::new(|| Ok(())),
+            segment_bytes,
         )
         .unwrap();
-        (journal, applied, old)
+        (journal, applied)
     }
 
     #[tokio::test]
-    async fn appended_records_are_applied_and_recovered_after_a_restart() {
+    async fn appended_records_are_applied_read_back_and_recovered_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (journal, applied, old) = start(dir.path());
-        assert!(old.is_empty());
+        let (journal, applied) = start(dir.path(), SEGMENT_BYTES);
         let mut waiting = Vec::new();
         for i in 0..50u32 {
             let journal = journal.clone();
@@ -562,16 +616,28 @@ mod tests {
             applied.windows(2).all(|w| w[0].0 < w[1].0),
             "positions grow"
         );
+        let segments = Segments::new(dir.path());
+        for (position, payload) in &applied {
+            let read = segments
+                .read(
+                    position.segment,
+                    position.offset + PAYLOAD_OFFSET,
+                    payload.len(),
+                )
+                .unwrap();
+            assert_eq!(&read, payload);
+        }
 
-        // Nothing was checkpointed past the live segment, so a restart finds all 50 again.
-        let recovered = Test::recover(dir.path()).unwrap();
-        assert_eq!(recovered.records, applied);
+        let (recovered, records) = recover(dir.path());
+        assert_eq!(records, applied);
+        assert_eq!(recovered.segments, vec![1]);
+        assert_eq!(recovered.next_segment(), 2);
     }
 
     #[test]
     fn a_torn_tail_is_cut_and_earlier_records_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(format!("{:020}.{SUFFIX}", 7));
+        let path = segment_path(dir.path(), 7);
         let mut bytes = Vec::new();
         for payload in [b"one".as_slice(), b"two"] {
             bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -581,64 +647,43 @@ mod tests {
         let whole = bytes.len();
         bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
         fs::write(&path, &bytes).unwrap();
-        let recovered = Test::recover(dir.path()).unwrap();
-        let payloads: Vec<_> = recovered.records.iter().map(|(_, p)| p.clone()).collect();
+        let (recovered, records) = recover(dir.path());
+        let payloads: Vec<_> = records.iter().map(|(_, p)| p.clone()).collect();
         assert_eq!(payloads, vec![b"one".to_vec(), b"two".to_vec()]);
-        assert_eq!(recovered.next_segment, 8);
-        assert!(whole < bytes.len());
+        assert_eq!(recovered.next_segment(), 8);
+        // Cut off, so that the segment, no longer the last once a new one starts, reads clean.
+        assert_eq!(fs::metadata(&path).unwrap().len(), whole as u64);
     }
 
     #[test]
     fn damage_before_the_last_segment_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(
-            dir.path().join(format!("{:020}.{SUFFIX}", 1)),
-            [1, 0, 0, 0, 0],
-        )
-        .unwrap();
-        fs::write(dir.path().join(format!("{:020}.{SUFFIX}", 2)), []).unwrap();
+        fs::write(segment_path(dir.path(), 1), [1, 0, 0, 0, 0]).unwrap();
+        fs::write(segment_path(dir.path(), 2), []).unwrap();
         assert!(matches!(
-            Test::recover(dir.path()),
+            Test::recover::<Error>(dir.path(), |_, _| Ok(())),
             Err(Error::Corrupt { .. })
         ));
     }
 
     #[tokio::test]
-    async fn a_full_segment_is_deleted_only_after_its_checkpoint() {
+    async fn full_segments_stay_until_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let checkpoints = Arc::new(Mutex::new(0));
-        let counter = checkpoints.clone();
-        let journal = Test::start_sized(
-            dir.path(),
-            Test::recover(dir.path()).unwrap(),
-            Box::new(|batch: Vec<(Position, Vec<u8>)>| {
-                Ok(batch.into_iter().map(|(p, _)| p).collect())
-            }),
-            Box::new(move || {
-                *counter.lock().unwrap() += 1;
-                Ok(())
-            }),
-            64,
-        )
-        .unwrap();
+        let (journal, _) = start(dir.path(), 64);
         for i in 0..10u32 {
             let pending = journal.append(vec![i as u8; 40], vec![]).await.unwrap();
             pending.applied().await.unwrap();
         }
         drop(journal);
-        // One checkpoint at start, then at least one for the five full segments (the checkpoint
-        // thread takes every segment waiting at once). It runs after the appends were answered:
-        // give it a moment.
-        for _ in 0..500 {
-            if fs::read_dir(dir.path()).unwrap().count() == 1 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let (recovered, records) = recover(dir.path());
+        assert_eq!(records.len(), 10, "every record is still there");
+        assert_eq!(recovered.segments.len(), 6, "five full and the live one");
+        let segments = Segments::new(dir.path());
+        for &segment in &recovered.segments[..5] {
+            segments.delete(segment).unwrap();
         }
-        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(left.len(), 1, "only the live segment stays");
-        let done = *checkpoints.lock().unwrap();
-        assert!((2..=6).contains(&done), "{done} checkpoints");
+        let (_, records) = recover(dir.path());
+        assert_eq!(records.len(), 0);
     }
 
     #[test]

@@ -71,6 +71,18 @@ pub(super) fn queue(key: &ConversationKey, order: u64, seq: u64) -> Vec<u8> {
     out
 }
 
+/// Splits a queue key into its conversation, `order` and `seq`.
+pub(super) fn split_queue(bytes: &[u8]) -> Option<(ConversationKey, u64, u64)> {
+    let (conversation, rest) = split_conversation(bytes)?;
+    let (order, seq) = rest.split_first_chunk::<8>()?;
+    let seq: [u8; 8] = seq.try_into().ok()?;
+    Some((
+        conversation,
+        u64::from_be_bytes(*order),
+        u64::from_be_bytes(seq),
+    ))
+}
+
 /// The dedupe key of an inbound event: the page, then the event's own key (its `mid`).
 pub(super) fn seen(page: &PageId, dedupe_key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + page.as_str().len() + dedupe_key.len());
@@ -143,6 +155,9 @@ pub(super) enum Tree {
     Posted,
     PageReactions,
     SetAside,
+    /// Journal positions of inbox events already taken (delivered or set aside), until their
+    /// segment is deleted.
+    Taken,
 }
 
 impl Tree {
@@ -164,6 +179,7 @@ impl Tree {
             Tree::Posted => "posted",
             Tree::PageReactions => "page_reactions",
             Tree::SetAside => "set_aside",
+            Tree::Taken => "inbox_taken",
         }
     }
 
@@ -189,6 +205,7 @@ impl Tree {
             | Tree::Relayed
             | Tree::Posted
             | Tree::PageReactions => String::from_utf8_lossy(key).into_owned(),
+            Tree::Taken => format!("{key:02x?}"),
         }
     }
 }
@@ -234,6 +251,8 @@ mod tests {
             queue(&c, 0, u64::MAX),
         ];
         keys.sort();
+        assert_eq!(split_queue(&keys[1]), Some((c.clone(), 1, 2)));
+        assert_eq!(split_queue(&keys[1][..20]), None);
         let orders: Vec<String> = keys.iter().map(|k| describe_queue_key(k)).collect();
         assert_eq!(
             orders,

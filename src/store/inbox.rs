@@ -1,0 +1,246 @@
+//! The inbox's index: which webhook events wait, in which order, and where the journal holds
+//! each. The events themselves stay in the journal's segments (`journal`), so a held backlog
+//! costs one small entry per event here and nothing in sled; the index is rebuilt from the
+//! segments at start-up.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::Hasher;
+
+use crate::ids::{ConversationKey, PageId};
+
+/// One waiting event: its delivery order and where its encoding sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Held {
+    pub timestamp_ms: u64,
+    /// [`dedupe_hash`] of its dedupe key, 0 for an event without one.
+    pub dedupe: u64,
+    pub segment: u64,
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl Held {
+    /// The order within a conversation: Meta's timestamp, then arrival (journal position).
+    fn order(&self) -> (u64, u64, u32) {
+        (self.timestamp_ms, self.segment, self.offset)
+    }
+
+    /// The queue sequence number its id carries: the journal position, packed.
+    pub fn seq(&self) -> u64 {
+        (self.segment << 32) | u64::from(self.offset)
+    }
+}
+
+/// Splits a queue sequence number back into segment and offset.
+pub(super) fn position_of(seq: u64) -> (u64, u32) {
+    // The low half is the offset by construction.
+    (seq >> 32, (seq & u64::from(u32::MAX)) as u32)
+}
+
+/// A 64-bit hash of a page and dedupe key, never 0. Equal hashes are only candidates: the store
+/// compares the keys themselves before calling an event a duplicate.
+pub(super) fn dedupe_hash(page: &PageId, dedupe_key: &str) -> u64 {
+    // Fixed keys (not `RandomState`): a collision, however unlikely, then repeats the same way.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(page.as_str().as_bytes());
+    hasher.write_u8(0xff);
+    hasher.write(dedupe_key.as_bytes());
+    hasher.finish().max(1)
+}
+
+#[derive(Default)]
+pub(super) struct Index {
+    conversations: HashMap<ConversationKey, VecDeque<Held>>,
+    /// How many waiting events carry each dedupe hash.
+    dedupes: HashMap<u64, u32>,
+    /// How many waiting events each segment holds; a segment absent here holds none.
+    live: BTreeMap<u64, usize>,
+    /// The segment the journal writes now: never deleted while it may still grow.
+    writing: u64,
+    len: usize,
+}
+
+impl Index {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Notes that the journal writes `segment` (or a later one) now.
+    pub fn writing(&mut self, segment: u64) {
+        self.writing = self.writing.max(segment);
+    }
+
+    /// Whether a waiting event may carry this dedupe hash.
+    pub fn may_hold(&self, dedupe: u64) -> bool {
+        self.dedupes.contains_key(&dedupe)
+    }
+
+    /// The waiting events of `key` with this dedupe hash.
+    pub fn with_dedupe(&self, key: &ConversationKey, dedupe: u64) -> Vec<Held> {
+        self.conversations
+            .get(key)
+            .map(|queue| {
+                queue
+                    .iter()
+                    .filter(|h| h.dedupe == dedupe)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn insert(&mut self, key: &ConversationKey, held: Held) {
+        let queue = self.conversations.entry(key.clone()).or_default();
+        // Events mostly arrive in order: the common case appends.
+        let at = queue.partition_point(|h| h.order() <= held.order());
+        queue.insert(at, held);
+        if held.dedupe != 0 {
+            *self.dedupes.entry(held.dedupe).or_default() += 1;
+        }
+        *self.live.entry(held.segment).or_default() += 1;
+        self.writing(held.segment);
+        self.len += 1;
+    }
+
+    /// The first `limit` waiting events of `key`, oldest first.
+    pub fn first(&self, key: &ConversationKey, limit: usize) -> Vec<Held> {
+        self.conversations
+            .get(key)
+            .map(|queue| queue.iter().take(limit).copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The waiting event of `key` at this order and position.
+    pub fn find(&self, key: &ConversationKey, timestamp_ms: u64, seq: u64) -> Option<Held> {
+        let queue = self.conversations.get(key)?;
+        let (segment, offset) = position_of(seq);
+        let order = (timestamp_ms, segment, offset);
+        let at = queue.partition_point(|h| h.order() < order);
+        queue.get(at).filter(|h| h.order() == order).copied()
+    }
+
+    /// Takes a waiting event out. Returns the segment it leaves empty, once the journal writes
+    /// past it: that segment can go.
+    pub fn remove(&mut self, key: &ConversationKey, held: &Held) -> Option<u64> {
+        let Entry::Occupied(mut queue) = self.conversations.entry(key.clone()) else {
+            return None;
+        };
+        let at = queue.get().partition_point(|h| h.order() < held.order());
+        if queue.get().get(at) != Some(held) {
+            return None;
+        }
+        queue.get_mut().remove(at);
+        if queue.get().is_empty() {
+            queue.remove();
+        }
+        self.len -= 1;
+        if held.dedupe != 0 {
+            if let Entry::Occupied(mut count) = self.dedupes.entry(held.dedupe) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
+        }
+        let std::collections::btree_map::Entry::Occupied(mut live) = self.live.entry(held.segment)
+        else {
+            return None;
+        };
+        *live.get_mut() -= 1;
+        if *live.get() > 0 {
+            return None;
+        }
+        live.remove();
+        (held.segment < self.writing).then_some(held.segment)
+    }
+
+    /// Whether a segment holds a waiting event.
+    pub fn holds(&self, segment: u64) -> bool {
+        self.live.contains_key(&segment)
+    }
+
+    /// Closed segments that hold no waiting event any more, oldest first.
+    pub fn empty_among(&self, segments: &[u64]) -> Vec<u64> {
+        segments
+            .iter()
+            .copied()
+            .filter(|&segment| segment < self.writing && !self.holds(segment))
+            .collect()
+    }
+
+    /// The conversations with events waiting.
+    pub fn conversations(&self) -> Vec<ConversationKey> {
+        self.conversations.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Psid;
+
+    fn held(timestamp_ms: u64, segment: u64, offset: u32) -> Held {
+        Held {
+            timestamp_ms,
+            dedupe: 0,
+            segment,
+            offset,
+            len: 10,
+        }
+    }
+
+    #[test]
+    fn events_wait_in_timestamp_then_journal_order_and_empty_segments_are_named() {
+        let key = ConversationKey::new(PageId::new("1"), Psid::new("2"));
+        let mut index = Index::default();
+        index.insert(&key, held(5, 1, 0));
+        index.insert(&key, held(3, 1, 100));
+        index.insert(&key, held(5, 2, 0));
+        let order: Vec<_> = index
+            .first(&key, usize::MAX)
+            .iter()
+            .map(|h| h.order())
+            .collect();
+        assert_eq!(order, vec![(3, 1, 100), (5, 1, 0), (5, 2, 0)]);
+        let first = index.first(&key, 1)[0];
+        assert_eq!(index.find(&key, 3, first.seq()), Some(first));
+        assert_eq!(
+            index.remove(&key, &first),
+            None,
+            "segment 1 still holds one"
+        );
+        assert_eq!(
+            index.remove(&key, &first),
+            None,
+            "a second removal finds nothing"
+        );
+        assert_eq!(index.remove(&key, &held(5, 1, 0)), Some(1));
+        assert_eq!(
+            index.remove(&key, &held(5, 2, 0)),
+            None,
+            "the segment being written stays"
+        );
+        assert_eq!(index.len(), 0);
+        assert!(index.conversations().is_empty());
+    }
+
+    #[test]
+    fn dedupe_hashes_count_waiting_events() {
+        let page = PageId::new("1");
+        let key = ConversationKey::new(page.clone(), Psid::new("2"));
+        let hash = dedupe_hash(&page, "m:abc");
+        assert_eq!(hash, dedupe_hash(&page, "m:abc"));
+        assert_ne!(hash, dedupe_hash(&PageId::new("2"), "m:abc"));
+        let mut index = Index::default();
+        let one = Held {
+            dedupe: hash,
+            ..held(1, 1, 0)
+        };
+        index.insert(&key, one);
+        assert!(index.may_hold(hash));
+        assert_eq!(index.with_dedupe(&key, hash), vec![one]);
+        index.remove(&key, &one);
+        assert!(!index.may_hold(hash));
+    }
+}
