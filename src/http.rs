@@ -445,7 +445,8 @@ pub fn webhooks(state: WebhookState) -> Router {
             "/webhooks/messenger",
             get(verify_webhook).post(receive_webhook),
         )
-        .with_state(state)
+        // Shared, not cloned per request: its secrets are zeroed on every drop.
+        .with_state(Arc::new(state))
 }
 
 #[derive(Deserialize)]
@@ -460,7 +461,7 @@ struct VerifyQuery {
 
 /// Meta's verification: the challenge back verbatim when mode and token match, else 403.
 async fn verify_webhook(
-    State(state): State<WebhookState>,
+    State(state): State<Arc<WebhookState>>,
     Query(query): Query<VerifyQuery>,
 ) -> Response {
     let token_matches = query.verify_token.as_deref().is_some_and(|given| {
@@ -488,7 +489,7 @@ async fn verify_webhook(
 /// of a connected page is stored and flushed before the 200, so an acknowledged event survives
 /// a crash. A store failure answers 503 so Meta retries.
 async fn receive_webhook(
-    State(state): State<WebhookState>,
+    State(state): State<Arc<WebhookState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

@@ -1,12 +1,14 @@
-//! The durable state of the gateway, kept in sled (`docs/contract.md` §6).
+//! The durable state of the gateway, kept in sled (`docs/contract.md` §6), and the inbox, kept
+//! in its own journal (`journal`, indexed by `inbox`).
 //!
 //! Architecture invariant: only this module touches sled. The rest of the crate sees typed
 //! records and opaque queue ids, so the engine could be replaced without touching it.
 //!
 //! # Durability
-//! Writes land in sled's in-memory log and reach the disk when sled flushes: on its own every
-//! 500 ms, or when [`Store::sync`] asks. Anything that must survive `kill -9` before it is
-//! acknowledged (a webhook's events, an agent reply) is written first and then `sync()`ed.
+//! A webhook's events are durable when [`Store::ingest`] returns: the journal `fdatasync`ed
+//! them. Other writes land in sled's in-memory log and reach the disk when sled flushes: on its
+//! own every 500 ms, or when [`Store::sync`] asks. Anything else that must survive `kill -9`
+//! before it is acknowledged (an agent reply) is written first and then `sync()`ed.
 //! `sync()` is a group commit: one flusher task takes every request waiting at that moment
 //! and answers them all with one `flush()`, run in `spawn_blocking` because it fsyncs. A
 //! request that arrives while a flush is running waits for the next one, because its writes
@@ -218,7 +220,7 @@ struct Inner {
     inbox: Mutex<inbox::Index>,
     segments: journal::Segments,
     /// Segments the inbox no longer needs, on their way to deletion (see [`run_retirer`]).
-    retire: std::sync::OnceLock<std::sync::mpsc::Sender<u64>>,
+    retire: std::sync::OnceLock<std::sync::mpsc::Sender<u32>>,
     /// Conversations with a webhook between parse and inbox: see [`Queue::arriving`].
     arriving: Mutex<HashMap<ConversationKey, usize>>,
     /// Every page read so far, decoded and its token opened: each webhook and each relayed
@@ -382,14 +384,24 @@ impl Inner {
     ) -> Result<EnqueueOutcome> {
         let mut outcome = EnqueueOutcome::default();
         let mut offset = position.offset + journal::PAYLOAD_OFFSET;
-        index.writing(position.segment);
+        let segment =
+            u32::try_from(position.segment).map_err(|_| self.beyond_journal_range(position))?;
+        if let Some(closed) = index.writing(segment) {
+            // While recovering there is no retiring thread yet: `open_journal` deletes the
+            // empty segments it read once it has read them all.
+            self.retire(closed);
+        }
         for event in prepared {
             let at = offset + 4;
             offset = at + event.len as u64;
+            let dedupe = event.dedupe.as_ref().map_or(0, |d| d.hash);
             let held = inbox::Held {
                 timestamp_ms: event.timestamp_ms,
-                dedupe: event.dedupe.as_ref().map_or(0, |d| d.hash),
-                segment: position.segment,
+                dedupe: event
+                    .dedupe
+                    .as_ref()
+                    .map_or(0, |d| inbox::dedupe_tag(d.hash)),
+                segment,
                 offset: u32::try_from(at).map_err(|_| self.beyond_journal_range(position))?,
                 len: u32::try_from(event.len).map_err(|_| self.beyond_journal_range(position))?,
             };
@@ -409,7 +421,7 @@ impl Inner {
                     continue;
                 }
             }
-            index.insert(&event.key, held);
+            index.insert(&event.key, held, dedupe);
             outcome.stored += 1;
         }
         Ok(outcome)
@@ -419,7 +431,8 @@ impl Inner {
         Error::Decode {
             tree: Tree::Taken.name(),
             key: format!("{position:?}"),
-            reason: "an inbox event beyond the journal's 4 GiB segment range".to_owned(),
+            reason: "an inbox event beyond the journal's range (4 GiB segments, 2^32 of them)"
+                .to_owned(),
         }
     }
 
@@ -450,9 +463,11 @@ impl Inner {
 
     /// A waiting event, read back from its journal segment.
     fn read_held(&self, key: &ConversationKey, held: &inbox::Held) -> Result<InboundEvent> {
-        let bytes = self
-            .segments
-            .read(held.segment, u64::from(held.offset), held.len as usize)?;
+        let bytes = self.segments.read(
+            u64::from(held.segment),
+            u64::from(held.offset),
+            held.len as usize,
+        )?;
         let id = keys::queue(key, held.timestamp_ms, held.seq());
         records::decode_inbound(Store::at(Tree::Inbox, &id), &bytes)
     }
@@ -473,6 +488,7 @@ impl Inner {
             return Ok(false);
         };
         let event = self.read_held(&key, &held)?;
+        let dedupe = Dedupe::of(&event).map_or(0, |d| d.hash);
         let seen = match &event.dedupe_key {
             Some(dedupe) => Some((
                 keys::seen(&key.page, dedupe),
@@ -494,14 +510,14 @@ impl Inner {
                 Ok(())
             })
             .map_err(tx_err("inbox take"))?;
-        if let Some(empty) = index.remove(&key, &held) {
+        if let Some(empty) = index.remove(&key, &held, dedupe) {
             self.retire(empty);
         }
         Ok(true)
     }
 
     /// Hands a segment nothing waits in any more to the retiring thread.
-    fn retire(&self, segment: u64) {
+    fn retire(&self, segment: u32) {
         if let Some(retire) = self.retire.get() {
             // The thread stops only with the store (or after a failed flush, which the store
             // reports): the segment then stays for the next start, harmlessly.
@@ -545,7 +561,7 @@ impl Inner {
 /// one range.
 fn taken_key(held: &inbox::Held) -> [u8; 16] {
     journal::Position {
-        segment: held.segment,
+        segment: u64::from(held.segment),
         offset: u64::from(held.offset),
     }
     .to_bytes()
@@ -594,7 +610,7 @@ fn read_journal_record(at: At<'_>, mut record: &[u8]) -> Result<Vec<(InboundEven
 /// `taken`, `seen` and set-aside writes that say where their events went must outlive them),
 /// deletes the files, then forgets their `taken` marks. Stops at a failed flush: the segments
 /// then stay for the next start, which finds their events taken.
-fn run_retirer(inner: Weak<Inner>, queue: std::sync::mpsc::Receiver<u64>) {
+fn run_retirer(inner: Weak<Inner>, queue: std::sync::mpsc::Receiver<u32>) {
     while let Ok(first) = queue.recv() {
         let mut segments = vec![first];
         segments.extend(queue.try_iter());
@@ -615,7 +631,8 @@ fn run_retirer(inner: Weak<Inner>, queue: std::sync::mpsc::Receiver<u64>) {
 
 impl Inner {
     /// Deletes a segment with nothing waiting in it, then its `taken` marks.
-    fn forget_segment(&self, segment: u64) -> Result<()> {
+    fn forget_segment(&self, segment: u32) -> Result<()> {
+        let segment = u64::from(segment);
         self.segments.delete(segment)?;
         let from = journal::Position { segment, offset: 0 }.to_bytes();
         let to = journal::Position {
@@ -1315,8 +1332,20 @@ impl Store {
                 Ok(())
             },
         )?;
-        index.writing(recovered.next_segment());
-        let empty = index.empty_among(&recovered.segments);
+        // Every recovered segment is closed: `empty_among` names the empty ones.
+        let in_range = |segment: u64| {
+            u32::try_from(segment).map_err(|_| {
+                self.inner
+                    .beyond_journal_range(journal::Position { segment, offset: 0 })
+            })
+        };
+        let _ = index.writing(in_range(recovered.next_segment())?);
+        let recovered_segments = recovered
+            .segments
+            .iter()
+            .map(|&segment| in_range(segment))
+            .collect::<Result<Vec<_>>>()?;
+        let empty = index.empty_among(&recovered_segments);
         drop(index);
         for segment in empty {
             self.inner.forget_segment(segment)?;
@@ -2090,5 +2119,56 @@ mod tests {
         }
         let store = Store::open(dir.path(), key(), 1 << 20).unwrap();
         assert_eq!(labels(&store), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_segment_is_deleted_with_its_taken_marks_once_nothing_in_it_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), TokenKey::from_bytes([1; 32]), 1 << 20).unwrap();
+        let segments = || {
+            let mut names: Vec<_> = std::fs::read_dir(dir.path().join(JOURNAL_DIR))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        let text = "x".repeat(4096);
+        // A little over one segment (8 MiB) of 4 KiB events, in records of 100.
+        for batch in 0..21 {
+            let events = (0..100)
+                .map(|n| InboundEvent {
+                    payload: serde_json::json!({ "text": text }),
+                    ..inbound("9", batch * 100 + n, &format!("m{batch}-{n}"))
+                })
+                .collect();
+            store.enqueue_inbound(events).await.unwrap();
+        }
+        assert_eq!(segments().len(), 2, "{:?}", segments());
+        let first = segments()[0].clone();
+        let key = inbound("9", 0, "").key;
+        while let Some((id, event)) = store.inbox().oldest(&key).unwrap() {
+            if event.timestamp_ms >= 2000 {
+                break;
+            }
+            store.inbox().remove(&id).unwrap();
+        }
+        // The retiring thread flushes sled, deletes the file, then its taken marks.
+        for _ in 0..500 {
+            if !segments().contains(&first) && store.inner.taken.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!segments().contains(&first), "{:?}", segments());
+        assert!(store.inner.taken.is_empty());
+        assert_eq!(store.inbox().len(), 100);
+        drop(store);
+        let store = Store::open(dir.path(), TokenKey::from_bytes([1; 32]), 1 << 20).unwrap();
+        assert_eq!(
+            store.inbox().len(),
+            100,
+            "the second segment's events still wait"
+        );
     }
 }

@@ -181,35 +181,36 @@ fn policy_enforcement(item: &Value, entry_page: Option<&str>) -> Option<PolicyEn
 pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| WebhookError::NotJson(e.to_string()))?;
-    let root = value
-        .as_object()
-        .ok_or(WebhookError::NotAnEnvelope("the body is not an object"))?;
+    // Owned, so each item moves into its envelope instead of being copied.
+    let Value::Object(mut root) = value else {
+        return Err(WebhookError::NotAnEnvelope("the body is not an object"));
+    };
     let object = root
         .get("object")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let entries = match root.get("entry") {
-        Some(Value::Array(entries)) => entries.as_slice(),
+    let entries = match root.remove("entry") {
+        Some(Value::Array(entries)) => entries,
         Some(_) => return Err(WebhookError::NotAnEnvelope("entry is not an array")),
-        None => &[],
+        None => Vec::new(),
     };
     let mut parsed = Parsed {
         object,
         ..Parsed::default()
     };
-    for entry in entries {
+    for mut entry in entries {
         let entry_page = entry.get("id").and_then(id_string);
         for (key, standby) in [("messaging", false), ("standby", true)] {
-            let Some(items) = entry.get(key).and_then(Value::as_array) else {
+            let Some(Value::Array(items)) = entry.get_mut(key).map(Value::take) else {
                 continue;
             };
             for item in items {
-                if let Some(notice) = policy_enforcement(item, entry_page.as_deref()) {
+                if let Some(notice) = policy_enforcement(&item, entry_page.as_deref()) {
                     parsed.policy.push(notice);
                     continue;
                 }
-                if let Some(handover) = handover(item, entry_page.as_deref()) {
+                if let Some(handover) = handover(&item, entry_page.as_deref()) {
                     parsed.handovers.push(handover);
                     continue;
                 }
@@ -223,7 +224,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
     Ok(parsed)
 }
 
-fn envelope(item: &Value, entry_page: Option<&str>, standby: bool) -> Option<Envelope> {
+fn envelope(item: Value, entry_page: Option<&str>, standby: bool) -> Option<Envelope> {
     let sender = item
         .get("sender")
         .and_then(|s| s.get("id"))
@@ -249,9 +250,9 @@ fn envelope(item: &Value, entry_page: Option<&str>, standby: bool) -> Option<Env
         page: PageId::new(page),
         psid: Psid::new(psid),
         timestamp_ms,
-        dedupe_key: dedupe_key(item),
+        dedupe_key: dedupe_key(&item),
         standby,
-        raw: item.clone(),
+        raw: item,
     })
 }
 
