@@ -576,6 +576,8 @@ fn relayed_events(
 ) -> Result<(Vec<InboundEvent>, Vec<PageId>, usize), store::Error> {
     let mut events = Vec::new();
     let mut stale_pages = Vec::new();
+    // Each page once per body (a batch is nearly always one page's): whether it is connected.
+    let mut checked: Vec<(PageId, bool)> = Vec::new();
     let mut echoes = 0;
     for envelope in envelopes {
         match webhook::event(&envelope.raw) {
@@ -605,20 +607,31 @@ fn relayed_events(
             }
             _ => {}
         }
-        match state.store.page(&envelope.page)? {
-            Some(page) if page.token.is_some() || page.status != PageStatus::Disconnected => {
-                let fresh = page
-                    .last_webhook_ms
-                    .is_some_and(|at| now_ms().saturating_sub(at) < LAST_WEBHOOK_RESOLUTION_MS);
-                if !fresh && !stale_pages.contains(&page.id) {
-                    stale_pages.push(page.id);
-                }
+        let connected = match checked.iter().find(|(id, _)| *id == envelope.page) {
+            Some((_, connected)) => *connected,
+            None => {
+                let connected = match state.store.page(&envelope.page)? {
+                    Some(page)
+                        if page.token.is_some() || page.status != PageStatus::Disconnected =>
+                    {
+                        let fresh = page.last_webhook_ms.is_some_and(|at| {
+                            now_ms().saturating_sub(at) < LAST_WEBHOOK_RESOLUTION_MS
+                        });
+                        if !fresh {
+                            stale_pages.push(page.id);
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                checked.push((envelope.page.clone(), connected));
+                connected
             }
-            _ => {
-                warn!(page = %envelope.page, "webhook event for a page that is not connected; acknowledged and dropped");
-                state.telemetry.webhook_event("unknown_page", 1);
-                continue;
-            }
+        };
+        if !connected {
+            warn!(page = %envelope.page, "webhook event for a page that is not connected; acknowledged and dropped");
+            state.telemetry.webhook_event("unknown_page", 1);
+            continue;
         }
         let key = ConversationKey::new(envelope.page, envelope.psid);
         if envelope.standby {

@@ -63,7 +63,9 @@ impl Workers {
 
     /// `true` when no worker runs for `key` yet: the caller starts one.
     pub fn claim(&self, key: &ConversationKey) -> bool {
-        self.running().insert(key.clone())
+        let mut running = self.running();
+        // Most wakes find the worker running: no copy of the key for those.
+        !running.contains(key) && running.insert(key.clone())
     }
 
     /// Called by a worker whose queue looked empty: `true` (stop now) when `queue_is_empty`

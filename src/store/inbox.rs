@@ -100,7 +100,11 @@ impl Index {
 
     /// Indexes a waiting event; `dedupe` is its [`dedupe_hash`], 0 for none.
     pub fn insert(&mut self, key: &ConversationKey, held: Held, dedupe: u64) {
-        let queue = self.conversations.entry(key.clone()).or_default();
+        // The key is copied only for a conversation's first waiting event.
+        let queue = match self.conversations.get_mut(key) {
+            Some(queue) => queue,
+            None => self.conversations.entry(key.clone()).or_default(),
+        };
         // Events mostly arrive in order: the common case appends.
         let at = queue.partition_point(|h| h.order() <= held.order());
         queue.insert(at, held);
