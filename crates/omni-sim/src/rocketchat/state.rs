@@ -2,7 +2,7 @@
 //! settings, permissions, live WebSocket connections with their subscriptions, injected faults and
 //! counters. Everything sits behind one mutex that is never held across an `.await`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -310,6 +310,9 @@ pub(super) struct State {
     pub users: BTreeMap<String, User>,
     pub rooms: BTreeMap<String, Room>,
     pub msgs: Vec<Msg>,
+    /// The `_id`s in `msgs`, so that refusing a repeated `_id` does not scan every message: a
+    /// drain of a million held events posts a million messages.
+    msg_ids: HashSet<String>,
     pub settings: BTreeMap<String, Value>,
     /// permission id → roles that hold it.
     pub perms: BTreeMap<String, BTreeSet<String>>,
@@ -498,6 +501,7 @@ impl State {
             users: BTreeMap::new(),
             rooms: BTreeMap::new(),
             msgs: Vec::new(),
+            msg_ids: HashSet::new(),
             settings: default_settings(rate_limiter),
             perms: default_permissions(),
             departments: Vec::new(),
@@ -605,7 +609,7 @@ impl State {
     /// exists already is skipped and `false` returned, as `sendMessage` does
     /// (`RC:apps/meteor/app/lib/server/functions/sendMessage.ts`, `messageAlreadyExists … return`).
     pub fn insert_message(&mut self, mut msg: Msg) -> bool {
-        if self.message(&msg.id).is_some() {
+        if !self.msg_ids.insert(msg.id.clone()) {
             return false;
         }
         msg.quotes = self.quote_attachments(&msg);
@@ -757,6 +761,7 @@ impl State {
             return true;
         }
         let removed = self.msgs.remove(index);
+        self.msg_ids.remove(&removed.id);
         let event = format!("{}/deleteMessage", removed.rid);
         let args = json!([{ "_id": removed.id }]);
         let frames: Vec<(u64, String)> = self
