@@ -30,7 +30,10 @@ fn rss_mib() -> f64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    let total: u64 = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let total: u64 = args
+        .get(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let key = || TokenKey::from_bytes([7; 32]);
     let store = Store::open(dir.path(), key(), CACHE_BYTES).expect("store opens");
