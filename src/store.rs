@@ -308,10 +308,13 @@ struct Dedupe {
 
 impl Dedupe {
     fn of(event: &InboundEvent) -> Option<Dedupe> {
-        let key = event.dedupe_key.clone()?;
+        Dedupe::new(&event.key.page, event.dedupe_key.clone()?)
+    }
+
+    fn new(page: &PageId, key: String) -> Option<Dedupe> {
         Some(Dedupe {
-            seen_key: keys::seen(&event.key.page, &key),
-            hash: inbox::dedupe_hash(&event.key.page, &key),
+            seen_key: keys::seen(page, &key),
+            hash: inbox::dedupe_hash(page, &key),
             key,
         })
     }
@@ -588,8 +591,8 @@ fn prepare_inbound(events: &[InboundEvent]) -> Result<(Vec<u8>, Vec<PreparedInbo
     Ok((record, prepared))
 }
 
-/// The events of a journal record, each with the length of its encoding.
-fn read_journal_record(at: At<'_>, mut record: &[u8]) -> Result<Vec<(InboundEvent, usize)>> {
+/// What the index needs of each event of a journal record, read back at start-up.
+fn read_journal_record(at: At<'_>, mut record: &[u8]) -> Result<Vec<PreparedInbound>> {
     let mut events = Vec::new();
     while !record.is_empty() {
         let damaged = || Error::Decode {
@@ -600,7 +603,15 @@ fn read_journal_record(at: At<'_>, mut record: &[u8]) -> Result<Vec<(InboundEven
         let (len, rest) = record.split_first_chunk::<4>().ok_or_else(damaged)?;
         let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| damaged())?;
         let value = rest.get(..len).ok_or_else(damaged)?;
-        events.push((records::decode_inbound(at, value)?, len));
+        let head = records::decode_inbound_head(at, value)?;
+        events.push(PreparedInbound {
+            dedupe: head
+                .dedupe_key
+                .and_then(|key| Dedupe::new(&head.key.page, key)),
+            key: head.key,
+            timestamp_ms: head.timestamp_ms,
+            len,
+        });
         record = &rest[len..];
     }
     Ok(events)
@@ -1316,15 +1327,7 @@ impl Store {
             &dir,
             |position, record| -> Result<()> {
                 let at = Self::at(Tree::Inbox, JOURNAL_DIR.as_bytes());
-                let prepared = read_journal_record(at, record)?
-                    .into_iter()
-                    .map(|(event, len)| PreparedInbound {
-                        dedupe: Dedupe::of(&event),
-                        key: event.key,
-                        timestamp_ms: event.timestamp_ms,
-                        len,
-                    })
-                    .collect();
+                let prepared = read_journal_record(at, record)?;
                 waiting += self
                     .inner
                     .index_record(&mut index, position, prepared, true)?
