@@ -26,6 +26,8 @@
 //! `cargo bench --bench soak -- --minutes 10 --rate 50`; `--think-ms N` (default 1000),
 //! `--cache-mib N` (sled's cache, default the gateway's 64 MiB), `--binary PATH`. Not part of CI.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -207,7 +209,7 @@ async fn soak(args: &Args) -> bool {
     eprintln!(
         "gateway pid {} ready, page connected; VmRSS {} KiB; {} conversations/s for {} min",
         daemon.pid(),
-        rss_kib(daemon.pid()).unwrap_or(0),
+        support::rss_kib(daemon.pid()).unwrap_or(0),
         args.rate,
         args.minutes
     );
@@ -307,12 +309,6 @@ fn cpu_seconds(pid: &str) -> f64 {
 }
 
 /// VmRSS of a process in KiB, from /proc/<pid>/status.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// The admin connects the page through the real OAuth flow and configures it, as in the sandbox
 /// tour.
 async fn connect_page(chat: &RocketChatSim, http: &reqwest::Client) {
@@ -545,7 +541,7 @@ async fn sample_rss(
             _ = every.tick() => false,
             _ = stop.cancelled() => true,
         };
-        let Some(rss_kib) = rss_kib(pid) else {
+        let Some(rss_kib) = support::rss_kib(pid) else {
             eprintln!("cannot read /proc/{pid}/status: the gateway is gone");
             return samples;
         };

@@ -8,6 +8,8 @@
 //! `-- updates` for a conversation record rewritten six times as the soak does;
 //! `-- all 200000` for more conversations; `-- all 60000 1` to flush after every conversation.
 
+mod support;
+
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, VisitorToken};
 use omni_gateway::store::{Conversation, InboundEvent, OutboundItem, Outgoing, Store, TokenKey};
 use serde_json::json;
@@ -16,16 +18,7 @@ use serde_json::json;
 const CACHE_BYTES: u64 = 4 << 20;
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
+    support::rss_kib("self").unwrap_or(0)
 }
 
 #[tokio::main]

@@ -5,6 +5,8 @@
 //!
 //! `cargo bench --bench store_reopen` (1,000,000 events); `-- 100000` for fewer.
 
+mod support;
+
 use std::time::Instant;
 
 use omni_gateway::ids::{ConversationKey, PageId, Psid};
@@ -14,17 +16,7 @@ use serde_json::json;
 const CACHE_BYTES: u64 = 64 << 20;
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    support::rss_kib("self").unwrap_or(0) as f64 / 1024.0
 }
 
 #[tokio::main]
