@@ -280,7 +280,7 @@ pub struct Ingested {
 
 impl Ingested {
     /// Waits until the events are in the inbox and says how many were new. An error means the
-    /// store stopped taking them; they are applied from the journal at the next start.
+    /// store stopped taking them; the next start reads them back from the journal.
     pub async fn queued(self) -> Result<EnqueueOutcome> {
         let Ingested { pending, _arrival } = self;
         pending.applied().await.map_err(|err| {
@@ -1288,8 +1288,8 @@ impl Store {
     /// at that moment. When this returns they are on disk; [`Ingested::queued`] tells when they
     /// are in the inbox (deduped as [`enqueue_inbound`](Self::enqueue_inbound) does), which
     /// follows off the webhook's path. Until then their conversations count as arriving (see
-    /// [`Queue::arriving`]), so no worker posts a later event first. No sled flush is on this
-    /// path: the journal is the durable copy until a checkpoint flushes sled.
+    /// [`Queue::arriving`]), so no worker posts a later event first. Nothing is written to sled
+    /// on this path: the journal is the inbox.
     pub async fn ingest(&self, events: Vec<InboundEvent>) -> Result<Ingested> {
         let arrival = Arrival::new(&self.inner, &events);
         let (record, prepared) = prepare_inbound(&events)?;
