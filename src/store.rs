@@ -1757,28 +1757,13 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let seen_keys: Vec<Vec<u8>> = events
+        let seen_keys = events
             .iter()
-            .filter_map(|event| Some(keys::seen(&event.key.page, event.dedupe_key.as_deref()?)))
-            .collect();
-        let mut unmark = sled::Batch::default();
-        for key in seen_keys {
-            unmark.remove(key);
-        }
-        self.inner
-            .seen
-            .apply_batch(unmark)
-            .map_err(sled_err("set aside restore"))?;
+            .filter_map(|event| Some(keys::seen(&event.key.page, event.dedupe_key.as_deref()?)));
+        remove_all(&self.inner.seen, seen_keys)?;
         let conversations = events.iter().map(|event| event.key.clone()).collect();
         self.enqueue_inbound(events).await?;
-        let mut restored = sled::Batch::default();
-        for id in ids {
-            restored.remove(id);
-        }
-        self.inner
-            .set_aside
-            .apply_batch(restored)
-            .map_err(sled_err("set aside restore"))?;
+        remove_all(&self.inner.set_aside, ids)?;
         Ok(conversations)
     }
 
@@ -1944,6 +1929,19 @@ impl<T> Queue<'_, T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Removes `keys` from `tree` in one atomic batch (for restoring set-aside events).
+fn remove_all<K: Into<sled::IVec>>(
+    tree: &sled::Tree,
+    keys: impl IntoIterator<Item = K>,
+) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for key in keys {
+        batch.remove(key);
+    }
+    tree.apply_batch(batch)
+        .map_err(sled_err("set aside restore"))
 }
 
 fn add(counter: &AtomicIsize, n: impl TryInto<isize>) {

@@ -322,6 +322,19 @@ struct Tally {
     last_error: Option<String>,
 }
 
+impl Tally {
+    fn empty() -> Tally {
+        Tally {
+            latency_us: histogram(),
+            ok: 0,
+            non_2xx: 0,
+            errors: 0,
+            statuses: Vec::new(),
+            last_error: None,
+        }
+    }
+}
+
 fn histogram() -> Histogram<u64> {
     // Constant, valid bounds (1 <= low, high >= 2 * low, 3 significant figures).
     Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
@@ -372,14 +385,7 @@ fn request(run: &Run, signed: Signed) -> Request<Full<Bytes>> {
 
 /// One closed-loop connection: next body as soon as the last answer is in, until the deadline.
 async fn drive(run: Arc<Run>, mut sender: Option<Sender>) -> Tally {
-    let mut tally = Tally {
-        latency_us: histogram(),
-        ok: 0,
-        non_2xx: 0,
-        errors: 0,
-        statuses: Vec::new(),
-        last_error: None,
-    };
+    let mut tally = Tally::empty();
     while Instant::now() < run.deadline {
         let mut current = match sender.take() {
             Some(s) => s,
@@ -499,14 +505,7 @@ async fn main() -> ExitCode {
         .into_iter()
         .map(|s| tokio::spawn(drive(run.clone(), s)))
         .collect();
-    let mut total = Tally {
-        latency_us: histogram(),
-        ok: 0,
-        non_2xx: 0,
-        errors: 0,
-        statuses: Vec::new(),
-        last_error: None,
-    };
+    let mut total = Tally::empty();
     for task in tasks {
         match task.await {
             Ok(t) => {
