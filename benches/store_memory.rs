@@ -11,7 +11,9 @@
 mod support;
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, VisitorToken};
-use omni_gateway::store::{Conversation, InboundEvent, OutboundItem, Outgoing, Store, TokenKey};
+use omni_gateway::store::{
+    Conversation, InboundEvent, OutboundItem, Outgoing, Payload, Store, TokenKey,
+};
 use serde_json::json;
 
 /// sled's page cache in the measurement: small, so what grows beyond it is visible.
@@ -75,7 +77,9 @@ async fn main() {
                 dedupe_key: Some(format!("m:m_{n:040}")),
                 received_ms: n,
                 standby: false,
-                payload: json!({"message": {"mid": format!("m_{n:040}"), "text": "Hi, has my order shipped?"}}),
+                payload: Payload::from_value(
+                    &json!({"message": {"mid": format!("m_{n:040}"), "text": "Hi, has my order shipped?"}}),
+                ),
             };
             store
                 .enqueue_inbound(vec![event])

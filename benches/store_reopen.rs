@@ -10,7 +10,7 @@ mod support;
 use std::time::Instant;
 
 use omni_gateway::ids::{ConversationKey, PageId, Psid};
-use omni_gateway::store::{InboundEvent, Store, TokenKey};
+use omni_gateway::store::{InboundEvent, Payload, Store, TokenKey};
 use serde_json::json;
 
 const CACHE_BYTES: u64 = 64 << 20;
@@ -43,12 +43,12 @@ async fn main() {
                     dedupe_key: Some(format!("m:{mid}")),
                     received_ms: 1_700_000_000_000 + n,
                     standby: false,
-                    payload: json!({
+                    payload: Payload::from_value(&json!({
                         "sender": {"id": format!("{}", 7_000_000_000_000_000 + n % 1000)},
                         "recipient": {"id": "111111111111111"},
                         "timestamp": 1_700_000_000_000 + n,
                         "message": {"mid": mid, "text": "Hi, has my order shipped yet? It was due on Monday."}
-                    }),
+                    })),
                 }
             })
             .collect();

@@ -33,7 +33,7 @@ use crate::relay::inbound::Inbound;
 use crate::relay::outbound;
 use crate::relay::threads::Threads;
 use crate::store::Store;
-use crate::store::{self, InboundEvent, PageStatus};
+use crate::store::{self, InboundEvent, PageStatus, Payload};
 use crate::telemetry::{Snapshot, Telemetry};
 
 /// Largest request body accepted; Meta's webhook batches are far smaller.
@@ -546,11 +546,11 @@ async fn receive_webhook(
 }
 
 /// The body, parsed, once its signature is checked; otherwise the answer that refuses it.
-fn verified_webhook(
+fn verified_webhook<'body>(
     state: &WebhookState,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<webhook::Parsed, (StatusCode, String)> {
+    body: &'body [u8],
+) -> Result<webhook::Parsed<'body>, (StatusCode, String)> {
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
@@ -580,7 +580,7 @@ fn relayed_events(
     let mut checked: Vec<(PageId, bool)> = Vec::new();
     let mut echoes = 0;
     for envelope in envelopes {
-        match webhook::event(&envelope.raw) {
+        match &envelope.event {
             webhook::Event::Echo {
                 app_id, metadata, ..
             } if app_id.as_deref() == Some(state.app_id.as_str()) => {
@@ -601,7 +601,7 @@ fn relayed_events(
             }
             // The page's words from the Page Inbox or another app: shown in the room.
             webhook::Event::Echo { .. } => {}
-            meaning if !is_relayed(&meaning) => {
+            meaning if !is_relayed(meaning) => {
                 state.telemetry.webhook_event("ignored", 1);
                 continue;
             }
@@ -643,7 +643,7 @@ fn relayed_events(
             dedupe_key: envelope.dedupe_key,
             received_ms: now_ms(),
             standby: envelope.standby,
-            payload: envelope.raw,
+            payload: Payload::new(envelope.raw),
         });
     }
     Ok((events, stale_pages, echoes))

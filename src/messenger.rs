@@ -2,4 +2,5 @@
 //! Messenger webhook. Only this module knows Meta's wire formats.
 
 pub mod graph;
+mod lazy_json;
 pub mod webhook;

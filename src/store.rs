@@ -45,8 +45,8 @@ pub use crypto::TokenKey;
 pub use keys::QueueId;
 pub use records::{
     AgentFile, Conversation, DeletionRequest, Department, EnqueueOutcome, Grant, InboundEvent,
-    OAuthState, OutboundItem, Outgoing, Page, PageReaction, PageStatus, Platform, Posted, SetAside,
-    TextLimit,
+    OAuthState, OutboundItem, Outgoing, Page, PageReaction, PageStatus, Payload, Platform, Posted,
+    SetAside, TextLimit,
 };
 
 use crate::ids::{ConversationKey, MessageId, PageId, RoomId};
@@ -573,19 +573,23 @@ fn taken_key(held: &inbox::Held) -> [u8; 16] {
 /// Encodes events as one journal record (each behind its 32-bit length), off the journal's
 /// thread, with what the index needs of each.
 fn prepare_inbound(events: &[InboundEvent]) -> Result<(Vec<u8>, Vec<PreparedInbound>)> {
-    let mut record = Vec::new();
+    // Room for the payloads and each event's few other fields.
+    let capacity = events.iter().map(|e| e.payload.as_raw().get().len() + 256);
+    let mut record = Vec::with_capacity(capacity.sum());
     let mut prepared = Vec::with_capacity(events.len());
     for event in events {
-        let value = records::encode_inbound(event)?;
+        let start = record.len();
+        record.extend_from_slice(&[0; 4]);
+        records::encode_inbound_to(event, &mut record)?;
+        let len = record.len() - start - 4;
         // An event comes from a webhook body capped at 1 MiB.
-        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&value);
+        let len_bytes = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
+        record[start..start + 4].copy_from_slice(&len_bytes);
         prepared.push(PreparedInbound {
             key: event.key.clone(),
             timestamp_ms: event.timestamp_ms,
             dedupe: Dedupe::of(event),
-            len: value.len(),
+            len,
         });
     }
     Ok((record, prepared))
@@ -2004,7 +2008,7 @@ mod tests {
             dedupe_key: Some(mid.to_owned()),
             received_ms: timestamp_ms,
             standby: false,
-            payload: serde_json::json!({ "label": mid }),
+            payload: Payload::from_value(&serde_json::json!({ "label": mid })),
         }
     }
 
@@ -2064,7 +2068,12 @@ mod tests {
             .all_for(&key)
             .unwrap()
             .into_iter()
-            .map(|(_, event)| event.payload["label"].as_str().unwrap().to_owned())
+            .map(|(_, event)| {
+                event.payload.to_value()["label"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -2139,7 +2148,7 @@ mod tests {
         for batch in 0..21 {
             let events = (0..100)
                 .map(|n| InboundEvent {
-                    payload: serde_json::json!({ "text": text }),
+                    payload: Payload::from_value(&serde_json::json!({ "text": text })),
                     ..inbound("9", batch * 100 + n, &format!("m{batch}-{n}"))
                 })
                 .collect();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use omni_gateway::ids::{ConversationKey, PageId, Psid};
-use omni_gateway::store::{Department, InboundEvent};
+use omni_gateway::store::{Department, InboundEvent, Payload};
 use omni_sim::ids::RoomId;
 use omni_sim::rocketchat::{ServerVersion, SimLivechatRoom, SimMessage, SimOptions, SimVisitor};
 use omni_testkit::messenger::{
@@ -910,7 +910,7 @@ async fn an_event_repeated_after_its_room_closed_does_not_wedge_the_conversation
             dedupe_key: None,
             received_ms: t0 + 1,
             standby: false,
-            payload: text_event("psid-1", "m_x", t0 + 1, "landed once"),
+            payload: Payload::from_value(&text_event("psid-1", "m_x", t0 + 1, "landed once")),
         };
         let store = &world.running.gateway.store;
         store

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId};
-use omni_gateway::store::{EnqueueOutcome, InboundEvent, OutboundItem, Outgoing, Store, TokenKey};
+use omni_gateway::store::{
+    EnqueueOutcome, InboundEvent, OutboundItem, Outgoing, Payload, Store, TokenKey,
+};
 use serde_json::json;
 
 fn open(dir: &std::path::Path) -> Store {
@@ -21,7 +23,7 @@ fn event(key: &ConversationKey, timestamp_ms: u64, mid: Option<&str>, label: &st
         dedupe_key: mid.map(str::to_owned),
         received_ms: 1_000 + timestamp_ms,
         standby: false,
-        payload: json!({ "label": label }),
+        payload: Payload::from_value(&json!({ "label": label })),
     }
 }
 
@@ -31,7 +33,7 @@ fn labels(store: &Store, key: &ConversationKey) -> Vec<String> {
         .all_for(key)
         .unwrap()
         .into_iter()
-        .map(|(_, e)| e.payload["label"].as_str().unwrap().to_owned())
+        .map(|(_, e)| e.payload.to_value()["label"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -78,7 +80,7 @@ async fn inbox_comes_back_in_timestamp_then_arrival_order() {
         }
         assert_eq!(labels(&store, &key), *expected);
         let (_, oldest) = store.inbox().oldest(&key).unwrap().unwrap();
-        assert_eq!(oldest.payload["label"], expected[0]);
+        assert_eq!(oldest.payload.to_value()["label"], expected[0]);
     }
 }
 
@@ -334,7 +336,7 @@ async fn set_aside_events_leave_the_queue_and_come_back_in_their_place() {
                 .all_for(&key)
                 .unwrap()
                 .into_iter()
-                .find(|(_, e)| e.payload["label"] == label)
+                .find(|(_, e)| e.payload.to_value()["label"] == label)
                 .map(|(id, _)| id)
                 .unwrap()
         };
@@ -350,7 +352,7 @@ async fn set_aside_events_leave_the_queue_and_come_back_in_their_place() {
         assert_eq!(store.inbox().len(), 2);
         let aside = store.set_aside_events().unwrap();
         assert_eq!(aside.len(), 2);
-        assert_eq!(aside[0].event.payload["label"], "refused");
+        assert_eq!(aside[0].event.payload.to_value()["label"], "refused");
         assert_eq!(
             (aside[0].reason.as_str(), aside[0].set_aside_ms),
             ("blocked", 100)

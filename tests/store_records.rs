@@ -7,7 +7,7 @@ use std::sync::Arc;
 use omni_gateway::ids::{ConversationKey, MessageId, PageId, Psid, RoomId, UserId, VisitorToken};
 use omni_gateway::store::{
     Conversation, DeletionRequest, Department, Error, Grant, InboundEvent, OAuthState,
-    OutboundItem, Outgoing, Page, PageStatus, Platform, Store, TokenKey,
+    OutboundItem, Outgoing, Page, PageStatus, Payload, Platform, Store, TokenKey,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -270,7 +270,7 @@ async fn fill(store: &Store) {
         dedupe_key: Some("m_1".into()),
         received_ms: 2,
         standby: false,
-        payload: json!({"message": {"mid": "m_1", "text": "hello"}}),
+        payload: Payload::from_value(&json!({"message": {"mid": "m_1", "text": "hello"}})),
     };
     store.enqueue_inbound(vec![event]).await.unwrap();
     let item = OutboundItem {
@@ -317,7 +317,7 @@ async fn reopening_keeps_everything() {
         .oldest(&conv_key("1", "100"))
         .unwrap()
         .unwrap();
-    assert_eq!(event.payload["message"]["text"], "hello");
+    assert_eq!(event.payload.to_value()["message"]["text"], "hello");
     let dedupe = InboundEvent {
         received_ms: 99,
         ..event

@@ -2,11 +2,18 @@
 //! views of the events the relay delivers. Parsing is tolerant: unknown keys and event kinds are
 //! skipped, never an error, because Meta adds them without notice.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::Value;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use sha2::Sha256;
 
+use super::lazy_json::{self, Object};
 use crate::ids::{PageId, Psid};
+use outline::Outline;
+
+mod outline;
 
 /// Why a webhook body was not accepted.
 #[derive(thiserror::Error, Debug, PartialEq, Eq)]
@@ -48,8 +55,8 @@ pub fn verify_signature(
 }
 
 /// One `messaging[]` or `standby[]` item of a page, with what routing needs pulled out.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Envelope {
+#[derive(Clone, Debug)]
+pub struct Envelope<'a> {
     pub page: PageId,
     /// The customer: the sender, or for echoes (sent by the page) the recipient.
     pub psid: Psid,
@@ -58,16 +65,19 @@ pub struct Envelope {
     pub dedupe_key: Option<String>,
     /// From `standby[]`: another app owns the thread (handover protocol).
     pub standby: bool,
-    /// The item as received, so later versions can read fields this one ignores.
-    pub raw: Value,
+    /// What the item means.
+    pub event: Event,
+    /// The item's JSON text as received, stored as it is so later versions can read fields
+    /// this one ignores.
+    pub raw: &'a RawValue,
 }
 
 /// The result of reading a webhook body: the events, and a count of items that were skipped
 /// because they lack a sender, recipient or page (logged by the caller).
-#[derive(Debug, Default, PartialEq)]
-pub struct Parsed {
+#[derive(Debug, Default)]
+pub struct Parsed<'a> {
     pub object: String,
-    pub events: Vec<Envelope>,
+    pub events: Vec<Envelope<'a>>,
     /// Meta's warnings and blocks of the app on a page (`messaging_policy_enforcement`).
     pub policy: Vec<PolicyEnforcement>,
     /// Who controls which conversation, and the page's app roles (`messaging_handovers`).
@@ -109,112 +119,103 @@ pub enum Handover {
     },
 }
 
-fn handover(item: &Value, entry_page: Option<&str>) -> Option<Handover> {
-    let page = entry_page.map(str::to_owned).or_else(|| {
-        item.get("recipient")
-            .and_then(|r| r.get("id"))
-            .and_then(id_string)
-    })?;
+/// The `id` of the object under `key` (`sender`, `recipient`).
+fn party_id(item: &Object<'_>, key: &str) -> Option<String> {
+    item.object(key)?.id("id")
+}
+
+fn handover(item: &Object<'_>, entry_page: Option<&str>) -> Option<Handover> {
+    let page = entry_page
+        .map(str::to_owned)
+        .or_else(|| party_id(item, "recipient"))?;
     let page = PageId::new(page);
-    if let Some(roles) = item.get("app_roles").and_then(Value::as_object) {
+    if let Some(roles) = item.object("app_roles") {
         let primary_receivers = roles
-            .iter()
+            .entries()
             .filter(|(_, list)| {
-                list.as_array()
-                    .is_some_and(|l| l.iter().any(|r| r.as_str() == Some("primary_receiver")))
+                serde_json::from_str::<Vec<&RawValue>>(list.get()).is_ok_and(|roles| {
+                    roles.iter().any(|role| {
+                        serde_json::from_str::<&str>(role.get())
+                            .is_ok_and(|r| r == "primary_receiver")
+                    })
+                })
             })
-            .map(|(app, _)| app.clone())
+            .map(|(app, _)| app.to_owned())
             .collect();
         return Some(Handover::Roles {
             page,
             primary_receivers,
         });
     }
-    let psid = || {
-        item.get("sender")
-            .and_then(|s| s.get("id"))
-            .and_then(id_string)
-            .map(Psid::new)
-    };
+    let psid = || party_id(item, "sender").map(Psid::new);
     for kind in ["pass_thread_control", "take_thread_control"] {
-        if let Some(body) = item.get(kind) {
+        if let Some(body) = item.section(kind) {
             return Some(Handover::Moved {
                 page,
                 psid: psid()?,
-                owner: body.get("new_owner_app_id").and_then(id_string),
+                owner: body.id("new_owner_app_id"),
             });
         }
     }
-    let body = item.get("request_thread_control")?;
+    let body = item.section("request_thread_control")?;
     Some(Handover::Requested {
         page,
         psid: psid()?,
-        requester: body.get("requested_owner_app_id").and_then(id_string),
+        requester: body.id("requested_owner_app_id"),
     })
 }
 
-fn policy_enforcement(item: &Value, entry_page: Option<&str>) -> Option<PolicyEnforcement> {
+fn policy_enforcement(item: &Object<'_>, entry_page: Option<&str>) -> Option<PolicyEnforcement> {
     // Meta's reference spells the key with a hyphen; the field name uses an underscore.
     let body = item
-        .get("policy-enforcement")
-        .or_else(|| item.get("policy_enforcement"))?;
-    let page = entry_page.map(str::to_owned).or_else(|| {
-        item.get("recipient")
-            .and_then(|r| r.get("id"))
-            .and_then(id_string)
-    })?;
+        .section("policy-enforcement")
+        .or_else(|| item.section("policy_enforcement"))?;
+    let page = entry_page
+        .map(str::to_owned)
+        .or_else(|| party_id(item, "recipient"))?;
     Some(PolicyEnforcement {
         page: PageId::new(page),
         action: body
-            .get("action")
-            .and_then(Value::as_str)
-            .unwrap_or("warning")
-            .to_owned(),
-        reason: body
-            .get("reason")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+            .str("action")
+            .map_or_else(|| "warning".to_owned(), Cow::into_owned),
+        reason: body.str("reason").map(Cow::into_owned),
     })
 }
 
-/// Reads a webhook body (already signature-checked).
-pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| WebhookError::NotJson(e.to_string()))?;
-    // Owned, so each item moves into its envelope instead of being copied.
-    let Value::Object(mut root) = value else {
-        return Err(WebhookError::NotAnEnvelope("the body is not an object"));
-    };
-    let object = root
-        .get("object")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let entries = match root.remove("entry") {
-        Some(Value::Array(entries)) => entries,
-        Some(_) => return Err(WebhookError::NotAnEnvelope("entry is not an array")),
-        None => Vec::new(),
-    };
+/// Reads a webhook body (already signature-checked). The envelopes borrow their items' text
+/// from `body`.
+pub fn parse(body: &[u8]) -> Result<Parsed<'_>, WebhookError> {
+    let outline: Outline = serde_json::from_slice(body).map_err(|err| {
+        if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+            WebhookError::NotAnEnvelope("the body is not an object")
+        } else {
+            WebhookError::NotJson(err.to_string())
+        }
+    })?;
+    let entries = outline
+        .entries
+        .ok_or(WebhookError::NotAnEnvelope("entry is not an array"))?;
     let mut parsed = Parsed {
-        object,
+        object: outline.object.map(Cow::into_owned).unwrap_or_default(),
         ..Parsed::default()
     };
-    for mut entry in entries {
-        let entry_page = entry.get("id").and_then(id_string);
-        for (key, standby) in [("messaging", false), ("standby", true)] {
-            let Some(Value::Array(items)) = entry.get_mut(key).map(Value::take) else {
-                continue;
-            };
-            for item in items {
-                if let Some(notice) = policy_enforcement(&item, entry_page.as_deref()) {
+    for entry in entries {
+        let entry_page = entry.id.and_then(lazy_json::id);
+        for (items, standby) in [(entry.messaging, false), (entry.standby, true)] {
+            for raw in items {
+                let Some(item) = Item::parse(raw) else {
+                    parsed.skipped += 1;
+                    continue;
+                };
+                if let Some(notice) = policy_enforcement(&item.fields, entry_page.as_deref()) {
                     parsed.policy.push(notice);
                     continue;
                 }
-                if let Some(handover) = handover(&item, entry_page.as_deref()) {
+                if let Some(handover) = handover(&item.fields, entry_page.as_deref()) {
                     parsed.handovers.push(handover);
                     continue;
                 }
-                match envelope(item, entry_page.as_deref(), standby) {
+                match envelope(&item, raw, entry_page.as_deref(), standby) {
                     Some(event) => parsed.events.push(event),
                     None => parsed.skipped += 1,
                 }
@@ -224,45 +225,45 @@ pub fn parse(body: &[u8]) -> Result<Parsed, WebhookError> {
     Ok(parsed)
 }
 
-fn envelope(item: Value, entry_page: Option<&str>, standby: bool) -> Option<Envelope> {
-    let sender = item
-        .get("sender")
-        .and_then(|s| s.get("id"))
-        .and_then(id_string)?;
-    let recipient = item
-        .get("recipient")
-        .and_then(|r| r.get("id"))
-        .and_then(id_string)?;
-    let echo = item
-        .get("message")
-        .and_then(|m| m.get("is_echo"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let (page, psid) = if echo {
+/// A `messaging[]` item's fields, with its `message` (where most events are) read once.
+struct Item<'a> {
+    fields: Object<'a>,
+    message: Option<Object<'a>>,
+}
+
+impl<'a> Item<'a> {
+    fn parse(raw: &'a RawValue) -> Option<Item<'a>> {
+        let fields = Object::parse(raw)?;
+        let message = fields.section("message");
+        Some(Item { fields, message })
+    }
+}
+
+fn envelope<'a>(
+    item: &Item<'a>,
+    raw: &'a RawValue,
+    entry_page: Option<&str>,
+    standby: bool,
+) -> Option<Envelope<'a>> {
+    let sender = party_id(&item.fields, "sender")?;
+    let recipient = party_id(&item.fields, "recipient")?;
+    let event = item_event(item);
+    let (page, psid) = if matches!(event, Event::Echo { .. }) {
         (sender, recipient)
     } else {
         (recipient, sender)
     };
     // The entry's id is the page; trust it over the recipient when both are present.
     let page = entry_page.map(str::to_owned).unwrap_or(page);
-    let timestamp_ms = item.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
     Some(Envelope {
         page: PageId::new(page),
         psid: Psid::new(psid),
-        timestamp_ms,
-        dedupe_key: dedupe_key(&item),
+        timestamp_ms: item.fields.u64("timestamp").unwrap_or(0),
+        dedupe_key: item_dedupe_key(item),
         standby,
-        raw: item,
+        event,
+        raw,
     })
-}
-
-/// Ids arrive as strings, but tolerate numbers.
-fn id_string(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// How a message's dedupe key starts: the `mid` follows.
@@ -275,37 +276,41 @@ pub fn message_mid(dedupe_key: &str) -> Option<&str> {
 
 /// The key Meta's redeliveries share (`docs/messenger.md` §2.4): `mid` for messages, echoes and
 /// postbacks; `mid` + edit number for edits; sender, mid, action and time for reactions.
-pub fn dedupe_key(item: &Value) -> Option<String> {
-    let mid = |v: &Value| v.get("mid").and_then(Value::as_str).map(str::to_owned);
-    if let Some(message) = item.get("message") {
+pub fn dedupe_key(item: &RawValue) -> Option<String> {
+    item_dedupe_key(&Item::parse(item)?)
+}
+
+fn item_dedupe_key(
+    Item {
+        fields: item,
+        message,
+    }: &Item<'_>,
+) -> Option<String> {
+    if let Some(message) = message {
+        let mid = message.str("mid")?;
         // An Instagram unsend reuses the `mid` of the message it removes (`docs/instagram.md`
         // §4.8): keyed apart, or it would be dropped as a redelivery of the original.
-        if message.get("is_deleted").and_then(Value::as_bool) == Some(true) {
-            return mid(message).map(|m| format!("d:{m}"));
+        if message.bool("is_deleted") == Some(true) {
+            return Some(format!("d:{mid}"));
         }
-        return mid(message).map(|m| format!("{MESSAGE_KEY}{m}"));
+        return Some(format!("{MESSAGE_KEY}{mid}"));
     }
-    if let Some(postback) = item.get("postback") {
-        return mid(postback).map(|m| format!("p:{m}"));
+    if let Some(postback) = item.section("postback") {
+        return postback.str("mid").map(|mid| format!("p:{mid}"));
     }
-    if let Some(edit) = item.get("message_edit") {
-        let n = edit
-            .get("num_edit")
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        return mid(edit).map(|m| format!("e:{m}:{n}"));
+    if let Some(edit) = item.section("message_edit") {
+        // The number as Meta wrote it.
+        let n = edit.get("num_edit").map_or("", RawValue::get);
+        return edit.str("mid").map(|mid| format!("e:{mid}:{n}"));
     }
-    if let Some(reaction) = item.get("reaction") {
-        let sender = item
-            .get("sender")
-            .and_then(|s| s.get("id"))
-            .and_then(id_string)?;
-        let action = reaction
-            .get("action")
-            .and_then(Value::as_str)
-            .unwrap_or("react");
-        let ts = item.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
-        return mid(reaction).map(|m| format!("r:{sender}:{m}:{action}:{ts}"));
+    if let Some(reaction) = item.section("reaction") {
+        let sender = party_id(item, "sender")?;
+        let action = reaction.str("action");
+        let action = action.as_deref().unwrap_or("react");
+        let ts = item.u64("timestamp").unwrap_or(0);
+        return reaction
+            .str("mid")
+            .map(|mid| format!("r:{sender}:{mid}:{action}:{ts}"));
     }
     None
 }
@@ -379,116 +384,96 @@ impl Attachment {
     }
 }
 
-/// Reads the meaning of one `messaging[]` item.
-pub fn event(item: &Value) -> Event {
-    if let Some(message) = item.get("message") {
-        if message.get("is_echo").and_then(Value::as_bool) == Some(true) {
-            let field = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
+/// Reads the meaning of one `messaging[]` item (as stored: its JSON text).
+pub fn event(item: &RawValue) -> Event {
+    match Item::parse(item) {
+        Some(item) => item_event(&item),
+        None => Event::Other("not an object"),
+    }
+}
+
+fn item_event(
+    Item {
+        fields: item,
+        message,
+    }: &Item<'_>,
+) -> Event {
+    let owned = |text: Option<Cow<'_, str>>| text.map(Cow::into_owned);
+    if let Some(message) = message {
+        let attachments = || {
+            message
+                .array("attachments")
+                .map(|list| list.into_iter().filter_map(attachment).collect())
+                .unwrap_or_default()
+        };
+        if message.bool("is_echo") == Some(true) {
             return Event::Echo {
-                app_id: message.get("app_id").and_then(id_string),
-                mid: field("mid"),
-                text: field("text"),
-                attachments: message
-                    .get("attachments")
-                    .and_then(Value::as_array)
-                    .map(|list| list.iter().filter_map(attachment).collect())
-                    .unwrap_or_default(),
-                metadata: field("metadata"),
+                app_id: message.id("app_id"),
+                mid: owned(message.str("mid")),
+                text: owned(message.str("text")),
+                attachments: attachments(),
+                metadata: owned(message.str("metadata")),
             };
         }
-        let Some(mid) = message.get("mid").and_then(Value::as_str) else {
+        let Some(mid) = owned(message.str("mid")) else {
             return Event::Other("message without mid");
         };
-        let flag = |name: &str| message.get(name).and_then(Value::as_bool) == Some(true);
-        if flag("is_deleted") {
-            return Event::Deleted {
-                mid: mid.to_owned(),
-            };
+        if message.bool("is_deleted") == Some(true) {
+            return Event::Deleted { mid };
         }
-        if flag("is_unsupported") {
-            return Event::Unsupported {
-                mid: mid.to_owned(),
-            };
+        if message.bool("is_unsupported") == Some(true) {
+            return Event::Unsupported { mid };
         }
+        let reply_to = message.object("reply_to");
         return Event::Message {
-            mid: mid.to_owned(),
-            text: message
-                .get("text")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            attachments: message
-                .get("attachments")
-                .and_then(Value::as_array)
-                .map(|list| list.iter().filter_map(attachment).collect())
-                .unwrap_or_default(),
+            mid,
+            text: owned(message.str("text")),
+            attachments: attachments(),
             quick_reply: message.get("quick_reply").is_some(),
-            reply_to: message
-                .get("reply_to")
-                .and_then(|r| r.get("mid"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            story_reply: message
-                .get("reply_to")
-                .and_then(|r| r.get("story"))
-                .and_then(|story| story.get("url"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            reply_to: owned(reply_to.as_ref().and_then(|r| r.str("mid"))),
+            story_reply: owned(
+                reply_to
+                    .as_ref()
+                    .and_then(|r| r.object("story"))
+                    .and_then(|story| story.str("url")),
+            ),
         };
     }
-    if let Some(postback) = item.get("postback") {
+    if let Some(postback) = item.section("postback") {
         return Event::Postback {
-            mid: postback
-                .get("mid")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            mid: owned(postback.str("mid")),
             title: postback
-                .get("title")
-                .and_then(Value::as_str)
-                .or_else(|| postback.get("payload").and_then(Value::as_str))
-                .unwrap_or("(button)")
-                .to_owned(),
+                .str("title")
+                .or_else(|| postback.str("payload"))
+                .map_or_else(|| "(button)".to_owned(), Cow::into_owned),
         };
     }
-    if let Some(edit) = item.get("message_edit") {
-        if let (Some(mid), Some(text)) = (
-            edit.get("mid").and_then(Value::as_str),
-            edit.get("text").and_then(Value::as_str),
-        ) {
+    if let Some(edit) = item.section("message_edit") {
+        if let (Some(mid), Some(text)) = (edit.str("mid"), edit.str("text")) {
             return Event::Edit {
-                mid: mid.to_owned(),
-                text: text.to_owned(),
+                mid: mid.into_owned(),
+                text: text.into_owned(),
             };
         }
         return Event::Other("message_edit without text");
     }
-    if let Some(reaction) = item.get("reaction") {
+    if let Some(reaction) = item.section("reaction") {
         // https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-reactions
-        if let Some(mid) = reaction.get("mid").and_then(Value::as_str) {
+        if let Some(mid) = reaction.str("mid") {
             return Event::Reaction {
-                mid: mid.to_owned(),
-                emoji: reaction
-                    .get("emoji")
-                    .and_then(Value::as_str)
-                    .filter(|e| !e.is_empty())
-                    .map(str::to_owned),
-                react: reaction.get("action").and_then(Value::as_str) != Some("unreact"),
+                mid: mid.into_owned(),
+                emoji: owned(reaction.str("emoji").filter(|e| !e.is_empty())),
+                react: reaction.str("action").as_deref() != Some("unreact"),
             };
         }
         return Event::Other("reaction without mid");
     }
-    if let Some(read) = item.get("read") {
+    if let Some(read) = item.section("read") {
         // https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-reads
         // An Instagram read names one message (`read.mid`) and no watermark
         // (`docs/instagram.md` §4.5): everything sent before the read's time was seen.
-        let instagram_read = read
-            .get("mid")
-            .and_then(|_| item.get("timestamp"))
-            .and_then(Value::as_u64);
-        return match read
-            .get("watermark")
-            .and_then(Value::as_u64)
-            .or(instagram_read)
-        {
+        let instagram_read = read.get("mid").and_then(|_| item.u64("timestamp"));
+        return match read.u64("watermark").or(instagram_read) {
             Some(watermark_ms) => Event::Read { watermark_ms },
             None => Event::Other("read without watermark"),
         };
@@ -511,30 +496,29 @@ pub fn event(item: &Value) -> Event {
     Event::Other("unknown")
 }
 
-fn attachment(value: &Value) -> Option<Attachment> {
-    let kind = value.get("type").and_then(Value::as_str)?.to_owned();
-    let payload = value.get("payload");
+fn attachment(value: &RawValue) -> Option<Attachment> {
+    let value = Object::parse(value)?;
+    let kind = value.str("type")?.into_owned();
+    let payload = value.object("payload");
     let field = |name: &str| {
         payload
-            .and_then(|p| p.get(name))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+            .as_ref()
+            .and_then(|p| p.str(name))
+            .map(Cow::into_owned)
     };
-    let coordinates = payload.and_then(|p| p.get("coordinates")).and_then(|c| {
-        let lat = c.get("lat")?;
-        let long = c.get("long")?;
-        Some((lat.to_string(), long.to_string()))
-    });
+    let coordinates = payload
+        .as_ref()
+        .and_then(|p| p.object("coordinates"))
+        .and_then(|c| {
+            let lat = c.get("lat")?;
+            let long = c.get("long")?;
+            Some((lat.get().to_owned(), long.get().to_owned()))
+        });
     // A `fallback` (shared link) may carry `url` and `title` beside `payload` rather than in it.
-    let top = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+    let top = |name: &str| value.str(name).map(Cow::into_owned);
     Some(Attachment {
         url: field("url").or_else(|| top("url")),
-        title: field("title").or_else(|| {
-            value
-                .get("title")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        }),
+        title: field("title").or_else(|| top("title")),
         coordinates,
         kind,
     })
@@ -542,9 +526,14 @@ fn attachment(value: &Value) -> Option<Attachment> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    /// An item as the store keeps it: its JSON text.
+    fn raw(item: &Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(item).expect("JSON")
+    }
 
     const SECRET: &[u8] = b"app-secret";
 
@@ -624,7 +613,8 @@ mod tests {
                 {"sender":{"id":"U2"},"recipient":{"id":"P2"},"timestamp":13,"postback":{"mid":"pb","title":"Start"}}
             ],"changes":[{"field":"feed","value":{}}]}
         ]});
-        let parsed = parse(body.to_string().as_bytes()).expect("parsed");
+        let body = body.to_string();
+        let parsed = parse(body.as_bytes()).expect("parsed");
         assert_eq!(parsed.object, "page");
         assert_eq!(parsed.skipped, 1, "the item without a sender");
         let summary: Vec<_> = parsed
@@ -648,6 +638,26 @@ mod tests {
                 ("P2", "U2", 13, Some("p:pb".into()), true),
             ]
         );
+    }
+
+    #[test]
+    fn items_are_kept_as_meta_sent_them() {
+        // Escapes and spacing stay as received: the stored text is Meta's, read when delivered.
+        let body = br#"{"object":"page","entry":[{"id":"P1","messaging":[ 7,
+            {"sender":{"id":"U1"}, "recipient":{"id":"P1"}, "timestamp":10,
+             "message":{"mid":"m1","text":"caf\u00e9"}} ]}, "not an entry"]}"#;
+        let parsed = parse(body).expect("parsed");
+        assert_eq!(parsed.skipped, 1, "the item that is not an object");
+        let [envelope] = &parsed.events[..] else {
+            panic!("one event: {:?}", parsed.events);
+        };
+        assert_eq!(
+            envelope.raw.get(),
+            r#"{"sender":{"id":"U1"}, "recipient":{"id":"P1"}, "timestamp":10,
+             "message":{"mid":"m1","text":"caf\u00e9"}}"#
+        );
+        assert_eq!(event(envelope.raw), envelope.event);
+        assert!(matches!(&envelope.event, Event::Message { text: Some(t), .. } if t == "café"));
     }
 
     #[test]
@@ -769,7 +779,7 @@ mod tests {
             ),
         ];
         for (item, expected) in cases {
-            assert_eq!(event(&item), expected, "{item}");
+            assert_eq!(event(&raw(&item)), expected, "{item}");
         }
     }
 
@@ -783,7 +793,8 @@ mod tests {
             {"recipient":{"id":"P1"},"timestamp":3,"app_roles":{"42":["primary_receiver"],"7":["secondary_receiver"]}},
             {"recipient":{"id":"P1"},"timestamp":4,"policy-enforcement":{"action":"block","reason":"spam"}}
         ]}]});
-        let parsed = parse(body.to_string().as_bytes()).expect("parses");
+        let body = body.to_string();
+        let parsed = parse(body.as_bytes()).expect("parses");
         assert!(parsed.events.is_empty());
         assert_eq!(parsed.skipped, 0);
         assert_eq!(
@@ -826,7 +837,7 @@ mod tests {
             {"type":"fallback","url":"https://example.org/a","title":"Top level"},
             {"payload":{}}
         ]}});
-        let Event::Message { attachments, .. } = event(&item) else {
+        let Event::Message { attachments, .. } = event(&raw(&item)) else {
             panic!("a message");
         };
         let kinds: Vec<_> = attachments
@@ -866,7 +877,8 @@ mod tests {
             "standby":[
                 {"sender":{"id":"ig-user"},"recipient":{"id":"178"},"timestamp":4,
                  "message":{"mid":"aWdf3","text":"hello?"}}]}]});
-        let parsed = parse(body.to_string().as_bytes()).expect("parses");
+        let body = body.to_string();
+        let parsed = parse(body.as_bytes()).expect("parses");
         assert_eq!(parsed.object, "instagram");
         let seen: Vec<(&str, &str, bool)> = parsed
             .events
@@ -882,7 +894,7 @@ mod tests {
             ]
         );
         assert!(matches!(
-            event(&parsed.events[1].raw),
+            event(parsed.events[1].raw),
             Event::Echo {
                 app_id: None,
                 metadata: None,
@@ -913,7 +925,7 @@ mod tests {
             ),
         ];
         for (item, expected) in cases {
-            assert_eq!(dedupe_key(&item).as_deref(), expected, "{item}");
+            assert_eq!(dedupe_key(&raw(&item)).as_deref(), expected, "{item}");
         }
         assert_eq!(message_mid("m:m_1"), Some("m_1"));
         assert_eq!(message_mid("e:m_1:2"), None);

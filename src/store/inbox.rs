@@ -56,6 +56,9 @@ pub(super) fn dedupe_hash(page: &PageId, dedupe_key: &str) -> u64 {
     hasher.finish().max(1)
 }
 
+/// How far back from a queue's end [`Index::insert`] looks before it searches.
+const NEAR_THE_END: usize = 16;
+
 #[derive(Default)]
 pub(super) struct Index {
     conversations: HashMap<ConversationKey, VecDeque<Held>>,
@@ -105,8 +108,20 @@ impl Index {
             Some(queue) => queue,
             None => self.conversations.entry(key.clone()).or_default(),
         };
-        // Events mostly arrive in order: the common case appends.
-        let at = queue.partition_point(|h| h.order() <= held.order());
+        // Events arrive nearly in order (concurrent webhooks reach the journal a little out of
+        // timestamp order): look back from the end first. A binary search over a long backlog
+        // touches cold memory at every step.
+        let later = queue
+            .iter()
+            .rev()
+            .take(NEAR_THE_END)
+            .take_while(|h| h.order() > held.order())
+            .count();
+        let at = if later < NEAR_THE_END {
+            queue.len() - later
+        } else {
+            queue.partition_point(|h| h.order() <= held.order())
+        };
         queue.insert(at, held);
         if dedupe != 0 {
             *self.dedupes.entry(dedupe).or_default() += 1;
@@ -242,6 +257,28 @@ mod tests {
         assert_eq!(index.writing(3), None);
         assert_eq!(index.len(), 0);
         assert!(index.conversations().is_empty());
+    }
+
+    #[test]
+    fn late_events_are_placed_near_the_end_or_far_back() {
+        let key = ConversationKey::new(PageId::new("1"), Psid::new("2"));
+        let mut index = Index::default();
+        for n in 0..40 {
+            index.insert(&key, held(10 * n, 1, n as u32), 0);
+        }
+        index.insert(&key, held(385, 2, 0), 0); // 2 from the end
+        index.insert(&key, held(5, 2, 1), 0); // beyond the look-back: searched
+        index.insert(&key, held(1000, 2, 2), 0);
+        let times: Vec<u64> = index
+            .first(&key, usize::MAX)
+            .iter()
+            .map(|h| h.timestamp_ms)
+            .collect();
+        let mut sorted = times.clone();
+        sorted.sort_unstable();
+        assert_eq!(times, sorted);
+        assert_eq!(times.len(), 43);
+        assert_eq!((times[1], times[40]), (5, 385));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::crypto::TokenKey;
 use super::keys::Tree;
@@ -284,8 +285,43 @@ pub struct InboundEvent {
     pub received_ms: u64,
     /// Came from `standby[]` rather than `messaging[]`.
     pub standby: bool,
-    /// The raw `messaging[]` item.
-    pub payload: serde_json::Value,
+    /// The `messaging[]` item as Meta sent it.
+    pub payload: Payload,
+}
+
+/// A webhook item's JSON text as Meta sent it. Stored verbatim and read when it is delivered:
+/// ingest neither builds nor re-encodes a JSON tree for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    pub fn new(item: &RawValue) -> Payload {
+        Payload(item.to_owned())
+    }
+
+    /// A payload made from a JSON value (for events the gateway builds itself, and tests).
+    pub fn from_value(item: &serde_json::Value) -> Payload {
+        // A `Value`'s keys are strings, so it always serializes.
+        Payload(serde_json::value::to_raw_value(item).expect("a JSON value serializes"))
+    }
+
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// The item as a JSON tree.
+    pub fn to_value(&self) -> serde_json::Value {
+        // The text is valid JSON by construction: this never falls back to `null`.
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+/// The same text is the same item.
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// An inbox event Rocket.Chat refused in a way no retry passes (a blocked contact, a text it
@@ -486,7 +522,7 @@ struct InboundV1Ref<'a> {
     dedupe_key: &'a Option<String>,
     received_ms: u64,
     standby: bool,
-    payload: &'a serde_json::Value,
+    payload: &'a Payload,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -498,7 +534,7 @@ struct InboundV1 {
     dedupe_key: Option<String>,
     received_ms: u64,
     standby: bool,
-    payload: serde_json::Value,
+    payload: Payload,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -873,7 +909,15 @@ pub(super) fn decode_room_index(at: At<'_>, bytes: &[u8]) -> Result<Conversation
     Ok(ConversationKey::new(stored.page, stored.psid))
 }
 
+#[cfg(test)]
 pub(super) fn encode_inbound(event: &InboundEvent) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_inbound_to(event, &mut out)?;
+    Ok(out)
+}
+
+/// Appends an event's encoding to `out`: a journal record is written in place, not copied in.
+pub(super) fn encode_inbound_to(event: &InboundEvent, out: &mut Vec<u8>) -> Result<()> {
     let InboundEvent {
         key,
         timestamp_ms,
@@ -882,19 +926,20 @@ pub(super) fn encode_inbound(event: &InboundEvent) -> Result<Vec<u8>> {
         standby,
         payload,
     } = event;
-    encode(
-        Tree::Inbox,
-        &InboundV1Ref {
-            v: V1,
-            page: &key.page,
-            psid: &key.psid,
-            timestamp_ms: *timestamp_ms,
-            dedupe_key,
-            received_ms: *received_ms,
-            standby: *standby,
-            payload,
-        },
-    )
+    let record = InboundV1Ref {
+        v: V1,
+        page: &key.page,
+        psid: &key.psid,
+        timestamp_ms: *timestamp_ms,
+        dedupe_key,
+        received_ms: *received_ms,
+        standby: *standby,
+        payload,
+    };
+    serde_json::to_writer(out, &record).map_err(|err| Error::Encode {
+        tree: Tree::Inbox.name(),
+        reason: err.to_string(),
+    })
 }
 
 pub(super) fn decode_inbound(at: At<'_>, bytes: &[u8]) -> Result<InboundEvent> {
@@ -1326,7 +1371,7 @@ mod tests {
             dedupe_key: Some("m_1".into()),
             received_ms: 12,
             standby: false,
-            payload: json!({"message":{"mid":"m_1","text":"hi"}}),
+            payload: Payload::from_value(&json!({"message":{"mid":"m_1","text":"hi"}})),
         };
         let outbound = OutboundItem {
             key: conv(),
@@ -1466,7 +1511,7 @@ mod tests {
                 dedupe_key: Some("m_1".into()),
                 received_ms: 12,
                 standby: true,
-                payload: json!({"message":{"mid":"m_1","text":"hi"}}),
+                payload: Payload::from_value(&json!({"message":{"mid":"m_1","text":"hi"}})),
             },
             reason: "blocked".into(),
             detail: "refused".into(),
@@ -1572,7 +1617,7 @@ mod tests {
             dedupe_key: Some("m:abc".to_owned()),
             received_ms: 8,
             standby: true,
-            payload: json!({"message": {"mid": "abc", "text": "hi"}}),
+            payload: Payload::from_value(&json!({"message": {"mid": "abc", "text": "hi"}})),
         };
         let bytes = encode_inbound(&event).unwrap();
         let head = decode_inbound_head(at(Tree::Inbox, b"k"), &bytes).unwrap();
