@@ -254,7 +254,12 @@ impl Batches {
         let r = scramble(self.seed ^ j.wrapping_mul(0xD6E8_FEB8_6659_FD93));
         let psid = &self.psids[(r % self.psids.len() as u64) as usize];
         let text = TEXTS[(scramble(r) % TEXTS.len() as u64) as usize];
-        let ts = self.start_ms + j / 16;
+        // Meta's timestamp is when the customer sent the message: it never runs ahead of the
+        // clock. At 1,000 events a millisecond (more than any run here sends) a run's
+        // timestamps stay behind the clock, so the next run's follow them, as real traffic's
+        // do. (At 16 a millisecond they ran ahead, and each run's events landed deep inside
+        // the conversations still held from the last one.)
+        let ts = self.start_ms + j / 1_000;
         // mid: "m_" and 86 base64url characters, like Meta's; the seed and event number make
         // it unique within the run, the rest is filler.
         let mut raw = [0u8; 64];
