@@ -134,10 +134,9 @@ fn handover(item: &Object<'_>, entry_page: Option<&str>) -> Option<Handover> {
             .entries()
             .filter(|(_, list)| {
                 serde_json::from_str::<Vec<&RawValue>>(list.get()).is_ok_and(|roles| {
-                    roles.iter().any(|role| {
-                        serde_json::from_str::<&str>(role.get())
-                            .is_ok_and(|r| r == "primary_receiver")
-                    })
+                    roles
+                        .iter()
+                        .any(|role| lazy_json::string(role).as_deref() == Some("primary_receiver"))
                 })
             })
             .map(|(app, _)| app.to_owned())
