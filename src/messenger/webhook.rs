@@ -9,7 +9,7 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use sha2::Sha256;
 
-use super::lazy_json::{self, Object};
+use super::borrowed_json::{self, Object, Value};
 use crate::ids::{PageId, Psid};
 use outline::Outline;
 
@@ -133,10 +133,10 @@ fn handover(item: &Object<'_>, entry_page: Option<&str>) -> Option<Handover> {
         let primary_receivers = roles
             .entries()
             .filter(|(_, list)| {
-                serde_json::from_str::<Vec<&RawValue>>(list.get()).is_ok_and(|roles| {
+                list.as_array().is_some_and(|roles| {
                     roles
                         .iter()
-                        .any(|role| lazy_json::string(role).as_deref() == Some("primary_receiver"))
+                        .any(|role| role.as_str() == Some("primary_receiver"))
                 })
             })
             .map(|(app, _)| app.to_owned())
@@ -174,10 +174,8 @@ fn policy_enforcement(item: &Object<'_>, entry_page: Option<&str>) -> Option<Pol
         .or_else(|| party_id(item, "recipient"))?;
     Some(PolicyEnforcement {
         page: PageId::new(page),
-        action: body
-            .str("action")
-            .map_or_else(|| "warning".to_owned(), Cow::into_owned),
-        reason: body.str("reason").map(Cow::into_owned),
+        action: body.str("action").unwrap_or("warning").to_owned(),
+        reason: body.str("reason").map(str::to_owned),
     })
 }
 
@@ -199,7 +197,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, WebhookError> {
         ..Parsed::default()
     };
     for entry in entries {
-        let entry_page = entry.id.and_then(lazy_json::id);
+        let entry_page = entry.id.and_then(borrowed_json::id);
         for (items, standby) in [(entry.messaging, false), (entry.standby, true)] {
             for raw in items {
                 let Some(item) = Item::parse(raw) else {
@@ -227,14 +225,15 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, WebhookError> {
 /// A `messaging[]` item's fields, with its `message` (where most events are) read once.
 struct Item<'a> {
     fields: Object<'a>,
-    message: Option<Object<'a>>,
 }
 
 impl<'a> Item<'a> {
     fn parse(raw: &'a RawValue) -> Option<Item<'a>> {
-        let fields = Object::parse(raw)?;
-        let message = fields.section("message");
-        Some(Item { fields, message })
+        Object::parse(raw).map(|fields| Item { fields })
+    }
+
+    fn message(&self) -> Option<&Object<'a>> {
+        self.fields.section("message")
     }
 }
 
@@ -279,13 +278,8 @@ pub fn dedupe_key(item: &RawValue) -> Option<String> {
     item_dedupe_key(&Item::parse(item)?)
 }
 
-fn item_dedupe_key(
-    Item {
-        fields: item,
-        message,
-    }: &Item<'_>,
-) -> Option<String> {
-    if let Some(message) = message {
+fn item_dedupe_key(item: &Item<'_>) -> Option<String> {
+    if let Some(message) = item.message() {
         let mid = message.str("mid")?;
         // An Instagram unsend reuses the `mid` of the message it removes (`docs/instagram.md`
         // §4.8): keyed apart, or it would be dropped as a redelivery of the original.
@@ -294,18 +288,21 @@ fn item_dedupe_key(
         }
         return Some(format!("{MESSAGE_KEY}{mid}"));
     }
+    let item = &item.fields;
     if let Some(postback) = item.section("postback") {
         return postback.str("mid").map(|mid| format!("p:{mid}"));
     }
     if let Some(edit) = item.section("message_edit") {
         // The number as Meta wrote it.
-        let n = edit.get("num_edit").map_or("", RawValue::get);
+        let n = edit
+            .get("num_edit")
+            .and_then(Value::scalar_text)
+            .unwrap_or_default();
         return edit.str("mid").map(|mid| format!("e:{mid}:{n}"));
     }
     if let Some(reaction) = item.section("reaction") {
         let sender = party_id(item, "sender")?;
-        let action = reaction.str("action");
-        let action = action.as_deref().unwrap_or("react");
+        let action = reaction.str("action").unwrap_or("react");
         let ts = item.u64("timestamp").unwrap_or(0);
         return reaction
             .str("mid")
@@ -391,18 +388,13 @@ pub fn event(item: &RawValue) -> Event {
     }
 }
 
-fn item_event(
-    Item {
-        fields: item,
-        message,
-    }: &Item<'_>,
-) -> Event {
-    let owned = |text: Option<Cow<'_, str>>| text.map(Cow::into_owned);
-    if let Some(message) = message {
+fn item_event(item: &Item<'_>) -> Event {
+    let owned = |text: Option<&str>| text.map(str::to_owned);
+    if let Some(message) = item.message() {
         let attachments = || {
             message
                 .array("attachments")
-                .map(|list| list.into_iter().filter_map(attachment).collect())
+                .map(|list| list.iter().filter_map(attachment).collect())
                 .unwrap_or_default()
         };
         if message.bool("is_echo") == Some(true) {
@@ -429,29 +421,30 @@ fn item_event(
             text: owned(message.str("text")),
             attachments: attachments(),
             quick_reply: message.get("quick_reply").is_some(),
-            reply_to: owned(reply_to.as_ref().and_then(|r| r.str("mid"))),
+            reply_to: owned(reply_to.and_then(|r| r.str("mid"))),
             story_reply: owned(
                 reply_to
-                    .as_ref()
                     .and_then(|r| r.object("story"))
                     .and_then(|story| story.str("url")),
             ),
         };
     }
+    let item = &item.fields;
     if let Some(postback) = item.section("postback") {
         return Event::Postback {
             mid: owned(postback.str("mid")),
             title: postback
                 .str("title")
                 .or_else(|| postback.str("payload"))
-                .map_or_else(|| "(button)".to_owned(), Cow::into_owned),
+                .unwrap_or("(button)")
+                .to_owned(),
         };
     }
     if let Some(edit) = item.section("message_edit") {
         if let (Some(mid), Some(text)) = (edit.str("mid"), edit.str("text")) {
             return Event::Edit {
-                mid: mid.into_owned(),
-                text: text.into_owned(),
+                mid: mid.to_owned(),
+                text: text.to_owned(),
             };
         }
         return Event::Other("message_edit without text");
@@ -460,9 +453,9 @@ fn item_event(
         // https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/message-reactions
         if let Some(mid) = reaction.str("mid") {
             return Event::Reaction {
-                mid: mid.into_owned(),
+                mid: mid.to_owned(),
                 emoji: owned(reaction.str("emoji").filter(|e| !e.is_empty())),
-                react: reaction.str("action").as_deref() != Some("unreact"),
+                react: reaction.str("action") != Some("unreact"),
             };
         }
         return Event::Other("reaction without mid");
@@ -495,26 +488,18 @@ fn item_event(
     Event::Other("unknown")
 }
 
-fn attachment(value: &RawValue) -> Option<Attachment> {
-    let value = Object::parse(value)?;
-    let kind = value.str("type")?.into_owned();
+fn attachment(value: &Value<'_>) -> Option<Attachment> {
+    let value = value.as_object()?;
+    let kind = value.str("type")?.to_owned();
     let payload = value.object("payload");
-    let field = |name: &str| {
-        payload
-            .as_ref()
-            .and_then(|p| p.str(name))
-            .map(Cow::into_owned)
-    };
-    let coordinates = payload
-        .as_ref()
-        .and_then(|p| p.object("coordinates"))
-        .and_then(|c| {
-            let lat = c.get("lat")?;
-            let long = c.get("long")?;
-            Some((lat.get().to_owned(), long.get().to_owned()))
-        });
+    let field = |name: &str| payload.and_then(|p| p.str(name)).map(str::to_owned);
+    let coordinates = payload.and_then(|p| p.object("coordinates")).and_then(|c| {
+        let lat = c.get("lat")?.scalar_text()?;
+        let long = c.get("long")?.scalar_text()?;
+        Some((lat, long))
+    });
     // A `fallback` (shared link) may carry `url` and `title` beside `payload` rather than in it.
-    let top = |name: &str| value.str(name).map(Cow::into_owned);
+    let top = |name: &str| value.str(name).map(str::to_owned);
     Some(Attachment {
         url: field("url").or_else(|| top("url")),
         title: field("title").or_else(|| top("title")),

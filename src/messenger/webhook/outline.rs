@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::super::lazy_json::{self, Text};
+use super::super::borrowed_json::{self, Text};
 
 #[derive(Default)]
 pub(super) struct Outline<'a> {
@@ -173,6 +173,6 @@ struct StringOrNone<'a>(Option<Cow<'a, str>>);
 impl<'de> Deserialize<'de> for StringOrNone<'de> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = <&RawValue>::deserialize(deserializer)?;
-        Ok(StringOrNone(lazy_json::string(raw)))
+        Ok(StringOrNone(borrowed_json::string(raw)))
     }
 }
