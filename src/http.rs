@@ -656,13 +656,13 @@ async fn store_events(
     events: Vec<InboundEvent>,
     stale_pages: &[PageId],
 ) -> Result<(), store::Error> {
-    let keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
     let ingested = state.store.ingest(events).await?;
     // Durable: the 200 may go. Putting the events in the inbox follows off its path.
     let telemetry = state.telemetry.clone();
     let inbound = state.inbound.clone();
     state.tasks.spawn(async move {
-        match ingested.queued().await {
+        let (queued, conversations) = ingested.queued().await;
+        match queued {
             Ok(outcome) => {
                 telemetry.webhook_event("stored", outcome.stored as u64);
                 telemetry.webhook_event("duplicate", outcome.duplicates as u64);
@@ -676,7 +676,7 @@ async fn store_events(
                 error!(error = %err, "acknowledged webhook events wait in the inbox journal for the next start");
             }
         }
-        for key in &keys {
+        for key in &conversations {
             inbound.wake(key);
         }
     });

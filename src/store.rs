@@ -244,17 +244,27 @@ impl Arrival {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for key in &keys {
-            *counts.entry(key.clone()).or_default() += 1;
+            // The key is copied only when no other webhook of the conversation is arriving.
+            match counts.get_mut(key) {
+                Some(count) => *count += 1,
+                None => {
+                    counts.insert(key.clone(), 1);
+                }
+            }
         }
         Arrival {
             inner: inner.clone(),
             keys,
         }
     }
-}
 
-impl Drop for Arrival {
-    fn drop(&mut self) {
+    /// No longer arriving: returns the conversations, each once.
+    fn end(mut self) -> Vec<ConversationKey> {
+        self.uncount();
+        std::mem::take(&mut self.keys)
+    }
+
+    fn uncount(&mut self) {
         let mut counts = self
             .inner
             .arriving
@@ -271,22 +281,30 @@ impl Drop for Arrival {
     }
 }
 
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.uncount();
+    }
+}
+
 /// A webhook's events, durable and on their way into the inbox.
 pub struct Ingested {
     pending: journal::Pending<EnqueueOutcome>,
-    /// Dropped once the events are in the inbox (or will only be after a restart).
-    _arrival: Arrival,
+    /// Ended once the events are in the inbox (or will only be after a restart).
+    arrival: Arrival,
 }
 
 impl Ingested {
-    /// Waits until the events are in the inbox and says how many were new. An error means the
-    /// store stopped taking them; the next start reads them back from the journal.
-    pub async fn queued(self) -> Result<EnqueueOutcome> {
-        let Ingested { pending, _arrival } = self;
-        pending.applied().await.map_err(|err| {
-            _arrival.inner.failed.store(true, Ordering::Relaxed);
+    /// Waits until the events are in the inbox and says how many were new, with their
+    /// conversations (each once), which count as arriving no more. An error means the store
+    /// stopped taking them; the next start reads them back from the journal.
+    pub async fn queued(self) -> (Result<EnqueueOutcome>, Vec<ConversationKey>) {
+        let Ingested { pending, arrival } = self;
+        let outcome = pending.applied().await.map_err(|err| {
+            arrival.inner.failed.store(true, Ordering::Relaxed);
             Error::Journal(err)
-        })
+        });
+        (outcome, arrival.end())
     }
 }
 
@@ -307,10 +325,6 @@ struct Dedupe {
 }
 
 impl Dedupe {
-    fn of(event: &InboundEvent) -> Option<Dedupe> {
-        Dedupe::new(&event.key.page, event.dedupe_key.clone()?)
-    }
-
     fn new(page: &PageId, key: String) -> Option<Dedupe> {
         Some(Dedupe {
             seen_key: keys::seen(page, &key),
@@ -491,7 +505,10 @@ impl Inner {
             return Ok(false);
         };
         let event = self.read_held(&key, &held)?;
-        let dedupe = Dedupe::of(&event).map_or(0, |d| d.hash);
+        let dedupe = event
+            .dedupe_key
+            .as_deref()
+            .map_or(0, |dedupe| inbox::dedupe_hash(&key.page, dedupe));
         let seen = match &event.dedupe_key {
             Some(dedupe) => Some((
                 keys::seen(&key.page, dedupe),
@@ -571,8 +588,8 @@ fn taken_key(held: &inbox::Held) -> [u8; 16] {
 }
 
 /// Encodes events as one journal record (each behind its 32-bit length), off the journal's
-/// thread, with what the index needs of each.
-fn prepare_inbound(events: &[InboundEvent]) -> Result<(Vec<u8>, Vec<PreparedInbound>)> {
+/// thread, with what the index needs of each (moved out of the events, not copied).
+fn prepare_inbound(events: Vec<InboundEvent>) -> Result<(Vec<u8>, Vec<PreparedInbound>)> {
     // Room for the payloads and each event's few other fields.
     let capacity = events.iter().map(|e| e.payload.as_raw().get().len() + 256);
     let mut record = Vec::with_capacity(capacity.sum());
@@ -580,15 +597,21 @@ fn prepare_inbound(events: &[InboundEvent]) -> Result<(Vec<u8>, Vec<PreparedInbo
     for event in events {
         let start = record.len();
         record.extend_from_slice(&[0; 4]);
-        records::encode_inbound_to(event, &mut record)?;
+        records::encode_inbound_to(&event, &mut record)?;
         let len = record.len() - start - 4;
         // An event comes from a webhook body capped at 1 MiB.
         let len_bytes = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
         record[start..start + 4].copy_from_slice(&len_bytes);
+        let InboundEvent {
+            key,
+            timestamp_ms,
+            dedupe_key,
+            ..
+        } = event;
         prepared.push(PreparedInbound {
-            key: event.key.clone(),
-            timestamp_ms: event.timestamp_ms,
-            dedupe: Dedupe::of(event),
+            dedupe: dedupe_key.and_then(|dedupe| Dedupe::new(&key.page, dedupe)),
+            key,
+            timestamp_ms,
             len,
         });
     }
@@ -844,12 +867,11 @@ impl Store {
                 &bytes,
             )?);
             if waiting.len() == PER_RECORD {
-                records.push(prepare_inbound(&waiting)?.0);
-                waiting.clear();
+                records.push(prepare_inbound(std::mem::take(&mut waiting))?.0);
             }
         }
         if !waiting.is_empty() {
-            records.push(prepare_inbound(&waiting)?.0);
+            records.push(prepare_inbound(waiting)?.0);
         }
         let moved = records.len();
         Journal::<Vec<PreparedInbound>, EnqueueOutcome>::recover(
@@ -1296,7 +1318,7 @@ impl Store {
     /// on this path: the journal is the inbox.
     pub async fn ingest(&self, events: Vec<InboundEvent>) -> Result<Ingested> {
         let arrival = Arrival::new(&self.inner, &events);
-        let (record, prepared) = prepare_inbound(&events)?;
+        let (record, prepared) = prepare_inbound(events)?;
         let Some(journal) = self.inner.journal.get() else {
             return Err(Error::Sync("the inbox journal is not open".to_owned()));
         };
@@ -1306,17 +1328,14 @@ impl Store {
             self.inner.failed.store(true, Ordering::Relaxed);
             Error::Journal(err)
         })?;
-        Ok(Ingested {
-            pending,
-            _arrival: arrival,
-        })
+        Ok(Ingested { pending, arrival })
     }
 
     /// Puts events in the inbox as [`ingest`](Self::ingest) does, and returns once they are
     /// there: how many were new. An event whose `(page, dedupe_key)` waits or was taken before
     /// (in an earlier call or earlier in this batch) is skipped.
     pub async fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
-        self.ingest(events).await?.queued().await
+        self.ingest(events).await?.queued().await.0
     }
 
     /// Reads the inbox back from the journal's segments (every event not taken out), deletes
@@ -2041,8 +2060,8 @@ mod tests {
             records::encode_mark(Tree::Seen, 1).unwrap(),
         )
         .unwrap();
-        let applied = prepare_inbound(&[inbound("9", 10, "a")]).unwrap().0;
-        let waiting = prepare_inbound(&[inbound("9", 30, "c"), inbound("9", 5, "delivered")])
+        let applied = prepare_inbound(vec![inbound("9", 10, "a")]).unwrap().0;
+        let waiting = prepare_inbound(vec![inbound("9", 30, "c"), inbound("9", 5, "delivered")])
             .unwrap()
             .0;
         let journal_dir = dir.join(JOURNAL_DIR);

@@ -5,7 +5,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::Hasher;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::ids::{ConversationKey, PageId};
 
@@ -56,6 +56,27 @@ pub(super) fn dedupe_hash(page: &PageId, dedupe_key: &str) -> u64 {
     hasher.finish().max(1)
 }
 
+/// Hashes a key that is a [`dedupe_hash`] already: as itself, not hashed again.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for a `u64` key; this keeps any other use correct.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
 /// How far back from a queue's end [`Index::insert`] looks before it searches.
 const NEAR_THE_END: usize = 16;
 
@@ -63,7 +84,7 @@ const NEAR_THE_END: usize = 16;
 pub(super) struct Index {
     conversations: HashMap<ConversationKey, VecDeque<Held>>,
     /// How many waiting events carry each dedupe hash.
-    dedupes: HashMap<u64, u32>,
+    dedupes: HashMap<u64, u32, BuildHasherDefault<AlreadyHashed>>,
     /// How many waiting events each segment holds; a segment absent here holds none.
     live: BTreeMap<u32, usize>,
     /// The segment the journal writes now: never deleted while it may still grow.
