@@ -607,8 +607,9 @@ fn relayed_events(
             }
             _ => {}
         }
-        let connected = match checked.iter().find(|(id, _)| *id == envelope.page) {
-            Some((_, connected)) => *connected,
+        // The body's events share one copy of their page id.
+        let (page, connected) = match checked.iter().find(|(id, _)| *id == envelope.page) {
+            Some((page, connected)) => (page.clone(), *connected),
             None => {
                 let connected = match state.store.page(&envelope.page)? {
                     Some(page)
@@ -625,15 +626,15 @@ fn relayed_events(
                     _ => false,
                 };
                 checked.push((envelope.page.clone(), connected));
-                connected
+                (envelope.page, connected)
             }
         };
         if !connected {
-            warn!(page = %envelope.page, "webhook event for a page that is not connected; acknowledged and dropped");
+            warn!(page = %page, "webhook event for a page that is not connected; acknowledged and dropped");
             state.telemetry.webhook_event("unknown_page", 1);
             continue;
         }
-        let key = ConversationKey::new(envelope.page, envelope.psid);
+        let key = ConversationKey::new(page, envelope.psid);
         if envelope.standby {
             state.threads.standby(&key);
         }

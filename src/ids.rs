@@ -3,6 +3,7 @@
 //! `Display` forms are redacted, and the wire form is only reachable through `as_str()`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,10 +12,10 @@ macro_rules! plain_id {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
-            pub fn new(value: impl Into<String>) -> Self {
+            pub fn new(value: impl Into<Arc<str>>) -> Self {
                 Self(value.into())
             }
 
@@ -42,10 +43,10 @@ macro_rules! redacted_id {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
-            pub fn new(value: impl Into<String>) -> Self {
+            pub fn new(value: impl Into<Arc<str>>) -> Self {
                 Self(value.into())
             }
 
@@ -106,6 +107,12 @@ pub struct ConversationKey {
     pub page: PageId,
     pub psid: Psid,
 }
+
+/// Conversations' keys are Meta's ids from signed webhooks: no one can choose them to make
+/// hashes collide, so maps keyed by them use a fast unkeyed hash rather than SipHash (they are
+/// looked up several times per webhook event).
+pub type ConversationMap<V> = rustc_hash::FxHashMap<ConversationKey, V>;
+pub type ConversationSet = rustc_hash::FxHashSet<ConversationKey>;
 
 impl ConversationKey {
     pub fn new(page: PageId, psid: Psid) -> Self {

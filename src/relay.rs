@@ -10,7 +10,6 @@ pub mod render;
 pub mod threads;
 pub mod typing;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 
-use crate::ids::{ConversationKey, PageId, Psid};
+use crate::ids::{ConversationKey, ConversationSet, PageId, Psid};
 use crate::messenger::graph::{self, Content, GraphClient, Messaging, SendRequest};
 use crate::notices::Notifier;
 use crate::pages;
@@ -53,11 +52,11 @@ pub struct RelayContext {
 /// worker, never left behind.
 #[derive(Default)]
 pub struct Workers {
-    running: Mutex<HashSet<ConversationKey>>,
+    running: Mutex<ConversationSet>,
 }
 
 impl Workers {
-    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<ConversationKey>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, ConversationSet> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -49,7 +49,7 @@ pub use records::{
     SetAside, TextLimit,
 };
 
-use crate::ids::{ConversationKey, MessageId, PageId, RoomId};
+use crate::ids::{ConversationKey, ConversationMap, MessageId, PageId, RoomId};
 use journal::Journal;
 use keys::Tree;
 use records::At;
@@ -222,7 +222,7 @@ struct Inner {
     /// Segments the inbox no longer needs, on their way to deletion (see [`run_retirer`]).
     retire: std::sync::OnceLock<std::sync::mpsc::Sender<u32>>,
     /// Conversations with a webhook between parse and inbox: see [`Queue::arriving`].
-    arriving: Mutex<HashMap<ConversationKey, usize>>,
+    arriving: Mutex<ConversationMap<usize>>,
     /// Every page read so far, decoded and its token opened: each webhook and each relayed
     /// event reads its page. Page writes go through the same lock, so it never goes stale.
     page_cache: Mutex<HashMap<PageId, Page>>,

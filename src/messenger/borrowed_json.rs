@@ -69,10 +69,10 @@ impl<'a> Value<'a> {
     }
 
     /// An id: Meta sends them as strings, but numbers are tolerated. Empty strings are none.
-    pub fn as_id(&self) -> Option<String> {
+    pub fn as_id(&self) -> Option<Cow<'_, str>> {
         match self {
-            Value::String(id) if !id.is_empty() => Some(id.to_string()),
-            Value::Number(n) => Some(n.to_string()),
+            Value::String(id) if !id.is_empty() => Some(Cow::Borrowed(id)),
+            Value::Number(n) => Some(Cow::Owned(n.to_string())),
             _ => None,
         }
     }
@@ -139,7 +139,7 @@ impl<'a> Object<'a> {
     }
 
     /// An id ([`Value::as_id`]).
-    pub fn id(&self, key: &str) -> Option<String> {
+    pub fn id(&self, key: &str) -> Option<Cow<'_, str>> {
         self.get(key)?.as_id()
     }
 
@@ -153,7 +153,10 @@ impl<'a> Object<'a> {
 
 /// An id ([`Value::as_id`]) from its JSON text.
 pub(super) fn id(raw: &RawValue) -> Option<String> {
-    serde_json::from_str::<Value<'_>>(raw.get()).ok()?.as_id()
+    serde_json::from_str::<Value<'_>>(raw.get())
+        .ok()?
+        .as_id()
+        .map(Cow::into_owned)
 }
 
 /// A string, borrowed from the text unless it has escapes to decode.

@@ -120,14 +120,14 @@ pub enum Handover {
 }
 
 /// The `id` of the object under `key` (`sender`, `recipient`).
-fn party_id(item: &Object<'_>, key: &str) -> Option<String> {
+fn party_id<'i>(item: &'i Object<'_>, key: &str) -> Option<Cow<'i, str>> {
     item.object(key)?.id("id")
 }
 
 fn handover(item: &Object<'_>, entry_page: Option<&str>) -> Option<Handover> {
     let page = entry_page
         .map(str::to_owned)
-        .or_else(|| party_id(item, "recipient"))?;
+        .or_else(|| party_id(item, "recipient").map(Cow::into_owned))?;
     let page = PageId::new(page);
     if let Some(roles) = item.object("app_roles") {
         let primary_receivers = roles
@@ -146,13 +146,13 @@ fn handover(item: &Object<'_>, entry_page: Option<&str>) -> Option<Handover> {
             primary_receivers,
         });
     }
-    let psid = || party_id(item, "sender").map(Psid::new);
+    let psid = || party_id(item, "sender").map(|psid| Psid::new(psid.as_ref()));
     for kind in ["pass_thread_control", "take_thread_control"] {
         if let Some(body) = item.section(kind) {
             return Some(Handover::Moved {
                 page,
                 psid: psid()?,
-                owner: body.id("new_owner_app_id"),
+                owner: body.id("new_owner_app_id").map(Cow::into_owned),
             });
         }
     }
@@ -160,7 +160,7 @@ fn handover(item: &Object<'_>, entry_page: Option<&str>) -> Option<Handover> {
     Some(Handover::Requested {
         page,
         psid: psid()?,
-        requester: body.id("requested_owner_app_id"),
+        requester: body.id("requested_owner_app_id").map(Cow::into_owned),
     })
 }
 
@@ -171,7 +171,7 @@ fn policy_enforcement(item: &Object<'_>, entry_page: Option<&str>) -> Option<Pol
         .or_else(|| item.section("policy_enforcement"))?;
     let page = entry_page
         .map(str::to_owned)
-        .or_else(|| party_id(item, "recipient"))?;
+        .or_else(|| party_id(item, "recipient").map(Cow::into_owned))?;
     Some(PolicyEnforcement {
         page: PageId::new(page),
         action: body.str("action").unwrap_or("warning").to_owned(),
@@ -252,10 +252,10 @@ fn envelope<'a>(
         (recipient, sender)
     };
     // The entry's id is the page; trust it over the recipient when both are present.
-    let page = entry_page.map(str::to_owned).unwrap_or(page);
+    let page = entry_page.unwrap_or(&page);
     Some(Envelope {
         page: PageId::new(page),
-        psid: Psid::new(psid),
+        psid: Psid::new(psid.as_ref()),
         timestamp_ms: item.fields.u64("timestamp").unwrap_or(0),
         dedupe_key: item_dedupe_key(item),
         standby,
@@ -399,7 +399,7 @@ fn item_event(item: &Item<'_>) -> Event {
         };
         if message.bool("is_echo") == Some(true) {
             return Event::Echo {
-                app_id: message.id("app_id"),
+                app_id: message.id("app_id").map(Cow::into_owned),
                 mid: owned(message.str("mid")),
                 text: owned(message.str("text")),
                 attachments: attachments(),

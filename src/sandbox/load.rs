@@ -40,7 +40,7 @@ pub async fn serve_load_target(target: LoadTarget, say: &mut dyn FnMut(&str)) ->
     let token = sandbox
         .facebook
         .issue_page_token(super::FB_ADMIN, &target.page);
-    let mut page = Page::new(PageId::new(&target.page), name);
+    let mut page = Page::new(PageId::new(target.page.as_str()), name);
     page.token = Some(SecretString::from(token));
     page.status = PageStatus::Connected;
     let connected = match sandbox.gateway.store.put_page(&page) {

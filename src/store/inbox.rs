@@ -7,7 +7,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::ids::{ConversationKey, PageId};
+use crate::ids::{ConversationKey, ConversationMap, PageId};
 
 /// One waiting event: its delivery order and where its encoding sits. 24 bytes: a held
 /// backlog of a million events costs about 24 MiB here.
@@ -82,7 +82,7 @@ const NEAR_THE_END: usize = 16;
 
 #[derive(Default)]
 pub(super) struct Index {
-    conversations: HashMap<ConversationKey, VecDeque<Held>>,
+    conversations: ConversationMap<VecDeque<Held>>,
     /// How many waiting events carry each dedupe hash.
     dedupes: HashMap<u64, u32, BuildHasherDefault<AlreadyHashed>>,
     /// How many waiting events each segment holds; a segment absent here holds none.
