@@ -33,7 +33,7 @@ use crate::relay::inbound::Inbound;
 use crate::relay::outbound;
 use crate::relay::threads::Threads;
 use crate::store::Store;
-use crate::store::{self, InboundEvent, PageStatus, Payload};
+use crate::store::{self, Arriving, PageStatus};
 use crate::telemetry::{Snapshot, Telemetry};
 
 /// Largest request body accepted; Meta's webhook batches are far smaller.
@@ -569,11 +569,11 @@ fn verified_webhook<'body>(
 /// The events the relay carries, for connected pages, the pages whose last-webhook time is
 /// due for an update, and how many echoes of our own sends were marked (not flushed). Other
 /// events are counted and dropped (acknowledged).
-fn relayed_events(
+fn relayed_events<'body>(
     state: &WebhookState,
-    envelopes: Vec<webhook::Envelope>,
+    envelopes: Vec<webhook::Envelope<'body>>,
     instagram: bool,
-) -> Result<(Vec<InboundEvent>, Vec<PageId>, usize), store::Error> {
+) -> Result<(Vec<Arriving<'body>>, Vec<PageId>, usize), store::Error> {
     let mut events = Vec::new();
     let mut stale_pages = Vec::new();
     // Each page once per body (a batch is nearly always one page's): whether it is connected.
@@ -638,13 +638,13 @@ fn relayed_events(
         if envelope.standby {
             state.threads.standby(&key);
         }
-        events.push(InboundEvent {
+        events.push(Arriving {
             key,
             timestamp_ms: envelope.timestamp_ms,
             dedupe_key: envelope.dedupe_key,
             received_ms: now_ms(),
             standby: envelope.standby,
-            payload: Payload::new(envelope.raw),
+            text: envelope.text,
         });
     }
     Ok((events, stale_pages, echoes))
@@ -654,7 +654,7 @@ fn relayed_events(
 /// conversations' workers.
 async fn store_events(
     state: &WebhookState,
-    events: Vec<InboundEvent>,
+    events: Vec<Arriving<'_>>,
     stale_pages: &[PageId],
 ) -> Result<(), store::Error> {
     let ingested = state.store.ingest(events).await?;

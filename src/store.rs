@@ -44,9 +44,9 @@ use tokio::sync::{mpsc, oneshot};
 pub use crypto::TokenKey;
 pub use keys::QueueId;
 pub use records::{
-    AgentFile, Conversation, DeletionRequest, Department, EnqueueOutcome, Grant, InboundEvent,
-    OAuthState, OutboundItem, Outgoing, Page, PageReaction, PageStatus, Payload, Platform, Posted,
-    SetAside, TextLimit,
+    AgentFile, Arriving, Conversation, DeletionRequest, Department, EnqueueOutcome, Grant,
+    InboundEvent, OAuthState, OutboundItem, Outgoing, Page, PageReaction, PageStatus, Payload,
+    Platform, Posted, SetAside, TextLimit,
 };
 
 use crate::ids::{ConversationKey, ConversationMap, MessageId, PageId, RoomId};
@@ -235,7 +235,7 @@ struct Arrival {
 }
 
 impl Arrival {
-    fn new(inner: &Arc<Inner>, events: &[InboundEvent]) -> Self {
+    fn new(inner: &Arc<Inner>, events: &[Arriving<'_>]) -> Self {
         let mut keys: Vec<ConversationKey> = events.iter().map(|e| e.key.clone()).collect();
         keys.sort();
         keys.dedup();
@@ -589,20 +589,20 @@ fn taken_key(held: &inbox::Held) -> [u8; 16] {
 
 /// Encodes events as one journal record (each behind its 32-bit length), off the journal's
 /// thread, with what the index needs of each (moved out of the events, not copied).
-fn prepare_inbound(events: Vec<InboundEvent>) -> Result<(Vec<u8>, Vec<PreparedInbound>)> {
+fn prepare_inbound(events: Vec<Arriving<'_>>) -> Result<(Vec<u8>, Vec<PreparedInbound>)> {
     // Room for the payloads and each event's few other fields.
-    let capacity = events.iter().map(|e| e.payload.as_raw().get().len() + 256);
+    let capacity = events.iter().map(|e| e.text.len() + 256);
     let mut record = Vec::with_capacity(capacity.sum());
     let mut prepared = Vec::with_capacity(events.len());
     for event in events {
         let start = record.len();
         record.extend_from_slice(&[0; 4]);
-        records::encode_inbound_to(&event, &mut record)?;
+        records::encode_arriving_to(&event, &mut record)?;
         let len = record.len() - start - 4;
         // An event comes from a webhook body capped at 1 MiB.
         let len_bytes = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
         record[start..start + 4].copy_from_slice(&len_bytes);
-        let InboundEvent {
+        let Arriving {
             key,
             timestamp_ms,
             dedupe_key,
@@ -867,11 +867,13 @@ impl Store {
                 &bytes,
             )?);
             if waiting.len() == PER_RECORD {
-                records.push(prepare_inbound(std::mem::take(&mut waiting))?.0);
+                records
+                    .push(prepare_inbound(waiting.iter().map(InboundEvent::arriving).collect())?.0);
+                waiting.clear();
             }
         }
         if !waiting.is_empty() {
-            records.push(prepare_inbound(waiting)?.0);
+            records.push(prepare_inbound(waiting.iter().map(InboundEvent::arriving).collect())?.0);
         }
         let moved = records.len();
         Journal::<Vec<PreparedInbound>, EnqueueOutcome>::recover(
@@ -1316,7 +1318,7 @@ impl Store {
     /// follows off the webhook's path. Until then their conversations count as arriving (see
     /// [`Queue::arriving`]), so no worker posts a later event first. Nothing is written to sled
     /// on this path: the journal is the inbox.
-    pub async fn ingest(&self, events: Vec<InboundEvent>) -> Result<Ingested> {
+    pub async fn ingest(&self, events: Vec<Arriving<'_>>) -> Result<Ingested> {
         let arrival = Arrival::new(&self.inner, &events);
         let (record, prepared) = prepare_inbound(events)?;
         let Some(journal) = self.inner.journal.get() else {
@@ -1335,7 +1337,8 @@ impl Store {
     /// there: how many were new. An event whose `(page, dedupe_key)` waits or was taken before
     /// (in an earlier call or earlier in this batch) is skipped.
     pub async fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
-        self.ingest(events).await?.queued().await.0
+        let arriving = events.iter().map(InboundEvent::arriving).collect();
+        self.ingest(arriving).await?.queued().await.0
     }
 
     /// Reads the inbox back from the journal's segments (every event not taken out), deletes
@@ -2060,10 +2063,18 @@ mod tests {
             records::encode_mark(Tree::Seen, 1).unwrap(),
         )
         .unwrap();
-        let applied = prepare_inbound(vec![inbound("9", 10, "a")]).unwrap().0;
-        let waiting = prepare_inbound(vec![inbound("9", 30, "c"), inbound("9", 5, "delivered")])
+        fn arriving(events: &[InboundEvent]) -> Vec<Arriving<'_>> {
+            events.iter().map(InboundEvent::arriving).collect()
+        }
+        let applied = prepare_inbound(arriving(&[inbound("9", 10, "a")]))
             .unwrap()
             .0;
+        let waiting = prepare_inbound(arriving(&[
+            inbound("9", 30, "c"),
+            inbound("9", 5, "delivered"),
+        ]))
+        .unwrap()
+        .0;
         let journal_dir = dir.join(JOURNAL_DIR);
         journal::write_replacement(&journal_dir, &[applied, waiting]).unwrap();
         std::fs::rename(

@@ -33,6 +33,13 @@ pub(super) struct Object<'a> {
 static EMPTY: Object<'static> = Object { fields: Vec::new() };
 
 impl<'a> Value<'a> {
+    pub fn into_object(self) -> Option<Object<'a>> {
+        match self {
+            Value::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+
     pub fn as_object(&self) -> Option<&Object<'a>> {
         match self {
             Value::Object(object) => Some(object),
@@ -91,13 +98,13 @@ impl<'a> Value<'a> {
 }
 
 impl<'a> Object<'a> {
-    /// Reads `raw` as an object; `None` when it is another kind of value.
-    pub fn parse(raw: &'a RawValue) -> Option<Object<'a>> {
+    /// Reads JSON text as an object; `None` when it is another kind of value (or not JSON).
+    pub fn parse(text: &'a str) -> Option<Object<'a>> {
         // Only an object: serde would also read a struct from an array.
-        if !raw.get().trim_start().starts_with('{') {
+        if !text.trim_start().starts_with('{') {
             return None;
         }
-        serde_json::from_str(raw.get()).ok()
+        serde_json::from_str(text).ok()
     }
 
     /// The value of `key`; with a key given twice, the last.
@@ -295,7 +302,7 @@ mod tests {
             "obj":{"k":"v","deep":{"x":[true]}},"odd":"not an object","esc":"caf\u00e9",
             "\u006bey":"escaped key","empty":"","twice":1,"twice":2,"neg":-3,"lat":37.48,
             "none":null}"#;
-        let object = Object::parse(raw(text)).expect("an object");
+        let object = Object::parse(text).expect("an object");
         assert_eq!(object.str("id"), Some("P1"));
         assert!(matches!(
             object.get("id"),
@@ -335,9 +342,9 @@ mod tests {
     #[test]
     fn only_objects_are_objects() {
         for text in ["[1,2]", "\"text\"", "7", "null", "[]"] {
-            assert!(Object::parse(raw(text)).is_none(), "{text}");
+            assert!(Object::parse(text).is_none(), "{text}");
         }
-        assert!(Object::parse(raw(" {} ")).is_some());
+        assert!(Object::parse(" {} ").is_some());
     }
 
     #[test]

@@ -374,7 +374,7 @@ impl Inbound {
         event: &InboundEvent,
         progress: &mut usize,
     ) -> Result<(), Failure> {
-        let meaning = webhook::event(event.payload.as_raw());
+        let meaning = webhook::event(event.payload.as_raw().get());
         if let Event::Read { watermark_ms } = meaning {
             return self.mark_read(key, watermark_ms).await;
         }

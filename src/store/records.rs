@@ -289,6 +289,33 @@ pub struct InboundEvent {
     pub payload: Payload,
 }
 
+/// A webhook's event on its way into the inbox: an [`InboundEvent`] whose item is still the
+/// text of the request body, written once, into the journal.
+#[derive(Clone, Debug)]
+pub struct Arriving<'a> {
+    pub key: ConversationKey,
+    pub timestamp_ms: u64,
+    pub dedupe_key: Option<String>,
+    pub received_ms: u64,
+    pub standby: bool,
+    /// The `messaging[]` item's JSON text as Meta sent it.
+    pub text: &'a str,
+}
+
+impl InboundEvent {
+    /// The event as the store's ingest takes it.
+    pub fn arriving(&self) -> Arriving<'_> {
+        Arriving {
+            key: self.key.clone(),
+            timestamp_ms: self.timestamp_ms,
+            dedupe_key: self.dedupe_key.clone(),
+            received_ms: self.received_ms,
+            standby: self.standby,
+            text: self.payload.as_raw().get(),
+        }
+    }
+}
+
 /// A webhook item's JSON text as Meta sent it. Stored verbatim and read when it is delivered:
 /// ingest neither builds nor re-encodes a JSON tree for it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -511,10 +538,10 @@ struct RoomIndexV1 {
     psid: Psid,
 }
 
-/// [`InboundV1`] borrowed from an event: each webhook event is written once, and copying its
-/// payload only to serialize it was a tenth of the ingest path's allocations.
+/// [`InboundV1`] without its payload, borrowed from an arriving event: the payload, its last
+/// field, is written after it as the item's text (see [`encode_arriving_to`]).
 #[derive(Serialize)]
-struct InboundV1Ref<'a> {
+struct InboundV1Head<'a> {
     v: u32,
     page: &'a PageId,
     psid: &'a Psid,
@@ -522,7 +549,6 @@ struct InboundV1Ref<'a> {
     dedupe_key: &'a Option<String>,
     received_ms: u64,
     standby: bool,
-    payload: &'a Payload,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -912,21 +938,22 @@ pub(super) fn decode_room_index(at: At<'_>, bytes: &[u8]) -> Result<Conversation
 #[cfg(test)]
 pub(super) fn encode_inbound(event: &InboundEvent) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    encode_inbound_to(event, &mut out)?;
+    encode_arriving_to(&event.arriving(), &mut out)?;
     Ok(out)
 }
 
-/// Appends an event's encoding to `out`: a journal record is written in place, not copied in.
-pub(super) fn encode_inbound_to(event: &InboundEvent, out: &mut Vec<u8>) -> Result<()> {
-    let InboundEvent {
+/// Appends an event's encoding ([`InboundV1`]) to `out`: a journal record is written in place,
+/// not copied in, and the item's text as it came (JSON already checked by the webhook's parse).
+pub(super) fn encode_arriving_to(event: &Arriving<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let Arriving {
         key,
         timestamp_ms,
         dedupe_key,
         received_ms,
         standby,
-        payload,
+        text,
     } = event;
-    let record = InboundV1Ref {
+    let head = InboundV1Head {
         v: V1,
         page: &key.page,
         psid: &key.psid,
@@ -934,12 +961,17 @@ pub(super) fn encode_inbound_to(event: &InboundEvent, out: &mut Vec<u8>) -> Resu
         dedupe_key,
         received_ms: *received_ms,
         standby: *standby,
-        payload,
     };
-    serde_json::to_writer(out, &record).map_err(|err| Error::Encode {
+    serde_json::to_writer(&mut *out, &head).map_err(|err| Error::Encode {
         tree: Tree::Inbox.name(),
         reason: err.to_string(),
-    })
+    })?;
+    // The head is an object: its closing brace goes after the payload.
+    out.pop();
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'}');
+    Ok(())
 }
 
 pub(super) fn decode_inbound(at: At<'_>, bytes: &[u8]) -> Result<InboundEvent> {

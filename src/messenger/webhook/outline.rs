@@ -1,6 +1,6 @@
-//! A webhook body's outline, read in one pass: its `object`, and per entry the page id and the
-//! items of `messaging[]` and `standby[]`, each item left as its JSON text. Reading the outline
-//! level by level instead scanned every item once per level.
+//! A webhook body read in one pass: its `object`, and per entry the page id and the items of
+//! `messaging[]` and `standby[]`, each item as JSON values borrowed from the body (their text is
+//! found beside this pass, by `item_text`).
 //!
 //! Tolerant like the rest of the webhook code: an entry that is not an object, or a `messaging`
 //! that is not an array, reads as empty. Only a body that is not an object, or whose `entry` is
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::super::borrowed_json::{self, Text};
+use super::super::borrowed_json::{self, Text, Value};
 
 #[derive(Default)]
 pub(super) struct Outline<'a> {
@@ -27,8 +27,8 @@ pub(super) struct Outline<'a> {
 #[derive(Default)]
 pub(super) struct Entry<'a> {
     pub id: Option<&'a RawValue>,
-    pub messaging: Vec<&'a RawValue>,
-    pub standby: Vec<&'a RawValue>,
+    pub messaging: Vec<Value<'a>>,
+    pub standby: Vec<Value<'a>>,
 }
 
 /// Values of other kinds than the visitor reads: taken as "none of it".
