@@ -10,7 +10,9 @@
 #   unpinned  every process may use every core
 #   pinned    servers on CPU $SERVER_CPU, batchload on CPU $LOADER_CPU (taskset)
 # and prints per layout: events/s (median of the rounds and [min-max]), x durable (the ratio to
-# the durable run of the same round, median over the rounds), p99 latency and failed requests.
+# the durable run of the same round, median over the rounds), the server's CPU time per event
+# (user + system, from /proc; median), p99 latency and failed requests. On a noisy machine the
+# CPU per event moves less than the rates do.
 #
 # Environment:
 #   LIMIT_SERVER  path to a built limit-server binary (required)
@@ -85,8 +87,10 @@ wait_ready() {
   fail "$name is not listening after 30 s; see $log"
 }
 
-declare -A URL
+declare -A URL SERVER_PID
 NAMES=()
+TICKS=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system time of PID
 start_servers() { # start_servers LAYOUT
   local pin=() pid port
   [[ "$1" == pinned ]] && pin=(taskset -c "$SERVER_CPU")
@@ -94,6 +98,7 @@ start_servers() { # start_servers LAYOUT
     2>"$OUT/durable.log" &
   pid=$!
   PIDS+=("$pid")
+  SERVER_PID[durable]=$pid
   port=$(wait_ready "$pid" "the durable limit server" "$OUT/durable.log")
   URL[durable]=http://127.0.0.1:$port/webhooks/messenger
   NAMES=(durable)
@@ -102,6 +107,7 @@ start_servers() { # start_servers LAYOUT
     (cd "$ROOT" && TMPDIR=$OUT exec "${pin[@]}" bash -c "exec $GATEWAY_CMD") >>"$OUT/gateway.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
+    SERVER_PID[gateway]=$pid # the gateway itself: each shell above execs the next
     wait_ready "$pid" gateway "$OUT/gateway.log" "$GATEWAY_PORT" >/dev/null
     URL[gateway]=$GATEWAY_URL
     NAMES+=(gateway)
@@ -129,8 +135,11 @@ for layout in $LAYOUTS; do
   done
   for round in $(seq 1 "$ROUNDS"); do
     for name in "${NAMES[@]}"; do
+      before=$(cpu_ticks "${SERVER_PID[$name]}")
       r=$(load "$layout" "${URL[$name]}" "$DURATION") || loader_failed "$name"
-      printf '{"layout":"%s","round":%s,"server":"%s","r":%s}\n' "$layout" "$round" "$name" "$r" >>"$RESULTS"
+      cpu=$(($(cpu_ticks "${SERVER_PID[$name]}") - before))
+      printf '{"layout":"%s","round":%s,"server":"%s","cpu_s":%s,"r":%s}\n' "$layout" "$round" "$name" \
+        "$(python3 -c "print($cpu / $TICKS)")" "$r" >>"$RESULTS"
       say "   round $round $name $r"
     done
   done
@@ -142,14 +151,16 @@ say "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$RESULTS" "$EVENTS" "$CONNS" "$DURATION" "$ROUNDS" <<'PY'
 import json, statistics, sys
 path, events, conns, duration, rounds = sys.argv[1:]
+per_request = int(events)
 rows = [json.loads(line) for line in open(path)]
 print()
 print(f"{events} events a request, {conns} connections, {duration} s a run, {rounds} interleaved rounds")
-print("events/s: median over rounds [min-max]; x durable: ratio to the durable run of the same round, median")
+print("events/s: median over rounds [min-max]; x durable: ratio to the durable run of the same round, median;")
+print("cpu us/ev: the server's CPU time (user + system) per event acknowledged, median")
 for layout in dict.fromkeys(r["layout"] for r in rows):
     print()
     print(f"[{layout}]" + (" servers on one CPU, batchload on the other" if layout == "pinned" else " no CPU affinity"))
-    header = f"{'server':<8} {'events/s':>9} {'[min-max]':>17} {'x durable':>9} {'p99 ms':>7} {'failed':>6}"
+    header = f"{'server':<8} {'events/s':>9} {'[min-max]':>17} {'x durable':>9} {'cpu us/ev':>9} {'p99 ms':>7} {'failed':>6}"
     print(header)
     print("-" * len(header))
     mine = [r for r in rows if r["layout"] == layout]
@@ -161,8 +172,9 @@ for layout in dict.fromkeys(r["layout"] for r in rows):
         ratio = statistics.median(ratios) if ratios else float("nan")
         p99 = statistics.median(r["r"]["p99_ms"] for r in runs)
         failed = sum(r["r"]["non_2xx"] + r["r"]["errors"] for r in runs)
+        cpu = statistics.median(r["cpu_s"] * 1e6 / max(1, r["r"]["ok"] * per_request) for r in runs)
         span = f"[{min(eps):.0f}-{max(eps):.0f}]"
-        print(f"{server:<8} {statistics.median(eps):>9.0f} {span:>17} {ratio:>8.3f}x {p99:>7.2f} {failed:>6}")
+        print(f"{server:<8} {statistics.median(eps):>9.0f} {span:>17} {ratio:>8.3f}x {cpu:>9.2f} {p99:>7.2f} {failed:>6}")
         if any(r["r"].get("built_live") for r in runs):
             print(f"  note: {server}'s runs outran the pre-built bodies; batchload signed the rest during the run")
 PY
