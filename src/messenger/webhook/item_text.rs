@@ -82,7 +82,10 @@ impl<'a> Cursor<'a> {
     fn skip_string(&mut self) {
         let bytes = self.text.as_bytes();
         self.at += 1;
-        while let Some(found) = memchr::memchr2(b'"', b'\\', &bytes[self.at..]) {
+        while let Some(found) = bytes
+            .get(self.at..)
+            .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+        {
             self.at += found;
             if bytes[self.at] == b'\\' {
                 // The escaped character, whatever it is, is not the string's end.
