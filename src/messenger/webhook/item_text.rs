@@ -104,23 +104,29 @@ impl<'a> Cursor<'a> {
         let start = self.at;
         match self.peek() {
             b'"' => self.skip_string(),
-            b'{' | b'[' => {
+            open @ (b'{' | b'[') => {
+                // In JSON that parses, braces and brackets each pair up on their own: only the
+                // container's own kind, and strings, need following.
+                let close = if open == b'{' { b'}' } else { b']' };
                 let mut depth = 0usize;
-                while self.at < bytes.len() {
+                while let Some(found) = bytes
+                    .get(self.at..)
+                    .and_then(|rest| memchr::memchr3(b'"', open, close, rest))
+                {
+                    self.at += found;
                     match bytes[self.at] {
                         b'"' => {
                             self.skip_string();
                             continue;
                         }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
+                        byte if byte == open => depth += 1,
+                        _ => {
+                            depth = depth.saturating_sub(1);
                             if depth == 0 {
                                 self.at += 1;
                                 break;
                             }
                         }
-                        _ => {}
                     }
                     self.at += 1;
                 }
