@@ -182,8 +182,11 @@ fn policy_enforcement(item: &Object<'_>, entry_page: Option<&str>) -> Option<Pol
 /// Reads a webhook body (already signature-checked). The envelopes borrow their items' text
 /// from `body`.
 pub fn parse(body: &[u8]) -> Result<Parsed<'_>, WebhookError> {
-    let outline: Outline = serde_json::from_slice(body).map_err(|err| {
-        if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+    // JSON text is UTF-8: checked once here, not again for each string the pass borrows.
+    let text = std::str::from_utf8(body)
+        .map_err(|err| WebhookError::NotJson(format!("not UTF-8 text: {err}")))?;
+    let outline: Outline = serde_json::from_str(text).map_err(|err| {
+        if serde_json::from_str::<IgnoredAny>(text).is_ok() {
             WebhookError::NotAnEnvelope("the body is not an object")
         } else {
             WebhookError::NotJson(err.to_string())
@@ -192,8 +195,6 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, WebhookError> {
     let entries = outline
         .entries
         .ok_or(WebhookError::NotAnEnvelope("entry is not an array"))?;
-    // serde_json accepted the body, so it is UTF-8 (JSON outside strings is ASCII).
-    let text = std::str::from_utf8(body).map_err(|err| WebhookError::NotJson(err.to_string()))?;
     let texts = item_text::entries(text);
     // Both read the same text by the same rules; a difference would be a bug here, answered
     // like a body that cannot be read rather than stored wrong.
@@ -665,6 +666,7 @@ mod tests {
             (&b"not json"[..], "not JSON"),
             (b"[1]", "not an object"),
             (br#"{"entry":5}"#, "not an array"),
+            (b"{\"object\":\"pa\xffge\"}", "not UTF-8"),
         ] {
             let err = parse(body).expect_err("refused");
             assert!(err.to_string().contains(expected), "{err}");
