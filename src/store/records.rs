@@ -298,7 +298,8 @@ pub struct Arriving<'a> {
     pub dedupe_key: Option<String>,
     pub received_ms: u64,
     pub standby: bool,
-    /// The `messaging[]` item's JSON text as Meta sent it.
+    /// The `messaging[]` item's JSON text as Meta sent it: one JSON value, checked by the
+    /// webhook's parse, written into the record as it is.
     pub text: &'a str,
 }
 
@@ -323,10 +324,6 @@ impl InboundEvent {
 pub struct Payload(Box<RawValue>);
 
 impl Payload {
-    pub fn new(item: &RawValue) -> Payload {
-        Payload(item.to_owned())
-    }
-
     /// A payload made from a JSON value (for events the gateway builds itself, and tests).
     pub fn from_value(item: &serde_json::Value) -> Payload {
         // A `Value`'s keys are strings, so it always serializes.
@@ -1639,6 +1636,39 @@ mod tests {
             decode_page_reaction(at(Tree::PageReactions, b"fb0123"), &bytes).unwrap(),
             reaction
         );
+    }
+
+    #[test]
+    fn an_arriving_event_is_written_byte_for_byte_as_serde_wrote_inbound_records() {
+        let text = r#"{"sender":{"id":"2002"},"message":{"mid":"m_1","text":"caf\u00e9 \"x\""}}"#;
+        let event = InboundEvent {
+            key: conv(),
+            timestamp_ms: 10,
+            dedupe_key: Some("m:m_1".into()),
+            received_ms: 12,
+            standby: true,
+            payload: serde_json::from_str(text).unwrap(),
+        };
+        let serde_form = serde_json::to_vec(&InboundV1 {
+            v: V1,
+            page: event.key.page.clone(),
+            psid: event.key.psid.clone(),
+            timestamp_ms: 10,
+            dedupe_key: event.dedupe_key.clone(),
+            received_ms: 12,
+            standby: true,
+            payload: event.payload.clone(),
+        })
+        .unwrap();
+        let written = encode_inbound(&event).unwrap();
+        assert_eq!(
+            String::from_utf8(written.clone()).unwrap(),
+            String::from_utf8(serde_form).unwrap()
+        );
+        // Read back through a JSON tree: the same item, not the same bytes.
+        let read = decode_inbound(at(Tree::Inbox, b"k"), &written).unwrap();
+        assert_eq!(read.payload.to_value(), event.payload.to_value());
+        assert_eq!((read.key, read.dedupe_key), (event.key, event.dedupe_key));
     }
 
     #[test]
