@@ -27,6 +27,12 @@ fuzz_target!(|data: &[u8]| {
         Ok(()),
         "a correct signature is accepted"
     );
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert!(
+            webhook::both_readings_agree(text),
+            "the usual body's reader and the general way differ"
+        );
+    }
     let parsed = match webhook::parse(data) {
         Ok(parsed) => parsed,
         Err(err) => {

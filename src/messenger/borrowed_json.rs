@@ -98,6 +98,10 @@ impl<'a> Value<'a> {
 }
 
 impl<'a> Object<'a> {
+    pub fn from_fields(fields: Vec<(Cow<'a, str>, Value<'a>)>) -> Object<'a> {
+        Object { fields }
+    }
+
     /// Reads JSON text as an object; `None` when it is another kind of value (or not JSON).
     pub fn parse(text: &'a str) -> Option<Object<'a>> {
         // Only an object: serde would also read a struct from an array.

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::super::borrowed_json::{self, Text, Value};
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct Outline<'a> {
     /// `None` when absent or not a string.
     pub object: Option<Cow<'a, str>>,
@@ -24,9 +24,10 @@ pub(super) struct Outline<'a> {
     pub entries: Option<Vec<Entry<'a>>>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct Entry<'a> {
-    pub id: Option<&'a RawValue>,
+    /// The page (or Instagram account) id, read as [`Value::as_id`] reads it.
+    pub id: Option<String>,
     pub messaging: Vec<Value<'a>>,
     pub standby: Vec<Value<'a>>,
 }
@@ -108,7 +109,7 @@ impl<'de> Deserialize<'de> for Entry<'de> {
                 let mut entry = Entry::default();
                 while let Some(Text(key)) = map.next_key()? {
                     match key.as_ref() {
-                        "id" => entry.id = Some(map.next_value()?),
+                        "id" => entry.id = borrowed_json::id(map.next_value()?),
                         "messaging" => {
                             entry.messaging =
                                 map.next_value::<ListOrNone<_>>()?.0.unwrap_or_default();
