@@ -580,10 +580,10 @@ fn relayed_events<'body>(
     let mut checked: Vec<(PageId, bool)> = Vec::new();
     let mut echoes = 0;
     for envelope in envelopes {
-        match &envelope.event {
-            webhook::Event::Echo {
-                app_id, metadata, ..
-            } if app_id.as_deref() == Some(state.app_id.as_str()) => {
+        match &envelope.meaning {
+            webhook::Meaning::Echo { app_id, metadata }
+                if app_id.as_deref() == Some(state.app_id.as_str()) =>
+            {
                 // Our own send: noted for the outbox, never shown again.
                 if let Some(sent) = metadata.as_deref().and_then(outbound::own_send) {
                     state.store.mark_echoed(sent, now_ms())?;
@@ -595,17 +595,16 @@ fn relayed_events<'body>(
             // Instagram echoes carry no `app_id` or `metadata` (docs/instagram.md §4.7), so the
             // gateway's own sends cannot be told from replies typed in the Instagram app: none
             // is shown.
-            webhook::Event::Echo { .. } if instagram => {
+            webhook::Meaning::Echo { .. } if instagram => {
                 state.telemetry.webhook_event("ignored", 1);
                 continue;
             }
             // The page's words from the Page Inbox or another app: shown in the room.
-            webhook::Event::Echo { .. } => {}
-            meaning if !is_relayed(meaning) => {
+            webhook::Meaning::Echo { .. } | webhook::Meaning::Relayed => {}
+            webhook::Meaning::Ignored => {
                 state.telemetry.webhook_event("ignored", 1);
                 continue;
             }
-            _ => {}
         }
         // The body's events share one copy of their page id.
         let (page, connected) = match checked.iter().find(|(id, _)| *id == envelope.page) {
@@ -692,19 +691,6 @@ async fn store_events(
         }
     }
     Ok(())
-}
-
-fn is_relayed(event: &webhook::Event) -> bool {
-    matches!(
-        event,
-        webhook::Event::Message { .. }
-            | webhook::Event::Postback { .. }
-            | webhook::Event::Edit { .. }
-            | webhook::Event::Reaction { .. }
-            | webhook::Event::Read { .. }
-            | webhook::Event::Deleted { .. }
-            | webhook::Event::Unsupported { .. }
-    )
 }
 
 fn store_failure(err: &store::Error) -> Response {

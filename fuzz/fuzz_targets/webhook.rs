@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         // Read again from the stored text, as the relay reads it at delivery: the same meaning.
         assert_eq!(webhook::dedupe_key(envelope.text), envelope.dedupe_key);
         let event = webhook::event(envelope.text);
-        assert_eq!(event, envelope.event);
+        assert_eq!(webhook::Meaning::of(&event), envelope.meaning);
         let _ = render::parts(&event);
     }
 });

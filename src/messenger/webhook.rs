@@ -66,11 +66,47 @@ pub struct Envelope<'a> {
     pub dedupe_key: Option<String>,
     /// From `standby[]`: another app owns the thread (handover protocol).
     pub standby: bool,
-    /// What the item means.
-    pub event: Event,
+    /// What ingest does with the item; the relay reads the whole [`Event`] from `text`.
+    pub meaning: Meaning,
     /// The item's JSON text as received, stored as it is so later versions can read fields
     /// this one ignores.
     pub text: &'a str,
+}
+
+/// What ingest does with an item: relay it, tell an echo of the gateway's own send apart, or only
+/// acknowledge it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Meaning {
+    /// Messages, postbacks, edits, reactions, reads, unsends and unsupported messages.
+    Relayed,
+    /// A message the page sent; `app_id` and `metadata` tell whether the gateway sent it.
+    Echo {
+        app_id: Option<String>,
+        metadata: Option<String>,
+    },
+    /// Deliveries, referrals and the rest: acknowledged, not relayed.
+    Ignored,
+}
+
+impl Meaning {
+    pub fn of(event: &Event) -> Meaning {
+        match event {
+            Event::Message { .. }
+            | Event::Postback { .. }
+            | Event::Edit { .. }
+            | Event::Reaction { .. }
+            | Event::Read { .. }
+            | Event::Deleted { .. }
+            | Event::Unsupported { .. } => Meaning::Relayed,
+            Event::Echo {
+                app_id, metadata, ..
+            } => Meaning::Echo {
+                app_id: app_id.clone(),
+                metadata: metadata.clone(),
+            },
+            Event::Other(_) => Meaning::Ignored,
+        }
+    }
 }
 
 /// The result of reading a webhook body: the events, and a count of items that were skipped
@@ -186,69 +222,163 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, WebhookError> {
     // JSON text is UTF-8: checked once here, not again for each string the pass borrows.
     let text = std::str::from_utf8(body)
         .map_err(|err| WebhookError::NotJson(format!("not UTF-8 text: {err}")))?;
-    let (outline, texts) = match quick::read(text) {
-        Some(read) => read,
-        None => {
-            let outline: Outline = serde_json::from_str(text).map_err(|err| {
-                if serde_json::from_str::<IgnoredAny>(text).is_ok() {
-                    WebhookError::NotAnEnvelope("the body is not an object")
-                } else {
-                    WebhookError::NotJson(err.to_string())
-                }
-            })?;
-            (outline, item_text::entries(text))
-        }
+    let body = match quick::read(text) {
+        Some(body) => body,
+        None => read_generally(text)?,
     };
-    let entries = outline
+    let entries = body
         .entries
         .ok_or(WebhookError::NotAnEnvelope("entry is not an array"))?;
+    Ok(parsed(body.object, entries))
+}
+
+/// A body's `object` and entries, as either reader reads them.
+struct Body<'a> {
+    object: Option<Cow<'a, str>>,
+    /// `None` when `entry` is not an array.
+    entries: Option<Vec<BodyEntry<'a>>>,
+}
+
+/// One `entry[]` element: its page id, and its items, each with its text as Meta sent it.
+#[derive(Default)]
+struct BodyEntry<'a> {
+    id: Option<String>,
+    messaging: Vec<(ReadItem<'a>, &'a str)>,
+    standby: Vec<(ReadItem<'a>, &'a str)>,
+}
+
+/// An item as read: its JSON values, or, for a plain customer message, only what ingest needs.
+enum ReadItem<'a> {
+    Json(Value<'a>),
+    Message(PlainMessage<'a>),
+}
+
+/// An item with exactly `sender.id`, `recipient.id` (non-empty strings), `timestamp` and a
+/// `message` with `mid` and maybe `text`: the usual customer message, read without building its
+/// values. It means what the general way reads from it: a relayed message keyed by its `mid`.
+struct PlainMessage<'a> {
+    sender: &'a str,
+    recipient: &'a str,
+    timestamp_ms: u64,
+    mid: &'a str,
+}
+
+/// Reads a body with serde_json, then finds each item's text beside that pass (`item_text`).
+fn read_generally<'a>(text: &'a str) -> Result<Body<'a>, WebhookError> {
+    let outline: Outline = serde_json::from_str(text).map_err(|err| {
+        if serde_json::from_str::<IgnoredAny>(text).is_ok() {
+            WebhookError::NotAnEnvelope("the body is not an object")
+        } else {
+            WebhookError::NotJson(err.to_string())
+        }
+    })?;
+    let Some(entries) = outline.entries else {
+        return Ok(Body {
+            object: outline.object,
+            entries: None,
+        });
+    };
+    let texts = item_text::entries(text);
     // Both read the same text by the same rules; a difference would be a bug here, answered
     // like a body that cannot be read rather than stored wrong.
-    let unlocated = WebhookError::NotAnEnvelope("its items could not be located in its text");
+    let unlocated = || WebhookError::NotAnEnvelope("its items could not be located in its text");
     if texts.len() != entries.len() {
-        return Err(unlocated);
+        return Err(unlocated());
     }
+    let items = |values: Vec<Value<'a>>, texts: Vec<&'a str>| {
+        if values.len() != texts.len() {
+            return Err(unlocated());
+        }
+        Ok(values.into_iter().map(ReadItem::Json).zip(texts).collect())
+    };
+    let entries = entries
+        .into_iter()
+        .zip(texts)
+        .map(|(entry, texts)| {
+            Ok(BodyEntry {
+                id: entry.id,
+                messaging: items(entry.messaging, texts.messaging)?,
+                standby: items(entry.standby, texts.standby)?,
+            })
+        })
+        .collect::<Result<_, WebhookError>>()?;
+    Ok(Body {
+        object: outline.object,
+        entries: Some(entries),
+    })
+}
+
+/// What the items of a body's entries mean.
+fn parsed<'a>(object: Option<Cow<'a, str>>, entries: Vec<BodyEntry<'a>>) -> Parsed<'a> {
     let mut parsed = Parsed {
-        object: outline.object.map(Cow::into_owned).unwrap_or_default(),
+        object: object.map(Cow::into_owned).unwrap_or_default(),
         ..Parsed::default()
     };
-    for (entry, texts) in entries.into_iter().zip(texts) {
-        let entry_page = entry.id;
-        for (items, texts, standby) in [
-            (entry.messaging, texts.messaging, false),
-            (entry.standby, texts.standby, true),
-        ] {
-            if items.len() != texts.len() {
-                return Err(unlocated);
-            }
-            for (value, text) in items.into_iter().zip(texts) {
-                let Some(item) = value.into_object().map(|fields| Item { fields }) else {
-                    parsed.skipped += 1;
-                    continue;
+    // A batch is nearly always one page's: its entries share one copy of the id.
+    let mut last_page: Option<PageId> = None;
+    for entry in entries {
+        let entry_page = entry.id.map(|id| match &last_page {
+            Some(page) if page.as_str() == id => page.clone(),
+            _ => PageId::new(id),
+        });
+        if entry_page.is_some() {
+            last_page.clone_from(&entry_page);
+        }
+        let entry_page = entry_page.as_ref();
+        for (items, standby) in [(entry.messaging, false), (entry.standby, true)] {
+            for (item, text) in items {
+                let item = match item {
+                    ReadItem::Message(message) => {
+                        parsed
+                            .events
+                            .push(plain_envelope(&message, text, entry_page, standby));
+                        continue;
+                    }
+                    ReadItem::Json(value) => match value.into_object() {
+                        Some(fields) => Item { fields },
+                        None => {
+                            parsed.skipped += 1;
+                            continue;
+                        }
+                    },
                 };
-                if let Some(notice) = policy_enforcement(&item.fields, entry_page.as_deref()) {
+                let page_id = entry_page.map(PageId::as_str);
+                if let Some(notice) = policy_enforcement(&item.fields, page_id) {
                     parsed.policy.push(notice);
                     continue;
                 }
-                if let Some(handover) = handover(&item.fields, entry_page.as_deref()) {
+                if let Some(handover) = handover(&item.fields, page_id) {
                     parsed.handovers.push(handover);
                     continue;
                 }
-                match envelope(&item, text, entry_page.as_deref(), standby) {
+                match envelope(&item, text, entry_page, standby) {
                     Some(event) => parsed.events.push(event),
                     None => parsed.skipped += 1,
                 }
             }
         }
     }
-    Ok(parsed)
+    parsed
 }
 
-/// Whether the hand reader of the usual body (`quick`) reads `body` as the general way does: for
-/// the fuzz target, which checks it on every input.
+/// Whether the hand reader of the usual body (`quick`) reads `text` as the general way does:
+/// the same result when it reads it, and never a body the general way refuses.
+#[cfg(any(test, fuzzing))]
+fn readings_agree(text: &str) -> bool {
+    let Some(quick) = quick::read(text) else {
+        return true;
+    };
+    let Ok(general) = read_generally(text) else {
+        return false;
+    };
+    let result = |body: Body<'_>| format!("{:?}", body.entries.map(|e| parsed(body.object, e)));
+    result(quick) == result(general)
+}
+
+/// [`readings_agree`], for the fuzz target, which checks it on every input.
 #[cfg(fuzzing)]
 pub fn both_readings_agree(body: &str) -> bool {
-    quick::agrees(body)
+    readings_agree(body)
 }
 
 /// A `messaging[]` item's fields, with its `message` (where most events are) read once.
@@ -269,7 +399,7 @@ impl<'a> Item<'a> {
 fn envelope<'a>(
     item: &Item<'a>,
     text: &'a str,
-    entry_page: Option<&str>,
+    entry_page: Option<&PageId>,
     standby: bool,
 ) -> Option<Envelope<'a>> {
     let sender = party_id(&item.fields, "sender")?;
@@ -280,17 +410,38 @@ fn envelope<'a>(
     } else {
         (recipient, sender)
     };
-    // The entry's id is the page; trust it over the recipient when both are present.
-    let page = entry_page.unwrap_or(&page);
     Some(Envelope {
-        page: PageId::new(page),
+        // The entry's id is the page; trust it over the recipient when both are present.
+        page: entry_page
+            .cloned()
+            .unwrap_or_else(|| PageId::new(page.as_ref())),
         psid: Psid::new(psid.as_ref()),
         timestamp_ms: item.fields.u64("timestamp").unwrap_or(0),
         dedupe_key: item_dedupe_key(item),
         standby,
-        event,
+        meaning: Meaning::of(&event),
         text,
     })
+}
+
+/// [`envelope`] for a plain customer message: what the general way reads from the same item.
+fn plain_envelope<'a>(
+    message: &PlainMessage<'a>,
+    text: &'a str,
+    entry_page: Option<&PageId>,
+    standby: bool,
+) -> Envelope<'a> {
+    Envelope {
+        page: entry_page
+            .cloned()
+            .unwrap_or_else(|| PageId::new(message.recipient)),
+        psid: Psid::new(message.sender),
+        timestamp_ms: message.timestamp_ms,
+        dedupe_key: Some(format!("{MESSAGE_KEY}{}", message.mid)),
+        standby,
+        meaning: Meaning::Relayed,
+        text,
+    }
 }
 
 /// How a message's dedupe key starts: the `mid` follows.
@@ -669,8 +820,10 @@ mod tests {
             r#"{"sender":{"id":"U1"}, "recipient":{"id":"P1"}, "timestamp":10,
              "message":{"mid":"m1","text":"caf\u00e9"}}"#
         );
-        assert_eq!(event(envelope.text), envelope.event);
-        assert!(matches!(&envelope.event, Event::Message { text: Some(t), .. } if t == "café"));
+        assert_eq!(Meaning::of(&event(envelope.text)), envelope.meaning);
+        assert!(
+            matches!(event(envelope.text), Event::Message { text: Some(t), .. } if t == "café")
+        );
     }
 
     #[test]

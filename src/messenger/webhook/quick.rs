@@ -5,23 +5,39 @@
 //! `u64`, deep nesting, or text that is not JSON. The caller then reads the body the general
 //! way (`outline` and `item_text`), which also words the error for a body that is not JSON.
 //!
+//! An item that is a plain customer message (`PlainMessage`) is not even built as values: only
+//! its ids, time and `mid` are kept, which is all ingest needs of it.
+//!
 //! What it answers is what the general way answers for the same text: the last of a repeated
 //! key counts, escaped keys and strings are decoded (by serde_json itself), a field of another
 //! kind than expected reads as the outline reads it. The tests compare both ways on odd bodies,
-//! and the fuzz target on every input.
+//! and the fuzz target on every input (`readings_agree`).
 
 use std::borrow::Cow;
 
 use super::super::borrowed_json::{Object, Value};
-use super::item_text::EntryItems;
-use super::outline::{Entry, Outline};
+use super::{Body, BodyEntry, PlainMessage, ReadItem};
 
 /// Nesting this deep is left to serde_json, whose own limit is 128.
 const MAX_DEPTH: usize = 100;
 
+/// The bytes that end a string's plain run: its closing quote, an escape, or a control
+/// character (which JSON allows only escaped).
+static STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        stops[byte] = true;
+        byte += 1;
+    }
+    stops[b'"' as usize] = true;
+    stops[b'\\' as usize] = true;
+    stops
+};
+
 /// The body's outline and each entry's item texts; `None` when the body is not plain enough
 /// for this reader (which says nothing about whether it is JSON).
-pub(super) fn read(text: &str) -> Option<(Outline<'_>, Vec<EntryItems<'_>>)> {
+pub(super) fn read(text: &str) -> Option<Body<'_>> {
     let mut reader = Reader {
         text,
         bytes: text.as_bytes(),
@@ -33,34 +49,29 @@ pub(super) fn read(text: &str) -> Option<(Outline<'_>, Vec<EntryItems<'_>>)> {
         return None;
     }
     // An absent `entry` reads as an empty list.
-    let mut outline = Outline {
+    let mut body = Body {
         object: None,
         entries: Some(Vec::new()),
     };
-    let mut items = Vec::new();
     reader.fields(|reader, key| {
         match key.as_ref() {
             "object" => {
-                outline.object = match reader.value()? {
+                body.object = match reader.value()? {
                     Value::String(object) => Some(object),
                     _ => None,
                 };
             }
             "entry" if reader.peek()? == b'[' => {
-                let (mut entries, mut texts) = (Vec::new(), Vec::new());
+                let mut entries = Vec::new();
                 reader.elements(|reader| {
-                    let (entry, items) = reader.entry()?;
-                    entries.push(entry);
-                    texts.push(items);
+                    entries.push(reader.entry()?);
                     Some(())
                 })?;
-                outline.entries = Some(entries);
-                items = texts;
+                body.entries = Some(entries);
             }
             "entry" => {
                 reader.value()?;
-                outline.entries = None;
-                items = Vec::new();
+                body.entries = None;
             }
             _ => {
                 reader.value()?;
@@ -69,7 +80,7 @@ pub(super) fn read(text: &str) -> Option<(Outline<'_>, Vec<EntryItems<'_>>)> {
         Some(())
     })?;
     reader.space();
-    (reader.at == text.len()).then_some((outline, items))
+    (reader.at == text.len()).then_some(body)
 }
 
 struct Reader<'a> {
@@ -97,42 +108,131 @@ impl<'a> Reader<'a> {
     }
 
     /// One `entry[]` element: its page id and items. Another kind of value holds none.
-    fn entry(&mut self) -> Option<(Entry<'a>, EntryItems<'a>)> {
-        let mut entry = Entry::default();
-        let mut items = EntryItems::default();
+    fn entry(&mut self) -> Option<BodyEntry<'a>> {
+        let mut entry = BodyEntry::default();
         if self.peek()? != b'{' {
             self.value()?;
-            return Some((entry, items));
+            return Some(entry);
         }
         self.fields(|reader, key| {
             match key.as_ref() {
                 "id" => entry.id = reader.value()?.as_id().map(Cow::into_owned),
-                "messaging" => (entry.messaging, items.messaging) = reader.items()?,
-                "standby" => (entry.standby, items.standby) = reader.items()?,
+                "messaging" => entry.messaging = reader.items()?,
+                "standby" => entry.standby = reader.items()?,
                 _ => {
                     reader.value()?;
                 }
             }
             Some(())
         })?;
-        Some((entry, items))
+        Some(entry)
     }
 
     /// The elements of the array at the cursor, each with its text; none for another kind of
     /// value.
-    fn items(&mut self) -> Option<(Vec<Value<'a>>, Vec<&'a str>)> {
-        let (mut values, mut texts) = (Vec::new(), Vec::new());
+    fn items(&mut self) -> Option<Vec<(ReadItem<'a>, &'a str)>> {
+        let mut items = Vec::new();
         if self.peek()? != b'[' {
             self.value()?;
-            return Some((values, texts));
+            return Some(items);
         }
         self.elements(|reader| {
             let start = reader.at;
-            values.push(reader.value()?);
-            texts.push(reader.text.get(start..reader.at)?);
+            let item = match reader.plain_message() {
+                Some(message) => ReadItem::Message(message),
+                None => ReadItem::Json(reader.value()?),
+            };
+            items.push((item, reader.text.get(start..reader.at)?));
             Some(())
         })?;
-        Some((values, texts))
+        Some(items)
+    }
+
+    /// The plain customer message at the cursor; `None`, the cursor where it was, for any other
+    /// item (a key given twice, a key more, an id that is a number or empty, an escaped `mid`).
+    fn plain_message(&mut self) -> Option<PlainMessage<'a>> {
+        let (start, depth) = (self.at, self.depth);
+        let read = self.plain_message_fields();
+        if read.is_none() {
+            (self.at, self.depth) = (start, depth);
+        }
+        read
+    }
+
+    fn plain_message_fields(&mut self) -> Option<PlainMessage<'a>> {
+        if self.peek()? != b'{' {
+            return None;
+        }
+        let (mut sender, mut recipient, mut timestamp, mut mid) = (None, None, None, None);
+        self.fields(|reader, key| {
+            // A key given twice, or another key, is left to the general way.
+            let first = match key.as_ref() {
+                "sender" => sender.replace(reader.party_id()?).is_none(),
+                "recipient" => recipient.replace(reader.party_id()?).is_none(),
+                "timestamp" => timestamp.replace(reader.u64()?).is_none(),
+                "message" => mid.replace(reader.text_message()?).is_none(),
+                _ => false,
+            };
+            first.then_some(())
+        })?;
+        Some(PlainMessage {
+            sender: sender?,
+            recipient: recipient?,
+            timestamp_ms: timestamp?,
+            mid: mid?,
+        })
+    }
+
+    /// `{"id":"…"}` with a non-empty id that needs no decoding.
+    fn party_id(&mut self) -> Option<&'a str> {
+        let mut id = None;
+        self.object_of(|reader, key| {
+            if key != "id" || id.is_some() {
+                return None;
+            }
+            id = Some(reader.plain_string().filter(|id| !id.is_empty())?);
+            Some(())
+        })?;
+        id
+    }
+
+    /// `{"mid":"…","text":"…"}` (`text` may be absent) with a `mid` that needs no decoding: the
+    /// `mid`.
+    fn text_message(&mut self) -> Option<&'a str> {
+        let (mut mid, mut text) = (None, false);
+        self.object_of(|reader, key| {
+            match key {
+                "mid" if mid.is_none() => mid = Some(reader.plain_string()?),
+                "text" if !text => {
+                    // Read (and so checked) like any string, then dropped: ingest stores the text
+                    // as sent.
+                    reader.string()?;
+                    text = true;
+                }
+                _ => return None,
+            }
+            Some(())
+        })?;
+        mid
+    }
+
+    /// An object, `field` reading each value.
+    fn object_of(&mut self, mut field: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
+        if self.peek()? != b'{' {
+            return None;
+        }
+        self.fields(|reader, key| field(reader, &key))
+    }
+
+    /// A string at the cursor that needs no decoding.
+    fn plain_string(&mut self) -> Option<&'a str> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        match self.string()? {
+            Cow::Borrowed(text) => Some(text),
+            Cow::Owned(_) => None,
+        }
     }
 
     /// The value at the cursor (whitespace before it already stepped over).
@@ -240,30 +340,36 @@ impl<'a> Reader<'a> {
     /// serde_json (so it is refused or read exactly as the general way would).
     fn string(&mut self) -> Option<Cow<'a, str>> {
         let start = self.at + 1;
-        let rest = self.bytes.get(start..)?;
-        let end = start + memchr::memchr2(b'"', b'\\', rest)?;
-        let plain = self.bytes.get(start..end)?;
-        // A control character must be escaped in JSON.
-        if plain.iter().any(|&b| b < 0x20) {
-            return None;
-        }
-        if self.bytes[end] == b'"' {
-            self.at = end + 1;
-            return Some(Cow::Borrowed(self.text.get(start..end)?));
-        }
-        let mut close = end;
-        loop {
-            match *self.bytes.get(close)? {
-                // The escaped character, whatever it is, is not the string's end.
-                b'\\' => close += 2,
-                b'"' => break,
-                _ => close += 1,
+        // Most strings here are short (keys, ids): a table beats a vector search's set-up.
+        let end = start
+            + self
+                .bytes
+                .get(start..)?
+                .iter()
+                .position(|&b| STOPS[usize::from(b)])?;
+        match self.bytes[end] {
+            b'"' => {
+                self.at = end + 1;
+                Some(Cow::Borrowed(self.text.get(start..end)?))
             }
+            b'\\' => {
+                let mut close = end;
+                loop {
+                    match *self.bytes.get(close)? {
+                        // The escaped character, whatever it is, is not the string's end.
+                        b'\\' => close += 2,
+                        b'"' => break,
+                        _ => close += 1,
+                    }
+                }
+                let quoted = self.text.get(self.at..=close)?;
+                let decoded = serde_json::from_str::<String>(quoted).ok()?;
+                self.at = close + 1;
+                Some(Cow::Owned(decoded))
+            }
+            // A control character must be escaped in JSON.
+            _ => None,
         }
-        let quoted = self.text.get(self.at..=close)?;
-        let decoded = serde_json::from_str::<String>(quoted).ok()?;
-        self.at = close + 1;
-        Some(Cow::Owned(decoded))
     }
 
     fn word(&mut self, word: &[u8], value: Value<'a>) -> Option<Value<'a>> {
@@ -276,31 +382,29 @@ impl<'a> Reader<'a> {
 
     /// A non-negative integer that fits a `u64`, read as serde_json reads it.
     fn integer(&mut self) -> Option<Value<'a>> {
+        self.u64().map(|n| Value::Number(n.into()))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
         let rest = self.bytes.get(self.at..)?;
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
         // A leading zero is not JSON; a fraction or exponent makes a float.
-        if (digits > 1 && rest[0] == b'0') || matches!(rest.get(digits), Some(b'.' | b'e' | b'E'))
+        if digits == 0
+            || (digits > 1 && rest[0] == b'0')
+            || matches!(rest.get(digits), Some(b'.' | b'e' | b'E'))
         {
             return None;
         }
-        let n: u64 = self.text.get(self.at..self.at + digits)?.parse().ok()?;
+        let text = self.bytes.get(self.at..self.at + digits)?;
+        // Nineteen digits always fit a u64; longer ones may not.
+        let n = if digits <= 19 {
+            text.iter()
+                .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'))
+        } else {
+            self.text.get(self.at..self.at + digits)?.parse().ok()?
+        };
         self.at += digits;
-        Some(Value::Number(n.into()))
-    }
-}
-
-/// Whether this reader and the general way read `text` alike: the same outline and items when
-/// this reader answers, and a body the general way refuses never answered.
-#[cfg(any(test, fuzzing))]
-pub(super) fn agrees(text: &str) -> bool {
-    let Some(quick) = read(text) else {
-        return true;
-    };
-    match serde_json::from_str::<Outline>(text) {
-        Ok(outline) => {
-            format!("{quick:?}") == format!("{:?}", (outline, super::item_text::entries(text)))
-        }
-        Err(_) => false,
+        Some(n)
     }
 }
 
@@ -310,17 +414,74 @@ mod tests {
 
     const USUAL: &str = r#"{"object":"page","entry":[{"id":"1111","time":1764000000000,"messaging":[{"sender":{"id":"7000000000000001"},"recipient":{"id":"1111"},"timestamp":1764000000000,"message":{"mid":"m_abc","text":"Gr\u00f6\u00dfe L? \ud83d\ude0a"}}]},{"id":"1111","time":1764000000001,"messaging":[{"sender":{"id":"7000000000000002"},"recipient":{"id":"1111"},"timestamp":1764000000001,"message":{"mid":"m_def","text":"hi","attachments":[{"type":"image","payload":{"url":"https://x/y.png","sticker_id":369239263222822}}],"is_echo":false,"quick_reply":null}}],"standby":[{"sender":{"id":"7"},"recipient":{"id":"1111"},"read":{"watermark":1764000000000}}]}]}"#;
 
+    use super::super::readings_agree;
+
+    /// Per entry, whether each `messaging[]` item was read as a plain message.
+    fn plain(body: &str) -> Vec<Vec<bool>> {
+        let entries = read(body).expect("read here").entries.expect("entries");
+        entries
+            .iter()
+            .map(|entry| {
+                let items = entry.messaging.iter();
+                items
+                    .map(|(item, _)| matches!(item, ReadItem::Message(_)))
+                    .collect()
+            })
+            .collect()
+    }
+
     #[test]
     fn meta_s_usual_bodies_are_read_here_as_the_general_way_reads_them() {
-        let (outline, items) = read(USUAL).expect("the usual shape");
-        assert_eq!(outline.object.as_deref(), Some("page"));
-        let entries = outline.entries.as_ref().expect("entries");
+        let body = read(USUAL).expect("the usual shape");
+        assert_eq!(body.object.as_deref(), Some("page"));
+        let entries = body.entries.as_ref().expect("entries");
         assert_eq!(entries[0].id.as_deref(), Some("1111"));
-        assert_eq!(items.len(), 2);
-        assert!(items[0].messaging[0].starts_with(r#"{"sender""#));
-        assert!(items[0].messaging[0].ends_with(r#"\ud83d\ude0a"}}"#));
-        assert_eq!(items[1].standby.len(), 1);
-        assert!(agrees(USUAL));
+        let (ReadItem::Message(message), text) = &entries[0].messaging[0] else {
+            panic!("a plain message");
+        };
+        assert_eq!(
+            (
+                message.sender,
+                message.recipient,
+                message.timestamp_ms,
+                message.mid
+            ),
+            ("7000000000000001", "1111", 1_764_000_000_000, "m_abc")
+        );
+        assert!(text.starts_with(r#"{"sender""#));
+        assert!(text.ends_with(r#"\ud83d\ude0a"}}"#));
+        assert_eq!(entries[1].standby.len(), 1);
+        assert_eq!(plain(USUAL), vec![vec![true], vec![false]]);
+        assert!(readings_agree(USUAL));
+    }
+
+    #[test]
+    fn items_not_quite_plain_are_read_as_values() {
+        for item in [
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m","text":"a","is_echo":true,"app_id":9}}"#,
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m","text":"a","text":"b"}}"#,
+            r#"{"sender":{"id":"1"},"sender":{"id":"5"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"}}"#,
+            r#"{"sender":{"id":1},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"}}"#,
+            r#"{"sender":{"id":""},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"}}"#,
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m\u0031"}}"#,
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":"3","message":{"mid":"m"}}"#,
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"message":{"mid":"m"}}"#,
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"text":"no mid"}}"#,
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":"m"}"#,
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"},"read":{"watermark":1}}"#,
+            r#"{"sender":{"id":"1","name":"x"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"}}"#,
+        ] {
+            let body = format!(r#"{{"entry":[{{"id":"2","messaging":[{item}]}}]}}"#);
+            assert_eq!(plain(&body), vec![vec![false]], "{item}");
+            assert!(readings_agree(&body), "{item}");
+        }
+        for body in [
+            r#"{"entry":[{"messaging":[{"message":{"text":"caf\u00e9","mid":"m"},"timestamp":3,"recipient":{"id":"2"},"sender":{"id":"1"}}]}]}"#,
+            r#"{"entry":[{"messaging":[{"\u0073ender":{"\u0069d":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"}}]}]}"#,
+        ] {
+            assert_eq!(plain(body), vec![vec![true]], "{body}");
+            assert!(readings_agree(body), "{body}");
+        }
     }
 
     #[test]
@@ -333,11 +494,12 @@ mod tests {
             r#"{"entry":[7,[1,2],{"messaging":{"x":1}},{"standby":"none"},{"id":"","id":"9"}]}"#,
             r#"{"\u006fbject":"p\u0061ge","entry":[{"\u006dessaging":[{"k\"ey":"v\\"}]}]}"#,
             r#"{"entry":[{"id":"1","messaging":[{"a":"}]\"{[","t":true,"f":false,"z":18446744073709551615}]}]}"#,
+            r#"{"entry":[{"id":"1","messaging":[{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"}}]},{"id":"2","messaging":[{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"}}]}]}"#,
             r#"{}"#,
             r#"{"object":"instagram"}"#,
         ] {
             assert!(read(body).is_some(), "read here: {body}");
-            assert!(agrees(body), "{body}");
+            assert!(readings_agree(body), "{body}");
         }
     }
 
@@ -367,7 +529,11 @@ mod tests {
         ] {
             assert!(read(body).is_none(), "left to serde_json: {body:?}");
         }
-        let deep = format!("{{\"a\":{}{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let deep = format!(
+            "{{\"a\":{}{}}}",
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
         assert!(read(&deep).is_none(), "nesting past the limit");
     }
 }
