@@ -30,6 +30,7 @@ mod inbox;
 mod journal;
 mod keys;
 mod records;
+mod seen_filter;
 
 use std::collections::HashMap;
 use std::io;
@@ -226,6 +227,8 @@ struct Inner {
     /// Every page read so far, decoded and its token opened: each webhook and each relayed
     /// event reads its page. Page writes go through the same lock, so it never goes stale.
     page_cache: Mutex<HashMap<PageId, Page>>,
+    /// Which dedupe hashes may have a `seen` mark; locked after `inbox` when both are.
+    seen_filter: Mutex<seen_filter::SeenFilter>,
 }
 
 /// Counts a webhook's conversations as arriving while it is on its way into the inbox.
@@ -317,17 +320,15 @@ struct PreparedInbound {
     len: usize,
 }
 
-/// An event's dedupe key, with its `seen` key and hash.
+/// An event's dedupe key, with its hash.
 struct Dedupe {
     key: String,
-    seen_key: Vec<u8>,
     hash: u64,
 }
 
 impl Dedupe {
     fn new(page: &PageId, key: String) -> Option<Dedupe> {
         Some(Dedupe {
-            seen_key: keys::seen(page, &key),
             hash: inbox::dedupe_hash(page, &key),
             key,
         })
@@ -369,11 +370,18 @@ impl Inner {
             retire: std::sync::OnceLock::new(),
             arriving: Mutex::default(),
             page_cache: Mutex::default(),
+            seen_filter: Mutex::new(seen_filter::SeenFilter::unknown()),
         })
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, inbox::Index> {
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn seen_filter(&self) -> std::sync::MutexGuard<'_, seen_filter::SeenFilter> {
+        self.seen_filter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Indexes the events of durable journal records, oldest first, each after the dedupe
@@ -473,8 +481,11 @@ impl Inner {
                 }
             }
         }
+        if !self.seen_filter().may_contain(dedupe.hash) {
+            return Ok(false);
+        }
         self.seen
-            .contains_key(&dedupe.seen_key)
+            .contains_key(keys::seen(&key.page, &dedupe.key))
             .map_err(sled_err("dedupe read"))
     }
 
@@ -530,6 +541,10 @@ impl Inner {
                 Ok(())
             })
             .map_err(tx_err("inbox take"))?;
+        if seen.is_some() {
+            // Under the inbox lock, like the dedupe checks that read the filter.
+            self.seen_filter().insert(dedupe);
+        }
         if let Some(empty) = index.remove(&key, &held, dedupe) {
             self.retire(empty);
         }
@@ -756,6 +771,7 @@ impl Store {
             inner: Arc::new(inner),
         };
         store.check_schema()?;
+        store.rebuild_seen_filter()?;
         store.open_journal()?;
         let count = |tree: &sled::Tree| isize::try_from(tree.len()).unwrap_or(isize::MAX);
         store
@@ -1487,11 +1503,43 @@ impl Store {
         }
     }
 
-    /// Forgets dedupe marks set before `older_than_ms`; returns how many.
+    /// Forgets dedupe marks set before `older_than_ms`; returns how many. The `seen` filter is
+    /// then rebuilt for the marks left.
     pub fn prune_seen(&self, older_than_ms: u64) -> Result<usize> {
-        self.prune(Tree::Seen, |at, bytes| {
+        let pruned = self.prune(Tree::Seen, |at, bytes| {
             Ok(records::decode_mark(at, bytes)? < older_than_ms)
-        })
+        })?;
+        self.rebuild_seen_filter()?;
+        Ok(pruned)
+    }
+
+    /// Builds the `seen` filter again from the marks (`store/seen_filter.rs`).
+    fn rebuild_seen_filter(&self) -> Result<()> {
+        self.inner.seen_filter().begin_rebuild();
+        let hashes = self.seen_hashes();
+        let mut filter = self.inner.seen_filter();
+        match hashes {
+            Ok(hashes) => {
+                filter.finish_rebuild(hashes);
+                Ok(())
+            }
+            Err(err) => {
+                filter.abandon_rebuild();
+                Err(err)
+            }
+        }
+    }
+
+    /// The dedupe hash of every `seen` mark (echo marks, keyed otherwise, are skipped).
+    fn seen_hashes(&self) -> Result<Vec<u64>> {
+        let mut hashes = Vec::new();
+        for key in self.inner.seen.iter().keys() {
+            let key = key.map_err(sled_err("dedupe scan"))?;
+            if let Some((page, dedupe)) = keys::split_seen(&key) {
+                hashes.push(inbox::dedupe_hash_of(page, dedupe));
+            }
+        }
+        Ok(hashes)
     }
 
     /// Records that Meta echoed one of the gateway's own sends (`sent` names the Rocket.Chat

@@ -219,6 +219,39 @@ fn item(key: &ConversationKey, id: &str, created_ms: u64) -> OutboundItem {
     }
 }
 
+/// The `seen` marks are checked through a filter in memory, built when the store opens and
+/// again after each pruning: a taken event must stay a duplicate through both.
+#[tokio::test]
+async fn a_taken_event_stays_a_duplicate_after_a_restart_and_a_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = conv("1", "2");
+    let redelivered = |mid: &str| vec![event(&a, 1, Some(mid), "redelivered")];
+    {
+        let store = open(dir.path());
+        store
+            .enqueue_inbound(vec![
+                event(&a, 1, Some("m1"), "one"),
+                event(&a, 2, Some("m2"), "two"),
+            ])
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let (id, _) = store.inbox().oldest(&a).unwrap().unwrap();
+            store.inbox().remove(&id).unwrap();
+        }
+        assert_eq!(store.inbox().len(), 0);
+        store.sync().await.unwrap();
+    }
+    let store = open(dir.path());
+    let outcome = store.enqueue_inbound(redelivered("m1")).await.unwrap();
+    assert_eq!(outcome.duplicates, 1, "after a restart");
+    assert_eq!(store.prune_seen(0).unwrap(), 0, "no mark is that old");
+    let outcome = store.enqueue_inbound(redelivered("m2")).await.unwrap();
+    assert_eq!(outcome.duplicates, 1, "after a pruning");
+    let outcome = store.enqueue_inbound(redelivered("m3")).await.unwrap();
+    assert_eq!(outcome.stored, 1, "never seen");
+}
+
 #[test]
 fn outbox_dedupes_on_the_rocketchat_message_id_and_keeps_order() {
     let dir = tempfile::tempdir().unwrap();

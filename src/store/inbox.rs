@@ -48,11 +48,16 @@ pub(super) fn dedupe_tag(hash: u64) -> u32 {
 /// A 64-bit hash of a page and dedupe key, never 0. Equal hashes are only candidates: the store
 /// compares the keys themselves before calling an event a duplicate.
 pub(super) fn dedupe_hash(page: &PageId, dedupe_key: &str) -> u64 {
+    dedupe_hash_of(page.as_str(), dedupe_key.as_bytes())
+}
+
+/// [`dedupe_hash`] from the parts of a `seen` key.
+pub(super) fn dedupe_hash_of(page: &str, dedupe_key: &[u8]) -> u64 {
     // Fixed keys (not `RandomState`): a collision, however unlikely, then repeats the same way.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    hasher.write(page.as_str().as_bytes());
+    hasher.write(page.as_bytes());
     hasher.write_u8(0xff);
-    hasher.write(dedupe_key.as_bytes());
+    hasher.write(dedupe_key);
     hasher.finish().max(1)
 }
 

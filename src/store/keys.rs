@@ -91,6 +91,11 @@ pub(super) fn seen(page: &PageId, dedupe_key: &str) -> Vec<u8> {
     out
 }
 
+/// The page and dedupe key of a `seen` key.
+pub(super) fn split_seen(key: &[u8]) -> Option<(&str, &[u8])> {
+    take_str(key)
+}
+
 /// A message the Send API accepted: the page, then the `message_id` Meta gave it.
 pub(super) fn sent(page: &PageId, message_id: &str) -> Vec<u8> {
     seen(page, message_id)
