@@ -535,19 +535,6 @@ struct RoomIndexV1 {
     psid: Psid,
 }
 
-/// [`InboundV1`] without its payload, borrowed from an arriving event: the payload, its last
-/// field, is written after it as the item's text (see [`encode_arriving_to`]).
-#[derive(Serialize)]
-struct InboundV1Head<'a> {
-    v: u32,
-    page: &'a PageId,
-    psid: &'a Psid,
-    timestamp_ms: u64,
-    dedupe_key: &'a Option<String>,
-    received_ms: u64,
-    standby: bool,
-}
-
 #[derive(Serialize, Deserialize)]
 struct InboundV1 {
     v: u32,
@@ -941,34 +928,49 @@ pub(super) fn encode_inbound(event: &InboundEvent) -> Result<Vec<u8>> {
 
 /// Appends an event's encoding ([`InboundV1`]) to `out`: a journal record is written in place,
 /// not copied in, and the item's text as it came (JSON already checked by the webhook's parse).
+/// Written by hand, field by field in [`InboundV1`]'s order, byte for byte what serde writes
+/// (a test compares them): this runs for every event a webhook brings.
 pub(super) fn encode_arriving_to(event: &Arriving<'_>, out: &mut Vec<u8>) -> Result<()> {
-    let Arriving {
-        key,
-        timestamp_ms,
-        dedupe_key,
-        received_ms,
-        standby,
-        text,
-    } = event;
-    let head = InboundV1Head {
-        v: V1,
-        page: &key.page,
-        psid: &key.psid,
-        timestamp_ms: *timestamp_ms,
-        dedupe_key,
-        received_ms: *received_ms,
-        standby: *standby,
-    };
-    serde_json::to_writer(&mut *out, &head).map_err(|err| Error::Encode {
-        tree: Tree::Inbox.name(),
-        reason: err.to_string(),
-    })?;
-    // The head is an object: its closing brace goes after the payload.
-    out.pop();
+    let mut numbers = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"v\":");
+    out.extend_from_slice(numbers.format(V1).as_bytes());
+    out.extend_from_slice(b",\"page\":");
+    json_string_to(event.key.page.as_str(), out)?;
+    out.extend_from_slice(b",\"psid\":");
+    json_string_to(event.key.psid.as_str(), out)?;
+    out.extend_from_slice(b",\"timestamp_ms\":");
+    out.extend_from_slice(numbers.format(event.timestamp_ms).as_bytes());
+    out.extend_from_slice(b",\"dedupe_key\":");
+    match &event.dedupe_key {
+        Some(key) => json_string_to(key, out)?,
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"received_ms\":");
+    out.extend_from_slice(numbers.format(event.received_ms).as_bytes());
+    out.extend_from_slice(if event.standby {
+        b",\"standby\":true"
+    } else {
+        b",\"standby\":false"
+    });
     out.extend_from_slice(b",\"payload\":");
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(event.text.as_bytes());
     out.push(b'}');
     Ok(())
+}
+
+/// Appends `text` as a JSON string: copied between quotes when nothing in it needs escaping (ids
+/// and `mid`s never do), otherwise escaped by serde_json.
+fn json_string_to(text: &str, out: &mut Vec<u8>) -> Result<()> {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
+    serde_json::to_writer(&mut *out, text).map_err(|err| Error::Encode {
+        tree: Tree::Inbox.name(),
+        reason: err.to_string(),
+    })
 }
 
 pub(super) fn decode_inbound(at: At<'_>, bytes: &[u8]) -> Result<InboundEvent> {
@@ -1665,6 +1667,25 @@ mod tests {
             String::from_utf8(written.clone()).unwrap(),
             String::from_utf8(serde_form).unwrap()
         );
+        // Ids that need escaping, no dedupe key, not from standby.
+        let odd = InboundEvent {
+            key: ConversationKey::new(PageId::new("p\"1\\"), Psid::new("tab\there é")),
+            dedupe_key: None,
+            standby: false,
+            ..event.clone()
+        };
+        let serde_form = serde_json::to_vec(&InboundV1 {
+            v: V1,
+            page: odd.key.page.clone(),
+            psid: odd.key.psid.clone(),
+            timestamp_ms: 10,
+            dedupe_key: None,
+            received_ms: 12,
+            standby: false,
+            payload: odd.payload.clone(),
+        })
+        .unwrap();
+        assert_eq!(encode_inbound(&odd).unwrap(), serde_form);
         // Read back through a JSON tree: the same item, not the same bytes.
         let read = decode_inbound(at(Tree::Inbox, b"k"), &written).unwrap();
         assert_eq!(read.payload.to_value(), event.payload.to_value());
