@@ -61,7 +61,8 @@ pub(super) fn dedupe_hash_of(page: &str, dedupe_key: &[u8]) -> u64 {
     hasher.finish().max(1)
 }
 
-/// Hashes a key that is a [`dedupe_hash`] already: as itself, not hashed again.
+/// Hashes a key that is a [`dedupe_tag`] already: spread over 64 bits by one multiplication
+/// (the hash table reads its top bits), not hashed again.
 #[derive(Default)]
 struct AlreadyHashed(u64);
 
@@ -71,14 +72,14 @@ impl Hasher for AlreadyHashed {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used for a `u64` key; this keeps any other use correct.
+        // Only `write_u32` is used for a `u32` key; this keeps any other use correct.
         for &byte in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(byte);
         }
     }
 
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
+    fn write_u32(&mut self, tag: u32) {
+        self.0 = u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -88,8 +89,11 @@ const NEAR_THE_END: usize = 16;
 #[derive(Default)]
 pub(super) struct Index {
     conversations: ConversationMap<VecDeque<Held>>,
-    /// How many waiting events carry each dedupe hash.
-    dedupes: HashMap<u64, u32, BuildHasherDefault<AlreadyHashed>>,
+    /// How many waiting events carry each dedupe tag: 8 bytes a slot, where the whole hash
+    /// took 16 (a million held events fill two million slots). Two keys whose hashes share a
+    /// tag are only compared more often: the store reads the waiting copy before it calls an
+    /// event a duplicate.
+    dedupes: HashMap<u32, u32, BuildHasherDefault<AlreadyHashed>>,
     /// How many waiting events each segment holds; a segment absent here holds none.
     live: BTreeMap<u32, usize>,
     /// The segment the journal writes now: never deleted while it may still grow.
@@ -115,7 +119,7 @@ impl Index {
 
     /// Whether a waiting event may carry this dedupe hash.
     pub fn may_hold(&self, dedupe: u64) -> bool {
-        self.dedupes.contains_key(&dedupe)
+        self.dedupes.contains_key(&dedupe_tag(dedupe))
     }
 
     /// The waiting events of `key` whose dedupe hash may be this one.
@@ -148,9 +152,13 @@ impl Index {
         } else {
             queue.partition_point(|h| h.order() <= held.order())
         };
+        if queue.len() == queue.capacity() {
+            // Half again, not twice: a held backlog is mostly queues that grew once too far.
+            queue.reserve_exact(queue.len() / 2 + 1);
+        }
         queue.insert(at, held);
         if dedupe != 0 {
-            *self.dedupes.entry(dedupe).or_default() += 1;
+            *self.dedupes.entry(dedupe_tag(dedupe)).or_default() += 1;
         }
         *self.live.entry(held.segment).or_default() += 1;
         self.len += 1;
@@ -189,7 +197,7 @@ impl Index {
         }
         self.len -= 1;
         if dedupe != 0 {
-            if let Entry::Occupied(mut count) = self.dedupes.entry(dedupe) {
+            if let Entry::Occupied(mut count) = self.dedupes.entry(dedupe_tag(dedupe)) {
                 *count.get_mut() -= 1;
                 if *count.get() == 0 {
                     count.remove();
