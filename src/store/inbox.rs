@@ -252,6 +252,29 @@ mod tests {
     }
 
     #[test]
+    fn hashes_sharing_a_tag_are_candidates_counted_together() {
+        let key = ConversationKey::new(PageId::new("1"), Psid::new("2"));
+        let mut index = Index::default();
+        let (first, second) = (0x1_0000_0005, 0x2_0000_0005);
+        assert_eq!(dedupe_tag(first), dedupe_tag(second));
+        let waiting = Held {
+            dedupe: dedupe_tag(first),
+            ..held(1, 1, 0)
+        };
+        index.insert(&key, waiting, first);
+        assert!(
+            index.may_hold(second),
+            "a candidate, to be compared by its key"
+        );
+        assert_eq!(index.with_dedupe(&key, second), vec![waiting]);
+        assert!(!index.may_hold(0x3_0000_0007));
+        index.insert(&key, held(2, 1, 50), 0);
+        assert_eq!(index.remove(&key, &waiting, first), None);
+        assert!(!index.may_hold(first) && !index.may_hold(second));
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
     fn events_wait_in_timestamp_then_journal_order_and_empty_segments_are_named() {
         let key = ConversationKey::new(PageId::new("1"), Psid::new("2"));
         let mut index = Index::default();
