@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::super::borrowed_json::{self, Text, Value};
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Outline<'a> {
     /// `None` when absent or not a string.
     pub object: Option<Cow<'a, str>>,
@@ -24,7 +24,7 @@ pub(super) struct Outline<'a> {
     pub entries: Option<Vec<Entry<'a>>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Entry<'a> {
     /// The page (or Instagram account) id, read as [`Value::as_id`] reads it.
     pub id: Option<String>,

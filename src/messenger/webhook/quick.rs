@@ -300,57 +300,42 @@ impl<'a> Reader<'a> {
         &mut self,
         mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
     ) -> Option<()> {
-        self.nest()?;
-        self.at += 1;
-        self.space();
-        if self.peek()? == b'}' {
-            self.at += 1;
-        } else {
-            loop {
-                if self.peek()? != b'"' {
-                    return None;
-                }
-                let key = self.string()?;
-                self.space();
-                self.expect(b':')?;
-                self.space();
-                field(self, key)?;
-                self.space();
-                match self.peek()? {
-                    b',' => {
-                        self.at += 1;
-                        self.space();
-                    }
-                    b'}' => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
+        self.sequence(b'}', |reader| {
+            if reader.peek()? != b'"' {
+                return None;
             }
-        }
-        self.depth -= 1;
-        Some(())
+            let key = reader.string()?;
+            reader.space();
+            reader.expect(b':')?;
+            reader.space();
+            field(reader, key)
+        })
     }
 
     /// Calls `element` with the cursor on each element of the array at the cursor, which
     /// `element` must read.
-    fn elements(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    fn elements(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.sequence(b']', element)
+    }
+
+    /// Steps over the container at the cursor, calling `item` for each of its comma-separated
+    /// items (none in an empty one) up to `close`.
+    fn sequence(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.nest()?;
         self.at += 1;
         self.space();
-        if self.peek()? == b']' {
+        if self.peek()? == close {
             self.at += 1;
         } else {
             loop {
-                element(self)?;
+                item(self)?;
                 self.space();
                 match self.peek()? {
                     b',' => {
                         self.at += 1;
                         self.space();
                     }
-                    b']' => {
+                    byte if byte == close => {
                         self.at += 1;
                         break;
                     }
