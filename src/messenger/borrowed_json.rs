@@ -84,6 +84,14 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// [`as_id`](Self::as_id), keeping a string borrowed from the text.
+    pub fn into_id(self) -> Option<Cow<'a, str>> {
+        match self {
+            Value::String(id) if !id.is_empty() => Some(id),
+            other => other.as_id().map(|id| Cow::Owned(id.into_owned())),
+        }
+    }
+
     /// A scalar's JSON text (a number as `2` or `37.48`, a string quoted); `None` for arrays and
     /// objects. The same as Meta's text for the numbers and plain strings it sends.
     pub fn scalar_text(&self) -> Option<String> {

@@ -242,7 +242,7 @@ struct Body<'a> {
 /// One `entry[]` element: its page id, and its items, each with its text as Meta sent it.
 #[derive(Default)]
 struct BodyEntry<'a> {
-    id: Option<String>,
+    id: Option<Cow<'a, str>>,
     messaging: Vec<(ReadItem<'a>, &'a str)>,
     standby: Vec<(ReadItem<'a>, &'a str)>,
 }
@@ -296,7 +296,7 @@ fn read_generally<'a>(text: &'a str) -> Result<Body<'a>, WebhookError> {
         .zip(texts)
         .map(|(entry, texts)| {
             Ok(BodyEntry {
-                id: entry.id,
+                id: entry.id.map(Cow::Owned),
                 messaging: items(entry.messaging, texts.messaging)?,
                 standby: items(entry.standby, texts.standby)?,
             })
@@ -437,7 +437,7 @@ fn plain_envelope<'a>(
             .unwrap_or_else(|| PageId::new(message.recipient)),
         psid: Psid::new(message.sender),
         timestamp_ms: message.timestamp_ms,
-        dedupe_key: Some(format!("{MESSAGE_KEY}{}", message.mid)),
+        dedupe_key: Some([MESSAGE_KEY, message.mid].concat()),
         standby,
         meaning: Meaning::Relayed,
         text,

@@ -114,6 +114,34 @@ fn plain_run(bytes: &[u8]) -> usize {
         .unwrap_or(rest.len())
 }
 
+/// Where the escape whose letter is at `at` (after its backslash) ends, if serde_json would
+/// decode it into a string: one of `"\\/bfnrt`, or `u` and four hex digits naming a character
+/// that is not a surrogate, or a leading surrogate followed by an escaped trailing one.
+fn escape_end(bytes: &[u8], at: usize) -> Option<usize> {
+    match *bytes.get(at)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 1),
+        b'u' => match hex_unit(bytes, at + 1)? {
+            0xDC00..=0xDFFF => None,
+            0xD800..=0xDBFF => {
+                if bytes.get(at + 5..at + 7)? != b"\\u" {
+                    return None;
+                }
+                let trailing = hex_unit(bytes, at + 7)?;
+                (0xDC00..=0xDFFF).contains(&trailing).then_some(at + 11)
+            }
+            _ => Some(at + 5),
+        },
+        _ => None,
+    }
+}
+
+/// The UTF-16 unit four hex digits at `at` name.
+fn hex_unit(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..at + 4)?.iter().try_fold(0, |unit, &digit| {
+        Some(unit << 4 | char::from(digit).to_digit(16)?)
+    })
+}
+
 struct Reader<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -147,7 +175,7 @@ impl<'a> Reader<'a> {
         }
         self.fields(|reader, key| {
             match key.as_ref() {
-                "id" => entry.id = reader.value()?.as_id().map(Cow::into_owned),
+                "id" => entry.id = reader.value()?.into_id(),
                 "messaging" => entry.messaging = reader.items()?,
                 "standby" => entry.standby = reader.items()?,
                 _ => {
@@ -235,9 +263,8 @@ impl<'a> Reader<'a> {
             match key {
                 "mid" if mid.is_none() => mid = Some(reader.plain_string()?),
                 "text" if !text => {
-                    // Read (and so checked) like any string, then dropped: ingest stores the text
-                    // as sent.
-                    reader.string()?;
+                    // Checked, not decoded: ingest stores the text as sent.
+                    reader.skip_string()?;
                     text = true;
                 }
                 _ => return None,
@@ -382,6 +409,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Steps over the string at the cursor, checking it as serde_json checks a string it
+    /// decodes (escapes, paired surrogates, no control character), without decoding it.
+    fn skip_string(&mut self) -> Option<()> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let mut at = self.at + 1;
+        loop {
+            at += plain_run(self.bytes.get(at..)?);
+            match *self.bytes.get(at)? {
+                b'"' => {
+                    self.at = at + 1;
+                    return Some(());
+                }
+                b'\\' => at = escape_end(self.bytes, at + 1)?,
+                _ => return None,
+            }
+        }
+    }
+
     fn word(&mut self, word: &[u8], value: Value<'a>) -> Option<Value<'a>> {
         let end = self.at + word.len();
         (self.bytes.get(self.at..end)? == word).then(|| {
@@ -480,6 +527,7 @@ mod tests {
             r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":"m"}"#,
             r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"},"read":{"watermark":1}}"#,
             r#"{"sender":{"id":"1","name":"x"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m"}}"#,
+            r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m","text":7}}"#,
         ] {
             let body = format!(r#"{{"entry":[{{"id":"2","messaging":[{item}]}}]}}"#);
             assert_eq!(plain(&body), vec![vec![false]], "{item}");
@@ -510,6 +558,36 @@ mod tests {
         ] {
             assert!(read(body).is_some(), "read here: {body}");
             assert!(readings_agree(body), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_message_text_is_checked_as_serde_json_checks_a_string() {
+        for text in [
+            r#""plain""#,
+            r#""all \" \\ \/ \b \f \n \r \t escapes""#,
+            r#""caf\u00e9 \u00E9 \uFFFF \u0000""#,
+            r#""\ud83d\ude0a paired \uD83D\uDE0A""#,
+            r#""\ud83d""#,
+            r#""\ud83d\u0041""#,
+            r#""\ud83d\n""#,
+            r#""\ude0a trailing alone""#,
+            r#""\u12""#,
+            r#""\u12g4""#,
+            r#""\x""#,
+            r#""\"#,
+            "\"tab\there\"",
+            "\"\u{7f} and \u{e9} are plain\"",
+        ] {
+            let body = format!(
+                r#"{{"entry":[{{"messaging":[{{"sender":{{"id":"1"}},"recipient":{{"id":"2"}},"timestamp":3,"message":{{"mid":"m","text":{text}}}}}]}}]}}"#
+            );
+            let serde_reads = serde_json::from_str::<String>(text).is_ok();
+            assert_eq!(read(&body).is_some(), serde_reads, "{text}");
+            if serde_reads {
+                assert_eq!(plain(&body), vec![vec![true]], "{text}");
+            }
+            assert!(readings_agree(&body), "{text}");
         }
     }
 
@@ -556,6 +634,8 @@ mod tests {
             r#"{"a":"\x"}"#,
             r#"{"a":"\ud800"}"#,
             r#"{"a":"unterminated\"}"#,
+            // A message's text is checked as serde_json checks a string, though not decoded.
+            r#"{"entry":[{"messaging":[{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":3,"message":{"mid":"m","text":1"}}]}]}"#,
             "",
         ] {
             assert!(read(body).is_none(), "left to serde_json: {body:?}");
