@@ -83,6 +83,7 @@ impl Gateway {
             telemetry: telemetry.clone(),
             threads: threads.clone(),
             tasks: tasks.clone(),
+            runtime: tokio::runtime::Handle::current(),
             cancel: cancel.clone(),
         };
         let outbound = Outbound::new(

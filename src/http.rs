@@ -33,7 +33,7 @@ use crate::relay::inbound::Inbound;
 use crate::relay::outbound;
 use crate::relay::threads::Threads;
 use crate::store::Store;
-use crate::store::{self, Arriving, PageStatus};
+use crate::store::{self, Arriving, EnqueueOutcome, PageStatus};
 use crate::telemetry::{Snapshot, Telemetry};
 
 /// Largest request body accepted; Meta's webhook batches are far smaller.
@@ -579,6 +579,8 @@ fn relayed_events<'body>(
     // Each page once per body (a batch is nearly always one page's): whether it is connected.
     let mut checked: Vec<(PageId, bool)> = Vec::new();
     let mut echoes = 0;
+    // One reading of the clock for the body: its events arrived together.
+    let received_ms = now_ms();
     for envelope in envelopes {
         match &envelope.meaning {
             webhook::Meaning::Echo { app_id, metadata }
@@ -641,7 +643,7 @@ fn relayed_events<'body>(
             key,
             timestamp_ms: envelope.timestamp_ms,
             dedupe_key: envelope.dedupe_key,
-            received_ms: now_ms(),
+            received_ms,
             standby: envelope.standby,
             text: envelope.text,
         });
@@ -649,19 +651,18 @@ fn relayed_events<'body>(
     Ok((events, stale_pages, echoes))
 }
 
-/// Stores the events durably (the 200 waits for this; see `Store::ingest`), then wakes their
-/// conversations' workers.
+/// Stores the events durably (the 200 waits for this; see `Store::ingest`); their
+/// conversations' workers are woken once the events are in the inbox.
 async fn store_events(
     state: &WebhookState,
     events: Vec<Arriving<'_>>,
     stale_pages: &[PageId],
 ) -> Result<(), store::Error> {
-    let ingested = state.store.ingest(events).await?;
-    // Durable: the 200 may go. Putting the events in the inbox follows off its path.
     let telemetry = state.telemetry.clone();
     let inbound = state.inbound.clone();
-    state.tasks.spawn(async move {
-        let (queued, conversations) = ingested.queued().await;
+    // Told on the journal's applier thread once the events are in the inbox, after the 200.
+    let queued = move |queued: store::Result<EnqueueOutcome>,
+                       conversations: Vec<ConversationKey>| {
         match queued {
             Ok(outcome) => {
                 telemetry.webhook_event("stored", outcome.stored as u64);
@@ -679,7 +680,9 @@ async fn store_events(
         for key in &conversations {
             inbound.wake(key);
         }
-    });
+    };
+    // Durable once this returns: the 200 may go.
+    state.store.ingest(events, queued).await?;
     // For `status`; it needs no flush of its own (the next one carries it).
     for page in stale_pages {
         let now = now_ms();

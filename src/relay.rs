@@ -43,6 +43,9 @@ pub struct RelayContext {
     pub threads: Arc<threads::Threads>,
     /// Where the relays' workers run, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// The runtime the workers run on: a conversation is woken from the inbox journal's
+    /// applier thread too.
+    pub runtime: tokio::runtime::Handle,
     pub cancel: CancellationToken,
 }
 
@@ -131,7 +134,8 @@ pub fn wake<D: Direction>(relay: &Arc<D>, key: &ConversationKey) {
     }
     let worker = relay.clone();
     let key = key.clone();
-    ctx.tasks.spawn(async move { work(worker, key).await });
+    ctx.tasks
+        .spawn_on(async move { work(worker, key).await }, &ctx.runtime);
 }
 
 /// Restarts every conversation with items left in the queue (after a restart or a crash).

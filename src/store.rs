@@ -290,27 +290,6 @@ impl Drop for Arrival {
     }
 }
 
-/// A webhook's events, durable and on their way into the inbox.
-pub struct Ingested {
-    pending: journal::Pending<EnqueueOutcome>,
-    /// Ended once the events are in the inbox (or will only be after a restart).
-    arrival: Arrival,
-}
-
-impl Ingested {
-    /// Waits until the events are in the inbox and says how many were new, with their
-    /// conversations (each once), which count as arriving no more. An error means the store
-    /// stopped taking them; the next start reads them back from the journal.
-    pub async fn queued(self) -> (Result<EnqueueOutcome>, Vec<ConversationKey>) {
-        let Ingested { pending, arrival } = self;
-        let outcome = pending.applied().await.map_err(|err| {
-            arrival.inner.failed.store(true, Ordering::Relaxed);
-            Error::Journal(err)
-        });
-        (outcome, arrival.end())
-    }
-}
-
 /// What the index needs of an event the journal carries: the event itself stays in the record.
 struct PreparedInbound {
     key: ConversationKey,
@@ -1329,24 +1308,40 @@ impl Store {
 
     /// Makes a webhook's events durable: the step before the webhook's 200. The events are
     /// appended to the inbox journal, which shares one `fdatasync` among every webhook waiting
-    /// at that moment. When this returns they are on disk; [`Ingested::queued`] tells when they
-    /// are in the inbox (deduped as [`enqueue_inbound`](Self::enqueue_inbound) does), which
-    /// follows off the webhook's path. Until then their conversations count as arriving (see
+    /// at that moment. When this returns `Ok` they are on disk. Once they are in the inbox
+    /// (deduped as [`enqueue_inbound`](Self::enqueue_inbound) does), off the webhook's path and
+    /// on the journal's applier thread, `queued` is told how many were new and their
+    /// conversations (each once); an error there means the store stopped taking them, and the
+    /// next start reads them back from the journal. `queued` is told nothing when this returns
+    /// an error. Until it is told, the conversations count as arriving (see
     /// [`Queue::arriving`]), so no worker posts a later event first. Nothing is written to sled
     /// on this path: the journal is the inbox.
-    pub async fn ingest(&self, events: Vec<Arriving<'_>>) -> Result<Ingested> {
+    pub async fn ingest(
+        &self,
+        events: Vec<Arriving<'_>>,
+        queued: impl FnOnce(Result<EnqueueOutcome>, Vec<ConversationKey>) + Send + 'static,
+    ) -> Result<()> {
         let arrival = Arrival::new(&self.inner, &events);
         let (record, prepared) = prepare_inbound(events)?;
         let Some(journal) = self.inner.journal.get() else {
             return Err(Error::Sync("the inbox journal is not open".to_owned()));
         };
-        let pending = journal.append(record, prepared).await.map_err(|err| {
-            // The writer stops at its first error; nothing more can be made durable until the
-            // store is reopened (see `has_failed`).
-            self.inner.failed.store(true, Ordering::Relaxed);
-            Error::Journal(err)
-        })?;
-        Ok(Ingested { pending, arrival })
+        let applied = journal::OnApplied::new(move |answer| {
+            let outcome = answer.map_err(|err| {
+                arrival.inner.failed.store(true, Ordering::Relaxed);
+                Error::Journal(err)
+            });
+            queued(outcome, arrival.end());
+        });
+        journal
+            .append(record, prepared, applied)
+            .await
+            .map_err(|err| {
+                // The writer stops at its first error; nothing more can be made durable until
+                // the store is reopened (see `has_failed`).
+                self.inner.failed.store(true, Ordering::Relaxed);
+                Error::Journal(err)
+            })
     }
 
     /// Puts events in the inbox as [`ingest`](Self::ingest) does, and returns once they are
@@ -1354,7 +1349,14 @@ impl Store {
     /// (in an earlier call or earlier in this batch) is skipped.
     pub async fn enqueue_inbound(&self, events: Vec<InboundEvent>) -> Result<EnqueueOutcome> {
         let arriving = events.iter().map(InboundEvent::arriving).collect();
-        self.ingest(arriving).await?.queued().await.0
+        let (tell, told) = tokio::sync::oneshot::channel();
+        self.ingest(arriving, move |outcome, _| {
+            let _ = tell.send(outcome);
+        })
+        .await?;
+        // `ingest` tells `queued` once whatever becomes of the events.
+        told.await
+            .unwrap_or_else(|_| Err(Error::Journal(journal::Error::Stopped)))
     }
 
     /// Reads the inbox back from the journal's segments (every event not taken out), deletes

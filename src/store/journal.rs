@@ -16,7 +16,8 @@
 //! queued at that moment, writes them with one `write`, `fdatasync`s and answers them all: the
 //! caller may now acknowledge. The group then goes to the applier thread, which gathers a few
 //! milliseconds of groups, calls the `apply` hook once for them (the store indexes the events)
-//! and answers each append's [`Pending`]. Writing the next group and applying the last one
+//! and tells each append's [`OnApplied`] its answer, there on the applier thread: nothing waits
+//! for it on the webhook's path. Writing the next group and applying the last one
 //! overlap. When a segment is full the writer starts the next one; the store deletes a segment
 //! ([`Segments::delete`]) once none of its events is waiting any more.
 //!
@@ -128,34 +129,50 @@ impl Recovered {
 /// the writer: the records stay in the journal, and the next start's recovery shows them again.
 pub type ApplyHook<T, R> = Box<dyn FnMut(Vec<(Position, T)>) -> Result<Vec<R>, String> + Send>;
 
-/// Where an append learns its `apply` answer.
-type AppliedTo<R> = oneshot::Sender<Result<R, String>>;
+/// What a durable append is told once the `apply` hook has taken its record: the hook's answer,
+/// or why the record will only be applied at the next start. It is told exactly once, on the
+/// applier thread (or wherever the record is dropped when the journal stops), and never for an
+/// append that returned an error: that record was not made durable.
+pub struct OnApplied<R> {
+    tell: Option<Box<dyn FnOnce(Result<R, Error>) + Send>>,
+}
+
+impl<R> OnApplied<R> {
+    pub fn new(tell: impl FnOnce(Result<R, Error>) + Send + 'static) -> Self {
+        OnApplied {
+            tell: Some(Box::new(tell)),
+        }
+    }
+
+    fn answer(mut self, answer: Result<R, Error>) {
+        if let Some(tell) = self.tell.take() {
+            tell(answer);
+        }
+    }
+
+    /// For an append answered with an error: it was never durable, so it is told nothing.
+    fn forget(mut self) {
+        self.tell = None;
+    }
+}
+
+impl<R> Drop for OnApplied<R> {
+    fn drop(&mut self) {
+        if let Some(tell) = self.tell.take() {
+            tell(Err(Error::Stopped));
+        }
+    }
+}
 
 struct Append<T, R> {
     record: Vec<u8>,
     item: T,
     durable: oneshot::Sender<Result<(), String>>,
-    applied: AppliedTo<R>,
+    applied: OnApplied<R>,
 }
 
 /// What the writer hands the applier: one durable group, in journal order.
-type Written<T, R> = Vec<(Position, T, AppliedTo<R>)>;
-
-/// An append that is durable and on its way into sled.
-pub struct Pending<R> {
-    applied: oneshot::Receiver<Result<R, String>>,
-}
-
-impl<R> Pending<R> {
-    /// Waits until the `apply` hook has taken the record, and returns its answer.
-    pub async fn applied(self) -> Result<R, Error> {
-        match self.applied.await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(reason)) => Err(stopped_by(reason)),
-            Err(_) => Err(Error::Stopped),
-        }
-    }
-}
+type Written<T, R> = Vec<(Position, T, OnApplied<R>)>;
 
 fn stopped_by(reason: String) -> Error {
     Error::Io {
@@ -260,21 +277,28 @@ impl<T: Send + 'static, R: Send + 'static> Journal<T, R> {
     }
 
     /// Returns once `record` is on disk (its own `fdatasync` or one shared with the appends
-    /// queued beside it); the [`Pending`] tells when `item`, the record decoded, is applied.
-    pub async fn append(&self, record: Vec<u8>, item: T) -> Result<Pending<R>, Error> {
+    /// queued beside it); `applied` is told when `item`, the record decoded, is applied. A
+    /// caller that stops waiting once the record is queued still has it written and applied.
+    pub async fn append(
+        &self,
+        record: Vec<u8>,
+        item: T,
+        applied: OnApplied<R>,
+    ) -> Result<(), Error> {
         let (durable, written) = oneshot::channel();
-        let (applied, pending) = oneshot::channel();
-        self.appends
-            .send(Append {
-                record,
-                item,
-                durable,
-                applied,
-            })
-            .await
-            .map_err(|_| Error::Stopped)?;
+        // A place first, so that a caller that stops waiting here drops nothing half sent.
+        let Ok(place) = self.appends.reserve().await else {
+            applied.forget();
+            return Err(Error::Stopped);
+        };
+        place.send(Append {
+            record,
+            item,
+            durable,
+            applied,
+        });
         match written.await {
-            Ok(Ok(())) => Ok(Pending { applied: pending }),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(stopped_by(reason)),
             Err(_) => Err(Error::Stopped),
         }
@@ -481,14 +505,13 @@ fn run_applier<T, R>(queue: std::sync::mpsc::Receiver<Written<T, R>>, mut apply:
         match answers {
             Ok(answers) => {
                 for (applied, answer) in waiting.into_iter().zip(answers) {
-                    // A caller that stopped waiting needs no answer.
-                    let _ = applied.send(Ok(answer));
+                    applied.answer(Ok(answer));
                 }
             }
             Err(reason) => {
                 tracing::error!(error = %reason, "inbox journal: acknowledged events could not be put in the store; they stay in the journal for the next start");
                 for applied in waiting {
-                    let _ = applied.send(Err(reason.clone()));
+                    applied.answer(Err(stopped_by(reason.clone())));
                 }
                 return;
             }
@@ -511,9 +534,15 @@ impl<T, R> Writer<T, R> {
                     let reason = err.to_string();
                     tracing::error!(error = %reason, "inbox journal write failed; webhooks are answered 503 until the gateway restarts");
                     for append in batch.drain(..) {
+                        append.applied.forget();
                         let _ = append.durable.send(Err(reason.clone()));
                     }
-                    // Later appends see the closed channel and report the writer stopped.
+                    // Appends queued behind them fail too; later ones see the closed channel.
+                    queue.close();
+                    while let Ok(append) = queue.try_recv() {
+                        append.applied.forget();
+                        let _ = append.durable.send(Err(reason.clone()));
+                    }
                     return;
                 }
             }
@@ -590,6 +619,16 @@ mod tests {
         (journal, applied)
     }
 
+    /// Appends `record` (as its own item) and waits until it is applied.
+    async fn append_applied(journal: &Test, record: Vec<u8>) -> Result<Position, Error> {
+        let (tell, told) = oneshot::channel();
+        let applied = OnApplied::new(move |answer| {
+            let _ = tell.send(answer);
+        });
+        journal.append(record.clone(), record, applied).await?;
+        told.await.unwrap_or(Err(Error::Stopped))
+    }
+
     #[tokio::test]
     async fn appended_records_are_applied_read_back_and_recovered_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -598,12 +637,7 @@ mod tests {
         for i in 0..50u32 {
             let journal = journal.clone();
             waiting.push(tokio::spawn(async move {
-                let record = format!("record {i}").into_bytes();
-                journal
-                    .append(record.clone(), record)
-                    .await?
-                    .applied()
-                    .await
+                append_applied(&journal, format!("record {i}").into_bytes()).await
             }));
         }
         for task in waiting {
@@ -671,8 +705,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = start(dir.path(), 64);
         for i in 0..10u32 {
-            let pending = journal.append(vec![i as u8; 40], vec![]).await.unwrap();
-            pending.applied().await.unwrap();
+            append_applied(&journal, vec![i as u8; 40]).await.unwrap();
         }
         drop(journal);
         let (recovered, records) = recover(dir.path());
