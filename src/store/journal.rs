@@ -134,8 +134,10 @@ pub type ApplyHook<T, R> = Box<dyn FnMut(Vec<(Position, T)>) -> Result<Vec<R>, S
 /// applier thread (or wherever the record is dropped when the journal stops), and never for an
 /// append that returned an error: that record was not made durable.
 pub struct OnApplied<R> {
-    tell: Option<Box<dyn FnOnce(Result<R, Error>) + Send>>,
+    tell: Option<Tell<R>>,
 }
+
+type Tell<R> = Box<dyn FnOnce(Result<R, Error>) + Send>;
 
 impl<R> OnApplied<R> {
     pub fn new(tell: impl FnOnce(Result<R, Error>) + Send + 'static) -> Self {
