@@ -721,6 +721,25 @@ mod tests {
         assert_eq!(records.len(), 0);
     }
 
+    #[tokio::test]
+    async fn an_append_that_fails_is_told_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = start(dir.path(), 64);
+        // Where the next segment would go: once the first is full the writer cannot go on.
+        fs::create_dir(segment_path(dir.path(), 2)).unwrap();
+        append_applied(&journal, vec![1; 80])
+            .await
+            .expect("the first append is durable and applied");
+        let told = Arc::new(Mutex::new(0));
+        for i in 0..3u8 {
+            let count = told.clone();
+            let applied = OnApplied::new(move |_| *count.lock().unwrap() += 1);
+            let appended = journal.append(vec![i; 8], vec![i; 8], applied).await;
+            assert!(appended.is_err(), "the writer has stopped");
+        }
+        assert_eq!(*told.lock().unwrap(), 0, "no callback for a refused append");
+    }
+
     #[test]
     fn positions_round_trip() {
         let position = Position {
