@@ -661,9 +661,9 @@ async fn store_events(
     let telemetry = state.telemetry.clone();
     let inbound = state.inbound.clone();
     // Told on the journal's applier thread once the events are in the inbox, after the 200.
-    let queued = move |queued: store::Result<EnqueueOutcome>,
+    let queued = move |outcome: store::Result<EnqueueOutcome>,
                        conversations: Vec<ConversationKey>| {
-        match queued {
+        match outcome {
             Ok(outcome) => {
                 telemetry.webhook_event("stored", outcome.stored as u64);
                 telemetry.webhook_event("duplicate", outcome.duplicates as u64);

@@ -390,19 +390,11 @@ impl<'a> Reader<'a> {
                 Some(Cow::Borrowed(self.text.get(start..end)?))
             }
             b'\\' => {
-                let mut close = end;
-                loop {
-                    match *self.bytes.get(close)? {
-                        // The escaped character, whatever it is, is not the string's end.
-                        b'\\' => close += 2,
-                        b'"' => break,
-                        _ => close += 1,
-                    }
-                }
-                let quoted = self.text.get(self.at..=close)?;
-                let decoded = serde_json::from_str::<String>(quoted).ok()?;
-                self.at = close + 1;
-                Some(Cow::Owned(decoded))
+                // Stepped over (and so checked) as any string, then decoded by serde_json.
+                let opening = self.at;
+                self.skip_string()?;
+                let quoted = self.text.get(opening..self.at)?;
+                Some(Cow::Owned(serde_json::from_str::<String>(quoted).ok()?))
             }
             // A control character must be escaped in JSON.
             _ => None,
