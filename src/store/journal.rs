@@ -14,9 +14,9 @@
 //! # Life of a record
 //! [`Journal::append`] hands the record to the writer thread, which takes every request
 //! queued at that moment, writes them with one `write`, `fdatasync`s and answers them all: the
-//! caller may now acknowledge. The group then goes to the applier thread, which gathers a few
-//! milliseconds of groups, calls the `apply` hook once for them (the store indexes the events)
-//! and tells each append's [`OnApplied`] its answer, there on the applier thread: nothing waits
+//! caller may now acknowledge. The group then goes to the applier thread, which takes it with
+//! every other group waiting at that moment, calls the `apply` hook once for them (the store
+//! indexes the events) and tells each append's [`OnApplied`] its answer, there on the applier thread: nothing waits
 //! for it on the webhook's path. Writing the next group and applying the last one
 //! overlap. When a segment is full the writer starts the next one; the store deletes a segment
 //! ([`Segments::delete`]) once none of its events is waiting any more.
@@ -44,10 +44,6 @@ const QUEUE: usize = 4096;
 /// How many written groups may wait for the applier before the writer waits: this bounds the
 /// acknowledged events that are not indexed yet.
 const APPLY_QUEUE: usize = 64;
-/// How long the applier gathers groups after the first before one `apply`: each call takes the
-/// inbox's lock, which the relay's workers share. The wait is off the webhooks' path; it only
-/// delays the hand-over to the relay.
-const APPLY_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 const HEADER: usize = 8;
 /// Where a record's payload starts, from the record's [`Position`].
@@ -488,18 +484,15 @@ struct Writer<T, R> {
     written: std::sync::mpsc::SyncSender<Written<T, R>>,
 }
 
-/// Applies durable groups: every group waiting in one `apply` call, then answers them. Stops at
-/// the first failure; the writer stops with it when it next hands over a group.
+/// Applies durable groups: every group waiting in one `apply` call, then answers them. It waits
+/// for nothing more: indexing a group while the writer syncs the next one uses time the core
+/// would spend idle, and under load groups wait here anyway. Stops at the first failure; the
+/// writer stops with it when it next hands over a group.
 fn run_applier<T, R>(queue: std::sync::mpsc::Receiver<Written<T, R>>, mut apply: ApplyHook<T, R>) {
     while let Ok(first) = queue.recv() {
         let mut items = Vec::new();
         let mut waiting = Vec::new();
-        let until = std::time::Instant::now() + APPLY_GATHER;
-        let gathered = std::iter::from_fn(|| {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            queue.recv_timeout(left).ok()
-        });
-        for (position, item, applied) in std::iter::once(first).chain(gathered).flatten() {
+        for (position, item, applied) in std::iter::once(first).chain(queue.try_iter()).flatten() {
             items.push((position, item));
             waiting.push(applied);
         }
