@@ -264,6 +264,7 @@ impl<T: Send + 'static, R: Send + 'static> Journal<T, R> {
         let writer = Writer {
             dir: dir.to_owned(),
             segment,
+            previous: None,
             segment_bytes,
             written,
         };
@@ -476,9 +477,23 @@ impl Segment {
     }
 }
 
+/// Drops a written segment's pages from the page cache. Its records are on disk, and the relay
+/// reads back from there whatever it still needs, so while Rocket.Chat is down the journal
+/// keeps about two segments cached instead of every byte it holds: the kernel gives the next
+/// writes the pages just freed rather than growing the cache. On a VM whose host backs guest
+/// memory on first use, writing into never-used pages cost 25 times the CPU (BENCHMARKS.md,
+/// "the page cache"). A refusal only leaves the pages to the kernel's own reclaim.
+fn uncache(file: &File) {
+    if let Err(err) = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed) {
+        tracing::debug!(error = %err, "inbox journal: a written segment stays in the page cache");
+    }
+}
+
 struct Writer<T, R> {
     dir: PathBuf,
     segment: Segment,
+    /// The segment written before `segment`, whose pages stay in the page cache.
+    previous: Option<File>,
     segment_bytes: u64,
     /// Durable groups on their way to [`run_applier`].
     written: std::sync::mpsc::SyncSender<Written<T, R>>,
@@ -571,7 +586,11 @@ impl<T, R> Writer<T, R> {
         }
         self.written.send(group).map_err(|_| Error::Stopped)?;
         if self.segment.len >= self.segment_bytes {
-            self.segment = Segment::create(&self.dir, self.segment.number + 1)?;
+            let next = Segment::create(&self.dir, self.segment.number + 1)?;
+            let full = std::mem::replace(&mut self.segment, next);
+            if let Some(older) = self.previous.replace(full.file) {
+                uncache(&older);
+            }
         }
         Ok(())
     }
@@ -698,15 +717,21 @@ mod tests {
     #[tokio::test]
     async fn full_segments_stay_until_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let (journal, _) = start(dir.path(), 64);
+        let (journal, applied) = start(dir.path(), 64);
         for i in 0..10u32 {
             append_applied(&journal, vec![i as u8; 40]).await.unwrap();
         }
         drop(journal);
+        // Read back after the writer moved on and dropped the older segments from the cache.
+        let segments = Segments::new(dir.path());
+        for (position, payload) in applied.lock().unwrap().iter() {
+            let offset = position.offset + PAYLOAD_OFFSET;
+            let read = segments.read(position.segment, offset, payload.len());
+            assert_eq!(&read.unwrap(), payload);
+        }
         let (recovered, records) = recover(dir.path());
         assert_eq!(records.len(), 10, "every record is still there");
         assert_eq!(recovered.segments.len(), 6, "five full and the live one");
-        let segments = Segments::new(dir.path());
         for &segment in &recovered.segments[..5] {
             segments.delete(segment).unwrap();
         }
