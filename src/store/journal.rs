@@ -16,9 +16,10 @@
 //! queued at that moment, writes them with one `write`, `fdatasync`s and answers them all: the
 //! caller may now acknowledge. The group then goes to the applier thread, which takes it with
 //! every other group waiting at that moment, calls the `apply` hook once for them (the store
-//! indexes the events) and tells each append's [`OnApplied`] its answer, there on the applier thread: nothing waits
-//! for it on the webhook's path. Writing the next group and applying the last one
-//! overlap. When a segment is full the writer starts the next one; the store deletes a segment
+//! indexes the events) and tells each append's [`OnApplied`] its answer, there on the applier
+//! thread: nothing waits for it on the webhook's path. Writing the next group and applying the
+//! last one overlap. When a segment is full the writer starts the next one and drops the one
+//! before the full one from the page cache; the store deletes a segment
 //! ([`Segments::delete`]) once none of its events is waiting any more.
 //!
 //! At start-up [`Journal::recover`] shows the store every record of every segment, oldest
