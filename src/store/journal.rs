@@ -481,9 +481,9 @@ impl Segment {
 /// Drops a written segment's pages from the page cache. Its records are on disk, and the relay
 /// reads back from there whatever it still needs, so while Rocket.Chat is down the journal
 /// keeps about two segments cached instead of every byte it holds: the kernel gives the next
-/// writes the pages just freed rather than growing the cache. On a VM whose host backs guest
-/// memory on first use, writing into never-used pages cost 25 times the CPU (BENCHMARKS.md,
-/// "the page cache"). A refusal only leaves the pages to the kernel's own reclaim.
+/// writes the pages just freed rather than growing the cache. On the VM we measure on, a write
+/// into pages not used recently took 25 times the CPU (BENCHMARKS.md, "Batched, session 9"). A
+/// refusal only leaves the pages to the kernel's own reclaim.
 fn uncache(file: &File) {
     if let Err(err) = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed) {
         tracing::debug!(error = %err, "inbox journal: a written segment stays in the page cache");
