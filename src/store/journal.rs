@@ -740,6 +740,66 @@ mod tests {
         assert_eq!(records.len(), 0);
     }
 
+    /// How many of the file's pages are in the page cache.
+    fn cached_pages(path: &Path) -> usize {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        if len == 0 {
+            return 0;
+        }
+        // SAFETY: `sysconf` reads a constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+        let mut resident = vec![0u8; len.div_ceil(page)];
+        // SAFETY: maps `len` bytes of a file kept open here, read-only, and unmaps them before
+        // returning; `mincore` writes one byte per page of that mapping into `resident`, which
+        // has exactly that many.
+        unsafe {
+            let mapped = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(mapped, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(mapped, len, resident.as_mut_ptr()), 0);
+            libc::munmap(mapped, len);
+        }
+        resident.iter().filter(|&&byte| byte & 1 == 1).count()
+    }
+
+    #[tokio::test]
+    async fn a_segment_leaves_the_page_cache_once_the_writer_is_two_segments_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Where the file system keeps a synced file's pages whatever it is advised (tmpfs is
+        // the page cache), there is nothing to check.
+        let probe = dir.path().join("probe");
+        fs::write(&probe, vec![1; 64 << 10]).unwrap();
+        let probed = File::open(&probe).unwrap();
+        probed.sync_all().unwrap();
+        uncache(&probed);
+        if cached_pages(&probe) > 0 {
+            eprintln!("skipped: this file system keeps written pages cached");
+            return;
+        }
+        let (journal, _) = start(dir.path(), 16 << 10);
+        for i in 0..24u8 {
+            append_applied(&journal, vec![i + 1; 4096]).await.unwrap();
+        }
+        drop(journal);
+        let segments = segment_numbers(dir.path()).unwrap();
+        assert!(segments.len() >= 5, "{segments:?}");
+        let cached: Vec<_> = segments
+            .iter()
+            .map(|&segment| cached_pages(&segment_path(dir.path(), segment)))
+            .collect();
+        let (behind, recent) = cached.split_at(cached.len() - 3);
+        assert!(behind.iter().all(|&pages| pages == 0), "{cached:?}");
+        assert!(recent.iter().any(|&pages| pages > 0), "{cached:?}");
+    }
+
     #[tokio::test]
     async fn an_append_that_fails_is_told_nothing() {
         let dir = tempfile::tempdir().unwrap();
